@@ -1,0 +1,114 @@
+"""Reading a bundle directory (``manifest.json`` + artifacts) written by ``framegen export``.
+
+The manifest is the only index of a bundle: backends, parity and golden vectors find artifacts through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import FramegenError
+
+MANIFEST = "manifest.json"
+
+
+class BundleError(FramegenError):
+    """A bundle that is missing, incomplete or does not hold what was asked for."""
+
+
+def sha256_path(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file; for a directory (an .mlpackage), of its files in sorted relative-path order, each fed as
+    ``relpath (POSIX) + NUL + sha256(file content) + LF``."""
+    p = Path(path)
+    if p.is_file():
+        digest = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    if p.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            rel = f.relative_to(p).as_posix()
+            digest.update(rel.encode() + b"\0" + sha256_path(f).encode() + b"\n")
+        return digest.hexdigest()
+    raise BundleError(f"{p}: no such artifact")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One manifest entry, with its path resolved against the bundle directory."""
+
+    model: str  # generator | audio_encoder
+    format: str  # onnx | coreml
+    precision: str  # fp32 | fp16
+    path: Path
+    io: str  # tensor (contract float I/O) | image (uint8 image I/O variant)
+    entry: dict[str, Any]
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its directory, manifest, and artifacts."""
+
+    root: Path
+    manifest: dict[str, Any]
+    artifacts: list[Artifact]
+
+    @property
+    def mode(self) -> str:
+        """Generator mode recorded at export."""
+        return str(self.manifest["source"]["mode"])
+
+    def find(self, model: str = "generator", format: str = "onnx", precision: str = "fp32",
+             io: str = "tensor") -> Artifact:
+        """The artifact with these properties, or a one-line error saying what the bundle holds."""
+        for a in self.artifacts:
+            if (a.model, a.format, a.precision, a.io) == (model, format, precision, io):
+                return a
+        held = ", ".join(f"{a.model}/{a.format}/{a.precision}" + ("" if a.io == "tensor" else f"/{a.io}")
+                         for a in self.artifacts) or "nothing"
+        raise BundleError(f"{self.root}: no {model} {format} {precision}"
+                          f"{'' if io == 'tensor' else ' ' + io + '-io'} artifact (it holds {held})")
+
+    def has(self, model: str = "generator", format: str = "onnx", precision: str = "fp32",
+            io: str = "tensor") -> bool:
+        """Whether :meth:`find` would succeed."""
+        return any((a.model, a.format, a.precision, a.io) == (model, format, precision, io) for a in self.artifacts)
+
+    def verify(self) -> None:
+        """Check every artifact's sha256 against the manifest; raise naming the first that differs."""
+        for a in self.artifacts:
+            got = sha256_path(a.path)
+            if got != a.entry.get("sha256"):
+                raise BundleError(f"{a.path}: sha256 {got[:12]}… does not match the manifest's "
+                                  f"{str(a.entry.get('sha256'))[:12]}…")
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read ``manifest.json`` of a bundle directory and resolve its artifacts (which must exist)."""
+    root = Path(path)
+    manifest_path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    if not manifest_path.is_file():
+        raise BundleError(f"{root}: not a framegen bundle (no {MANIFEST}); create one with `framegen export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or "artifacts" not in manifest or "source" not in manifest:
+        raise BundleError(f"{manifest_path}: not a framegen manifest (needs 'source' and 'artifacts')")
+    artifacts = []
+    for entry in manifest["artifacts"]:
+        p = root / entry["path"]
+        if not p.exists():
+            raise BundleError(f"{root}: manifest lists {entry['path']}, which is missing")
+        artifacts.append(Artifact(entry["model"], entry["format"], entry["precision"], p,
+                                  entry.get("io", "tensor"), entry))
+    return Bundle(root, manifest, artifacts)

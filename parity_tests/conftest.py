@@ -1,0 +1,67 @@
+"""Session-scoped artifacts shared by the suite (checkpoints, templates, features, bundles), built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> Path | None:
+    """``../shared/fixtures`` relative to the project root, or ``$FRAMEGEN_FIXTURES``; ``None`` when absent."""
+    env = os.environ.get("FRAMEGEN_FIXTURES")
+    path = Path(env) if env else ROOT.parent / "shared" / "fixtures"
+    return path if path.is_dir() else None
+
+
+def require_fixture(name: str) -> Path:
+    """Path of a shared fixture, or skip the test with a reason a user's clone understands."""
+    base = fixtures_dir()
+    if base is None:
+        pytest.skip("shared fixtures not found (../shared/fixtures or $FRAMEGEN_FIXTURES)")
+    path = base / name
+    if not path.exists():
+        pytest.skip(f"shared fixture {name} missing in {base}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibrated_generator():
+    """The calibrated seeded 'ave' generator module (seed 0), in eval mode."""
+    from models.init import init_generator
+
+    return init_generator("ave", seed=0, calibrate=True)
+
+
+@pytest.fixture(scope="session")
+def generator_ckpt(tmp_path_factory, calibrated_generator) -> Path:
+    """A calibrated seeded 'ave' checkpoint in SyncTalk_2D's format."""
+    from models.io import save_generator
+
+    return save_generator(calibrated_generator, tmp_path_factory.mktemp("ckpt") / "generator_ave.pth")
+
+
+@pytest.fixture(scope="session")
+def audio_encoder():
+    """The seeded, calibrated audio encoder module."""
+    from models.init import init_audio_encoder
+
+    return init_audio_encoder(seed=0)
+
+
+@pytest.fixture(scope="session")
+def encoder_ckpt(tmp_path_factory, audio_encoder) -> Path:
+    """The seeded audio encoder saved like SyncTalk_2D's audio_visual_encoder.pth (no prefix)."""
+    from models.io import save_audio_encoder
+
+    return save_audio_encoder(audio_encoder, tmp_path_factory.mktemp("enc") / "audio_visual_encoder.pth")
+
+
+@pytest.fixture(scope="session")
+def real_ave_features() -> np.ndarray:
+    """SyncTalk_2D's real 'ave' features for a 25 fps video (522 x 512), from ../shared."""
+    return np.load(require_fixture("ave_features_522x512.npy"))

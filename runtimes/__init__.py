@@ -1,0 +1,18 @@
+"""Interchangeable inference backends behind one interface, and the registry that knows them."""
+
+from runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from runtimes.registry import all_specs, list_backends, open_backend
+from runtimes.spec import Availability, BackendSpec, OpenRequest
+
+__all__ = [
+    "Availability",
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "BackendSpec",
+    "OpenRequest",
+    "TensorMeta",
+    "all_specs",
+    "list_backends",
+    "open_backend",
+]

@@ -1,0 +1,100 @@
+"""PyTorch backends: ``torch-cpu`` (the fp32 reference) and ``torch-cuda`` (fp32 / fp16, channels_last)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from runtimes.base import Backend, BackendError, BackendInfo, generator_io
+from runtimes.spec import Availability, BackendSpec, OpenRequest
+
+
+class TorchBackend(Backend):
+    """Runs a PyTorch generator module; with ``precision='fp16'`` on CUDA the module is cast to half."""
+
+    def __init__(self, model: Any, name: str, device: str, precision: str, source: str,
+                 channels_last: bool = False, compile_model: bool = False) -> None:
+        import torch
+
+        inputs, outputs = generator_io(model.mode)
+        super().__init__(BackendInfo(name, device, precision, model.mode, source, inputs, outputs,
+                                     {"channels_last": channels_last, "compiled": compile_model,
+                                      "torch": torch.__version__}))
+        self._torch = torch
+        self._device = torch.device(device)
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        model = model.to(self._device, dtype=self._dtype).eval()
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = torch.compile(model) if compile_model else model
+        self.default_batch = 1 if self._device.type == "cpu" else 16
+
+    def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            img = torch.from_numpy(image).to(self._device, dtype=self._dtype, non_blocking=True)
+            img = img.contiguous(memory_format=self._memory_format)
+            aud = torch.from_numpy(audio).to(self._device, dtype=self._dtype, non_blocking=True)
+            out = self._model(img, aud)
+            return out.float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the module (and its device memory)."""
+        self._model = None
+
+
+def _probe_cpu() -> Availability:
+    try:
+        import torch
+    except ImportError as exc:
+        return Availability(False, f"PyTorch not installed ({exc})")
+    return Availability(True, f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def _probe_cuda() -> Availability:
+    try:
+        import torch
+    except ImportError as exc:
+        return Availability(False, f"PyTorch not installed ({exc})")
+    if torch.version.cuda is None:
+        return Availability(False, f"torch {torch.__version__} is a CPU-only build")
+    if not torch.cuda.is_available():
+        return Availability(False, "no CUDA GPU visible")
+    return Availability(True, torch.cuda.get_device_name(0))
+
+
+def _load_model(req: OpenRequest) -> tuple[Any, str]:
+    from models.checkpoint import load_generator
+
+    if req.model is not None:
+        return req.model, req.source or "module"
+    if req.checkpoint is None:
+        raise BackendError("torch backends need a checkpoint (--checkpoint)")
+    return load_generator(req.checkpoint, req.mode), os.fspath(req.checkpoint)
+
+
+def _open_cpu(req: OpenRequest) -> Backend:
+    if req.precision != "fp32":
+        raise BackendError(f"torch-cpu runs fp32 only, not {req.precision}")
+    model, source = _load_model(req)
+    return TorchBackend(model, "torch-cpu", "cpu", "fp32", source, compile_model=bool(req.options.get("compile")))
+
+
+def _open_cuda(req: OpenRequest) -> Backend:
+    if req.precision not in ("fp32", "fp16"):
+        raise BackendError(f"torch-cuda runs fp32 or fp16, not {req.precision}")
+    model, source = _load_model(req)
+    return TorchBackend(model, "torch-cuda", "cuda", req.precision, source,
+                        channels_last=bool(req.options.get("channels_last", True)),
+                        compile_model=bool(req.options.get("compile")))
+
+
+SPECS = [
+    BackendSpec("torch-cpu", "torch", "cpu", "checkpoint", ("fp32",), _probe_cpu, _open_cpu,
+                "PyTorch eager on the CPU: the fp32 reference"),
+    BackendSpec("torch-cuda", "torch", "cuda", "checkpoint", ("fp32", "fp16"), _probe_cuda, _open_cuda,
+                "PyTorch on CUDA, channels_last, optional torch.compile"),
+]
