@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,27 +37,22 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a checkpoint with ``weights_only=True`` and return a flat ``{name: tensor}`` dict.
 
     Accepts a raw state dict, ``{"state_dict": ...}`` (and a few common wrapper keys) and ``module.``-prefixed
-    keys from DataParallel.
+    keys from DataParallel. Anything else is a :class:`CheckpointError` naming the file and the problem.
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: empty file, not a PyTorch checkpoint")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise CheckpointError(
-                f"{p}: refused: loading it needs arbitrary unpickling (weights_only=True); "
-                "re-save it with torch.save(model.state_dict())"
-            ) from None
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        msg = _first_line(exc)
-        if "zip archive" in msg or "central directory" in msg or isinstance(exc, EOFError):
-            raise CheckpointError(f"{p}: truncated or corrupt PyTorch checkpoint ({msg})") from None
-        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({msg})") from None
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of non-torch files; the error below says what matters.
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # arbitrary bytes make torch.load raise almost anything (KeyError for a text file)
+        raise CheckpointError(f"{p}: {_load_failure(p, exc)}") from None
     if isinstance(obj, dict):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
@@ -63,13 +60,48 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 obj = inner
                 break
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{p}: holds a {type(obj).__name__}, not a state dict")
+        what = "an empty dict" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise CheckpointError(f"{p}: holds {what}, not a state dict")
     bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
-        raise CheckpointError(f"{p}: entry {bad!r} is not a tensor; not a state dict")
+        raise CheckpointError(f"{p}: entry {bad!r} is not a tensor ({type(obj[bad]).__name__}); not a state dict")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed, in words: a refused pickle, truncation, text, or not a torch file at all."""
+    message = str(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+        if refused:
+            return (f"refused: it pickles {refused.group(1)}, so loading it needs arbitrary unpickling, which "
+                    "framegen does not do (weights_only=True); re-save it with torch.save(model.state_dict())")
+    if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
+        return f"cannot read it ({exc.strerror or type(exc).__name__})"
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        if "central directory" in message or "zip archive" in message:
+            return "truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)"
+        return f"corrupt PyTorch checkpoint ({_first_line(exc)})"
+    if isinstance(exc, EOFError) or "unexpected EOF" in message:
+        return "truncated or corrupt PyTorch checkpoint (the data ends early)"
+    if _looks_like_text(head):
+        return "a text file, not a PyTorch checkpoint"
+    return "not a PyTorch checkpoint (neither torch.save's zip format nor its legacy pickle format)"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sample is still text.
+        return exc.start >= len(head) - 3
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
@@ -131,8 +163,7 @@ def choose_mode(state: dict[str, torch.Tensor], mode: str | None, source: str = 
     return ModeChoice(options[0], tuple(options), len(options) > 1)
 
 
-def _check_match(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
-    expected = module.state_dict()
+def _check_match(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str, what: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -156,8 +187,9 @@ def generator_from_state(state: dict[str, torch.Tensor], mode: str | None = None
     """Build a generator from a state dict, checking keys and shapes; returns it in eval mode."""
     choice = choose_mode(state, mode, source)
     model = Model(6, choice.mode)
-    _check_match(model, state, source, f"generator ({choice.mode})")
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=True)
+    expected = model.state_dict()
+    _check_match(expected, state, source, f"generator ({choice.mode})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     model.eval()
     model.mode = choice.mode
     model.mode_choice = choice
@@ -179,11 +211,14 @@ def load_generator(path: str | os.PathLike[str], mode: str | None = None) -> Mod
 
 def encoder_from_state(state: dict[str, torch.Tensor], source: str = "checkpoint") -> AudioEncoder:
     """Build the audio encoder from a state dict with or without the ``audio_encoder.`` prefix."""
-    if not all(k.startswith(ENCODER_PREFIX) for k in state):
-        state = {ENCODER_PREFIX + k: v for k, v in state.items()}
     model = AudioEncoder()
-    _check_match(model, state, source, "audio encoder")
-    model.load_state_dict(state, strict=True)
+    prefixed = all(k.startswith(ENCODER_PREFIX) for k in state)
+    # Compare in the file's own spelling so that the keys an error names are the ones the user can find.
+    expected = model.state_dict() if prefixed else encoder_state_for_saving(model)
+    _check_match(expected, state, source, "audio encoder")
+    if not prefixed:
+        state = {ENCODER_PREFIX + k: v for k, v in state.items()}
+    model.load_state_dict(state, strict=True)  # copy_ casts e.g. fp16 tensors to the module's fp32
     return model.eval()
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.unet import AUDIO_SHAPES, MODES
+MODES: tuple[str, ...] = ("ave", "hubert", "wenet")
+# Per-frame audio input of the generator, by mode (a 16-frame window reshaped C-order).
+AUDIO_SHAPES: dict[str, tuple[int, int, int]] = {
+    "ave": (32, 16, 16),
+    "hubert": (32, 32, 32),
+    "wenet": (256, 16, 32),
+}
 
 CONTRACT_VERSION = "1"
 

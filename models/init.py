@@ -1,8 +1,9 @@
 """Seeded, reproducible stand-ins for SyncTalk_2D's weights, which cannot be downloaded here.
 
-Random weights alone give a nearly constant output (std ~0.03), which makes parity checks weak. ``calibrate``
-re-estimates every BatchNorm's running statistics from forward passes over image-like inputs, which spreads the
-output over most of [0, 1].
+With BatchNorm's default statistics (mean 0, variance 1) random weights drive the sigmoid into saturation: about
+99% of output values are within 0.05 of 0 or 1, where parity checks see almost nothing. ``calibrate`` re-estimates
+every BatchNorm's running statistics from one training-mode pass over image-like inputs, which puts 85-95% of the
+output in (0.05, 0.95), std 0.25-0.31, on image-like inputs (measured for all three modes).
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def audio_like_batch(mode: str, batch: int, generator: torch.Generator) -> torch
 
 
 @torch.no_grad()
-def calibrate_generator(model: Model, seed: int = 0, batches: int = 4, batch_size: int = 4) -> Model:
-    """Set every BatchNorm's running statistics from forward passes over image-like inputs; returns eval model."""
+def calibrate_generator(model: Model, seed: int = 0, batches: int = 1, batch_size: int = 4) -> Model:
+    """Set every BatchNorm's running statistics from forward passes over image-like inputs; returns eval model.
+
+    One batch of four images gives the same output spread as sixteen (measured std 0.25 either way) at a quarter of
+    the cost: even the 10x10 layers see 400 positions per channel.
+    """
     gen = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,19 +10,26 @@ import torch
 
 from models.audio_encoder import AudioEncoder
 from models.checkpoint import encoder_state_for_saving
+from models.errors import CheckpointError
 from models.unet import Model
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary sibling, then rename, so no half-written checkpoint is ever visible."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir():
+        raise CheckpointError(f"{dest}: is a directory; give a file name to write the checkpoint to")
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         torch.save(obj, tmp)
         os.replace(tmp, dest)
+    except (OSError, RuntimeError) as exc:  # torch.save reports an unopenable file as RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [''])[0]
+        raise CheckpointError(f"{dest}: cannot write the checkpoint ({reason})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return dest
 
 

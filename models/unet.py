@@ -10,12 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES: tuple[str, ...] = ("ave", "hubert", "wenet")
-AUDIO_SHAPES: dict[str, tuple[int, int, int]] = {
-    "ave": (32, 16, 16),
-    "hubert": (32, 32, 32),
-    "wenet": (256, 16, 32),
-}
+from models.contract import AUDIO_SHAPES, MODES
+
+__all__ = ["AUDIO_SHAPES", "MODES", "Model"]
 
 
 class InvertedResidual(nn.Module):

@@ -65,3 +65,8 @@ def encoder_ckpt(tmp_path_factory, audio_encoder) -> Path:
 def real_ave_features() -> np.ndarray:
     """SyncTalk_2D's real 'ave' features for a 25 fps video (522 x 512), from ../shared."""
     return np.load(require_fixture("ave_features_522x512.npy"))
+
+from parity_tests.fx_audio import *  # noqa: E402, F403
+from parity_tests.fx_render import *  # noqa: E402, F403
+from parity_tests.fx_templates import *  # noqa: E402, F403
+from parity_tests.fx_parity import *  # noqa: E402, F403

@@ -57,7 +57,8 @@ class BackendInfo:
 
 def generator_io(mode: str) -> tuple[list[TensorMeta], list[TensorMeta]]:
     """The contract's generator inputs and outputs for a mode."""
-    inputs = [TensorMeta(GEN_IMAGE, (None, 6, INNER_SIZE, INNER_SIZE)), TensorMeta(GEN_AUDIO, (None, *audio_shape(mode)))]
+    inputs = [TensorMeta(GEN_IMAGE, (None, 6, INNER_SIZE, INNER_SIZE)),
+              TensorMeta(GEN_AUDIO, (None, *audio_shape(mode)))]
     outputs = [TensorMeta(GEN_OUTPUT, (None, 3, INNER_SIZE, INNER_SIZE))]
     return inputs, outputs
 

@@ -9,7 +9,7 @@ from runtimes.base import Backend, BackendError
 from runtimes.spec import Availability, BackendSpec, OpenRequest
 
 # One module per runtime; each exports SPECS.
-_RUNTIME_MODULES = ("runtimes.torch_backend",)
+_RUNTIME_MODULES = ("runtimes.torch_backend", "runtimes.coreml_mil")
 
 
 def all_specs() -> list[BackendSpec]:

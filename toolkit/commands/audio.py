@@ -1,7 +1,53 @@
-"""Placeholder: this command group lands with its issue."""
+"""`framegen audio mel|features`: any audio file to SyncTalk_2D's mel spectrogram or 'ave' features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from toolkit.console import out
+
+_AUDIO_HELP = "Any audio file FFmpeg reads (wav, mp3, m4a, flac, ogg) or a video with an audio track."
+
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the `audio` group."""
+    group = typer.Typer(help="Audio to SyncTalk_2D mel spectrograms and 'ave' features.", no_args_is_help=True)
+    group.command("mel")(mel)
+    group.command("features")(features)
+    app.add_typer(group, name="audio")
+
+
+def mel(
+    audio: Annotated[Path, typer.Argument(help=_AUDIO_HELP)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the (T, 80) float32 .npy.")],
+) -> None:
+    """Write SyncTalk_2D's normalised log-mel spectrogram (16 kHz, 80 bins, 80 frames/s) as (T, 80) float32."""
+    from toolkit.audio import SAMPLE_RATE, decode_audio, melspectrogram
+    from toolkit.features import save_npy
+
+    wav = decode_audio(audio)
+    spec = melspectrogram(wav)
+    save_npy(out_path, spec)
+    out.print(f"wrote {out_path} {spec.shape[0]}x{spec.shape[1]} float32 ({wav.shape[0] / SAMPLE_RATE:.2f} s)")
+
+
+def features(
+    audio: Annotated[Path, typer.Argument(help=_AUDIO_HELP)],
+    encoder: Annotated[Path, typer.Option("--encoder", "-e", help="SyncTalk_2D audio_visual_encoder.pth.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the (N, 512) float32 .npy.")],
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Windows per encoder call.")] = 64,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+) -> None:
+    """Write 'ave' features (N, 512) float32, one row per 25 fps video frame, as SyncTalk_2D's inference makes them."""
+    from models.checkpoint import load_audio_encoder
+    from toolkit.audio import audio_to_features, torch_encoder_fn
+    from toolkit.features import fps, save_npy
+
+    encode = torch_encoder_fn(load_audio_encoder(encoder))
+    feats = audio_to_features(audio, encode, batch=batch, progress=progress)
+    save_npy(out_path, feats)
+    out.print(f"wrote {out_path} {feats.shape[0]}x{feats.shape[1]} float32 "
+              f"({feats.shape[0]} video frames, {feats.shape[0] / fps('ave'):.2f} s at {fps('ave')} fps)")

@@ -1,7 +1,147 @@
-"""Placeholder: this command group lands with its issue."""
+"""`framegen bench`: model-only latency / throughput per backend, precision and batch, and end-to-end render speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from toolkit.console import note, out, warn
+
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the `bench` command."""
+    app.command("bench")(bench)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _mb(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """``AMD EPYC, 2 cores @ 2.60 GHz, avx512f+fma: ~166 GFLOP/s fp32 (estimate); 25 GB; load 9.2 (1 min)``."""
+    cpu = machine["cpu"]
+    parts = [f"{cpu['model']}, {cpu['physical_cores']} cores"]
+    if cpu.get("clock_mhz"):
+        parts[-1] += f" @ {cpu['clock_mhz'] / 1000:.2f} GHz"
+    if cpu.get("peak_gflops_fp32"):
+        parts.append(f"~{cpu['peak_gflops_fp32']:.0f} GFLOP/s fp32 peak (estimate: {cpu['flop_per_cycle_fp32']} "
+                     f"FLOP/cycle/core, {cpu['flop_per_cycle_basis']})")
+    parts.append(f"{machine['memory_gb']} GB RAM")
+    for g in machine.get("gpus", []):
+        peak = (f" (datasheet {g['peak_tflops_fp32']} TFLOP/s fp32, {g['peak_tflops_fp16_tensor']} fp16 tensor)"
+                if g.get("peak_tflops_fp32") else "")
+        parts.append(f"GPU {g['index']}: {g['name']}{peak}")
+    load = machine.get("load", {})
+    if load:
+        parts.append(f"load {load['loadavg_1_5_15'][0]} (1 min avg), CPU busy {load['cpu_busy_percent']:.0f}%")
+    return "; ".join(parts)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report as rich tables on stdout: model-only results, then end-to-end runs."""
+    from rich.table import Table
+
+    # Piped output (logs, README tables) would be cut to 80 columns and truncate every cell.
+    width = None if out.is_terminal else 200
+
+    out.print(f"machine: {machine_line(report['machine'])}", markup=False, soft_wrap=True)
+    gflop = report["model"]["gflop_per_frame"]
+    out.print("generator: " + ", ".join(f"{m} {g:.2f} GFLOP/frame" for m, g in gflop.items())
+              + " (convolutions, multiply-add = 2)", markup=False)
+    table = Table(title="framegen bench: model only")
+    for col in ("backend", "precision", "batch", "iters", "p50 ms", "p90 ms", "p99 ms", "fps", "GFLOP/s",
+                "of peak", "peak RSS MB", "device MB"):
+        table.add_column(col, justify="left" if col in ("backend", "precision") else "right")
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        table.add_row(r["backend"], r["precision"], str(r["batch"]), str(r["iterations"]), f"{lat['p50']:.1f}",
+                      f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{r['fps']:.2f}", f"{r['gflops']:.1f}",
+                      _pct(r["peak_share"]), _mb(r["peak_rss_mb"]), _mb(r["device_memory_mb"]))
+    out.print(table, width=width)
+    for s in report.get("skipped", []):
+        note(f"skipped {s['backend']} {s['precision']}: {s['reason']}")
+    e2e = report.get("e2e")
+    if e2e and e2e.get("runs"):
+        stage_names: list[str] = []
+        for run in e2e["runs"]:
+            stage_names += [k for k in run["stages"] if k not in stage_names]
+        t = Table(title=f"end to end: {e2e['template']} ({e2e['runs'][0]['width']}x{e2e['runs'][0]['height']})")
+        for col in ("backend", "precision", "batch", "frames", "fps", "model-only fps", "e2e / model",
+                    *[f"{s} busy" for s in stage_names]):
+            t.add_column(col, justify="left" if col in ("backend", "precision") else "right")
+        for run in e2e["runs"]:
+            ratio = run.get("e2e_over_model_only")
+            t.add_row(run["backend"], run["precision"], str(run["batch"]), str(run["frames"]), f"{run['fps']:.2f}",
+                      "-" if run.get("model_only_fps") is None else f"{run['model_only_fps']:.2f}",
+                      "-" if ratio is None else f"{ratio:.2f}x",
+                      *[_pct(run["stages"].get(s, {}).get("share")) for s in stage_names])
+        out.print(t, width=width)
+        note("stage busy = that stage's working seconds / wall seconds; stages overlap on separate threads, so the "
+             "shares add up to more than 100% when the pipeline keeps several cores busy")
+
+
+def bench(
+    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="An exported framegen bundle folder.")]
+    = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="SyncTalk_2D generator .pth (PyTorch backends).")] = None,
+    backends: Annotated[str | None, typer.Option(
+        "--backends", help="Comma-separated backend names (default: every available backend the model feeds).")]
+    = None,
+    precisions: Annotated[str | None, typer.Option(
+        "--precisions", help="Comma-separated fp32,fp16 (default: every precision the backend and model offer).")]
+    = None,
+    batch: Annotated[str | None, typer.Option(
+        "--batch", help="Comma-separated batch sizes, e.g. 1,4,16 (default: 1 on CPU; 1,16 on GPU).")] = None,
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", min=1, help="Timed calls per measurement (default: enough for about --seconds).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls before each measurement.")] = 3,
+    seconds: Annotated[float, typer.Option(
+        "--seconds", min=0.1, help="Without --iterations: timed seconds per measurement (5..200 calls).")] = 8.0,
+    mode: Annotated[str | None, typer.Option(
+        "--mode", help="Generator mode ave|hubert|wenet when the checkpoint cannot tell.")] = None,
+    e2e: Annotated[bool, typer.Option("--e2e", help="Also time a whole render (needs --template, --features).")]
+    = False,
+    template: Annotated[Path | None, typer.Option("--template", "-t", help="Template folder for --e2e.")] = None,
+    features: Annotated[Path | None, typer.Option("--features", "-f", help="Features (.npy / .bin) for --e2e.")]
+    = None,
+    e2e_frames: Annotated[int, typer.Option("--e2e-frames", min=1, help="Frames rendered by --e2e.")] = 100,
+    e2e_batch: Annotated[int | None, typer.Option(
+        "--e2e-batch", min=1, help="Batch of the --e2e render (default: the backend's).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
+    from toolkit.bench import BenchError, parse_batches, parse_list, run_bench
+    from toolkit.commands.render import write_json_atomic
+
+    if e2e and (template is None or features is None):
+        raise BenchError("bench: --e2e needs --template T and --features F")
+    if not e2e and (template is not None or features is not None):
+        warn("--template / --features are only used with --e2e; ignoring them")
+        template = features = None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BenchError(f"--json {json_path}: folder {json_path.parent} does not exist")
+
+    def progress(kind: str, row: dict[str, Any]) -> None:
+        if kind == "model":
+            note(f"{row['backend']} {row['precision']} batch {row['batch']}: {row['fps']:.2f} fps, p50 "
+                 f"{row['latency_ms']['p50']:.1f} ms ({row['iterations']} calls)")
+        else:
+            note(f"{row['backend']} {row['precision']} batch {row['batch']} end to end: {row['fps']:.2f} fps "
+                 f"({row['frames']} frames)")
+
+    report = run_bench(checkpoint=checkpoint, bundle=bundle, backends=parse_list(backends, "--backends"),
+                       precisions=parse_list(precisions, "--precisions"), batches=parse_batches(batch),
+                       iterations=iterations, warmup=warmup, seconds=seconds, mode=mode,
+                       template=template if e2e else None, features=features if e2e else None,
+                       e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress)
+    if json_path is not None:
+        write_json_atomic(json_path, report)
+        note(f"report written to {json_path}")
+    print_report(report)

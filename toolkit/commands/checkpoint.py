@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -31,40 +32,44 @@ def register(app: typer.Typer) -> None:
 
 
 def inspect(
-    checkpoint: Path = typer.Argument(..., help="A generator or audio-encoder .pth file."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    checkpoint: Annotated[Path, typer.Argument(help="A generator or audio-encoder .pth file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Say what a checkpoint is: kind, mode (as detected), parameter count, dtype, size, sha256."""
     from models.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(checkpoint)
+    if info.get("note"):
+        note(str(info["note"]))  # stderr, so --json output stays machine-readable
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    if info.get("note"):
-        note(str(info["note"]))
     for key in ("path", "kind", "mode", "possible_modes", "parameters", "tensors", "dtype", "file_size", "sha256"):
         value = info[key]
         if isinstance(value, list):
             value = ", ".join(value)
-        out.print(f"{key:15} {value}")
+        out.print(f"{key:15} {value}", soft_wrap=True)  # a long path must stay on its line
 
 
 def init(
-    out_path: Path = typer.Argument(..., metavar="OUT", help="Where to write the .pth file."),
-    kind: Kind = typer.Option(Kind.generator, "--kind", help="generator or audio-encoder."),
-    mode: ModeOpt = typer.Option(ModeOpt.ave, "--mode", help="Generator audio branch."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same weights."),
-    calibrate: bool = typer.Option(False, "--calibrate", help="Estimate BatchNorm statistics so outputs span [0, 1]."),
+    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the .pth file.")],
+    kind: Annotated[Kind, typer.Option("--kind", help="generator or audio-encoder.")] = Kind.generator,
+    mode: Annotated[ModeOpt, typer.Option("--mode", help="Generator audio branch.")] = ModeOpt.ave,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same weights.")] = 0,
+    calibrate: Annotated[bool, typer.Option("--calibrate",
+                                            help="Estimate BatchNorm statistics so outputs span [0, 1].")] = False,
 ) -> None:
     """Write a seeded, reproducible checkpoint in SyncTalk_2D's own format (a stand-in for real weights)."""
-    from models.io import save_audio_encoder, save_generator
     from models.init import init_audio_encoder, init_generator
+    from models.io import save_audio_encoder, save_generator
 
     if kind is Kind.generator:
-        model = init_generator(mode.value, seed, calibrate)
-        save_generator(model, out_path)
+        if calibrate:
+            note("calibrating BatchNorm statistics on image-like inputs (a few seconds)")
+        save_generator(init_generator(mode.value, seed, calibrate), out_path)
+        what = f"generator, {mode.value}, seed {seed}{', calibrated' if calibrate else ''}"
     else:
+        # The encoder is always calibrated: it is cheap, and uncalibrated embeddings are degenerate.
         save_audio_encoder(init_audio_encoder(seed, calibrate=True), out_path)
-    out.print(f"wrote {out_path} ({kind.value}{'' if kind is Kind.audio_encoder else ', ' + mode.value}, "
-              f"seed {seed}{', calibrated' if calibrate and kind is Kind.generator else ''})")
+        what = f"audio encoder, seed {seed}, calibrated"
+    out.print(f"wrote {out_path} ({what})")

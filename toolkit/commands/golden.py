@@ -1,7 +1,79 @@
-"""Placeholder: this command group lands with its issue."""
+"""`framegen golden write|check`: golden vectors for ports, and the check that locates a port's first wrong stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the `golden` group."""
+    group = typer.Typer(help="Golden vectors for ports (Go, Swift): every pipeline stage, and a stage-by-stage check.",
+                        no_args_is_help=True)
+    group.command("write")(write)
+    group.command("check")(check)
+    app.add_typer(group, name="golden")
+
+
+def write(
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle directory written by `framegen export`.")],
+    template: Annotated[Path, typer.Option("--template", "-t", help="Template directory (frames + landmarks).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Golden directory to create.")],
+    features: Annotated[Path | None, typer.Option("--features", "-f", help="Audio features (.npy or raw .bin).")]
+    = None,
+    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Audio file (with --encoder): adds the mel "
+                                                                     "window and embedding stages.")] = None,
+    encoder: Annotated[Path | None, typer.Option("--encoder", "-e", help="Audio encoder checkpoint (with --audio).")]
+    = None,
+    cases: Annotated[int, typer.Option("--cases", "-n", min=1,
+                                       help="Frames to record, spread from the first to the last "
+                                            "(about 10 MB each at 1280x720).")] = 3,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="Compute the model output with the PyTorch reference from this checkpoint "
+                                   "(default: the bundle's fp32 ONNX generator on ort-cpu).")] = None,
+    start_frame: Annotated[int, typer.Option("--start-frame", min=0,
+                                             help="Template frame the ping-pong walk starts at.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Write every stage of the pipeline for a few frames as raw little-endian files plus index.json and README."""
+    from exporters.bundle import load_bundle
+    from toolkit.console import out as console
+    from toolkit.golden import AudioSource, write_golden
+    from toolkit.parity import resolve_audio_input
+    from toolkit.preprocess import PreparedTemplate
+    from toolkit.template import open_template
+
+    b = load_bundle(bundle)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder)
+    source = None if audio_input.mel_windows is None else AudioSource(audio_input.mel_windows, audio_input.source)
+    prepared = PreparedTemplate(open_template(template))
+    dest = write_golden(b.root, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
+                        checkpoint=checkpoint, audio=source, force=force,
+                        source={"template": str(template), **audio_input.source})
+    from toolkit.golden import load_index
+
+    index = load_index(dest)
+    console.print(f"wrote {dest}: {len(index['cases'])} case(s) (frames "
+                  f"{', '.join(str(c['frame']) for c in index['cases'])}), {len(index['stages'])} stages, model output "
+                  f"from {index['model_output_from']['backend']}")
+
+
+def check(
+    golden: Annotated[Path, typer.Argument(help="Golden directory written by `framegen golden write`.")],
+    candidate: Annotated[Path, typer.Option("--candidate", "-c", help="A port's outputs in the golden layout.")],
+    profile: Annotated[str, typer.Option("--profile", "-p", help="fp32, or fp16 for a port that runs the "
+                                                                  "generator in half precision.")] = "fp32",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+) -> None:
+    """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
+    from toolkit.golden import check_golden, print_golden_report
+    from toolkit.parity import write_json
+
+    report = check_golden(golden, candidate, profile=profile)
+    print_golden_report(report)
+    if json_path is not None:
+        write_json(json_path, report.as_dict())
+    if not report.passed:
+        raise typer.Exit(1)

@@ -1,7 +1,137 @@
-"""Placeholder: this command group lands with its issue."""
+"""`framegen template inspect|synth`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from toolkit.console import note, out, warn
+
+PREVIEW_TILES = 16
+
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the `template` group."""
+    group = typer.Typer(help="Check and synthesise SyncTalk_2D template datasets (full_body_img/ + landmarks/).",
+                        no_args_is_help=True)
+    group.command("inspect")(inspect)
+    group.command("synth")(synth)
+    app.add_typer(group, name="template")
+
+
+def inspect(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Template directory (full_body_img/, landmarks/).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (paths relative to DIR), not text.")] = False,
+    preview: Annotated[Path | None, typer.Option(
+        "--preview", metavar="PNG", help="Also write a contact sheet of crops with their boxes drawn.")] = None,
+    skip_bad_boxes: Annotated[bool, typer.Option(
+        "--skip-bad-boxes", help="Report crop boxes that leave the frame as warnings, not errors.")] = False,
+) -> None:
+    """Pair images with landmark files, decode every image and report each frame's crop box.
+
+    Exits non-zero when the template is unusable: files missing or malformed, an image that cannot be decoded,
+    a crop box outside the frame.
+    """
+    from toolkit.template import TemplateError, inspect_template
+
+    try:
+        report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
+    except TemplateError as exc:
+        if as_json:
+            typer.echo(json.dumps({"root": str(directory), "usable": False, "errors": [str(exc)], "warnings": [],
+                                   "frames": []}, indent=2))
+        raise
+    if preview is not None:
+        _write_preview(directory, report, preview)
+    if as_json:
+        typer.echo(_json(report))
+    else:
+        _print_report(report)
+    if not report["usable"]:
+        errors = report["errors"]
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise TemplateError(f"{directory}: template unusable: {errors[0]}{more}")
+
+
+def _json(report: dict) -> str:
+    """Indented JSON with one line per frame (a 500-frame report stays readable)."""
+    head = json.dumps({k: v for k, v in report.items() if k != "frames"}, indent=2)
+    frames = ",\n".join(f"    {json.dumps(f)}" for f in report["frames"])
+    return f"{head[:-2]},\n  \"frames\": [\n{frames}\n  ]\n}}" if frames else json.dumps(report, indent=2)
+
+
+def _print_report(report: dict) -> None:
+    def line(text: str) -> None:
+        out.print(text, markup=False, soft_wrap=True)
+
+    for warning in report["warnings"]:
+        warn(warning)
+    widths = [f["box"][2] - f["box"][0] for f in report["frames"]]
+    line(f"template   {report['root']}")
+    line(f"frames     {report['count']} ({report['usable_frames']} usable)")
+    line(f"size       {report['width']}x{report['height']}")
+    line(f"numbering  images {report['numbering']['images']}, landmarks {report['numbering']['landmarks']}")
+    line(f"crop sizes {min(widths)}..{max(widths)} px")
+    line(f"{'index':>6}  {'image':28} {'landmarks':24} box [x0, y0, x1, y1]")
+    for f in report["frames"]:
+        text = f"{f['index']:6d}  {f['image']:28} {f['landmarks']:24} {f['box']}"
+        line(text + (f"  ERROR: {f['error']}" if "error" in f else ""))
+    line(f"status     {'usable' if report['usable'] else 'UNUSABLE'}")
+
+
+def _write_preview(directory: Path, report: dict, path: Path) -> None:
+    import cv2
+
+    from toolkit.preprocess import contact_sheet
+    from toolkit.template import TemplateError, open_template
+
+    good = [f["index"] for f in report["frames"] if "error" not in f]
+    if not good:
+        warn("no usable frame to preview")
+        return
+    step = max(1, len(good) / PREVIEW_TILES)
+    picks = sorted({good[int(k * step)] for k in range(min(PREVIEW_TILES, len(good)))})
+    sheet = contact_sheet(open_template(directory), picks)
+    ok, png = cv2.imencode(".png", sheet)
+    if not ok:
+        raise TemplateError(f"{path}: PNG encoding failed")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_bytes(png.tobytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot write preview ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    note(f"wrote preview {path} ({len(picks)} frames)")
+
+
+def synth(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="New template directory (absent or empty).")],
+    frames: Annotated[int | None, typer.Option(
+        "--frames", min=1, help="Frame count (default 50, or every file of --landmarks).")] = None,
+    width: Annotated[int, typer.Option("--width", min=32, help="Frame width.")] = 1280,
+    height: Annotated[int, typer.Option("--height", min=32, help="Frame height.")] = 720,
+    landmarks: Annotated[Path | None, typer.Option(
+        "--landmarks", metavar="DIR", help="Follow this real landmark track (N.lms files, copied as is).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same template.")] = 0,
+) -> None:
+    """Write a deterministic synthetic template (face-like frames drawn from a landmark track)."""
+    import time
+
+    from toolkit.synth import synth_template
+    from toolkit.template import LANDMARK_SUFFIX, numbered_files
+
+    if frames is None:
+        frames = 50
+        if landmarks is not None and landmarks.is_dir():
+            frames = len(numbered_files(landmarks, (LANDMARK_SUFFIX,))[0]) or 50
+    start = time.perf_counter()
+    synth_template(out_dir, frames=frames, width=width, height=height, landmarks_dir=landmarks, seed=seed)
+    track = f"following {landmarks}" if landmarks else f"generated track, seed {seed}"
+    out.print(f"wrote {out_dir} ({frames} frames, {width}x{height}, {track}) in {time.perf_counter() - start:.1f} s",
+              soft_wrap=True)

@@ -1,0 +1,140 @@
+"""The writers: H.264 + AAC in one pass (frame count, fps, audio cut to the video), atomic output, PNG folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parity_tests.fx_audio import tone, write_audio
+from toolkit.video import FramesDirWriter, VideoError, VideoWriter, probe_video
+
+W, H = 320, 240
+
+
+def frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth, moving BGR frames (what H.264 compresses well, so the round trip can be checked closely)."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    out = []
+    for k in range(count):
+        b = 128 + 100 * np.sin((xx + 4 * k) / 37.0 + seed)
+        g = 128 + 100 * np.cos((yy - 3 * k) / 29.0)
+        r = 128 + 60 * np.sin((xx + yy) / 51.0 + k / 5)
+        out.append(np.clip(np.stack([b, g, r], axis=2), 0, 255).astype(np.uint8))
+    return out
+
+
+def decode_bgr(path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 10 * np.log10(255.0 ** 2 / mse) if mse else float("inf")
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_video_with_speech_cut_to_video(tmp_path, speech_path):
+    src = frames(30)
+    out = tmp_path / "a.mp4"
+    with VideoWriter(out, W, H, 25, audio_path=speech_path) as w:
+        for f in src:
+            w.write(f)
+    info = probe_video(out)
+    assert (info["video_codec"], info["frames"], info["fps"], info["pix_fmt"]) == ("h264", 30, 25.0, "yuv420p")
+    assert (info["width"], info["height"]) == (W, H)
+    # The 44.9 s clip is cut to the video's 1.2 s (AAC rounds up to whole 1024-sample frames).
+    assert info["audio_codec"] == "aac" and info["audio_rate"] == 16000
+    assert abs(info["audio_seconds"] - 1.2) <= 1024 / 16000 + 1e-6
+    assert w.audio_seconds == pytest.approx(1.2)
+    decoded = decode_bgr(out)
+    assert len(decoded) == 30
+    assert min(psnr(a, b) for a, b in zip(src, decoded, strict=True)) > 35
+    assert leftovers(tmp_path) == ["a.mp4"]
+
+
+def test_video_without_audio_at_20_fps(tmp_path):
+    out = tmp_path / "w.mkv"
+    with VideoWriter(out, W, H, 20) as w:
+        for f in frames(7):
+            w.write(f)
+    info = probe_video(out)
+    assert (info["frames"], info["fps"], info["audio_codec"]) == (7, 20.0, None)
+
+
+def test_short_stereo_audio_is_resampled_and_not_padded(tmp_path):
+    wav = tmp_path / "s.wav"
+    left, right = tone(440, 0.5, rate=44100), tone(660, 0.5, rate=44100)
+    write_audio(wav, np.stack([left, right]), 44100)
+    out = tmp_path / "s.mp4"
+    with VideoWriter(out, W, H, 25, audio_path=wav) as w:
+        for f in frames(25):  # 1 s of video, 0.5 s of audio
+            w.write(f)
+    info = probe_video(out)
+    assert info["frames"] == 25 and info["audio_rate"] == 44100
+    assert abs(info["audio_seconds"] - 0.5) <= 1024 / 44100 + 1e-6
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_failure_leaves_no_file_and_keeps_the_old_one(tmp_path, speech_path, exc):
+    out = tmp_path / "x.mp4"
+    out.write_bytes(b"previous render")
+    src = frames(60)
+    with pytest.raises(exc), VideoWriter(out, W, H, 25, audio_path=speech_path) as w:
+        for f in src:
+            w.write(f)
+            if w.tmp_path.exists():  # the muxer has started writing (after x264's lookahead)
+                raise exc("stop")
+        pytest.fail("the temporary file never appeared")
+    assert out.read_bytes() == b"previous render"
+    assert leftovers(tmp_path) == ["x.mp4"]
+
+
+def test_wrong_frame_and_bad_inputs_fail_cleanly(tmp_path):
+    out = tmp_path / "y.mp4"
+    with pytest.raises(VideoError, match=r"frame 1 is uint8 \[240, 321, 3\]"), VideoWriter(out, W, H, 25) as w:
+        w.write(frames(1)[0])
+        w.write(np.zeros((H, W + 1, 3), np.uint8))
+    bad_audio = tmp_path / "noise.wav"
+    bad_audio.write_bytes(b"RIFF not really")
+    with pytest.raises(VideoError, match=r"noise\.wav"):
+        VideoWriter(out, W, H, 25, audio_path=bad_audio)
+    with pytest.raises(VideoError, match="must be even"):
+        VideoWriter(out, W + 1, H, 25)
+    with pytest.raises(VideoError, match=r"unsupported video suffix '\.avi'"):
+        VideoWriter(tmp_path / "z.avi", W, H, 25)
+    with pytest.raises(VideoError, match="no frames"), VideoWriter(out, W, H, 25):
+        pass
+    assert leftovers(tmp_path) == ["noise.wav"]
+
+
+def test_frames_dir_is_lossless_and_atomic(tmp_path):
+    import cv2
+
+    src = frames(4, seed=1)
+    d = tmp_path / "frames"
+    with FramesDirWriter(d) as w:
+        for f in src:
+            w.write(f)
+    assert leftovers(d) == ["000000.png", "000001.png", "000002.png", "000003.png"]
+    for k, f in enumerate(src):
+        assert np.array_equal(cv2.imread(str(d / f"{k:06d}.png")), f)
+    # A second, shorter render replaces the folder as a whole: no stale frames survive.
+    with FramesDirWriter(d) as w:
+        w.write(src[0])
+    assert leftovers(d) == ["000000.png"]
+    # A failed render leaves the previous frames and no partial folder.
+    with pytest.raises(RuntimeError), FramesDirWriter(d) as w:
+        w.write(src[1])
+        raise RuntimeError("stop")
+    assert leftovers(tmp_path) == ["frames"] and leftovers(d) == ["000000.png"]
+    # A folder holding anything else is refused before anything is written.
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(VideoError, match=r"notes\.txt"):
+        FramesDirWriter(d)
+    assert leftovers(tmp_path) == ["frames"]

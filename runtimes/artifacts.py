@@ -1,0 +1,102 @@
+"""Finding the model file an artifact-based backend runs: a bundle's manifest entry or an explicit path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.contract import AUDIO_SHAPES
+from runtimes.base import BackendError
+from runtimes.spec import OpenRequest
+
+#: file name endings of each artifact format
+SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "coreml": (".mlpackage", ".mlmodel")}
+_LABEL = {"onnx": "ONNX", "coreml": "Core ML"}
+
+
+@dataclass(frozen=True)
+class ResolvedArtifact:
+    """The generator file a backend opens, and what the bundle (if any) says about it."""
+
+    path: Path
+    format: str
+    precision: str | None  # None for an explicit file: the backend reads it from the model
+    mode: str | None  # the bundle's mode; None for an explicit file
+    source: str
+    sha256: str | None
+
+
+def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifact:
+    """The generator artifact of format ``fmt`` that ``req`` names; a one-line error naming what is missing.
+
+    An explicit ``req.artifact`` wins over ``req.bundle``; from a bundle the entry matching ``req.precision`` is
+    taken (``exporters.bundle.Bundle.find`` says what the bundle holds when there is none).
+    """
+    label = _LABEL[fmt]
+    if req.artifact is not None:
+        path = Path(req.artifact)
+        if not path.exists():
+            raise BackendError(f"{path}: no such {label} model")
+        if not path.name.lower().endswith(SUFFIXES[fmt]):
+            raise BackendError(f"{path}: {backend} needs a {label} model ({' or '.join(SUFFIXES[fmt])})")
+        return ResolvedArtifact(path, fmt, None, None, os.fspath(path), None)
+    if req.bundle is not None:
+        from exporters.bundle import load_bundle
+
+        bundle = load_bundle(req.bundle)
+        art = bundle.find("generator", fmt, req.precision)
+        sha = art.entry.get("sha256")
+        return ResolvedArtifact(art.path, fmt, req.precision, bundle.mode, os.fspath(art.path),
+                                sha if isinstance(sha, str) else None)
+    raise BackendError(f"{backend} runs a {label} model: open it from a bundle or name the "
+                       f"{' / '.join(SUFFIXES[fmt])} file")
+
+
+def artifact_problem(needs: str, precisions: tuple[str, ...], req: OpenRequest) -> str | None:
+    """Why a backend that needs ``needs`` cannot be opened from ``req`` (``None`` when it can); never raises."""
+    if req.precision not in precisions:
+        return f"runs {'/'.join(precisions)}, not {req.precision}"
+    if needs == "checkpoint":
+        if req.checkpoint is None and req.model is None:
+            return "needs a checkpoint"
+        return None
+    label = _LABEL.get(needs, needs)
+    if req.artifact is not None:
+        if Path(req.artifact).name.lower().endswith(SUFFIXES.get(needs, ())):
+            return None
+        return f"needs a {label} model, {Path(req.artifact).name} is not one"
+    if req.bundle is not None:
+        from exporters.bundle import load_bundle
+        from models.errors import FramegenError
+
+        try:
+            bundle = load_bundle(req.bundle)
+        except FramegenError as exc:
+            return str(exc)
+        if bundle.has("generator", needs, req.precision):
+            return None
+        return f"bundle has no generator {label} {req.precision} artifact"
+    return f"needs a {label} model (a bundle or the file)"
+
+
+def mode_from_audio_shape(shape: tuple[int | None, ...]) -> str | None:
+    """The generator mode whose per-frame audio shape is ``shape[1:]`` (the three modes' shapes all differ)."""
+    tail = tuple(shape[1:])
+    for mode, want in AUDIO_SHAPES.items():
+        if tail == want:
+            return mode
+    return None
+
+
+def settle_mode(detected: str | None, bundle_mode: str | None, requested: str | None, where: str) -> str:
+    """One mode from what the model's shapes say, what the bundle says and what the user asked for."""
+    if detected and requested and detected != requested:
+        raise BackendError(f"{where}: the model's audio input is {detected!r} mode, not the requested {requested!r}")
+    if detected and bundle_mode and detected != bundle_mode:
+        raise BackendError(f"{where}: the model's audio input is {detected!r} mode but its bundle says "
+                           f"{bundle_mode!r}")
+    mode = detected or bundle_mode or requested
+    if mode is None:
+        raise BackendError(f"{where}: cannot tell the generator mode from the model; name it (ave, hubert, wenet)")
+    return mode
