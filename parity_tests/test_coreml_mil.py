@@ -329,6 +329,23 @@ def test_conv_follows_the_spec(tmp_path, dtype, pad_type, pads, strides, dilatio
         assert np.mean(got == exact16) > 0.95
 
 
+def test_same_padding_is_pytorchs_padding_same(tmp_path):
+    # PyTorch pads an even dilated kernel's odd pixel after (right/bottom) and coremltools maps it to pad_type
+    # "same": an independent check of which side "same" pads.
+    conv = torch.nn.Conv2d(3, 4, (4, 2), padding="same", dilation=(1, 3)).eval()
+    x = torch.randn(1, 3, 9, 10, generator=torch.Generator().manual_seed(8))
+    exported = torch.export.export(conv, (x,)).run_decompositions({})
+    path = _convert(exported, ("x",), "y", "fp32", tmp_path / "same.mlpackage")
+    from coremltools.models.utils import load_spec
+
+    fn = load_spec(str(path)).mlProgram.functions["main"]
+    strings = [s for op in fn.block_specializations[fn.opset].operations if op.type == "const"
+               for s in op.attributes["val"].immediateValue.tensor.strings.values]
+    assert "same" in strings
+    with torch.no_grad():
+        np.testing.assert_allclose(run_mlpackage(path, {"x": x.numpy()})["y"], conv(x).numpy(), rtol=0, atol=1e-5)
+
+
 def test_bilinear_grid_reproduces_the_spec_examples():
     np.testing.assert_allclose(bilinear_grid(2, 5, False, True), [0, 0.1, 0.5, 0.9, 1], atol=1e-12)
     np.testing.assert_allclose(bilinear_grid(2, 5, True, False), [0, 0.25, 0.5, 0.75, 1], atol=1e-12)
@@ -365,8 +382,8 @@ def test_small_ops_follow_the_spec(tmp_path):
                 mb.maximum(x=x, y=y, name="max"), mb.minimum(x=x, y=y, name="min"),
                 mb.clip(x=x, alpha=-0.5, beta=0.25, name="clip"), mb.sigmoid(x=x, name="sig"),
                 mb.reshape(x=x, shape=[0, -1, 2], name="reshape"), mb.squeeze(x=y, axes=[0, 1, 2], name="squeeze"),
-                mb.concat(values=[x, x * 2], axis=1, interleave=True, name="interleave"),
-                mb.cast(x=x, dtype="fp16", name="to16"), mb.cast(x=x * 3, dtype="int32", name="toint"),
+                mb.concat(values=[x, mb.mul(x=x, y=2.0)], axis=1, interleave=True, name="interleave"),
+                mb.cast(x=x, dtype="fp16", name="to16"), mb.cast(x=mb.mul(x=x, y=3.0), dtype="int32", name="toint"),
                 mb.identity(x=x, name="ident"))
 
     out = MilProgram(_save(prog, tmp_path / "small.mlpackage")).run({"x": a, "y": b})

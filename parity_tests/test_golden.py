@@ -210,7 +210,11 @@ def test_rgb_instead_of_bgr_departs_at_the_crop(golden_dir, tmp_path):
                           transform=rgb)
     report = check_golden(golden_dir, cand)
     assert report.first_departure == "crop_328"
-    assert _failed(report) == ["crop_328", "reference_320", "masked_320", "model_input"]
+    # Later stages are consistent with the port's own crop: only the stage that is wrong fails, but the table shows
+    # how far the swap carried them from the golden values.
+    assert _failed(report) == ["crop_328"]
+    later = {s.name: s for s in report.stages}
+    assert later["model_input"].status == "pass" and later["model_input"].vs_golden["max_abs"] > 0.1
 
 
 def test_rounding_instead_of_truncation_departs_at_the_prediction(golden_dir, tmp_path):

@@ -411,7 +411,8 @@ def _batch_dim(program: MilProgram, name: str) -> int | None:
     return None if shape is None or not shape else shape[0]
 
 
-def _run_batched(program: MilProgram, feeds: dict[str, np.ndarray], out_name: str) -> np.ndarray:
+def _run_batched(program: MilProgram, feeds: dict[str, np.ndarray], out_name: str,
+                 check_finite: bool = False) -> np.ndarray:
     """Run a whole batch when the program's batch axis is free, else in pieces of the program's fixed batch."""
     first = next(iter(feeds))
     total = feeds[first].shape[0]
@@ -419,7 +420,8 @@ def _run_batched(program: MilProgram, feeds: dict[str, np.ndarray], out_name: st
     step = total if fixed is None else fixed
     if total % step:
         raise BackendError(f"{program.path}: takes batches of exactly {fixed}, got {total}")
-    parts = [program.run({k: v[s:s + step] for k, v in feeds.items()})[out_name] for s in range(0, total, step)]
+    parts = [program.run({k: v[s:s + step] for k, v in feeds.items()}, check_finite)[out_name]
+             for s in range(0, total, step)]
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
@@ -440,9 +442,13 @@ def encoder_fn(program: MilProgram | str | os.PathLike[str]) -> Callable[[np.nda
 
 
 class CoreMLMilBackend(Backend):
-    """A generator ML program run by the verifier (see the module docstring for what it can and cannot show)."""
+    """A generator ML program run by the verifier (see the module docstring for what it can and cannot show).
 
-    def __init__(self, program: MilProgram, mode: str, source: str) -> None:
+    With ``check_finite`` an op that overflows (inf/NaN from finite inputs) raises :class:`MilNonFiniteError`
+    naming it, instead of the output silently carrying inf/NaN.
+    """
+
+    def __init__(self, program: MilProgram, mode: str, source: str, check_finite: bool = False) -> None:
         from runtimes.base import generator_io
 
         for name in (GEN_IMAGE, GEN_AUDIO):
@@ -458,11 +464,13 @@ class CoreMLMilBackend(Backend):
         super().__init__(BackendInfo(NAME, "cpu", program.precision, mode, source, inputs, outputs, {
             "verifier": True, "note": _WHAT, "opset": program.opset, "ops": dict(program.op_counts),
             "conv_accumulation": "fp32 (fp16 operands and outputs)" if program.precision == "fp16" else "fp32",
+            "check_finite": check_finite,
         }))
         self.program = program
+        self.check_finite = check_finite
 
     def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        out = _run_batched(self.program, {GEN_IMAGE: image, GEN_AUDIO: audio}, GEN_OUTPUT)
+        out = _run_batched(self.program, {GEN_IMAGE: image, GEN_AUDIO: audio}, GEN_OUTPUT, self.check_finite)
         if out.shape[1:] != (3, INNER_SIZE, INNER_SIZE):
             raise BackendError(f"{self.program.path}: output has shape {list(out.shape)}, expected "
                                f"[batch, 3, {INNER_SIZE}, {INNER_SIZE}]")
@@ -499,7 +507,7 @@ def _open(req: OpenRequest) -> Backend:
     audio = program.inputs.get(GEN_AUDIO)
     detected = mode_from_audio_shape(audio.shape) if audio is not None and audio.shape else None
     mode = settle_mode(detected, art.mode, req.mode, os.fspath(art.path))
-    return CoreMLMilBackend(program, mode, art.source)
+    return CoreMLMilBackend(program, mode, art.source, check_finite=bool(req.options.get("check_finite")))
 
 
 SPECS = [

@@ -563,13 +563,13 @@ _SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
 
 
 def wide_console() -> Any:
-    """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 140 columns wide so that result
+    """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 150 columns wide so that result
     tables are not cut to rich's default of 80."""
     from rich.console import Console
 
     from toolkit.console import out
 
-    return out if out.is_terminal else Console(width=max(out.width, 140), highlight=False)
+    return out if out.is_terminal else Console(width=max(out.width, 150), highlight=False)
 
 
 def print_report(report: ParityReport) -> None:

@@ -33,9 +33,11 @@ class Stage:
 
 @dataclass
 class StageTiming:
-    """Busy seconds of one stage (summed over its workers) and how many items it handled."""
+    """Busy wall seconds of one stage (summed over its workers), the CPU seconds of its own threads in that time
+    (work a runtime hands to its own thread pool is not included), and how many items it handled."""
 
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     items: int = 0
 
 
@@ -46,17 +48,23 @@ class PipelineTimings:
     stages: dict[str, StageTiming] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, name: str, seconds: float) -> None:
-        """Account ``seconds`` of work on one item to stage ``name`` (thread-safe)."""
+    def add(self, name: str, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """Account ``seconds`` (and ``cpu_seconds``) of work on one item to stage ``name`` (thread-safe)."""
         with self._lock:
             t = self.stages.setdefault(name, StageTiming())
             t.seconds += seconds
+            t.cpu_seconds += cpu_seconds
             t.items += 1
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        """``{stage: {seconds, items}}``, JSON-able."""
+        """``{stage: {seconds, cpu_seconds, items}}``, JSON-able."""
         with self._lock:
-            return {k: {"seconds": round(v.seconds, 4), "items": v.items} for k, v in self.stages.items()}
+            return {k: {"seconds": round(v.seconds, 4), "cpu_seconds": round(v.cpu_seconds, 4), "items": v.items}
+                    for k, v in self.stages.items()}
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
 
 
 class _Stop(Exception):
@@ -128,12 +136,13 @@ class Pipeline:
         try:
             it = iter(self._source)
             while True:
-                t0 = time.perf_counter()
+                t0, c0 = _clock()
                 try:
                     item = next(it)
                 except StopIteration:
                     break
-                self.timings.add(self._source_name, time.perf_counter() - t0)
+                t1, c1 = _clock()
+                self.timings.add(self._source_name, t1 - t0, c1 - c0)
                 self._put(self._queues[0], (seq, item))
                 seq += 1
             self._put(self._queues[0], (seq, _END))
@@ -165,9 +174,10 @@ class Pipeline:
                     if last:
                         self._put(q_out, (seq, _END))
                     return
-                t0 = time.perf_counter()
+                t0, c0 = _clock()
                 result = stage.fn(item)
-                self.timings.add(stage.name, time.perf_counter() - t0)
+                t1, c1 = _clock()
+                self.timings.add(stage.name, t1 - t0, c1 - c0)
                 if ordered is None:
                     self._put(q_out, (seq, result))
                     continue

@@ -45,10 +45,11 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     """The report as rich tables on stdout: model-only results, then end-to-end runs."""
+    from rich.console import Console
     from rich.table import Table
 
-    # Piped output (logs, README tables) would be cut to 80 columns and truncate every cell.
-    width = None if out.is_terminal else 200
+    # Piped output (logs, README tables) would be cut to 80 columns, truncating every cell: give it room.
+    console = out if out.is_terminal else Console(width=200, highlight=False)
 
     out.print(f"machine: {machine_line(report['machine'])}", markup=False, soft_wrap=True)
     gflop = report["model"]["gflop_per_frame"]
@@ -63,7 +64,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(r["backend"], r["precision"], str(r["batch"]), str(r["iterations"]), f"{lat['p50']:.1f}",
                       f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{r['fps']:.2f}", f"{r['gflops']:.1f}",
                       _pct(r["peak_share"]), _mb(r["peak_rss_mb"]), _mb(r["device_memory_mb"]))
-    out.print(table, width=width)
+    console.print(table)
     for s in report.get("skipped", []):
         note(f"skipped {s['backend']} {s['precision']}: {s['reason']}")
     e2e = report.get("e2e")
@@ -81,7 +82,7 @@ def print_report(report: dict[str, Any]) -> None:
                       "-" if run.get("model_only_fps") is None else f"{run['model_only_fps']:.2f}",
                       "-" if ratio is None else f"{ratio:.2f}x",
                       *[_pct(run["stages"].get(s, {}).get("share")) for s in stage_names])
-        out.print(t, width=width)
+        console.print(t)
         note("stage busy = that stage's working seconds / wall seconds; stages overlap on separate threads, so the "
              "shares add up to more than 100% when the pipeline keeps several cores busy")
 

@@ -47,8 +47,8 @@ def parity(
 
     b = load_bundle(bundle)
     requested = parse_backends(backends)
-    candidates, notes = plan_candidates(b, requested)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
+    candidates, notes = plan_candidates(b, requested)
     prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
     report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,

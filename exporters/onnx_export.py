@@ -1,0 +1,274 @@
+"""ONNX export of the generator and the audio encoder: contract names, dynamic batch, fp32 or fp16 weights.
+
+The exporter (TorchScript ``dynamo=False`` or ``torch.export``-based ``dynamo=True``) and the opset were chosen by
+measurement with ``python -m exporters.measure`` (figures in :data:`EXPORT_CHOICE`, copied into every manifest).
+An fp16 artifact is the fp32 graph with its float weights stored as float16 and casts at the edges, so callers feed
+and read float32 exactly as with fp32 (see :func:`to_float16`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from exporters.errors import ExportError
+
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_EXPORTER = "torchscript"
+DEFAULT_OPSET = 17
+BATCH_DIM = "batch"
+
+# What `python -m exporters.measure` printed when the choice was made (2 shared CPU cores, load ~9, CUDA not
+# available on that machine). Correctness first: every candidate's fp32 error against PyTorch is fp32 noise (PyTorch
+# itself differs from float64 by 1.1e-4 on the calibrated seeded generator); then ORT CPU latency, then export time.
+EXPORT_CHOICE: dict[str, Any] = {
+    "exporter": DEFAULT_EXPORTER,
+    "opset": DEFAULT_OPSET,
+    "chosen_by": "python -m exporters.measure",
+    "measured": {},
+}
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx() -> Iterator[None]:
+    """Silence the exporters' deprecation warnings, progress prints and torchvision notices."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def torch_to_onnx(module: Any, args: tuple[Any, ...], input_names: Sequence[str], output_names: Sequence[str],
+                  exporter: str = DEFAULT_EXPORTER, opset: int = DEFAULT_OPSET) -> Any:
+    """Export ``module(*args)`` to an in-memory ``onnx.ModelProto`` with a dynamic first (batch) axis named
+    ``batch`` on every input and output. ``args`` must have a batch of at least 2 (torch.export specialises 1)."""
+    import onnx
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown ONNX exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
+    module = module.eval()
+    with _quiet_torch_onnx(), torch.no_grad():
+        if exporter == "torchscript":
+            buf = io.BytesIO()
+            axes = {n: {0: BATCH_DIM} for n in (*input_names, *output_names)}
+            torch.onnx.export(module, args, buf, dynamo=False, input_names=list(input_names),
+                              output_names=list(output_names), dynamic_axes=axes, opset_version=opset,
+                              do_constant_folding=True)
+            model = onnx.load_from_string(buf.getvalue())
+        else:
+            batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
+            program = torch.onnx.export(module, args, dynamo=True, input_names=list(input_names),
+                                        output_names=list(output_names),
+                                        dynamic_shapes=tuple({0: batch} for _ in args), opset_version=opset,
+                                        optimize=True, verbose=False)
+            model = program.model_proto
+    _strip_exporter_noise(model)
+    return model
+
+
+def _strip_exporter_noise(model: Any) -> None:
+    """Drop per-node debug metadata (the dynamo exporter stores stack traces with absolute source paths there),
+    which would make the file depend on where the repository is checked out."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        del vi.metadata_props[:]
+    del model.graph.metadata_props[:]
+    model.doc_string = ""
+
+
+# Float inputs that ONNX requires to stay float32 whatever the model's precision: Resize's roi and scales.
+_KEEP_FP32_INPUTS = {"Resize": (1, 2)}
+# Ops this converter knows to be precision-agnostic (their float inputs and outputs share one type T).
+_FP16_SAFE_OPS = {"Conv", "Relu", "Add", "Sub", "Mul", "Div", "Concat", "Resize", "Sigmoid", "Constant", "Flatten",
+                  "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Gather", "Slice", "Pad", "Transpose",
+                  "Max", "Min", "Clip", "Cast"}
+_FP16_MAX = 65504.0
+
+
+def to_float16(model: Any) -> Any:
+    """The same graph computing in float16, with float32 inputs and outputs (a Cast after each input and before
+    each output), every float32 weight stored as float16 and internal float32 Casts retargeted to float16.
+
+    Refuses (``ExportError``) a graph with an op it does not know to be precision-agnostic or a weight beyond
+    float16's range, rather than produce a model that silently computes something else.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    unknown = sorted({n.op_type for n in g.node if n.op_type not in _FP16_SAFE_OPS})
+    if unknown:
+        raise ExportError(f"fp16 conversion does not know op(s) {', '.join(unknown)}; export fp32 only")
+    keep32: set[str] = set()
+    for n in g.node:
+        for i in _KEEP_FP32_INPUTS.get(n.op_type, ()):
+            if i < len(n.input) and n.input[i]:
+                keep32.add(n.input[i])
+
+    def half(arr: Any, name: str) -> Any:
+        big = float(np.abs(arr).max()) if arr.size else 0.0
+        if big > _FP16_MAX:
+            raise ExportError(f"weight {name!r} reaches {big:.4g}, beyond float16's ±65504; export fp32 only")
+        return arr.astype(np.float16)
+
+    for i, init in enumerate(g.initializer):
+        if init.data_type == TensorProto.FLOAT and init.name not in keep32:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(half(numpy_helper.to_array(init), init.name),
+                                                               init.name))
+    for n in g.node:
+        if n.op_type == "Constant" and n.output[0] not in keep32:
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(half(numpy_helper.to_array(a.t), n.output[0]), a.t.name))
+        if n.op_type == "Cast":
+            for a in n.attribute:
+                if a.name == "to" and a.i == TensorProto.FLOAT and n.output[0] not in keep32:
+                    a.i = TensorProto.FLOAT16
+
+    renames: dict[str, str] = {}
+    head = []
+    for vi in g.input:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            renames[vi.name] = f"{vi.name}_fp16"
+            head.append(helper.make_node("Cast", [vi.name], [renames[vi.name]], name=f"cast_{vi.name}_to_fp16",
+                                         to=TensorProto.FLOAT16))
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name in renames:
+                n.input[i] = renames[name]
+    tail = []
+    for vo in g.output:
+        if vo.type.tensor_type.elem_type == TensorProto.FLOAT:
+            inner = f"{vo.name}_fp16"
+            for n in g.node:
+                for i, name in enumerate(n.output):
+                    if name == vo.name:
+                        n.output[i] = inner
+                for i, name in enumerate(n.input):
+                    if name == vo.name:
+                        n.input[i] = inner
+            tail.append(helper.make_node("Cast", [inner], [vo.name], name=f"cast_{vo.name}_to_fp32",
+                                         to=TensorProto.FLOAT))
+    nodes = [*head, *g.node, *tail]
+    del g.node[:]
+    g.node.extend(nodes)
+    # Intermediate type annotations described the float32 graph; ORT and onnx re-infer them.
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    return m
+
+
+def set_metadata(model: Any, metadata: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata`` (in key order, so the bytes are reproducible)."""
+    del model.metadata_props[:]
+    for key in sorted(metadata):
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = metadata[key]
+
+
+def save_onnx(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` through a temporary sibling (never a half-written file under the final name)."""
+    import onnx
+
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        onnx.save(model, os.fspath(tmp))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")
+
+
+def generator_example(mode: str, batch: int = 2) -> tuple[Any, Any]:
+    """Zero tensors shaped like the generator's inputs (only their shapes matter to the exporters)."""
+    import torch
+
+    from models.contract import INNER_SIZE, audio_shape
+
+    return torch.zeros(batch, 6, INNER_SIZE, INNER_SIZE), torch.zeros(batch, *audio_shape(mode))
+
+
+def encoder_example(batch: int = 2) -> tuple[Any]:
+    """A zero tensor shaped like the audio encoder's mel-window input."""
+    import torch
+
+    from models.contract import ENC_MEL_WINDOW, MEL
+
+    return (torch.zeros(batch, 1, MEL["n_mels"], ENC_MEL_WINDOW),)
+
+
+def generator_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
+                         exporter: str | None = None) -> Any:
+    """The generator as an in-memory ``onnx.ModelProto`` (inputs ``image``, ``audio``; output ``output``)."""
+    from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
+
+    _check_precision(precision)
+    proto = torch_to_onnx(model, generator_example(model.mode), (GEN_IMAGE, GEN_AUDIO), (GEN_OUTPUT,),
+                          exporter or DEFAULT_EXPORTER, opset or DEFAULT_OPSET)
+    return to_float16(proto) if precision == "fp16" else proto
+
+
+def encoder_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
+                       exporter: str | None = None) -> Any:
+    """The audio encoder as an in-memory ``onnx.ModelProto`` (input ``mel``; output ``embedding``)."""
+    from models.contract import ENC_INPUT, ENC_OUTPUT
+
+    _check_precision(precision)
+    proto = torch_to_onnx(model, encoder_example(), (ENC_INPUT,), (ENC_OUTPUT,), exporter or DEFAULT_EXPORTER,
+                          opset or DEFAULT_OPSET)
+    return to_float16(proto) if precision == "fp16" else proto
+
+
+def _default_metadata(kind: str, mode: str, precision: str, metadata: dict[str, str] | None) -> dict[str, str]:
+    from exporters.metadata import artifact_metadata
+
+    return metadata if metadata is not None else artifact_metadata(kind, mode, precision)
+
+
+def export_generator_onnx(model: Any, path: str | os.PathLike[str], precision: str = "fp32",
+                          opset: int | None = None, *, metadata: dict[str, str] | None = None,
+                          exporter: str | None = None) -> Path:
+    """Export a generator module to ``path`` (.onnx) with the contract's names, a dynamic batch axis, float32 I/O
+    and ``metadata`` (default: :func:`exporters.metadata.artifact_metadata` without a source sha256).
+
+    Not validated here; :func:`exporters.export.export_bundle` validates what it writes.
+    """
+    proto = generator_onnx_model(model, precision, opset, exporter)
+    set_metadata(proto, _default_metadata("generator", model.mode, precision, metadata))
+    return save_onnx(proto, path)
+
+
+def export_encoder_onnx(model: Any, path: str | os.PathLike[str], precision: str = "fp32",
+                        opset: int | None = None, *, metadata: dict[str, str] | None = None,
+                        exporter: str | None = None) -> Path:
+    """Export the audio encoder to ``path`` (.onnx): ``mel`` [batch, 1, 80, 16] -> ``embedding`` [batch, 512]."""
+    proto = encoder_onnx_model(model, precision, opset, exporter)
+    set_metadata(proto, _default_metadata("audio_encoder", "ave", precision, metadata))
+    return save_onnx(proto, path)
