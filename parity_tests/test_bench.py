@@ -8,6 +8,7 @@ calls, GFLOP/s from fps and the FLOP count, percentiles in order), never against
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -24,12 +25,13 @@ STAGES = {"prepare", "infer", "paste", "encode"}
 
 
 @pytest.fixture(scope="module")
-def bench_cli(tmp_path_factory, generator_ckpt, bundle_dir, synth_template_dir, parity_features_path):
-    """``framegen bench`` run in process with --json: (report as written, stdout)."""
+def bench_cli(tmp_path_factory, generator_ckpt, runtime_bundle, synth_template_dir, parity_features_path):
+    """``framegen bench`` run in process with --json: (report as written, stdout). ``runtime_bundle`` holds the
+    ONNX export of the same calibrated generator as ``generator_ckpt``."""
     from toolkit.cli import app
 
     report_path = tmp_path_factory.mktemp("bench") / "report.json"
-    args = ["bench", "--checkpoint", str(generator_ckpt), "--bundle", str(bundle_dir),
+    args = ["bench", "--checkpoint", str(generator_ckpt), "--bundle", str(runtime_bundle),
             "--backends", "torch-cpu,ort-cpu", "--precisions", "fp32", "--batch", ",".join(map(str, BATCHES)),
             "--iterations", str(ITERATIONS), "--warmup", "0",
             "--e2e", "--template", str(synth_template_dir), "--features", str(parity_features_path),
@@ -117,8 +119,6 @@ def test_machine_peak_estimates():
 
 
 def test_describe_machine_here():
-    import os
-
     from toolkit.machine import describe_machine
 
     m = describe_machine()
@@ -154,6 +154,7 @@ def test_report_schema(bench_cli):
             assert r["peak_share"] == pytest.approx(r["gflops"] / r["peak_gflops"], rel=1e-2)
         assert r["peak_rss_mb"] >= r["rss_before_mb"] > 50  # a process holding a model
         assert r["device_memory_mb"] is None
+        assert r["cpu_ms_per_frame"] > 0 and 0 < r["cores_busy"] <= (os.cpu_count() or 1) + 0.5
 
 
 def test_report_same_model_same_output(bench_cli):
@@ -182,7 +183,7 @@ def test_report_e2e(bench_cli, synth_template_dir):
         assert run["busiest_stage"] == max(run["stages"], key=lambda k: run["stages"][k]["seconds"])
         assert run["model_only_fps"] == model[(run["backend"], 1)]
         assert run["e2e_over_model_only"] == pytest.approx(run["fps"] / run["model_only_fps"], rel=1e-3)
-        assert run["out_bytes"] > 0
+        assert run["out_bytes"] > 0 and run["cpu_ms_per_frame"] > 0
 
 
 def test_cli_table(bench_cli):

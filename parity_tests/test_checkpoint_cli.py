@@ -93,8 +93,8 @@ def test_init_is_seeded(tmp_path):
 
 
 def test_init_calibrate_spreads_the_output(tmp_path, calibrated_generator):
-    """Measured on two image-like inputs (seed 0, 'ave'): calibrated std 0.25, 95% of values in (0.05, 0.95);
-    uncalibrated the sigmoid saturates: std 0.50 with 99% of values within 0.05 of 0 or 1."""
+    """Measured on image-like inputs (seed 0, 'ave'): calibrated std ~0.19 spanning 0.00..0.99; uncalibrated the
+    output is nearly constant (std 0.01, all values within 0.48..0.50)."""
     cal, raw = tmp_path / "cal.pth", tmp_path / "raw.pth"
     _invoke("checkpoint", "init", str(cal), "--calibrate")
     _invoke("checkpoint", "init", str(raw))
@@ -106,11 +106,10 @@ def test_init_calibrate_spreads_the_output(tmp_path, calibrated_generator):
         y_cal = load_generator(cal)(image, audio)
         y_raw = load_generator(raw)(image, audio)
     mid_cal = float(((y_cal > 0.05) & (y_cal < 0.95)).float().mean())
-    mid_raw = float(((y_raw > 0.05) & (y_raw < 0.95)).float().mean())
     assert float(y_cal.std()) > 0.15
     assert float(y_cal.min()) < 0.05 and float(y_cal.max()) > 0.95
     assert mid_cal > 0.8
-    assert mid_raw < 0.1
+    assert float(y_raw.std()) < 0.05  # what calibration fixes: a nearly constant picture
     # Different inputs give different pictures (the output is not one image regardless of input).
     assert float((y_cal[0] - y_cal[1]).abs().mean()) > 0.05
 

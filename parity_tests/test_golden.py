@@ -33,12 +33,14 @@ def _failed(report) -> list[str]:
     return [s.name for s in report.stages if s.status == "FAIL"]
 
 
-def _mantissa(arr: np.ndarray, bits: int) -> np.ndarray:
-    """float32 values rounded to ``bits`` explicit mantissa bits (fp16 keeps 10): a port losing precision."""
+def _mantissa(arr: np.ndarray, bits: int, toward_zero: bool = False) -> np.ndarray:
+    """float32 values with ``bits`` explicit mantissa bits (fp16 keeps 10, bfloat16 7), rounded to nearest or cut
+    toward zero (the cheap float-to-half conversion some ports write): a port that loses output precision."""
     u = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32).astype(np.uint64)
     drop = 23 - bits
-    rounded = ((u + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)).astype(np.uint32)
-    return rounded.view(np.float32)
+    if not toward_zero:
+        u = u + (1 << (drop - 1))
+    return (u & ~np.uint64((1 << drop) - 1)).astype(np.uint32).view(np.float32)
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -187,14 +189,22 @@ def test_ignoring_the_audio_departs_at_the_audio_window(golden_dir, bundle_dir, 
 
 
 def test_precision_lost_in_the_outputs_is_caught(golden_dir, tmp_path):
-    # A port whose outputs are fp16 values passes the fp16 profile; one that keeps only 5 mantissa bits does not.
-    fp16 = copy_candidate(golden_dir, tmp_path / "fp16", stages=["model_output"],
-                          transform=lambda s, a, c: a.astype(np.float16).astype(np.float32))
+    def candidate(name, fn):
+        return copy_candidate(golden_dir, tmp_path / name, stages=["model_output"], transform=lambda s, a, c: fn(a))
+
+    # Outputs rounded to fp16 pass the fp16 profile; rounded to 7 mantissa bits they are not fp32-grade.
+    fp16 = candidate("fp16", lambda a: a.astype(np.float16).astype(np.float32))
     assert check_golden(golden_dir, fp16, profile="fp16").passed
-    coarse = copy_candidate(golden_dir, tmp_path / "coarse", stages=["model_output"],
-                            transform=lambda s, a, c: _mantissa(a, 3))
-    report = check_golden(golden_dir, coarse, profile="fp16")
-    assert report.first_departure == "model_output", [(s.name, s.metrics.get("mean_abs")) for s in report.stages]
+    assert np.array_equal(_mantissa(np.float32([0.1, 0.7]), 10), np.float16([0.1, 0.7]).astype(np.float32))
+    bf16 = candidate("bf16", lambda a: _mantissa(a, 7))
+    assert check_golden(golden_dir, bf16, profile="fp32").first_departure == "model_output"
+    # Cut (not rounded) to 5 bits: beyond the fp16 profile, whose bias limit catches what its wide (stand-in
+    # generator's fp16 noise) absolute limits would not.
+    cut = candidate("cut", lambda a: _mantissa(a, 5, toward_zero=True))
+    report = check_golden(golden_dir, cut, profile="fp16")
+    assert report.first_departure == "model_output"
+    (stage,) = [s for s in report.stages if s.name == "model_output"]
+    assert any(f.startswith("|bias|") for f in stage.failures), stage.failures
 
 
 def test_rgb_instead_of_bgr_departs_at_the_crop(golden_dir, tmp_path):
@@ -233,7 +243,7 @@ def test_a_one_level_resampling_difference_is_tolerated_but_a_shifted_box_is_not
     rng = np.random.default_rng(0)
 
     def jitter(stage, arr, case):
-        noise = (rng.random(arr.shape) < 0.005).astype(np.int16)
+        noise = (rng.random(arr.shape) < 0.002).astype(np.int16)
         return np.clip(arr.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
     cand = copy_candidate(golden_dir, tmp_path / "jitter", stages=["crop_328"], transform=jitter)

@@ -138,6 +138,18 @@ def test_batching_does_not_change_frames(prepared_template, fake_features):
     assert all(np.array_equal(a, b) for a, b in zip(one, five, strict=True))
 
 
+def test_interleaved_streams_and_opencv_threads_restored(prepared_template, fake_features):
+    """Parity pulls several renders in lock-step; each is complete and OpenCV's thread count comes back."""
+    before = cv2.getNumThreads()
+    a = iter_frames(prepared_template, fake_features, make_fake_backend(), batch=2, max_frames=9)
+    b = iter_frames(prepared_template, fake_features, make_fake_backend(), batch=4, max_frames=9)
+    pairs = list(zip(a, b, strict=True))
+    assert [(fa.i, fb.i) for fa, fb in pairs] == [(k, k) for k in range(9)]
+    assert all(np.array_equal(fa.frame, fb.frame) for fa, fb in pairs)
+    assert cv2.getNumThreads() == before
+    assert not _live_pipe_threads()
+
+
 def test_bad_arguments_fail_before_any_output(tmp_path, prepared_template, fake_features):
     from toolkit.features import FeatureError
 
@@ -178,6 +190,14 @@ def test_pngs_match_iter_frames_and_video_follows(tmp_path, prepared_template, f
     assert [p.name for p in pngs] == [f"{k:06d}.png" for k in range(13)]
     assert all(np.array_equal(cv2.imread(str(p)), r) for p, r in zip(pngs, ref, strict=True))
     assert probe_video(tmp_path / "o.mp4")["frames"] == 13
+
+
+def test_frames_dir_alone(tmp_path, prepared_template, fake_features):
+    stats = render(prepared_template, fake_features, make_fake_backend(), frames_dir=tmp_path / "f", max_frames=5,
+                   start_frame=4, progress=False)
+    assert (stats.out, stats.out_bytes, stats.encoder, stats.start_frame) == (None, None, {}, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+    assert len(list((tmp_path / "f").iterdir())) == 5 and "encode" not in stats.stages
 
 
 def test_peak_memory_flat_in_frame_count(tmp_path, synth_template_dir):

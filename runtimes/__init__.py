@@ -1,7 +1,7 @@
 """Interchangeable inference backends behind one interface, and the registry that knows them."""
 
 from runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
-from runtimes.registry import all_specs, list_backends, open_backend
+from runtimes.registry import all_specs, list_backends, open_backend, resolve_auto
 from runtimes.spec import Availability, BackendSpec, OpenRequest
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "all_specs",
     "list_backends",
     "open_backend",
+    "resolve_auto",
 ]

@@ -80,12 +80,11 @@ class CoreMLBackend(Backend):
     """A Core ML generator (.mlpackage) loaded with the requested compute units."""
 
     def __init__(self, req: OpenRequest) -> None:
-        import coremltools as ct
-
-        art = resolve_artifact(req, "coreml", "coreml")
         units = str(req.options.get("compute_units", "all"))
         if units not in COMPUTE_UNITS:
             raise BackendError(f"compute units {units!r}: expected one of {', '.join(COMPUTE_UNITS)}")
+        art = resolve_artifact(req, "coreml", "coreml")
+        import coremltools as ct
         try:
             self._model = ct.models.MLModel(os.fspath(art.path), compute_units=getattr(ct.ComputeUnit,
                                                                                        COMPUTE_UNITS[units]))
@@ -100,7 +99,9 @@ class CoreMLBackend(Backend):
                                f"({GEN_IMAGE}, {GEN_AUDIO} -> {GEN_OUTPUT})")
         mode = settle_mode(mode_from_audio_shape(by_name[GEN_AUDIO].shape), art.mode, req.mode, os.fspath(art.path))
         self._dtypes = {t.name: np.dtype(t.dtype) for t in inputs}
-        precision = art.precision or str(req.precision)
+        spec_meta = dict(self._model.get_spec().description.metadata.userDefined)
+        precision = art.precision or spec_meta.get("precision") or (
+            "fp16" if self._dtypes[GEN_IMAGE] == np.float16 else str(req.precision))
         super().__init__(BackendInfo("coreml", f"coreml:{units}", precision, mode, art.source, inputs, outputs,
                                      {"compute_units": units, "coremltools": ct.__version__,
                                       "batch_range": list(self._batch)}))
@@ -116,6 +117,8 @@ class CoreMLBackend(Backend):
                 GEN_AUDIO: audio.astype(self._dtypes[GEN_AUDIO], copy=False)}
 
     def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            raise BackendError("coreml: used after close()")
         n = image.shape[0]
         try:
             if self._fits(n):

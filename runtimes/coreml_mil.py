@@ -14,6 +14,7 @@ Public API: :class:`MilProgram` (load once, run many), :func:`run_mlpackage`, :f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -64,6 +65,7 @@ def _shape_fits(declared: tuple[int | None, ...] | None, actual: tuple[int, ...]
     return len(declared) == len(actual) and all(d is None or d == a for d, a in zip(declared, actual, strict=True))
 
 
+@functools.cache
 def _mil_dtype(torch_dtype: Any) -> str:
     """MIL dtype name of a torch dtype (``torch.float16`` -> ``FLOAT16``)."""
     import torch
@@ -336,7 +338,12 @@ class MilProgram:
             np_dtype = _NP_DTYPES.get(vtype.dtype)
             if np_dtype is None:
                 raise MilError(f"{self.path}: input {name!r} of type {vtype.describe()} is not supported")
-            env[name] = torch.from_numpy(np.ascontiguousarray(arr.astype(np_dtype, copy=False)))
+            try:
+                arr = np.ascontiguousarray(arr.astype(np_dtype, copy=False))
+            except (TypeError, ValueError):
+                raise MilError(f"{self.path}: input {name!r} of dtype {arr.dtype} cannot become "
+                               f"{vtype.describe()}") from None
+            env[name] = torch.from_numpy(arr)
         return env
 
     def run(self, inputs: dict[str, np.ndarray], check_finite: bool = False) -> dict[str, np.ndarray]:

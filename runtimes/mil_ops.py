@@ -1,5 +1,5 @@
 """Kernels for the MIL operations the ``coreml-mil`` verifier executes, each written from the MIL op reference
-(coremltools ``converters/mil/mil/ops/defs``, iOS15-iOS18 opsets).
+(coremltools ``converters/mil/mil/ops/defs``, the iOS15 and iOS16 definitions; the exporter targets iOS16).
 
 Precision model: a value keeps the dtype the program declares (``torch.float16`` for fp16). A kernel upcasts fp16
 operands to fp32 (exact), computes in fp32 and rounds its result once to the operand dtype (IEEE round-to-nearest-
@@ -199,6 +199,13 @@ def op_identity(a: dict[str, Any]) -> torch.Tensor:
     return a["x"]
 
 
+def op_floor(a: dict[str, Any]) -> torch.Tensor:
+    """MIL ``floor``: the largest integer <= x, elementwise (exact in any float dtype)."""
+    x = a["x"]
+    _need_float(x, "x")
+    return torch.floor(_f32(x)).to(x.dtype)
+
+
 _CAST = {"fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32, "bool": torch.bool,
          "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16}
 
@@ -341,6 +348,7 @@ KERNELS: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
     "squeeze": op_squeeze,
     "cast": op_cast,
     "identity": op_identity,
+    "floor": op_floor,
 }
 
 #: inputs that are tuples (several bindings) rather than one value

@@ -9,7 +9,16 @@ from runtimes.base import Backend, BackendError
 from runtimes.spec import Availability, BackendSpec, OpenRequest
 
 # One module per runtime; each exports SPECS.
-_RUNTIME_MODULES = ("runtimes.torch_backend", "runtimes.coreml_mil")
+_RUNTIME_MODULES = ("runtimes.torch_backend", "runtimes.ort_backend", "runtimes.coreml_backend",
+                    "runtimes.coreml_mil")
+
+AUTO = "auto"
+#: ``auto`` takes the first of these that is available here and can be opened from the request. The order is the
+#: expected speed for this model (a conv-heavy fp32/fp16 U-Net at 320x320): TensorRT's fused engines, then cuDNN via
+#: ONNX Runtime (I/O binding, CUDA graphs) ahead of eager PyTorch on CUDA, then Core ML (GPU / Neural Engine), then
+#: the CPU, where ONNX Runtime's fused, pre-packed convolutions beat eager PyTorch. Verifiers (coreml-mil) are never
+#: picked.
+AUTO_ORDER = ("ort-trt", "ort-cuda", "torch-cuda", "coreml", "ort-cpu", "torch-cpu")
 
 
 def all_specs() -> list[BackendSpec]:
@@ -24,7 +33,7 @@ def get_spec(name: str) -> BackendSpec:
     """The entry for a backend name, or a one-line error listing the known names."""
     specs = {s.name: s for s in all_specs()}
     if name not in specs:
-        raise BackendError(f"unknown backend {name!r}; known: {', '.join(specs)}")
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join([AUTO, *specs])}")
     return specs[name]
 
 
@@ -36,19 +45,57 @@ def availability(spec: BackendSpec) -> Availability:
         return Availability(False, f"probe failed: {type(exc).__name__}: {exc}")
 
 
-def list_backends() -> list[dict[str, Any]]:
-    """``[{name, available, reason, runtime, device, needs, precisions, description}]`` for every backend."""
+def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
+    """``[{name, available, reason, runtime, device, needs, precisions, description}]`` for every backend.
+
+    With a ``request`` (a bundle and/or checkpoint and a precision) each row also says whether that backend can be
+    opened from it (``artifact``: ``None`` when it can, else why not) and which one ``auto`` would pick (``auto``).
+    """
+    from runtimes.artifacts import artifact_problem
+
     rows = []
     for spec in all_specs():
         avail = availability(spec)
-        rows.append({"name": spec.name, "available": avail.available, "reason": avail.reason,
-                     "runtime": spec.runtime, "device": spec.device, "needs": spec.needs,
-                     "precisions": list(spec.precisions), "description": spec.description})
+        row: dict[str, Any] = {"name": spec.name, "available": avail.available, "reason": avail.reason,
+                               "runtime": spec.runtime, "device": spec.device, "needs": spec.needs,
+                               "precisions": list(spec.precisions), "description": spec.description}
+        if request is not None:
+            row["artifact"] = artifact_problem(spec.needs, spec.precisions, request)
+        rows.append(row)
+    if request is not None:
+        usable = {r["name"] for r in rows if r["available"] and r["artifact"] is None}
+        choice = next((n for n in AUTO_ORDER if n in usable), None)
+        for r in rows:
+            r["auto"] = r["name"] == choice
     return rows
 
 
+def resolve_auto(request: OpenRequest) -> str:
+    """The backend ``auto`` means for this request: the first of :data:`AUTO_ORDER` that is available here and
+    whose artifact the request holds; a one-line error saying why each was passed over when none fits."""
+    from runtimes.artifacts import artifact_problem
+
+    specs = {s.name: s for s in all_specs()}
+    passed: list[str] = []
+    for name in AUTO_ORDER:
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        avail = availability(spec)
+        if not avail.available:
+            passed.append(f"{name}: {avail.reason}")
+            continue
+        problem = artifact_problem(spec.needs, spec.precisions, request)
+        if problem is None:
+            return name
+        passed.append(f"{name}: {problem}")
+    raise BackendError(f"auto: no backend can run this ({'; '.join(passed)})")
+
+
 def open_backend(name: str, request: OpenRequest) -> Backend:
-    """Open a backend by name; refuses with the probe's reason when it is unavailable here."""
+    """Open a backend by name (``auto`` resolves first); refuses with the probe's reason when it is unavailable."""
+    if name == AUTO:
+        name = resolve_auto(request)
     spec = get_spec(name)
     avail = availability(spec)
     if not avail.available:

@@ -33,6 +33,8 @@ class TorchBackend(Backend):
         self.default_batch = 1 if self._device.type == "cpu" else 16
 
     def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            raise BackendError(f"{self.name}: used after close()")
         torch = self._torch
         with torch.inference_mode():
             img = torch.from_numpy(image).to(self._device, dtype=self._dtype, non_blocking=True)
@@ -62,7 +64,9 @@ def _probe_cuda() -> Availability:
     if torch.version.cuda is None:
         return Availability(False, f"torch {torch.__version__} is a CPU-only build")
     if not torch.cuda.is_available():
-        return Availability(False, "no CUDA GPU visible")
+        from runtimes.native import nvidia_gpu
+
+        return Availability(False, nvidia_gpu().reason or "torch sees no CUDA GPU")
     return Availability(True, torch.cuda.get_device_name(0))
 
 

@@ -36,7 +36,7 @@ def _shared(name: str) -> Path | None:
 
 
 def _row(label: str, summary: dict) -> dict:
-    keys = ("max_abs", "mean_abs", "p99_abs", "psnr_db", "share_diff", "share_diff_gt1")
+    keys = ("max_abs", "mean_abs", "p99_abs", "psnr_db", "bias", "spread_change", "share_diff", "share_diff_gt1")
     return {"case": label, **{k: summary[k] for k in keys}}
 
 
@@ -122,9 +122,9 @@ def main() -> int:
     args = ap.parse_args()
 
     import cv2
-    from exporters.export import export_bundle
 
     from exporters.bundle import load_bundle
+    from exporters.export import export_bundle
     from models.init import init_audio_encoder, init_generator
     from models.io import save_audio_encoder, save_generator
     from toolkit.parity import Candidate, plan_candidates, run_parity

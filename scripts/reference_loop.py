@@ -90,6 +90,7 @@ def run(checkpoint: Path, template: Path, features: Path, *, mode: str | None = 
             raise SystemExit(f"error: {out}: cv2.VideoWriter (MJPG) cannot open it")
     shape = audio_shape(mode)
     infer_s = 0.0
+    cpu0 = os.times()
     t0 = time.perf_counter()
     for i in range(count):
         k = pingpong_index(i, last + 1)
@@ -119,12 +120,15 @@ def run(checkpoint: Path, template: Path, features: Path, *, mode: str | None = 
     if writer is not None:
         writer.release()
     seconds = time.perf_counter() - t0
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     out_bytes = out.stat().st_size if write and out is not None and out.exists() else None
     if tmpdir is not None:
         tmpdir.cleanup()
     return {
         "frames": count, "seconds": round(seconds, 4), "fps": round(count / seconds, 4),
         "infer_seconds": round(infer_s, 4), "infer_share": round(infer_s / seconds, 4),
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(1, count), 2), "cores_busy": round(cpu / seconds, 2),
         "torch_threads": torch.get_num_threads(), "mode": mode, "width": width, "height": height,
         "writer": "cv2.VideoWriter MJPG" if write else "none (--no-write)", "out_bytes": out_bytes,
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Issue 9's throughput targets, measured in one run on one machine.
 
-1. ``framegen bench`` model-only: ort-cpu, fp32, batch 1.
+1. ``framegen bench`` model-only: ort-cpu, fp32, batch 1 (and torch-cpu, to tell how much of the reference ratio
+   is ONNX Runtime against eager PyTorch).
 2. ``framegen render --stats``: ort-cpu, batch 1, the same bundle, template and features, to an H.264 mp4.
 3. ``scripts/reference_loop.py``: SyncTalk_2D's own per-frame loop (PyTorch eager, JPEG + landmark file read per
    frame, MJPG writer), same checkpoint, template and features.
@@ -94,21 +95,36 @@ def _run(cmd: list[str], what: str) -> float:
 
 
 def one_round(inputs: dict[str, Path], tmp: Path, frames: int, reference_frames: int,
-              iterations: int | None) -> dict[str, Any]:
+              iterations: int | None, bench_e2e: bool = True) -> dict[str, Any]:
     """The three steps once; returns their figures and the load around each."""
     fg = [sys.executable, "-m", "toolkit.cli"]
-    bench_json, stats_json, ref_json = tmp / "bench.json", tmp / "render_stats.json", tmp / "reference.json"
+    bench_json, torch_json = tmp / "bench_ort.json", tmp / "bench_torch.json"
+    stats_json, ref_json = tmp / "render_stats.json", tmp / "reference.json"
     out: dict[str, Any] = {"load": {"start": _load()}}
 
     cmd = [*fg, "bench", "--bundle", str(inputs["bundle"]), "--backends", "ort-cpu", "--precisions", "fp32",
            "--batch", "1", "--json", str(bench_json)]
     if iterations:
         cmd += ["--iterations", str(iterations)]
-    _run(cmd, "framegen bench")
+    if bench_e2e:
+        # bench's own end-to-end run measures the render's process CPU time, which moves less with load than wall time
+        cmd += ["--e2e", "--template", str(inputs["template"]), "--features", str(inputs["features"]),
+                "--e2e-frames", str(frames)]
+    _run(cmd, "framegen bench (ort-cpu)")
     bench = json.loads(bench_json.read_text())
     row = bench["results"][0]
     out["model_only"] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "iterations": row["iterations"],
+                         "cpu_ms_per_frame": row["cpu_ms_per_frame"], "cores_busy": row["cores_busy"],
                          "threads": row.get("backend_info", {}).get("threads")}
+    if bench_e2e:
+        run = bench["e2e"]["runs"][0]
+        out["bench_e2e"] = {k: run[k] for k in ("fps", "cpu_ms_per_frame", "cores_busy", "stages", "frames")}
+    # torch-cpu model-only splits the reference ratio into "ONNX Runtime vs eager PyTorch" and the rest.
+    _run([*fg, "bench", "--checkpoint", str(inputs["checkpoint"]), "--backends", "torch-cpu", "--batch", "1",
+          "--warmup", "1", "--iterations", "3", "--json", str(torch_json)], "framegen bench (torch-cpu)")
+    row = json.loads(torch_json.read_text())["results"][0]
+    out["torch_model_only"] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "iterations": row["iterations"],
+                               "cpu_ms_per_frame": row["cpu_ms_per_frame"], "cores_busy": row["cores_busy"]}
     out["load"]["after_bench"] = _load()
 
     _run([*fg, "render", "--bundle", str(inputs["bundle"]), "--backend", "ort-cpu", "--batch", "1",
@@ -154,6 +170,8 @@ def main() -> None:
     p.add_argument("--reference-frames", type=int, default=30, help="frames of the reference loop")
     p.add_argument("--iterations", type=int, default=None, help="bench iterations (default: bench's auto)")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--no-bench-e2e", action="store_true",
+                   help="skip bench's own end-to-end run (its CPU-time figures)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
@@ -162,7 +180,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="throughput-", dir=args.workdir) as tmp:
         for r in range(args.rounds):
             print(f"--- round {r + 1} of {args.rounds}", file=sys.stderr)
-            rounds.append(one_round(inputs, Path(tmp), args.frames, args.reference_frames, args.iterations))
+            rounds.append(one_round(inputs, Path(tmp), args.frames, args.reference_frames, args.iterations,
+                                    bench_e2e=not args.no_bench_e2e))
 
     med = statistics.median
     model_fps = med(r["model_only"]["fps"] for r in rounds)
@@ -176,6 +195,7 @@ def main() -> None:
         "inputs": {k: os.fspath(v) for k, v in inputs.items()},
         "frames": {"e2e": args.frames, "reference": args.reference_frames},
         "model_only_fps": model_fps, "e2e_fps": e2e_fps, "reference_fps": ref_fps,
+        "torch_model_only_fps": med(r["torch_model_only"]["fps"] for r in rounds),
         "e2e_over_model_only": round(ratio_model, 3), "e2e_over_reference": round(ratio_ref, 3),
         "targets": {"e2e_over_model_only": E2E_TARGET, "e2e_over_reference": REFERENCE_TARGET},
         "met": {"e2e_over_model_only": ratio_model >= E2E_TARGET, "e2e_over_reference": ratio_ref >= REFERENCE_TARGET},
@@ -191,16 +211,29 @@ def main() -> None:
     loads = [f"{k} {v['loadavg_1_5_15'][0]} ({v['cpu_busy_percent']:.0f}% busy)" for k, v in last["load"].items()]
     print(f"load (1-min average, last round): {'; '.join(loads)}")
     print(f"ort-cpu fp32 batch 1 model-only: {model_fps:.3f} fps "
-          f"(p50 {last['model_only']['latency_ms']['p50']:.1f} ms, {last['model_only']['iterations']} calls)")
+          f"(p50 {last['model_only']['latency_ms']['p50']:.1f} ms, {last['model_only']['iterations']} calls, "
+          f"{last['model_only']['cpu_ms_per_frame']:.0f} CPU ms/frame, {last['model_only']['cores_busy']} cores busy)")
     print(f"framegen render --stats (ort-cpu batch 1, {args.frames} frames, "
           f"{last['e2e'].get('encoder', {}).get('preset', '?')} crf {last['e2e'].get('encoder', {}).get('crf', '?')})"
           f": {e2e_fps:.3f} fps")
+    print(f"torch-cpu fp32 batch 1 model-only (same run): {med(r['torch_model_only']['fps'] for r in rounds):.3f}"
+          f" fps")
     print(f"reference loop (torch eager, {args.reference_frames} frames, {last['reference']['writer']}): "
           f"{ref_fps:.3f} fps (model {100 * (last['reference'].get('infer_share') or 0):.0f}% of its time)")
     print(f"e2e / model-only = {ratio_model:.2f} (target >= {E2E_TARGET}: "
           f"{'met' if ratio_model >= E2E_TARGET else 'MISSED'})")
     print(f"e2e / reference  = {ratio_ref:.2f} (target >= {REFERENCE_TARGET}: "
           f"{'met' if ratio_ref >= REFERENCE_TARGET else 'MISSED'})")
+    be = last.get("bench_e2e")
+    ref_cpu = last["reference"].get("cpu_ms_per_frame")
+    if be:
+        model_cpu = last["model_only"]["cpu_ms_per_frame"]
+        print(f"process CPU ms per frame (moves less with load than wall time): ort-cpu model-only {model_cpu:.0f}; "
+              f"bench --e2e render {be['cpu_ms_per_frame']:.0f} ({be['cores_busy']} cores busy, {be['fps']:.3f} fps)"
+              + (f"; reference loop {ref_cpu:.0f}" if ref_cpu else ""))
+        print(f"  CPU-time ratios: model-only / e2e = {model_cpu / be['cpu_ms_per_frame']:.2f}"
+              + (f", reference / e2e = {ref_cpu / be['cpu_ms_per_frame']:.2f}" if ref_cpu else "")
+              + " (what the fps ratios would be if every run kept the same number of cores busy)")
     print("render stages (busy time; stages overlap on threads):")
     for s in stages:
         extra = f", {s['vs_model_only']:.2f}x its model-only latency" if s.get("vs_model_only") else ""

@@ -6,7 +6,8 @@ real-looking inputs (image-like crops with edges and texture, non-negative audio
 features; never zeros, which some kernels shortcut). Reported: latency p50/p90/p99 per batch call, frames per
 second, achieved GFLOP/s (frames per second x the generator's arithmetic, counted from its convolutions by
 :func:`generator_flops`) and its share of the machine's estimated peak (:mod:`toolkit.machine`), peak host RSS during
-the measurement, and device memory where the runtime tells.
+the measurement, device memory where the runtime tells, and process CPU time per frame (with the average number of
+cores kept busy), which moves less than wall time when other work shares the machine.
 
 End to end (``--e2e``): :func:`toolkit.render.render` of a template + features to an H.264 file (decode, preprocess,
 infer, paste, encode, overlapped), with each stage's busy time and its share of the wall time.
@@ -209,6 +210,13 @@ def device_memory(backend: Any) -> Iterator[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------------- measurement
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads: less sensitive to a busy machine than wall time
+    (though spinning thread pools count their spin)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def latency_summary(seconds: list[float]) -> dict[str, float]:
     """Per-call latency in milliseconds: p50, p90, p99, mean, min, max (linear-interpolated percentiles)."""
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
@@ -250,10 +258,12 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
             last = time.perf_counter() - t0
         n = iterations if iterations is not None else auto_iterations(last, seconds)
         times = []
+        cpu0 = _cpu_seconds()
         for _ in range(n):
             t0 = time.perf_counter()
             out = backend.infer(image, audio)
             times.append(time.perf_counter() - t0)
+        cpu = _cpu_seconds() - cpu0
     if out.shape != (batch, 3, INNER_SIZE, INNER_SIZE) or not np.isfinite(out).all():
         raise BenchError(f"{backend.name}: output of shape {list(out.shape)} (finite: {bool(np.isfinite(out).all())})"
                          f", expected [{batch}, 3, {INNER_SIZE}, {INNER_SIZE}] finite")
@@ -273,6 +283,8 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
         "rss_before_mb": round(rss.base_mb, 1) if rss.base_mb is not None else None, "rss_method": rss.method,
         "device_memory_mb": round(dev["mb"], 1) if dev["mb"] is not None else None,
         "device_memory_source": dev["source"],
+        "cpu_ms_per_frame": round(1000.0 * cpu / (batch * n), 2),
+        "cores_busy": round(cpu / total, 2) if total else None,
         "output_mean": round(float(out.mean()), 4),
         "backend_info": extra,
     }
@@ -293,8 +305,10 @@ def measure_e2e(template: str | os.PathLike[str], features: np.ndarray, backend:
 
     prepared = PreparedTemplate(open_template(template))
     with tempfile.TemporaryDirectory(prefix="framegen-bench-", dir=workdir) as tmp:
+        cpu0 = _cpu_seconds()
         stats = render(prepared, features, backend, out=Path(tmp) / "bench.mp4", batch=batch, max_frames=frames,
                        progress=False)
+        cpu = _cpu_seconds() - cpu0
     d = stats.as_dict()
     stages = d.get("stages", {})
     busiest = max(stages, key=lambda k: stages[k]["seconds"]) if stages else None
@@ -303,6 +317,8 @@ def measure_e2e(template: str | os.PathLike[str], features: np.ndarray, backend:
         "seconds": d["seconds"], "fps": d["fps"], "template_frames": len(prepared),
         "width": prepared.template.width, "height": prepared.template.height,
         "encoder": d.get("encoder", {}), "out_bytes": d.get("out_bytes"), "stages": stages, "busiest_stage": busiest,
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(1, d["frames"]), 2),
+        "cores_busy": round(cpu / d["seconds"], 2) if d["seconds"] else None,
     }
 
 

@@ -488,7 +488,8 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
 
 
 _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=", "min_psnr_db": "PSNR>=",
-                "max_share_diff": "≠", "max_share_diff_gt1": ">1"}
+                "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
+                "max_spread_change": "|spread|"}
 
 
 def print_golden_report(report: GoldenReport) -> None:

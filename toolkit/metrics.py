@@ -2,7 +2,10 @@
 
 Accumulates over batches so parity never holds all frames: max / mean / p99 absolute error (p99 from a fixed
 histogram, exact to the bin width), max relative error, cosine similarity, PSNR, the share of values that differ at
-all and by more than one level, and where the worst error is.
+all and by more than one level, and where the worst error is. Two distribution metrics separate systematic errors from
+rounding noise: ``bias`` (mean signed error) and ``spread_change`` (relative change of the standard deviation).
+Rounding noise, however large a deep network makes it, is unbiased and leaves the output's spread alone; a wrong
+weight, scale or normalisation moves one or both.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class ErrorStats:
     max_abs: float = 0.0
     max_rel: float = 0.0
     dot: float = 0.0
+    ref_sum: float = 0.0
+    cand_sum: float = 0.0
     ref_sq: float = 0.0
     cand_sq: float = 0.0
     n_diff: int = 0
@@ -76,6 +81,8 @@ class ErrorStats:
         floor = 1e-3 if self.kind == "float" else 1.0  # relative error is meaningless near zero
         self.max_rel = max(self.max_rel, float((diff / np.maximum(np.abs(r), floor)).max()))
         self.dot += float((r * c).sum())
+        self.ref_sum += float(r.sum())
+        self.cand_sum += float(c.sum())
         self.ref_sq += float((r * r).sum())
         self.cand_sq += float((c * c).sum())
         self.n_diff += int(np.count_nonzero(diff))
@@ -92,6 +99,15 @@ class ErrorStats:
         if i == 0:
             return 0.0  # the first bin holds exact zeros (and errors below 1e-9)
         return float(_EDGES[min(i + 1, len(_EDGES) - 1)])
+
+    def _spread_change(self) -> float:
+        """Relative change of the standard deviation, ``std(candidate) / std(reference) - 1``."""
+        n = max(self.count, 1)
+        var_r = max(self.ref_sq / n - (self.ref_sum / n) ** 2, 0.0)
+        var_c = max(self.cand_sq / n - (self.cand_sum / n) ** 2, 0.0)
+        if var_r == 0:
+            return 0.0 if var_c == 0 else float("inf")
+        return math.sqrt(var_c / var_r) - 1.0
 
     def summary(self) -> dict[str, Any]:
         """The metrics as a JSON-able dict."""
@@ -112,6 +128,8 @@ class ErrorStats:
             "max_rel": self.max_rel,
             "cosine": self.dot / denom if denom > 0 else (1.0 if self.ref_sq == self.cand_sq else 0.0),
             "psnr_db": psnr,
+            "bias": (self.cand_sum - self.ref_sum) / n,
+            "spread_change": self._spread_change(),
             "share_diff": self.n_diff / n,
             "share_diff_gt1": self.n_diff_gt1 / n,
             "worst_frame": self.worst_frame,

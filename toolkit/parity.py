@@ -588,20 +588,20 @@ def print_report(report: ParityReport) -> None:
         if not c.ok:
             out.print(f"[red]checksum mismatch[/red] {c.path}")
     table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("backend", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "≠", ">1", "worst: frame @ index",
-                "result"):
+    for col in ("backend", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠", ">1",
+                "worst: frame @ index", "result"):
         table.add_column(col, justify="left" if col in ("backend", "stage", "result") else "right", no_wrap=True)
     for cand in report.candidates:
         if cand.error and not cand.stages:
-            table.add_row(cand.candidate.label, "-", *["-"] * 7, "[red]FAIL[/red]")
+            table.add_row(cand.candidate.label, "-", *["-"] * 9, "[red]FAIL[/red]")
             continue
         for s in cand.stages:
             m = s.metrics
             worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
             ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
             table.add_row(cand.candidate.label, _SHORT.get(s.stage, s.stage), _cell(m["max_abs"]),
-                          _cell(m["mean_abs"]), _cell(m["p99_abs"]), _cell(m["psnr_db"], "db"),
-                          _cell(m["share_diff"], "pct"),
+                          _cell(m["mean_abs"]), _cell(m["p99_abs"]), _cell(m["psnr_db"], "db"), _cell(m["bias"]),
+                          _cell(m["spread_change"], "pct"), _cell(m["share_diff"], "pct"),
                           _cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
                           "[green]pass[/green]" if ok else "[red]FAIL[/red]")
     wide_console().print(table)

@@ -3,8 +3,11 @@
 Every limit here was chosen by measurement (``scripts/measure_tolerances.py``; the numbers and the reasoning are in
 docs/PARITY.md, "Tolerance profiles"): the error of correct backends (ONNX Runtime fp32 / fp16, the ``coreml-mil``
 verifier) against PyTorch on real-looking frames, and the error of deliberately broken generators (the output
-convolution ``outc.conv`` scaled by 0.5 %, 1 %, 2 %, 5 %, 10 %). A profile sits between the two, with headroom on
-both sides: the fp32 profile fails a 1 % scale of the output convolution, the fp16 profile a 5 % one.
+convolution ``outc.conv`` scaled by 0.5 % .. 20 %). A profile sits between the two, with headroom on both sides: the
+fp32 profile fails a 1 % scale of the output convolution, the fp16 profile a 2 % one. Absolute errors separate fp32
+noise from breakage; for fp16, whose rounding noise this (random-weight) generator amplifies to the size of a 20 %
+breakage, the distribution metrics do it: rounding noise is unbiased and keeps the output's spread (``bias``,
+``spread_change`` of :class:`toolkit.metrics.ErrorStats`), a wrong weight or scale does not.
 
 Stages:
 
@@ -50,6 +53,8 @@ class StageLimits:
     min_psnr_db: float | None = None
     max_share_diff: float | None = None
     max_share_diff_gt1: float | None = None
+    max_bias: float | None = None  # on |bias|
+    max_spread_change: float | None = None  # on |spread_change|
 
     def check(self, summary: dict[str, Any]) -> list[str]:
         """Each broken limit as one line (``mean_abs 1.2e-03 > 1.0e-04``); empty when all hold."""
@@ -61,11 +66,14 @@ class StageLimits:
             if limit is None:
                 continue
             upper = not f.name.startswith("min_")
-            key = f.name[4:] if f.name.startswith(("max_share", "min_")) else f.name
+            key = _KEYS.get(f.name, f.name)
             value = float(summary[key])
+            if f.name in ("max_bias", "max_spread_change"):
+                value = abs(value)
             ok = value <= limit if upper else value >= limit
             if not ok:  # NaN fails too: every comparison with it is False
-                failures.append(f"{key} {_fmt(value)} {'>' if upper else '<'} {_fmt(limit)}")
+                shown = f"|{key}|" if f.name in ("max_bias", "max_spread_change") else key
+                failures.append(f"{shown} {_fmt(value)} {'>' if upper else '<'} {_fmt(limit)}")
         return failures
 
     def as_dict(self) -> dict[str, float]:
@@ -76,6 +84,11 @@ class StageLimits:
     def exact(self) -> bool:
         """Whether the stage must match bit for bit."""
         return self.max_abs == 0
+
+
+# Limit field -> summary key, where they differ.
+_KEYS = {"min_cosine": "cosine", "min_psnr_db": "psnr_db", "max_share_diff": "share_diff",
+         "max_share_diff_gt1": "share_diff_gt1", "max_bias": "bias", "max_spread_change": "spread_change"}
 
 
 def _fmt(v: float) -> str:
@@ -109,16 +122,21 @@ class Profile:
                 "stages": {k: v.as_dict() for k, v in self.stages.items()}}
 
 
-# Measured on 24 real-looking frames (calibrated seed-0 'ave' generator, synthetic 1280x720 template on the real
-# landmark track, real 'ave' features), see docs/PARITY.md for the table. Float limits: fractions of 1.
+# Measured with scripts/measure_tolerances.py (16 real-looking frames: calibrated seed-0 'ave' generator, synthetic
+# 1280x720 template on the real landmark track, real 'ave' features); the tables are in docs/PARITY.md. Float limits
+# are fractions of 1, uint8 limits levels; the final frame is compared inside the crop box.
 _FP32 = Profile(
     "fp32",
     "fp32 artifacts against the PyTorch fp32 reference: summation-order noise only",
     {
-        # ORT fp32: max 1.8e-4, mean 7.7e-6, p99 4.7e-5.  outc x1.01: max 2.2e-3, mean 1.25e-3, p99 2.2e-3.
-        MODEL_OUTPUT: StageLimits(max_abs=1e-3, mean_abs=1e-4, p99_abs=4e-4),
-        # ORT fp32 flips a truncation boundary on ~0.2 % of pixels; outc x1.01 on ~30 %.
-        FINAL_FRAME: StageLimits(max_abs=3, max_share_diff=0.02, max_share_diff_gt1=0.002),
+        # ORT / coreml-mil fp32: max 2.8e-4, mean 8.3e-6, p99 5.4e-5, |bias| 4e-8, |spread| 1.4e-7.
+        # outc x1.01: max 2.3e-3, mean 1.2e-3, p99 2.3e-3, bias -3.4e-4, spread +0.31 % (x1.005 fails too).
+        MODEL_OUTPUT: StageLimits(max_abs=1e-3, mean_abs=1e-4, p99_abs=4e-4, max_bias=1e-4, max_spread_change=1e-3),
+        # fp32 noise only flips truncation boundaries (one level, 0.31 % of values); cubic resampling of one-level
+        # flips cannot exceed two levels (the kernel's absolute weights sum to 1.89 in 2-D).
+        # outc x1.01: 33 % of values differ, mean 0.33, bias -0.081, spread +0.30 %.
+        FINAL_FRAME: StageLimits(max_abs=2, mean_abs=0.03, max_share_diff=0.03, max_share_diff_gt1=0.001,
+                                 max_bias=0.02, max_spread_change=1e-3),
     },
 )
 
@@ -126,32 +144,38 @@ _FP16 = Profile(
     "fp16",
     "fp16 artifacts (weights and activations in half precision) against the PyTorch fp32 reference",
     {
-        MODEL_OUTPUT: StageLimits(max_abs=0.25, mean_abs=4e-3, p99_abs=3e-2),
-        FINAL_FRAME: StageLimits(max_abs=64, max_share_diff=0.85, max_share_diff_gt1=0.45, min_psnr_db=30.0),
+        # The stand-in generator amplifies rounding ~2x per block, so fp16 noise is large: coreml-mil fp16 max 0.51,
+        # mean 0.021, p99 0.13, PSNR 29.2 dB (ORT fp16 about half that) -- but unbiased and spread-preserving:
+        # |bias| <= 1e-4, |spread| <= 0.022 %. outc x1.02 on ORT fp16: bias -7.4e-4, spread +0.64 % (x1.01: +0.33 %).
+        MODEL_OUTPUT: StageLimits(max_abs=0.75, mean_abs=0.035, p99_abs=0.2, min_psnr_db=26.0, max_bias=5e-4,
+                                  max_spread_change=2e-3),
+        # coreml-mil fp16: max 121, mean 4.9, p99 31, PSNR 29.7 dB, 57 % differ by > 1 level, bias -0.023, spread
+        # 0.016 %. outc x1.02 on ORT fp16: bias -0.18, spread +0.61 %.
+        FINAL_FRAME: StageLimits(max_abs=192, mean_abs=8.0, p99_abs=48, min_psnr_db=26.0, max_share_diff_gt1=0.8,
+                                 max_bias=0.1, max_spread_change=2e-3),
     },
 )
 
 
-def _image_profile(base: Profile) -> Profile:
-    """An image-I/O variant (uint8 in, uint8 out: the /255, mask and truncation inside the graph): its output is
-    already the truncated uint8 prediction, so ``model_output`` is compared in levels against the reference's
-    ``pred_to_uint8``. The limits follow from the float profile's (one level is 1/255), plus the one level a
-    truncation boundary adds; the final frame is unchanged."""
-    float_limits = base.stages[MODEL_OUTPUT]
-    final = base.stages[FINAL_FRAME]
-    return Profile(
-        f"image-{base.name}",
-        f"image-I/O {base.name} variants (uint8 in/out) against the reference pipeline's uint8 prediction",
-        {
-            MODEL_OUTPUT: StageLimits(max_abs=math.ceil(float_limits.max_abs * 255) + 1,
-                                      mean_abs=float_limits.mean_abs * 255 + 0.5,
-                                      max_share_diff=final.max_share_diff),
-            FINAL_FRAME: final,
-        },
-    )
+def _image_profile(base: Profile, output: StageLimits) -> Profile:
+    """An image-I/O variant (uint8 in, uint8 out: the /255, the mask and the truncation inside the graph): its output
+    is already the truncated uint8 prediction, compared in levels with the reference pipeline's ``pred_to_uint8``.
+    Until such variants are measured (issue 10) the limits are the float profile's carried through ``x * 255`` and
+    the truncation, like the final frame's; the final frame keeps the float profile's limits."""
+    return Profile(f"image-{base.name}",
+                   f"image-I/O {base.name} variants (uint8 in/out) against the reference pipeline's uint8 prediction",
+                   {MODEL_OUTPUT: output, FINAL_FRAME: base.stages[FINAL_FRAME]})
 
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (_FP32, _FP16, _image_profile(_FP32), _image_profile(_FP16))}
+PROFILES: dict[str, Profile] = {p.name: p for p in (
+    _FP32,
+    _FP16,
+    # fp32 noise (2.2e-4 * 255 < 1 level) only flips truncation boundaries: one level on a few values.
+    _image_profile(_FP32, StageLimits(max_abs=1, mean_abs=0.03, max_share_diff=0.03, max_bias=0.02,
+                                      max_spread_change=1e-3)),
+    _image_profile(_FP16, StageLimits(max_abs=192, mean_abs=9.0, min_psnr_db=26.0, max_share_diff_gt1=0.8,
+                                      max_bias=0.13, max_spread_change=2e-3)),
+)}
 
 
 def get_profile(name: str) -> Profile:
@@ -172,14 +196,15 @@ def profile_for(precision: str, io: str = "tensor") -> Profile:
 
 # ------------------------------------------------------------------------------------------- golden vectors
 
-# Ports reimplement cv2's INTER_CUBIC; cv2 computes uint8 resizes in 11-bit fixed point, a float reimplementation
-# lands one level away on some pixels (measured: see docs/PARITY.md). Anything beyond one level is a real bug
-# (nearest-neighbour or bilinear resampling, a different cubic kernel, swapped channels).
-RESAMPLED_U8 = StageLimits(max_abs=1, max_share_diff=0.02)
+# Ports reimplement cv2's INTER_CUBIC; cv2 computes uint8 resizes in 11-bit fixed point, and a float64
+# re-implementation (a = -0.75, half-pixel centres, replicated border) lands one level away on 0.003 % of values
+# (measured on 24 crop and paste-back resizes). Anything beyond one level is a real bug (nearest-neighbour or
+# bilinear resampling, another cubic kernel, swapped channels).
+RESAMPLED_U8 = StageLimits(max_abs=1, max_share_diff=0.01)
 # float32(k) / 255 against k * (1/255) or a float64 division: at most a few ulps of values in [0, 1].
 NORMALIZED = StageLimits(max_abs=1e-6)
-# Mel windows (values in [-4, 4]) from float32 FFTs / filterbanks against the float64 reference.
-MEL = StageLimits(max_abs=2e-2, mean_abs=5e-4)
+# Mel windows (values in [-4, 4]) computed in float32 throughout against framegen's float64: max 3.7e-5, mean 3.6e-7.
+MEL = StageLimits(max_abs=1e-3, mean_abs=2e-5)
 
 
 def golden_limits(profile: str | Profile, audio: bool) -> dict[str, StageLimits]:
@@ -213,10 +238,11 @@ def golden_limits(profile: str | Profile, audio: bool) -> dict[str, StageLimits]
     }
 
 
-# The audio encoder's embedding (values 0..~10) in fp32 / fp16 against the PyTorch encoder.
+# The audio encoder's embedding (values 0..~16) against the PyTorch encoder on 256 real speech windows: ONNX /
+# coreml-mil fp32 max 3.4e-5, mean 1.3e-6; fp16 max 0.034, mean 0.0020.
 EMBEDDING: dict[str, StageLimits] = {
-    "fp32": StageLimits(max_abs=1e-3, mean_abs=1e-4),
-    "fp16": StageLimits(max_abs=0.1, mean_abs=1e-2),
+    "fp32": StageLimits(max_abs=5e-4, mean_abs=2e-5),
+    "fp16": StageLimits(max_abs=0.1, mean_abs=0.006),
 }
 # uint8(trunc(x * 255)) of the port's own model output: a product taken in float64 instead of float32 crosses an
 # integer on a handful of values; rounding instead of truncating moves about half of them.

@@ -11,6 +11,7 @@ fight the backend for the cores.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -98,17 +99,28 @@ def check_render(template: PreparedTemplate, features: np.ndarray, backend: Back
     return feats, count, size
 
 
+_cv2_lock = threading.Lock()
+_cv2_users = [0, 0]  # renders running, OpenCV's thread count before the first of them
+
+
 @contextmanager
-def _cv2_threads(n: int) -> Iterator[None]:
-    """Run OpenCV with ``n`` threads: its resizes here are small, and its thread pool would compete with inference."""
+def _cv2_single_thread() -> Iterator[None]:
+    """Run OpenCV single-threaded while any render runs (its resizes here are small, and its thread pool would
+    compete with inference); the setting is process-wide, so overlapping renders (parity) restore it once."""
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
+    with _cv2_lock:
+        if _cv2_users[0] == 0:
+            _cv2_users[1] = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv2_users[0] += 1
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        with _cv2_lock:
+            _cv2_users[0] -= 1
+            if _cv2_users[0] == 0:
+                cv2.setNumThreads(_cv2_users[1])
 
 
 def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backend, *, batch: int | None = None,
@@ -149,7 +161,7 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
         return out
 
     stages = [Stage(INFER, infer, queue_size=2), Stage(PASTE, paste, queue_size=2)]
-    with _cv2_threads(1), Pipeline(batches(), stages, source_name=PREPARE, timings=timings) as pipe:
+    with _cv2_single_thread(), Pipeline(batches(), stages, source_name=PREPARE, timings=timings) as pipe:
         for group in pipe:
             yield from group
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -14,20 +15,47 @@ def register(app: typer.Typer) -> None:
     app.command("backends")(backends)
 
 
-def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List every backend with its availability on this machine and the reason."""
+def backends(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Also say which backends this bundle can feed."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint for the torch backends."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (with --bundle / --checkpoint)."),
+) -> None:
+    """List every backend with its availability on this machine and the reason; with --bundle / --checkpoint, also
+    whether each can be opened from them and which one `--backend auto` would pick."""
     from rich.table import Table
 
+    from runtimes.base import BackendError
     from runtimes.registry import list_backends
+    from runtimes.spec import OpenRequest
 
-    rows = list_backends()
+    if precision not in ("fp32", "fp16"):
+        raise BackendError(f"--precision {precision!r}: expected fp32 or fp16")
+    request = None
+    if bundle is not None or checkpoint is not None:
+        if bundle is not None:
+            from exporters.bundle import load_bundle
+
+            load_bundle(bundle)  # a bad bundle is the user's error, not every backend's "reason"
+        if checkpoint is not None and not checkpoint.is_file():
+            raise BackendError(f"{checkpoint}: no such checkpoint file")
+        request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision)
+    rows = list_backends(request)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="framegen backends")
-    for col in ("name", "available", "needs", "precisions", "reason"):
+    cols = ["name", "available", "needs", "precisions", "reason"] + (["artifact"] if request else [])
+    for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "[green]yes[/green]" if r["available"] else "[red]no[/red]", r["needs"],
-                      ",".join(r["precisions"]), r["reason"])
+        cells = [r["name"] + (" (auto)" if r.get("auto") else ""),
+                 "[green]yes[/green]" if r["available"] else "[red]no[/red]", r["needs"], ",".join(r["precisions"]),
+                 r["reason"]]
+        if request:
+            cells.append("[green]yes[/green]" if r["artifact"] is None else r["artifact"])
+        table.add_row(*cells)
     out.print(table)
+    if request:
+        choice = next((r["name"] for r in rows if r.get("auto")), None)
+        out.print(f"auto -> {choice}" if choice else "auto -> none: no available backend can be opened from this")

@@ -57,13 +57,14 @@ def print_report(report: dict[str, Any]) -> None:
               + " (convolutions, multiply-add = 2)", markup=False)
     table = Table(title="framegen bench: model only")
     for col in ("backend", "precision", "batch", "iters", "p50 ms", "p90 ms", "p99 ms", "fps", "GFLOP/s",
-                "of peak", "peak RSS MB", "device MB"):
+                "of peak", "CPU ms/frame", "peak RSS MB", "device MB"):
         table.add_column(col, justify="left" if col in ("backend", "precision") else "right")
     for r in report["results"]:
         lat = r["latency_ms"]
         table.add_row(r["backend"], r["precision"], str(r["batch"]), str(r["iterations"]), f"{lat['p50']:.1f}",
                       f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{r['fps']:.2f}", f"{r['gflops']:.1f}",
-                      _pct(r["peak_share"]), _mb(r["peak_rss_mb"]), _mb(r["device_memory_mb"]))
+                      _pct(r["peak_share"]), f"{r['cpu_ms_per_frame']:.0f}", _mb(r["peak_rss_mb"]),
+                      _mb(r["device_memory_mb"]))
     console.print(table)
     for s in report.get("skipped", []):
         note(f"skipped {s['backend']} {s['precision']}: {s['reason']}")
@@ -74,13 +75,13 @@ def print_report(report: dict[str, Any]) -> None:
             stage_names += [k for k in run["stages"] if k not in stage_names]
         t = Table(title=f"end to end: {e2e['template']} ({e2e['runs'][0]['width']}x{e2e['runs'][0]['height']})")
         for col in ("backend", "precision", "batch", "frames", "fps", "model-only fps", "e2e / model",
-                    *[f"{s} busy" for s in stage_names]):
+                    "CPU ms/frame", *[f"{s} busy" for s in stage_names]):
             t.add_column(col, justify="left" if col in ("backend", "precision") else "right")
         for run in e2e["runs"]:
             ratio = run.get("e2e_over_model_only")
             t.add_row(run["backend"], run["precision"], str(run["batch"]), str(run["frames"]), f"{run['fps']:.2f}",
                       "-" if run.get("model_only_fps") is None else f"{run['model_only_fps']:.2f}",
-                      "-" if ratio is None else f"{ratio:.2f}x",
+                      "-" if ratio is None else f"{ratio:.2f}x", f"{run['cpu_ms_per_frame']:.0f}",
                       *[_pct(run["stages"].get(s, {}).get("share")) for s in stage_names])
         console.print(t)
         note("stage busy = that stage's working seconds / wall seconds; stages overlap on separate threads, so the "

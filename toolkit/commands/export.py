@@ -1,7 +1,69 @@
-"""Placeholder: this command group lands with its issue."""
+"""`framegen export`: checkpoint -> validated bundle of ONNX / Core ML artifacts with a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add nothing yet."""
+    """Add the `export` command."""
+    app.command("export")(export)
+
+
+def _split(value: str) -> list[str]:
+    return [v for v in (p.strip() for p in value.split(",")) if v]
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="SyncTalk_2D generator checkpoint (.pth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create.")],
+    audio_encoder: Annotated[Path | None, typer.Option(
+        "--audio-encoder", "-e", help="Also export this audio encoder checkpoint (audio_visual_encoder.pth).")] = None,
+    formats: Annotated[str, typer.Option("--formats", "-f", help="Comma-separated: onnx, coreml.")] = "onnx,coreml",
+    precision: Annotated[str, typer.Option("--precision", "-p", help="Comma-separated: fp32, fp16.")] = "fp32,fp16",
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the measured choice).")] = None,
+    mode: Annotated[str | None, typer.Option(
+        "--mode", "-m", help="ave, hubert or wenet (ave and hubert checkpoints look alike; default ave).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is an existing bundle.")] = False,
+) -> None:
+    """Export, validate every artifact against PyTorch, and write the bundle with manifest.json.
+
+    An artifact that fails validation fails the export (exit 2) and leaves no bundle behind.
+    """
+    from exporters.bundle import load_bundle
+    from exporters.export import export_bundle
+    from toolkit.console import note
+
+    dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
+                         precisions=_split(precision), opset=opset, mode=mode, force=force, progress=note)
+    _print_summary(load_bundle(dest).manifest, dest)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2g}" if isinstance(value, float) else "-"
+
+
+def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
+    from rich.table import Table
+
+    from toolkit.console import out
+
+    src = manifest["source"]
+    onnx_choice = manifest["tools"]["export"]["onnx"]
+    table = Table(title=f"{dest} (mode {src['mode']}, checkpoint sha256 {src['sha256'][:12]}…)")
+    for col in ("artifact", "MB", "sha256", "max err", "mean err", "weight err", "checked by"):
+        table.add_column(col, justify="left" if col in ("artifact", "sha256", "checked by") else "right")
+    for a in manifest["artifacts"]:
+        v = a["validation"]
+        numeric = v if "max_abs_err" in v else v.get("numeric")
+        checked = "ort-cpu" if "max_abs_err" in v else "coreml-mil" if isinstance(numeric, dict) else "spec+weights"
+        numeric = numeric if isinstance(numeric, dict) else {}
+        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:10], _fmt(numeric.get("max_abs_err")),
+                      _fmt(numeric.get("mean_abs_err")), _fmt(v.get("weights_max_rel_err")), checked)
+    out.print(table)
+    out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}; Core ML: mlprogram, "
+              f"minimum deployment target {manifest['tools']['export']['coreml']['minimum_deployment_target']}; "
+              f"every artifact validated against PyTorch")

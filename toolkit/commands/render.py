@@ -36,19 +36,6 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def resolve_backend_name(name: str, checkpoint: Path | None, bundle: Path | None) -> str:
-    """``auto`` -> the registry's choice for the given model source; other names pass through."""
-    if name != "auto":
-        return name
-    from runtimes import registry
-    from runtimes.spec import OpenRequest
-
-    resolve = getattr(registry, "resolve_auto", None)
-    if resolve is not None:
-        return resolve(OpenRequest(checkpoint=checkpoint, bundle=bundle))
-    return "torch-cpu" if checkpoint is not None else "ort-cpu"
-
-
 def summary_line(stats: Any) -> str:
     """``1497 frames in 2:30 (9.95 fps) -> out.mp4 (45 MB)`` (and the PNG folder when written)."""
     targets = []
@@ -130,7 +117,7 @@ def render(
     if frames_dir is not None:
         check_frames_dir(frames_dir)
 
-    from runtimes.registry import open_backend
+    from runtimes.registry import open_backend, resolve_auto
     from runtimes.spec import OpenRequest
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import check_render
@@ -140,8 +127,8 @@ def render(
     prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
     for message in [*prepared.template.warnings, *prepared.warnings]:
         warn(message)
-    name = resolve_backend_name(backend, checkpoint, bundle)
     request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, mode=mode)
+    name = resolve_auto(request) if backend == "auto" else backend
     with open_backend(name, request) as be:
         feats = _features(features, audio, encoder, be.mode)
         check_render(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)

@@ -1,0 +1,363 @@
+"""Image-I/O generator variants (issue 10): uint8 BGR crop in, uint8 BGR prediction out, for ONNX and Core ML.
+
+The variants are exported once per session from conftest's calibrated generator; every comparison uses crops of the
+synthetic template (on the real landmark track when ../shared is there) and real-looking audio windows, against the
+reference float pipeline ``pred_to_uint8(torch fp32 module(model_input(crop)))``.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from exporters.errors import ExportValidationError
+from exporters.image_io import (
+    LIMITS,
+    METADATA_KEY,
+    build_image_artifact,
+    compare_uint8,
+    image_metadata,
+    reference_uint8,
+    validate_image_artifact,
+    wrap_onnx_generator,
+)
+from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from runtimes.base import BackendError
+from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
+
+ct = pytest.importorskip("coremltools")
+
+FRAMES = (0, 1, 2)  # output frames: template frames 1-3 (ping-pong), audio windows from zero-padded to nearly full
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
+    """A bundle holding the four image-I/O generator variants (ONNX / Core ML x fp32 / fp16), and the tensor ONNX
+    graphs they wrap (serialized), exported once."""
+    from exporters.bundle import MANIFEST, sha256_path
+    from exporters.onnx_export import generator_onnx_model, to_float16
+    from models.checkpoint import sha256_file
+
+    root = tmp_path_factory.mktemp("image_bundle")
+    sha = sha256_file(generator_ckpt)
+    base = generator_onnx_model(calibrated_generator, "fp32")
+    tensor = {"fp32": base.SerializeToString(), "fp16": to_float16(base).SerializeToString()}
+    entries = []
+    for fmt, suffix in (("onnx", ".onnx"), ("coreml", ".mlpackage")):
+        for prec in ("fp32", "fp16"):
+            path = root / f"generator.{prec}.image{suffix}"
+            meta = image_metadata("generator", "ave", prec, fmt, sha)
+            build_image_artifact(fmt, calibrated_generator, prec, path, meta, base=base if fmt == "onnx" else None)
+            entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "image",
+                            "path": path.name, "sha256": sha256_path(path), "metadata": meta})
+    (root / MANIFEST).write_text(json.dumps({"source": {"mode": "ave", "sha256": sha}, "artifacts": entries}))
+    suffix = {"onnx": ".onnx", "coreml": ".mlpackage"}
+    return SimpleNamespace(root=root, tensor=tensor, base=base,
+                           path=lambda fmt, prec: root / f"generator.{prec}.image{suffix[fmt]}")
+
+
+@pytest.fixture(scope="session")
+def crops(prepared_template, parity_features):
+    """Three real-looking 320x320 reference crops (uint8 BGR) with their audio windows and the reference
+    pipeline's uint8 predictions."""
+    from toolkit.features import audio_windows
+
+    ref = np.stack([prepared_template.prepared(prepared_template.template_index(i)).crop328[4:324, 4:324]
+                    for i in FRAMES])
+    audio = audio_windows(parity_features, list(FRAMES), "ave")
+    return SimpleNamespace(ref=np.ascontiguousarray(ref), audio=audio)
+
+
+@pytest.fixture(scope="session")
+def expected(calibrated_generator, crops):
+    """``pred_to_uint8`` of the PyTorch fp32 module on ``model_input`` of each crop."""
+    return reference_uint8(calibrated_generator, crops.ref, crops.audio)
+
+
+def _ort(blob_or_path):
+    import onnxruntime as ort
+
+    src = blob_or_path if isinstance(blob_or_path, bytes) else str(blob_or_path)
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------------------------------- ONNX
+
+def test_onnx_variant_takes_and_returns_uint8_nhwc_bgr_with_the_contract_metadata(image_bundle):
+    import onnx
+
+    from exporters.metadata import contract_json
+
+    for prec in ("fp32", "fp16"):
+        s = _ort(image_bundle.path("onnx", prec))
+        assert [(i.name, i.type, i.shape) for i in s.get_inputs()] == [
+            (GEN_IMAGE, "tensor(uint8)", ["batch", INNER_SIZE, INNER_SIZE, 3]),
+            (GEN_AUDIO, "tensor(float)", ["batch", 32, 16, 16])]
+        assert [(o.name, o.type, o.shape) for o in s.get_outputs()] == [
+            (GEN_OUTPUT, "tensor(uint8)", ["batch", INNER_SIZE, INNER_SIZE, 3])]
+        meta = {p.key: p.value for p in onnx.load(str(image_bundle.path("onnx", prec))).metadata_props}
+        assert meta["io"] == "image" and meta["precision"] == prec and meta["mode"] == "ave"
+        assert meta["contract"] == contract_json("ave")  # the tensor artifacts' contract, unchanged
+        semantics = json.loads(meta[METADATA_KEY])
+        image = semantics["inputs"][GEN_IMAGE]
+        assert (image["dtype"], image["layout"], image["channels"]) == ("uint8", "NHWC", "BGR")
+        assert len(meta["source_sha256"]) == 64
+
+
+def test_onnx_preprocessing_and_truncation_inside_the_graph_are_bit_exact(image_bundle, crops):
+    """The graph's own 6-plane generator input equals ``model_input`` bit for bit (float32 /255, mask, concat), and
+    its uint8 output equals ``pred_to_uint8`` of its own float generator output: the wrapper adds no error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from toolkit.preprocess import model_input, pred_to_uint8
+
+    model = onnx.load(str(image_bundle.path("onnx", "fp32")))
+    model.graph.output.extend([
+        helper.make_tensor_value_info("model_image", TensorProto.FLOAT, ["batch", 6, INNER_SIZE, INNER_SIZE]),
+        helper.make_tensor_value_info("model_output", TensorProto.FLOAT, ["batch", 3, INNER_SIZE, INNER_SIZE])])
+    out, image, pred = _ort(model.SerializeToString()).run(None, {GEN_IMAGE: crops.ref, GEN_AUDIO: crops.audio})
+    for j in range(len(FRAMES)):
+        crop328 = np.zeros((328, 328, 3), np.uint8)
+        crop328[4:324, 4:324] = crops.ref[j]
+        np.testing.assert_array_equal(image[j], model_input(crop328))
+        np.testing.assert_array_equal(out[j], pred_to_uint8(pred[j]))
+
+
+@pytest.mark.parametrize("prec", ["fp32", "fp16"])
+def test_onnx_variant_equals_pred_to_uint8_of_the_tensor_artifact(image_bundle, crops, prec):
+    from toolkit.preprocess import model_input, pred_to_uint8
+
+    c328 = np.zeros((len(FRAMES), 328, 328, 3), np.uint8)
+    c328[:, 4:324, 4:324] = crops.ref
+    floats = _ort(image_bundle.tensor[prec]).run(None, {GEN_IMAGE: np.stack([model_input(c) for c in c328]),
+                                                        GEN_AUDIO: crops.audio})[0]
+    got = _ort(image_bundle.path("onnx", prec)).run(None, {GEN_IMAGE: crops.ref, GEN_AUDIO: crops.audio})[0]
+    np.testing.assert_array_equal(got, np.stack([pred_to_uint8(p) for p in floats]))
+
+
+def test_onnx_variant_matches_the_reference_pipeline_at_batch_1_and_3(image_bundle, crops, expected):
+    from runtimes.image_io_backend import open_image_model
+
+    with open_image_model(image_bundle.path("onnx", "fp32")) as m:
+        batch3 = m.infer_uint8(crops.ref, crops.audio)
+        batch1 = np.concatenate([m.infer_uint8(crops.ref[j:j + 1], crops.audio[j:j + 1]) for j in range(3)])
+    for got in (batch3, batch1):
+        stats = compare_uint8(expected, got)
+        # fp32 noise only flips truncation boundaries: one level, on a fraction of a percent of the values.
+        assert stats["max_abs"] <= LIMITS["fp32"].max_abs == 1, stats
+        assert stats["share_diff"] <= LIMITS["fp32"].max_share_diff, stats
+    with open_image_model(image_bundle.path("onnx", "fp16")) as m:
+        stats = compare_uint8(expected, m.infer_uint8(crops.ref, crops.audio))
+    assert not LIMITS["fp16"].check(stats), stats
+    assert stats["share_diff"] > 0.2, stats  # really computed in fp16
+
+
+def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle, crops, expected, tmp_path):
+    """The limits can fail: RGB fed for BGR, or the output convolution scaled by 1 %."""
+    from toolkit.profiles import scale_onnx_output_conv
+
+    rgb = _ort(image_bundle.path("onnx", "fp32")).run(None, {GEN_IMAGE: np.ascontiguousarray(crops.ref[..., ::-1]),
+                                                             GEN_AUDIO: crops.audio})[0]
+    assert LIMITS["fp32"].check(compare_uint8(expected, rgb[..., ::-1]))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(image_bundle.path("onnx", "fp32").read_bytes())
+    scale_onnx_output_conv(broken, 1.01)
+    got = _ort(broken).run(None, {GEN_IMAGE: crops.ref, GEN_AUDIO: crops.audio})[0]
+    assert LIMITS["fp32"].check(compare_uint8(expected, got))
+
+
+def test_validation_accepts_the_variant_and_refuses_a_broken_one(image_bundle, calibrated_generator, tmp_path):
+    from exporters.validate import reference
+    from toolkit.profiles import scale_onnx_output_conv
+
+    path = image_bundle.path("onnx", "fp32")
+    meta = json.loads((image_bundle.root / "manifest.json").read_text())["artifacts"][0]["metadata"]
+    ref = reference(calibrated_generator, "generator", "ave")
+    record = validate_image_artifact(path, calibrated_generator, "onnx", "fp32", meta, ref)
+    assert record["passed"] and [r["batch"] for r in record["runs"]] == [1, 3]
+    assert record["max_abs"] <= 1 and record["weights_max_rel_err"] < 1e-5
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(path.read_bytes())
+    scale_onnx_output_conv(broken, 1.05)
+    with pytest.raises(ExportValidationError, match=r"broken\.onnx: validation failed: .*differs from the checkpoint"):
+        validate_image_artifact(broken, calibrated_generator, "onnx", "fp32", meta, ref)
+    with pytest.raises(ExportValidationError, match=r"broken\.onnx: validation failed: batch 1: uint8 output departs"):
+        validate_image_artifact(broken, calibrated_generator, "onnx", "fp32")  # numbers alone
+    with pytest.raises(ExportValidationError, match=r"metadata 'io' is 'image', expected 'tensor'"):
+        validate_image_artifact(path, calibrated_generator, "onnx", "fp32", {**meta, "io": "tensor"})
+
+
+def test_wrapping_refuses_a_graph_that_is_not_a_generator(image_bundle):
+    from exporters.errors import ExportError
+
+    with pytest.raises(ExportError, match="not a tensor-I/O generator graph"):
+        wrap_onnx_generator(wrap_onnx_generator(image_bundle.base))
+
+
+# ---------------------------------------------------------------------------------------------------- Core ML
+
+def test_coreml_variant_has_bgr_image_input_and_output_and_the_contract_metadata(image_bundle):
+    from coremltools.models.utils import load_spec
+    from coremltools.proto import FeatureTypes_pb2
+
+    from exporters.metadata import contract_json
+
+    space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name
+    for prec in ("fp32", "fp16"):
+        spec = load_spec(str(image_bundle.path("coreml", prec)))
+        assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 7  # iOS 16
+        ins = {f.name: f.type for f in spec.description.input}
+        assert list(ins) == [GEN_IMAGE, GEN_AUDIO] and [o.name for o in spec.description.output] == [GEN_OUTPUT]
+        for t in (ins[GEN_IMAGE], spec.description.output[0].type):
+            assert t.WhichOneof("Type") == "imageType"
+            assert (t.imageType.width, t.imageType.height, space(t.imageType.colorSpace)) == (320, 320, "BGR")
+        assert list(ins[GEN_AUDIO].multiArrayType.shape) == [1, 32, 16, 16]
+        meta = dict(spec.description.metadata.userDefined)
+        assert meta["io"] == "image" and meta["precision"] == prec and meta["contract"] == contract_json("ave")
+        assert json.loads(meta[METADATA_KEY])["outputs"][GEN_OUTPUT]["color_layout"] == "BGR"
+
+
+def test_coreml_program_divides_by_255_and_floors_in_its_own_precision(image_bundle):
+    from runtimes.coreml_mil import MilProgram
+
+    for prec in ("fp32", "fp16"):
+        prog = MilProgram(image_bundle.path("coreml", prec))
+        assert prog.precision == prec and prog.image_inputs == [GEN_IMAGE]
+        # a real division (not a multiply by 1/255), the mask multiply and the x255, the clip and the floor
+        assert prog.op_counts["real_div"] == 1 and prog.op_counts["floor"] == 1 and prog.op_counts["clip"] == 1
+        assert prog.op_counts["mul"] == 2
+
+
+def test_image_conversion_of_the_verifier_refuses_values_core_ml_would_have_to_round():
+    from runtimes.image_io_backend import pixels_to_planes, planes_to_pixels
+
+    bgr = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    planes = pixels_to_planes(bgr, "BGR")
+    assert planes.shape == (1, 3, 4, 5) and planes.dtype == np.float32
+    np.testing.assert_array_equal(planes[0, 2], bgr[..., 2])
+    np.testing.assert_array_equal(pixels_to_planes(bgr, "RGB")[0, 0], bgr[..., 2])
+    np.testing.assert_array_equal(planes_to_pixels(planes, "BGR", "x"), bgr)
+    np.testing.assert_array_equal(planes_to_pixels(pixels_to_planes(bgr, "RGB"), "RGB", "x"), bgr)
+    for value in (7.5, -1.0, 256.0, np.nan):
+        bad = planes.copy()
+        bad[0, 1, 2, 3] = value
+        with pytest.raises(BackendError, match=r"not integers in 0\.\.255"):
+            planes_to_pixels(bad, "BGR", "x")
+
+
+def test_floor_op_follows_the_spec(tmp_path):
+    from coremltools.converters.mil import Builder as mb
+
+    from runtimes.coreml_mil import MilProgram
+
+    x = np.array([[-1.5, -0.0, 0.25, 0.999, 1.0, 254.999, 255.0, 3e4]], dtype=np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS16)
+    def prog(x):
+        return mb.floor(x=x, name="fl"), mb.floor(x=mb.cast(x=x, dtype="fp16"), name="fl16")
+
+    model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+                       compute_precision=ct.precision.FLOAT32, pass_pipeline=ct.PassPipeline.EMPTY,
+                       skip_model_load=True)
+    model.save(str(tmp_path / "floor.mlpackage"))
+    out = MilProgram(tmp_path / "floor.mlpackage").run({"x": x})
+    np.testing.assert_array_equal(out["fl"], np.floor(x))
+    assert out["fl16"].dtype == np.float16
+    np.testing.assert_array_equal(out["fl16"], np.floor(x.astype(np.float16)))
+
+
+# ------------------------------------------------------------------------------------------- parity and golden
+
+@pytest.fixture(scope="session")
+def image_parity(image_bundle, generator_ckpt, prepared_template, parity_features):
+    """Parity of the four variants (ort-cpu and coreml-mil, fp32 and fp16) on the first two output frames."""
+    from exporters.bundle import load_bundle
+    from toolkit.image_parity import plan_image_candidates, run_image_parity
+
+    cands, _ = plan_image_candidates(load_bundle(image_bundle.root))
+    return run_image_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, cands, frames=2)
+
+
+def test_parity_plans_every_image_variant_on_the_backends_here(image_parity):
+    labels = {r.candidate.label for r in image_parity}
+    assert {"ort-cpu/fp32/image", "ort-cpu/fp16/image", "coreml-mil/fp32/image", "coreml-mil/fp16/image"} <= labels
+
+
+def test_fp32_variants_and_onnx_fp16_pass_parity_on_the_uint8_stages(image_parity):
+    by = {r.candidate.label: r for r in image_parity}
+    for label in ("ort-cpu/fp32/image", "coreml-mil/fp32/image", "ort-cpu/fp16/image"):
+        r = by[label]
+        assert r.passed, r.failures()
+        assert r.frames == 2 and r.outside_box_diffs == 0
+        assert [s.stage for s in r.stages] == [MODEL_OUTPUT, FINAL_FRAME] and r.profile.startswith("image-")
+    for label in ("ort-cpu/fp32/image", "coreml-mil/fp32/image"):
+        out = next(s for s in by[label].stages if s.stage == MODEL_OUTPUT).metrics
+        assert out["max_abs"] <= 1 and out["share_diff"] < 0.01, out
+
+
+def test_coreml_fp16_variant_computes_in_fp16_within_the_export_limits(image_parity):
+    r = next(r for r in image_parity if r.candidate.label == "coreml-mil/fp16/image")
+    assert r.error is None and r.frames == 2 and r.outside_box_diffs == 0
+    out = next(s for s in r.stages if s.stage == MODEL_OUTPUT).metrics
+    assert out["share_diff"] > 0.2, out  # fp16 really computed
+    assert out["max_abs"] <= LIMITS["fp16"].max_abs and out["mean_abs"] <= LIMITS["fp16"].mean_abs, out
+
+
+def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_template, parity_features, tmp_path):
+    import shutil
+
+    from exporters.bundle import MANIFEST, sha256_path
+    from toolkit.image_parity import run_image_parity
+    from toolkit.parity import Candidate
+    from toolkit.profiles import scale_onnx_output_conv
+
+    root = tmp_path / "broken"
+    root.mkdir()
+    manifest = json.loads((image_bundle.root / MANIFEST).read_text())
+    entry = next(e for e in manifest["artifacts"] if e["format"] == "onnx" and e["precision"] == "fp32")
+    shutil.copy(image_bundle.root / entry["path"], root / entry["path"])
+    scale_onnx_output_conv(root / entry["path"], 1.01)
+    entry["sha256"] = sha256_path(root / entry["path"])
+    manifest["artifacts"] = [entry]
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    (result,) = run_image_parity(root, generator_ckpt, prepared_template, parity_features,
+                                 [Candidate("ort-cpu", "fp32", "image")], frames=1)
+    assert not result.passed and any(MODEL_OUTPUT in line for line in result.failures()), result.failures()
+    (root / entry["path"]).write_bytes(b"tampered")
+    (result,) = run_image_parity(root, generator_ckpt, prepared_template, parity_features,
+                                 [Candidate("ort-cpu", "fp32", "image")], frames=1)
+    assert "sha256" in result.error
+
+
+@pytest.fixture(scope="session")
+def image_golden(tmp_path_factory, image_bundle, generator_ckpt, prepared_template, parity_features):
+    """Golden vectors of the plain float pipeline (PyTorch fp32 model output), two cases."""
+    from toolkit.golden import write_golden
+
+    return write_golden(image_bundle.root, prepared_template, parity_features,
+                        tmp_path_factory.mktemp("image_golden") / "G", cases=2, checkpoint=generator_ckpt)
+
+
+def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_path):
+    from runtimes.image_io_backend import open_image_model
+    from toolkit.golden import check_golden
+    from toolkit.image_parity import write_image_candidate
+
+    with open_image_model(image_bundle.path("onnx", "fp32")) as m:
+        fp32 = write_image_candidate(image_golden, m, tmp_path / "fp32")
+    report = check_golden(image_golden, fp32, profile="fp32")
+    assert report.passed, [(s.name, s.failures) for s in report.stages]
+    present = [s.name for s in report.stages if s.present]
+    assert present == ["pred_320", "pasted_328", FINAL_FRAME]
+    with open_image_model(image_bundle.path("onnx", "fp16")) as m:
+        fp16 = write_image_candidate(image_golden, m, tmp_path / "fp16")
+    report = check_golden(image_golden, fp16, profile="fp16")
+    by = {s.name: s for s in report.stages}
+    # pasted_328 and final_frame follow exactly from the variant's own prediction; the prediction itself is the
+    # fp16 model's, within the image-fp16 profile (the golden tolerances know fp32 / fp16 profiles only).
+    assert by["pasted_328"].status == by[FINAL_FRAME].status == "pass"
+    assert not get_profile("image-fp16").limits(MODEL_OUTPUT).check(by["pred_320"].metrics), by["pred_320"].metrics

@@ -1,0 +1,154 @@
+"""Parity and golden checks of image-I/O generator variants (``io: image`` artifacts) against the float pipeline.
+
+An image-I/O variant takes the uint8 reference crop and returns the uint8 prediction, so it is compared on the uint8
+stages: ``model_output`` here is the prediction in levels against ``pred_to_uint8`` of the PyTorch fp32 output, and
+``final_frame`` the pasted frame, both under the ``image-fp32`` / ``image-fp16`` profiles of
+:mod:`toolkit.profiles`. The frames, crops and audio windows are those ``framegen render`` uses
+(:func:`toolkit.render.iter_frames` of the reference), so this checks what a port calling the variant would get.
+
+Hooks for the parity engine (``toolkit.parity.run_parity``): :func:`plan_image_candidates` lists the image
+candidates a bundle offers, :func:`run_image_parity` compares them and returns ``CandidateResult`` objects like the
+tensor candidates'. For golden vectors, :func:`write_image_candidate` runs the variant on each golden case's
+``reference_320`` and ``audio_window`` and writes the port-side stages (``pred_320``, ``pasted_328``,
+``final_frame``) for ``framegen golden check``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.contract import INNER_OFFSET, INNER_SIZE
+from models.errors import FramegenError
+from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
+
+_INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
+
+
+def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
+    """Image candidates for a loaded bundle: every ``io: image`` generator artifact x each available backend that
+    runs it (ONNX: ort-cpu, ort-cuda; Core ML: coreml-mil, coreml); plus notes on those left out."""
+    from runtimes.image_io_backend import IMAGE_BACKENDS
+    from runtimes.registry import availability, get_spec
+    from toolkit.parity import Candidate
+
+    cands, notes = [], []
+    for art in bundle.artifacts:
+        if art.model != "generator" or art.io != "image":
+            continue
+        for name, fmt in IMAGE_BACKENDS.items():
+            if fmt != art.format:
+                continue
+            avail = availability(get_spec(name))
+            if avail.available:
+                cands.append(Candidate(name, art.precision, "image"))
+            else:
+                notes.append(f"{name}/{art.precision}/image: not available here ({avail.reason})")
+    return cands, notes
+
+
+def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
+                     features: np.ndarray, candidates: list[Any], *, frames: int = 8,
+                     start_frame: int = 0) -> list[Any]:
+    """Compare image-I/O candidates (``toolkit.parity.Candidate`` with ``io='image'``) with the PyTorch fp32
+    reference pipeline on ``frames`` output frames; one ``toolkit.parity.CandidateResult`` each.
+
+    A candidate that cannot be opened or fails while running is a failed result (its error says why).
+    """
+    from exporters.bundle import load_bundle
+    from runtimes.image_io_backend import open_image_backend
+    from runtimes.registry import open_backend
+    from runtimes.spec import OpenRequest
+    from toolkit.features import audio_windows
+    from toolkit.metrics import ErrorStats
+    from toolkit.parity import REFERENCE, CandidateResult, StageResult, _outside_box_diffs
+    from toolkit.preprocess import paste_back, pred_to_uint8
+    from toolkit.render import iter_frames
+
+    b = load_bundle(bundle)
+    count = min(frames, int(features.shape[0]))
+    results: list[CandidateResult] = []
+    models: dict[int, Any] = {}
+    stats: dict[int, tuple[ErrorStats, ErrorStats]] = {}
+    for k, cand in enumerate(candidates):
+        prof = profile_for(cand.precision, "image")
+        results.append(CandidateResult(cand, prof.name))
+        try:
+            models[k] = open_image_backend(cand.backend, b.root, cand.precision)
+        except FramegenError as exc:
+            results[k].error = f"cannot open: {exc}"
+            continue
+        results[k].info = models[k].info
+        stats[k] = (ErrorStats("uint8"), ErrorStats("uint8"))
+    if not models:
+        return results
+    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
+    try:
+        for i, tindex, prepared, ref_pred, ref_frame in iter_frames(template, features, reference, batch=1,
+                                                                    start_frame=start_frame, max_frames=count):
+            ref_u8 = pred_to_uint8(ref_pred)
+            crop = np.ascontiguousarray(prepared.crop328[_INNER, _INNER])[None]
+            audio = audio_windows(features, [i], b.mode)
+            x0, y0, x1, y1 = box = prepared.box
+            for k in list(models):
+                try:
+                    got = models[k].infer_uint8(crop, audio)[0]
+                except FramegenError as exc:
+                    results[k].error = f"failed at frame {i}: {exc}"
+                    models.pop(k).close()
+                    continue
+                frame = paste_back(template.frame(tindex), box, prepared.crop328, got)
+                out_stats, final_stats = stats[k]
+                out_stats.update(ref_u8[None], got[None], [int(i)])
+                final_stats.update(ref_frame[y0:y1, x0:x1][None], frame[y0:y1, x0:x1][None], [int(i)],
+                                   offset=(y0, x0, 0))
+                results[k].outside_box_diffs += _outside_box_diffs(ref_frame, frame, box)
+                results[k].frames += 1
+    finally:
+        reference.close()
+        for m in models.values():
+            m.close()
+    for k, (out_stats, final_stats) in stats.items():
+        prof = profile_for(candidates[k].precision, "image")
+        for stage, st in ((MODEL_OUTPUT, out_stats), (FINAL_FRAME, final_stats)):
+            if st.count:
+                limits = prof.limits(stage)
+                summary = st.summary()
+                results[k].stages.append(StageResult(stage, "uint8", summary, limits.as_dict(),
+                                                     limits.check(summary)))
+        if results[k].error is None and results[k].frames < count:
+            results[k].error = f"compared {results[k].frames} of {count} frames"
+    return results
+
+
+def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str | os.PathLike[str]) -> Path:
+    """Run an image-I/O model (:class:`runtimes.image_io_backend.ImageModel`) on every case of a golden directory,
+    as a port would: its ``reference_320`` and ``audio_window`` in, ``pred_320`` out, pasted into its ``crop_328``
+    and the frame. Writes ``pred_320``, ``pasted_328`` and ``final_frame`` per case under ``out`` (the candidate
+    layout ``framegen golden check`` reads)."""
+    from toolkit.golden import _write_bin, load_index, read_stage
+    from toolkit.preprocess import paste_back
+
+    root, dest = Path(golden), Path(out)
+    index = load_index(root)
+    specs = {s["name"]: s for s in index["stages"]}
+
+    def stage(case: dict[str, Any], name: str) -> np.ndarray:
+        return read_stage(root / case["files"][name], specs[name]["dtype"], specs[name]["shape"])
+
+    for case in index["cases"]:
+        window = stage(case, "audio_window").astype(np.float32)
+        pred = model.infer_uint8(np.ascontiguousarray(stage(case, "reference_320"))[None], window[None])[0]
+        crop = stage(case, "crop_328")
+        pasted = np.array(crop, copy=True)
+        pasted[_INNER, _INNER] = pred
+        box = tuple(int(v) for v in stage(case, "crop_box"))
+        final = paste_back(stage(case, "frame"), box, crop, pred)
+        case_dir = dest / case["dir"]
+        case_dir.mkdir(parents=True, exist_ok=True)
+        for name, arr in (("pred_320", pred), ("pasted_328", pasted), (FINAL_FRAME, final)):
+            _write_bin(case_dir / f"{name}.bin", arr, specs[name]["dtype"])
+    return dest
