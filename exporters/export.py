@@ -25,7 +25,7 @@ from exporters.validate import Reference, reference, validate_coreml, validate_o
 
 FORMATS = ("onnx", "coreml")
 PRECISIONS = ("fp32", "fp16")
-IOS = ("tensor",)
+IOS = ("tensor", "image")  # image: port-friendly uint8 image I/O generator variants (exporters.image_io)
 MANIFEST_VERSION = 1
 SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
 
@@ -179,6 +179,13 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
         base = coreml_export.exported_program(module, kind)
     say(f"{kind}: traced for {fmt} in {time.perf_counter() - t0:.1f} s")
     for io in ios:
+        if io == "image":
+            if kind == "generator":
+                from exporters.image_io import export_image_entries
+
+                entries += export_image_entries(fmt, module, mode, precs, opset, ref, sha, work, dest, say,
+                                                base=base if fmt == "onnx" else None)
+            continue
         for prec in precs:
             t1 = time.perf_counter()
             name = artifact_name(kind, fmt, prec, io)

@@ -164,9 +164,7 @@ def test_coreml_names_shapes_and_metadata(bundle, generator_ckpt, encoder_ckpt):
 # ------------------------------------------------------------------------------------------------------- numbers
 
 def test_fp32_onnx_generator_at_batch_3_matches_pytorch(bundle, calibrated_generator):
-    """Contract names, batch 3, fresh inputs. This seeded network amplifies fp32 rounding: PyTorch's own fp32
-    output differs from its float64 output by ~1.1e-4 at the worst element, so the bound is 1e-4 on 99.9% of the
-    elements, plus a max and a mean that any real defect (a wrong weight, op or layout) exceeds by far."""
+    """Contract names, batch 3, inputs the export's validation did not use: within 1e-4 of PyTorch."""
     image, audio = _fresh_inputs(3)
     session = _session(bundle.find("generator", "onnx", "fp32").path)
     assert [i.name for i in session.get_inputs()] == ["image", "audio"]
@@ -175,10 +173,10 @@ def test_fp32_onnx_generator_at_batch_3_matches_pytorch(bundle, calibrated_gener
     with torch.no_grad():
         want = calibrated_generator(torch.from_numpy(image), torch.from_numpy(audio)).numpy()
     assert got.shape == want.shape == (3, 3, 320, 320) and got.dtype == np.float32
-    err = np.abs(got.astype(np.float64) - want)
-    assert np.quantile(err, 0.999) <= 1e-4
-    assert err.max() <= 5e-4 and err.mean() <= 2e-5
+    assert np.abs(got - want).max() <= 1e-4
     assert want.std() > 0.1  # the comparison is over a spread-out output, not a constant
+    rows = session.run(["output"], {"image": image[1:2], "audio": audio[1:2]})[0]
+    assert np.abs(rows[0] - want[1]).max() <= 1e-4  # batch 1 agrees with the batch-3 row
 
 
 def test_encoder_onnx_matches_pytorch_within_1e4(bundle, audio_encoder):
@@ -240,7 +238,7 @@ def _scale_onnx_conv(src: Path, dst: Path, factor: float, which: int = 0) -> Non
 
 
 def test_a_slightly_wrong_weight_fails_fp16_validation(bundle, gen_reference, tmp_path):
-    """A 1 % error in the output convolution hides under fp16's output noise; the weight check still refuses it."""
+    """A 1 % error in the output convolution stays within fp16's output limits; the weight check refuses it."""
     from exporters.validate import TOLERANCES, check_numbers, validate_onnx
 
     bad = tmp_path / "generator.fp16.onnx"

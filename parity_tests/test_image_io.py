@@ -361,3 +361,42 @@ def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_pa
     # fp16 model's, within the image-fp16 profile (the golden tolerances know fp32 / fp16 profiles only).
     assert by["pasted_328"].status == by[FINAL_FRAME].status == "pass"
     assert not get_profile("image-fp16").limits(MODEL_OUTPUT).check(by["pred_320"].metrics), by["pred_320"].metrics
+
+
+# ------------------------------------------------------------------------------------------------------ export CLI
+
+def test_export_io_image_writes_validated_image_artifacts_into_the_manifest(generator_ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from exporters.bundle import load_bundle
+    from toolkit.cli import app
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["export", str(generator_ckpt), "--out", str(out), "--formats", "onnx",
+                                      "--precision", "fp32", "--io", "tensor,image"])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out)
+    bundle.verify()
+    assert [(a.format, a.precision, a.io) for a in bundle.artifacts] == [("onnx", "fp32", "tensor"),
+                                                                        ("onnx", "fp32", "image")]
+    entry = bundle.find("generator", "onnx", "fp32", io="image").entry
+    assert entry["path"] == "generator.fp32.image.onnx"
+    assert entry["inputs"][0] == {"name": GEN_IMAGE, "shape": ["batch", 320, 320, 3], "dtype": "uint8",
+                                  "layout": "NHWC BGR"}
+    v = entry["validation"]
+    assert v["passed"] and [r["batch"] for r in v["runs"]] == [1, 3] and v["max_abs"] <= 1
+    assert v["weights_max_rel_err"] < 1e-5 and entry[METADATA_KEY]["inputs"][GEN_IMAGE]["channels"] == "BGR"
+
+
+def test_export_refuses_an_unknown_io_variant_before_writing(generator_ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    from parity_tests.conftest import ROOT
+
+    out = tmp_path / "bundle"
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", str(generator_ckpt), "--out", str(out),
+                           "--io", "tensor,pixels"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 2 and "unknown I/O variant 'pixels'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -138,6 +138,8 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     dest = Path(out)
     if dest.exists() and not force:
         raise GoldenError(f"{dest}: already exists (use --force to replace it)")
+    if dest.exists() and not (dest / INDEX).is_file() and (not dest.is_dir() or any(dest.iterdir())):
+        raise GoldenError(f"{dest}: exists and is not a golden directory; refusing to replace it")
     b = load_bundle(bundle)
     mode = b.mode
     feats = validate_features(features, mode, "features")
@@ -399,6 +401,7 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
     identical to the frame outside it.
     """
     from models.errors import FramegenError
+    from toolkit.preprocess import check_box
 
     if profile not in GOLDEN_PROFILES:
         raise GoldenError(f"--profile {profile!r}: golden checks know {', '.join(GOLDEN_PROFILES)}")
@@ -456,8 +459,8 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
             if c.name == FINAL_FRAME:
                 box = [int(v) for v in own("crop_box")]
                 try:
-                    recompute("crop_328", own)
-                except (FramegenError, ValueError):
+                    check_box((box[0], box[1], box[2], box[3]), got.shape[1], got.shape[0], "crop_box")
+                except FramegenError:
                     box = case["crop_box"]
                 x0, y0, x1, y1 = box
                 stats[c.name].update(expected[y0:y1, x0:x1][None], got[y0:y1, x0:x1][None], [case["case"]],

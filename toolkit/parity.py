@@ -20,7 +20,7 @@ import numpy as np
 
 from models.errors import FramegenError
 from toolkit.metrics import ErrorStats
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, profile_for
+from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, get_profile, profile_for
 
 REFERENCE = "torch-cpu"
 STAGES = (MODEL_OUTPUT, FINAL_FRAME)
@@ -150,17 +150,10 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON report: inputs, frames, tolerances used, per backend and stage metrics, failures."""
-        profiles = {c.profile: profile_for_name(c.profile).as_dict() for c in self.candidates}
+        profiles = {c.profile: get_profile(c.profile).as_dict() for c in self.candidates}
         return {"passed": self.passed, "failures": self.failures(), "reference": _jsonable(self.reference),
                 "inputs": self.inputs, "frames": self.frames, "checksums": [c.as_dict() for c in self.checksums],
                 "tolerances": profiles, "candidates": [c.as_dict() for c in self.candidates], "notes": self.notes}
-
-
-def profile_for_name(name: str) -> Profile:
-    """The profile object for a profile name recorded in a result."""
-    from toolkit.profiles import get_profile
-
-    return get_profile(name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -546,6 +539,10 @@ def _cell(v: Any, kind: str = "g") -> str:
         return "-"
     if isinstance(v, str):
         return v
+    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
+        return str(v)
+    if kind == "signed_pct":
+        return f"{100 * v:+.2f}%"
     if kind == "pct":
         return f"{100 * v:.3g}%"
     if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
@@ -583,10 +580,10 @@ def print_report(report: ParityReport) -> None:
     out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames, template "
               f"frames {', '.join(str(f['template_index']) for f in report.frames[:12])}"
               f"{' ...' if len(report.frames) > 12 else ''}; output = model output (float, 0..1), frame = final "
-              f"frame inside the crop box (uint8 levels)", width=None if out.is_terminal else 140)
+              f"frame inside the crop box (uint8 levels)", soft_wrap=True)
     for c in report.checksums:
         if not c.ok:
-            out.print(f"[red]checksum mismatch[/red] {c.path}")
+            out.print(f"[red]checksum mismatch[/red] {c.path}", soft_wrap=True)
     table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("backend", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠", ">1",
                 "worst: frame @ index", "result"):
@@ -601,7 +598,7 @@ def print_report(report: ParityReport) -> None:
             ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
             table.add_row(cand.candidate.label, _SHORT.get(s.stage, s.stage), _cell(m["max_abs"]),
                           _cell(m["mean_abs"]), _cell(m["p99_abs"]), _cell(m["psnr_db"], "db"), _cell(m["bias"]),
-                          _cell(m["spread_change"], "pct"), _cell(m["share_diff"], "pct"),
+                          _cell(m["spread_change"], "signed_pct"), _cell(m["share_diff"], "pct"),
                           _cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
                           "[green]pass[/green]" if ok else "[red]FAIL[/red]")
     wide_console().print(table)

@@ -28,6 +28,8 @@ def export(
     mode: Annotated[str | None, typer.Option(
         "--mode", "-m", help="ave, hubert or wenet (ave and hubert checkpoints look alike; default ave).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is an existing bundle.")] = False,
+    io: Annotated[str, typer.Option("--io", help="Comma-separated generator I/O variants: tensor (the contract's "
+                                    "float tensors), image (uint8 BGR image in and out, for ports).")] = "tensor",
 ) -> None:
     """Export, validate every artifact against PyTorch, and write the bundle with manifest.json.
 
@@ -38,7 +40,8 @@ def export(
     from toolkit.console import note
 
     dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
-                         precisions=_split(precision), opset=opset, mode=mode, force=force, progress=note)
+                         precisions=_split(precision), opset=opset, io=_split(io), mode=mode, force=force,
+                         progress=note)
     _print_summary(load_bundle(dest).manifest, dest)
 
 
