@@ -144,16 +144,27 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
 
 
 def normalise_package(package: str | os.PathLike[str]) -> None:
-    """Replace the random item identifiers of an .mlpackage's ``Manifest.json`` by ones derived from the item
-    paths (uuid5), so converting the same model twice gives the same bytes."""
+    """Make an .mlpackage's bytes a function of its content: replace the random item identifiers of its
+    ``Manifest.json`` by ones derived from the item paths (uuid5), and re-serialise the model specification with
+    protobuf's deterministic serialisation (map entries are otherwise written in an order that depends on the
+    process's string hashing)."""
     manifest_path = Path(package) / "Manifest.json"
     data = json.loads(manifest_path.read_text())
     entries = data.get("itemInfoEntries", {})
     ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "framegen:" + entry["path"])).upper()
            for old, entry in entries.items()}
+    root_entry = entries[data["rootModelIdentifier"]]
     data["itemInfoEntries"] = {ids[old]: entry for old, entry in sorted(entries.items(), key=lambda kv: ids[kv[0]])}
     data["rootModelIdentifier"] = ids[data["rootModelIdentifier"]]
     manifest_path.write_text(json.dumps(data, indent=4) + "\n")
+
+    coremltools()
+    from coremltools.proto import Model_pb2
+
+    spec_path = Path(package) / "Data" / root_entry["path"]
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 def export_generator_coreml(model: Any, path: str | os.PathLike[str], precision: str = "fp16", *,

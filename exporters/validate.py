@@ -7,12 +7,13 @@ module's (BatchNorm folded in, as both exporters do). ONNX artifacts are also ru
 and compared with the module. Core ML artifacts are run by the ``coreml-mil`` verifier (op by op, in the program's
 precision) when it is installed; Core ML itself only exists on macOS.
 
-Tolerances (:data:`TOLERANCES`) were set from measurements on the calibrated seeded 'ave' generator and encoder
-(``python -m exporters.measure`` and the coreml-mil verifier): generator fp32 artifacts differ from PyTorch by
-2.8e-5..3.4e-5 (max) and 1.1e-6..1.3e-6 (mean), fp16 ones by 0.018 (ORT) to 0.034 (coreml-mil) max and 0.002 mean;
-the encoder's fp32 embeddings (values up to ~4) by 9e-6. The fp32 generator limit is the contract's 1e-4. Output
-limits alone are blunt for fp16 (a 1 % error in the output convolution moves the output less than fp16 rounding
-does); the weight check (relative error per tensor; fp16 rounding is <= 4.9e-4) is what catches a wrong weight there.
+Tolerances (:data:`TOLERANCES`) were set from measurements on the calibrated seeded generators (ave and wenet) and
+encoder (``python -m exporters.measure``, ``framegen export``): generator fp32 artifacts differ from PyTorch by
+2.8e-5..4.4e-5 (max) and 1.1e-6..1.8e-6 (mean), fp16 ones by 0.018..0.035 (ORT) and 0.034..0.062 (coreml-mil) max
+and 0.002..0.0045 mean; the encoder's fp32 embeddings (values up to ~4) by 1.1e-5 at most. The fp32 generator
+limit is the contract's 1e-4. Output limits alone are blunt for fp16 (a 1 % error in the output convolution moves
+the output less than fp16 rounding does); the weight check (relative error per tensor; fp16 rounding is <= 4.9e-4)
+is what catches a wrong weight there.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Tolerance:
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("generator", "fp32"): Tolerance(max_abs=1e-4, mean_abs=1e-5, weight_rel=1e-5),
-    ("generator", "fp16"): Tolerance(max_abs=0.1, mean_abs=0.01, weight_rel=1e-3),
+    # fp16: wenet's Core ML program reaches 0.062 / 0.0045 on the verifier; a real defect (wrong op, layout or
+    # channel order) moves the mean by far more, and the weight check catches small weight errors.
+    ("generator", "fp16"): Tolerance(max_abs=0.2, mean_abs=0.02, weight_rel=1e-3),
     ("audio_encoder", "fp32"): Tolerance(max_abs=1e-4, mean_abs=1e-5, weight_rel=1e-5),
     ("audio_encoder", "fp16"): Tolerance(max_abs=0.1, mean_abs=0.01, weight_rel=1e-3),
 }

@@ -198,8 +198,8 @@ def test_precision_lost_in_the_outputs_is_caught(golden_dir, tmp_path):
     assert np.array_equal(_mantissa(np.float32([0.1, 0.7]), 10), np.float16([0.1, 0.7]).astype(np.float32))
     bf16 = candidate("bf16", lambda a: _mantissa(a, 7))
     assert check_golden(golden_dir, bf16, profile="fp32").first_departure == "model_output"
-    # Cut (not rounded) to 5 bits: beyond the fp16 profile, whose bias limit catches what its wide (stand-in
-    # generator's fp16 noise) absolute limits would not.
+    # Cut (not rounded) to 5 bits: inside the fp16 profile's absolute limits (set by fp16 rounding noise), but
+    # biased, which rounding noise is not.
     cut = candidate("cut", lambda a: _mantissa(a, 5, toward_zero=True))
     report = check_golden(golden_dir, cut, profile="fp16")
     assert report.first_departure == "model_output"

@@ -25,7 +25,7 @@ from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, broken_bund
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.
 FP32_SENSITIVITY = 1.01
-FP16_SENSITIVITY = 1.02
+FP16_SENSITIVITY = 1.01
 
 
 def _framegen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -238,7 +238,9 @@ def test_bad_usage_exits_2_without_traceback(bundle_dir, generator_ckpt, synth_t
                           (["--features", str(parity_features_path), "--audio", str(parity_features_path)],
                            "either --features"),
                           (["--features", str(parity_features_path), "--backends", "no-such"], "no-such"),
-                          (["--features", str(parity_features_path), "--backends", "ort-cpu:fp8"], "fp8")):
+                          (["--features", str(parity_features_path), "--backends", "ort-cpu:fp8"], "fp8"),
+                          (["--features", str(parity_features_path), "--backends", "torch-cpu:image"],
+                           "image-I/O")):
         proc = _framegen(*base, *extra)
         assert proc.returncode == 2, (extra, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error:") and needle in proc.stderr, proc.stderr
@@ -253,8 +255,9 @@ def test_plan_and_parse(bundle_dir):
 
     bundle = load_bundle(bundle_dir)
     assert parse_backends(None) is None
-    assert parse_backends("ort-cpu, coreml-mil:fp16") == [("ort-cpu", None), ("coreml-mil", "fp16")]
-    cands, _ = plan_candidates(bundle, [("ort-cpu", None)])
+    assert parse_backends("ort-cpu, coreml-mil:fp16,ort-cpu:image:fp32") == [
+        ("ort-cpu", None, "tensor"), ("coreml-mil", "fp16", "tensor"), ("ort-cpu", "fp32", "image")]
+    cands, _ = plan_candidates(bundle, [("ort-cpu", None, "tensor")])
     assert cands == [Candidate("ort-cpu", "fp32"), Candidate("ort-cpu", "fp16")]
     default, notes = plan_candidates(bundle)
     assert Candidate("torch-cpu", "fp32") not in default  # the reference is not its own candidate by default

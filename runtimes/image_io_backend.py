@@ -105,6 +105,8 @@ class OrtImageModel(ImageModel):
             self.session = ort.InferenceSession(os.fspath(path), providers=providers)
         except Exception as exc:
             raise BackendError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        if self.session.get_providers()[0] != providers[0]:  # ORT falls back to the CPU silently
+            raise BackendError(f"{name}: ONNX Runtime could not start {providers[0]} here")
         ins = {i.name: i for i in self.session.get_inputs()}
         outs = [o.name for o in self.session.get_outputs()]
         if GEN_IMAGE not in ins or ins[GEN_IMAGE].type != "tensor(uint8)" or outs != [GEN_OUTPUT]:

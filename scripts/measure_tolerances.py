@@ -11,7 +11,8 @@
 
     python scripts/measure_tolerances.py [--frames 24] [--broken-frames 8] [--json out.json]
 
-Takes a few minutes on two cores (mostly the exports and the PyTorch reference).
+Takes about ten minutes on two busy cores (mostly the Core ML export and the PyTorch reference); --work DIR
+keeps the bundle for a re-run.
 """
 
 from __future__ import annotations

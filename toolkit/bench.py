@@ -210,6 +210,11 @@ def device_memory(backend: Any) -> Iterator[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------------- measurement
 
+def _sig(x: float, digits: int = 5) -> float:
+    """``x`` rounded to ``digits`` significant digits (fps spans 0.1 on a busy CPU to thousands on a GPU)."""
+    return float(f"{x:.{digits}g}")
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process, all threads: less sensitive to a busy machine than wall time
     (though spinning thread pools count their spin)."""
@@ -277,8 +282,8 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
         "device": backend.info.device, "mode": backend.mode,
         "iterations": n, "warmup": warm, "timed_seconds": round(total, 4),
         "latency_ms": latency_summary(times),
-        "fps": round(fps, 3), "gflops": round(gflops, 2),
-        "peak_gflops": peak, "peak_share": round(gflops / peak, 4) if peak else None,
+        "fps": _sig(fps), "gflops": _sig(gflops),
+        "peak_gflops": peak, "peak_share": _sig(gflops / peak) if peak else None,
         "peak_rss_mb": round(rss.peak_mb, 1) if rss.peak_mb is not None else None,
         "rss_before_mb": round(rss.base_mb, 1) if rss.base_mb is not None else None, "rss_method": rss.method,
         "device_memory_mb": round(dev["mb"], 1) if dev["mb"] is not None else None,

@@ -602,7 +602,7 @@ def readme_text(index: dict[str, Any]) -> str:
         "```",
         "",
         "Every present stage is compared with its tolerance; the table lists the stages in pipeline order and marks "
-        "the first one that departs: fix that one first, later stages inherit its error. Exit status 0 when every "
+        "the first one that departs: fix that one first. Exit status 0 when every "
         "present stage passes, 1 when one fails, 2 when `C` holds no stage file.",
         "",
         "## How stages are compared",
@@ -611,7 +611,7 @@ def readme_text(index: dict[str, Any]) -> str:
         "values. Every other stage is a deterministic function of earlier ones (`checked_against` in index.json): "
         "the check applies the reference function to *your own* earlier stages (the golden ones where you provide "
         "none) and compares your value with that. So a stage fails where your port computes it wrongly, not where an "
-        "earlier error (or your model's fp16 arithmetic) shows up; the table's `vs golden max` column still shows "
+        "earlier error (or your model's fp16 arithmetic) shows up; the table's `vs golden` column still shows "
         "how far each stage ended up from the golden value.",
         "",
         "Choose the profile by the precision your port runs its models in (`fp32`, or `fp16` for e.g. Core ML on the "

@@ -189,8 +189,9 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
 
 # ----------------------------------------------------------------------------------------------- planning
 
-def parse_backends(text: str | None) -> list[tuple[str, str | None]] | None:
-    """``"ort-cpu,coreml-mil:fp16"`` -> ``[("ort-cpu", None), ("coreml-mil", "fp16")]``; ``None`` for all."""
+def parse_backends(text: str | None) -> list[tuple[str, str | None, str]] | None:
+    """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> ``[("ort-cpu", None, "tensor"), ("coreml-mil", "fp16",
+    "tensor"), ("ort-cpu", "fp32", "image")]`` (name, precision or all, I/O variant); ``None`` for all."""
     if text is None or not text.strip():
         return None
     out = []
@@ -198,10 +199,17 @@ def parse_backends(text: str | None) -> list[tuple[str, str | None]] | None:
         part = part.strip()
         if not part:
             continue
-        name, _, precision = part.partition(":")
-        if precision and precision not in ("fp32", "fp16"):
-            raise ParityError(f"--backends {part!r}: precision must be fp32 or fp16")
-        out.append((name.strip(), precision or None))
+        name, *tags = (t.strip() for t in part.split(":"))
+        precision, io = None, "tensor"
+        for tag in tags:
+            if tag in ("fp32", "fp16"):
+                precision = tag
+            elif tag in ("tensor", "image"):
+                io = tag
+            else:
+                raise ParityError(f"--backends {part!r}: {tag!r} is neither a precision (fp32, fp16) nor an I/O "
+                                  f"variant (tensor, image)")
+        out.append((name, precision, io))
     if not out:
         raise ParityError(f"--backends {text!r} names no backend")
     return out
@@ -214,13 +222,14 @@ def _artifact_precisions(spec: Any, bundle: Any) -> list[str]:
     return [p for p in spec.precisions if bundle.has("generator", spec.needs, p)]
 
 
-def plan_candidates(bundle: Any, requested: list[tuple[str, str | None]] | None = None) -> tuple[list[Candidate],
-                                                                                                list[str]]:
+def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | None = None
+                    ) -> tuple[list[Candidate], list[str]]:
     """The candidates to compare, and notes on the backends left out (unavailable here, or no artifact).
 
     ``requested`` ``None``: every available backend x every precision of it the bundle holds (checkpoint backends:
-    every precision they run, the fp32 reference itself excepted). Otherwise exactly the named ones; an unknown or
-    unavailable backend, or a precision the bundle lacks, is a ParityError.
+    every precision they run, the fp32 reference itself excepted), plus every image-I/O artifact x each available
+    backend that runs it. Otherwise exactly the named ones (see :func:`parse_backends`); an unknown or unavailable
+    backend, or a precision or variant the bundle lacks, is a ParityError.
     """
     from runtimes.registry import all_specs, availability, get_spec
 
@@ -238,29 +247,46 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None]] | None 
             if not precisions and spec.name != REFERENCE:
                 notes.append(f"{spec.name}: the bundle has no {spec.needs} generator it runs")
             cands += [Candidate(spec.name, p) for p in precisions]
+        if any(a.io == "image" for a in bundle.artifacts):
+            from toolkit.image_parity import plan_image_candidates
+
+            image, image_notes = plan_image_candidates(bundle)
+            cands += image
+            notes += image_notes
         if not cands:
             raise ParityError(f"{bundle.root}: no available backend can run any of its generators; "
                               f"{'; '.join(notes)}")
         return cands, notes
-    for name, precision in requested:
+    for name, precision, io in requested:
         spec = get_spec(name)
         avail = availability(spec)
         if not avail.available:
             raise ParityError(f"backend {name!r} is not available here: {avail.reason}")
-        have = _artifact_precisions(spec, bundle)
+        if io == "image":
+            from runtimes.image_io_backend import IMAGE_BACKENDS
+
+            if name not in IMAGE_BACKENDS:
+                raise ParityError(f"backend {name!r} does not run image-I/O variants (those that do: "
+                                  f"{', '.join(IMAGE_BACKENDS)})")
+            fmt = IMAGE_BACKENDS[name]
+            have = [p for p in ("fp32", "fp16") if bundle.has("generator", fmt, p, "image")]
+            what = f"{fmt} image-I/O"
+        else:
+            have = _artifact_precisions(spec, bundle)
+            what = spec.needs
         if precision is not None:
-            if precision not in spec.precisions:
+            if io == "tensor" and precision not in spec.precisions:
                 raise ParityError(f"backend {name!r} runs {'/'.join(spec.precisions)}, not {precision}")
             if precision not in have:
-                raise ParityError(f"{bundle.root}: no generator {spec.needs} {precision} artifact for {name!r} "
+                raise ParityError(f"{bundle.root}: no generator {what} {precision} artifact for {name!r} "
                                   f"(it has {'/'.join(have) or 'none'})")
             wanted = [precision]
         else:
             if not have:
-                raise ParityError(f"{bundle.root}: no generator {spec.needs} artifact that {name!r} runs")
+                raise ParityError(f"{bundle.root}: no generator {what} artifact that {name!r} runs")
             wanted = have
         for p in wanted:
-            c = Candidate(name, p)
+            c = Candidate(name, p, io)
             if c not in cands:
                 cands.append(c)
     return cands, notes
@@ -406,18 +432,19 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
             notes.append(f"{checkpoint}: not the checkpoint the bundle was exported from (sha256 differs from the "
                          f"manifest's source); expect every candidate to fail")
 
+    tensor = [c for c in candidates if c.io == "tensor"]
+    image = [c for c in candidates if c.io == "image"]
+    unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
+    if unknown:
+        raise ParityError(f"unknown I/O variant in {', '.join(unknown)}")
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
     trackers: list[_Tracker] = []
     streams: dict[int, Any] = {}
     backends: dict[int, Any] = {}
     keep_worst = heatmaps is not None
     try:
-        for k, cand in enumerate(candidates):
+        for k, cand in enumerate(tensor):
             result = CandidateResult(cand, profile_for(cand.precision, cand.io).name)
-            if cand.io != "tensor":
-                result.error = f"{cand.io}-I/O candidates are not supported by this parity engine yet"
-                trackers.append(_Tracker(result, profile_for(cand.precision, cand.io)))
-                continue
             try:
                 be = open_backend(cand.backend, OpenRequest(checkpoint=checkpoint, bundle=b.root,
                                                             precision=cand.precision, mode=b.mode))
@@ -490,9 +517,16 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         for k in list(streams):
             _drop(k, streams, backends)
         reference.close()
+    results = [t.result for t in trackers]
+    if image:
+        # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
+        from toolkit.image_parity import run_image_parity
+
+        results += run_image_parity(b.root, checkpoint, template, features, image, frames=count,
+                                    start_frame=start_frame)
     return ParityReport(reference=reference.info.as_dict(), inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
-                        frames=order, checksums=checksums, candidates=[t.result for t in trackers], notes=notes)
+                        frames=order, checksums=checksums, candidates=results, notes=notes)
 
 
 def _drop(k: int, streams: dict[int, Any], backends: dict[int, Any]) -> None:

@@ -56,17 +56,20 @@ def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
 
     src = manifest["source"]
     onnx_choice = manifest["tools"]["export"]["onnx"]
-    table = Table(title=f"{dest} (mode {src['mode']}, checkpoint sha256 {src['sha256'][:12]}…)")
-    for col in ("artifact", "MB", "sha256", "max err", "mean err", "weight err", "checked by"):
-        table.add_column(col, justify="left" if col in ("artifact", "sha256", "checked by") else "right")
+    table = Table(title=f"{dest} (mode {src['mode']}, checkpoint sha256 {src['sha256'][:12]}…)",
+                  box=None, padding=(0, 1), pad_edge=False)
+    table.add_column("artifact", no_wrap=True)
+    for col in ("MB", "sha256", "max err", "mean err", "weights", "run by"):
+        table.add_column(col, justify="left" if col in ("sha256", "run by") else "right", no_wrap=True)
     for a in manifest["artifacts"]:
         v = a["validation"]
         numeric = v if "max_abs_err" in v else v.get("numeric")
-        checked = "ort-cpu" if "max_abs_err" in v else "coreml-mil" if isinstance(numeric, dict) else "spec+weights"
+        ran = "ort" if "max_abs_err" in v else "mil" if isinstance(numeric, dict) else "-"
         numeric = numeric if isinstance(numeric, dict) else {}
-        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:10], _fmt(numeric.get("max_abs_err")),
-                      _fmt(numeric.get("mean_abs_err")), _fmt(v.get("weights_max_rel_err")), checked)
+        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:8], _fmt(numeric.get("max_abs_err")),
+                      _fmt(numeric.get("mean_abs_err")), _fmt(v.get("weights_max_rel_err")), ran)
     out.print(table)
-    out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}; Core ML: mlprogram, "
-              f"minimum deployment target {manifest['tools']['export']['coreml']['minimum_deployment_target']}; "
-              f"every artifact validated against PyTorch")
+    out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}. Core ML: mlprogram, "
+              f"{manifest['tools']['export']['coreml']['minimum_deployment_target']}+. Errors against PyTorch "
+              "(run by ort = ONNX Runtime CPU, mil = coreml-mil verifier); weights = worst relative error of a "
+              "convolution's weights against the checkpoint's.")

@@ -24,8 +24,9 @@ def parity(
     encoder: Annotated[Path | None, typer.Option("--encoder", "-e", help="Audio encoder checkpoint (with --audio).")]
     = None,
     backends: Annotated[str | None, typer.Option(
-        "--backends", help="Comma-separated backends, each optionally NAME:fp32|fp16 (default: every available "
-                           "backend x every precision the bundle holds).")] = None,
+        "--backends", help="Comma-separated backends, each NAME[:fp32|fp16][:image] (image: the uint8 image-I/O "
+                           "variant; default: every available backend x every generator artifact the bundle holds "
+                           "that it runs).")] = None,
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Output frames to compare.")] = 8,
     start_frame: Annotated[int, typer.Option("--start-frame", min=0,
                                              help="Template frame the ping-pong walk starts at.")] = 0,
