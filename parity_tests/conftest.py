@@ -67,8 +67,8 @@ def real_ave_features() -> np.ndarray:
     return np.load(require_fixture("ave_features_522x512.npy"))
 
 from parity_tests.fx_audio import *  # noqa: E402, F403
-from parity_tests.fx_render import *  # noqa: E402, F403
-from parity_tests.fx_templates import *  # noqa: E402, F403
-from parity_tests.fx_parity import *  # noqa: E402, F403
-from parity_tests.fx_runtimes import *  # noqa: E402, F403
 from parity_tests.fx_export import *  # noqa: E402, F403
+from parity_tests.fx_parity import *  # noqa: E402, F403
+from parity_tests.fx_render import *  # noqa: E402, F403
+from parity_tests.fx_runtimes import *  # noqa: E402, F403
+from parity_tests.fx_templates import *  # noqa: E402, F403

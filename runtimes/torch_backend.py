@@ -22,6 +22,10 @@ class TorchBackend(Backend):
         super().__init__(BackendInfo(name, device, precision, model.mode, source, inputs, outputs,
                                      {"channels_last": channels_last, "compiled": compile_model,
                                       "torch": torch.__version__}))
+        choice = getattr(model, "mode_choice", None)
+        if choice is not None and choice.note:
+            # Said by whoever presents the backend (the CLI): a checkpoint alone cannot tell ave from hubert.
+            self.info.extra["mode_note"] = choice.note
         self._torch = torch
         self._device = torch.device(device)
         self._dtype = torch.float16 if precision == "fp16" else torch.float32

@@ -130,6 +130,8 @@ def render(
     request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, mode=mode)
     name = resolve_auto(request) if backend == "auto" else backend
     with open_backend(name, request) as be:
+        if be.info.extra.get("mode_note"):
+            note(str(be.info.extra["mode_note"]))
         feats = _features(features, audio, encoder, be.mode)
         check_render(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)
         note(f"{name} ({be.info.device}, {be.info.precision}, mode {be.mode}); {len(prepared)} template frames "
