@@ -1,4 +1,5 @@
-"""The embedded demo, in a short variant: every step from nothing to an mp4 with sound, and its folder rules."""
+"""The embedded demo: the quick variant end to end through the CLI (nothing -> videos on every backend -> parity),
+the parity step on the suite's full bundle (Core ML included), its failure exit, and the folder rules."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from toolkit.demo import MARKER, DemoContext, DemoError, Step, prepare_out, run_demo, speech_like
+from toolkit.demo import (
+    DEFAULT_STEPS,
+    MARKER,
+    DemoContext,
+    DemoError,
+    Step,
+    exit_code,
+    prepare_out,
+    run_demo,
+    speech_like,
+    step_parity,
+    summary_lines,
+)
 from toolkit.video import probe_video
 
 
@@ -36,23 +49,82 @@ def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     return code, cap.out, cap.err
 
 
-def test_demo_cli_short(tmp_path, monkeypatch, capsys):
+def test_demo_cli_quick(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
-    code, stdout, stderr = run_cli(["demo", "--out", str(out), "--seconds", "0.6", "--no-progress"],
+    code, stdout, stderr = run_cli(["demo", "--quick", "--out", str(out), "--seconds", "0.6", "--no-progress"],
                                    monkeypatch, capsys)
     assert code == 0, stderr
-    lines = stdout.splitlines()
-    assert [ln.split(":")[0] for ln in lines[:5]] == ["[1/5] template", "[2/5] checkpoints", "[3/5] speech",
-                                                      "[4/5] features", "[5/5] render"]
+    steps = [ln.split(":")[0] for ln in stdout.splitlines() if ln.startswith("[")]
+    assert steps == [f"[{i}/8] {s.name}" for i, s in enumerate(DEFAULT_STEPS, 1)]
+    assert "not rendered:" in stdout
     assert "weights are random" in stdout and "will not look like speech" in stdout
     feats = np.load(out / "features.npy")
     assert feats.shape[1] == 512 and np.isfinite(feats).all() and feats.std() > 0
-    info = probe_video(out / "demo.mp4")
-    assert (info["video_codec"], info["fps"], info["frames"]) == ("h264", 25.0, feats.shape[0])
-    assert info["audio_codec"] == "aac" and abs(info["audio_seconds"] - feats.shape[0] / 25) <= 0.07
+    # Quick: an ONNX-only bundle (generator and encoder, both precisions).
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert sorted((a["model"], a["format"], a["precision"]) for a in manifest["artifacts"]) == sorted(
+        (m, "onnx", p) for m in ("generator", "audio_encoder") for p in ("fp32", "fp16"))
+    # One video per backend that runs here and is fed (torch-cpu from the checkpoint, ort-cpu from the bundle).
+    from runtimes.registry import list_backends
+    from runtimes.spec import OpenRequest
+
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["frames"] == feats.shape[0] and stats["backend"] == "torch-cpu"
-    assert (out / MARKER).exists()
+    fed = {r["name"] for r in list_backends(OpenRequest(checkpoint=out / "generator_ave.pth", bundle=out / "bundle"))
+           if r["available"] and r["artifact"] is None}
+    assert {"torch-cpu", "ort-cpu"} <= fed and set(stats) == fed - {"coreml-mil"}  # (+ CUDA ones on a GPU machine)
+    for name in stats:
+        info = probe_video(out / f"demo-{name}.mp4")
+        assert (info["video_codec"], info["fps"], info["frames"]) == ("h264", 25.0, feats.shape[0])
+        assert info["audio_codec"] == "aac" and abs(info["audio_seconds"] - feats.shape[0] / 25) <= 0.07
+        assert stats[name]["frames"] == feats.shape[0] and stats[name]["backend"] == name
+        assert f"video {name}" in stdout and f"{stats[name]['fps']:.2f} fps" in stdout
+    report = json.loads((out / "parity.json").read_text())
+    labels = sorted(c["label"] for c in report["candidates"])
+    assert {"ort-cpu/fp16", "ort-cpu/fp32"} <= set(labels) and report["passed"] is True
+    assert not any(lb.startswith("coreml") for lb in labels)  # no Core ML artifact in a quick bundle
+    assert len(report["frames"]) == 2
+    assert f"parity: PASS - {len(labels)} candidate(s) on 2 frames" in stdout
+    assert (out / MARKER).exists() and not list(out.glob(".*partial*"))
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(tmp_path_factory, generator_ckpt, encoder_ckpt, bundle_dir):
+    """A demo context's artifacts made elsewhere: the suite's checkpoints and full bundle (Core ML included)."""
+    return {"checkpoint": generator_ckpt, "encoder": encoder_ckpt, "bundle": bundle_dir}
+
+
+def _small_ctx(path, inputs, **kw) -> DemoContext:
+    ctx = DemoContext(out=path, seconds=0.6, width=640, height=360, template_frames=6, parity_frames=2,
+                      progress=False, **kw)
+    ctx.artifacts.update(inputs)
+    return ctx
+
+
+def test_parity_step_on_full_bundle(tmp_path, demo_inputs, capsys):
+    steps = [s for s in DEFAULT_STEPS if s.name in ("template", "speech", "features", "parity")]
+    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs), steps)
+    report = ctx.results["parity"]
+    labels = sorted(c.candidate.label for c in report.candidates)
+    assert {"coreml-mil/fp16", "coreml-mil/fp32", "ort-cpu/fp16", "ort-cpu/fp32"} <= set(labels)
+    assert report.passed and exit_code(ctx) == 0
+    assert all(c.frames == 2 and c.stages for c in report.candidates)
+    table = capsys.readouterr().out
+    assert "parity against PyTorch fp32" in table and "coreml-mil/fp16" in table
+    assert any(ln.startswith(f"parity: PASS - {len(labels)} candidate(s) on 2 frames") for ln in summary_lines(ctx))
+
+
+def test_parity_failure_exits_nonzero(tmp_path, demo_inputs):
+    from models.init import init_generator
+    from models.io import save_generator
+
+    # A checkpoint other than the bundle's: the bundle's ONNX model no longer matches the reference.
+    other = save_generator(init_generator("ave", seed=1, calibrate=True), tmp_path / "other.pth")
+    steps = [s for s in DEFAULT_STEPS if s.name in ("template", "speech", "features")]
+    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs, parity_backends="ort-cpu:fp32"), steps)
+    ctx.artifacts["checkpoint"] = other
+    step_parity(ctx)
+    assert not ctx.results["parity"].passed and exit_code(ctx) == 1
+    assert any(ln.startswith("parity: FAIL") for ln in summary_lines(ctx))
 
 
 def test_demo_folder_rules(tmp_path):

@@ -54,7 +54,7 @@ def test_layout_index_and_readme(golden_dir, bundle_dir):
     assert [s["name"] for s in index["stages"]] == [n for n in STAGE_NAMES if n not in ("mel_window", "embedding")]
     assert index["contract"] == json.loads(json.dumps(contract_dict(index["mode"])))
     assert index["model_output_from"]["backend"] == "ort-cpu"
-    assert set(index["tolerances"]) == {"fp32", "fp16"}
+    assert set(index["tolerances"]) == {"fp32", "fp16", "image-fp32", "image-fp16"}
     assert index["tolerances"]["fp32"]["landmarks"] == {"max_abs": 0}
     first, last = index["cases"]
     assert first["template_index"] == 1  # SyncTalk_2D's ping-pong starts at template frame 1

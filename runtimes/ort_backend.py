@@ -25,6 +25,7 @@ is one chain, there is nothing to run in parallel at the operator level).
                              cannot capture (a node outside the CUDA EP), the session is rebuilt without and
                              ``info.extra['cuda_graph']`` says why
 ``device_id``                GPU ordinal (default 0)
+``tf32``                     ort-cuda: allow TF32 convolutions (default off: fp32 artifacts must compute in fp32)
 ``cudnn_conv_algo_search``   ``EXHAUSTIVE`` (default: the model's shapes are fixed, so the one-off search pays),
                              ``HEURISTIC`` or ``DEFAULT``
 ``trt_cache``                TensorRT engine + timing cache directory (default ``$XDG_CACHE_HOME/framegen/trt/<model
@@ -215,6 +216,8 @@ def cuda_provider_options(options: dict[str, Any], cuda_graph: bool) -> dict[str
         "cudnn_conv_use_max_workspace": "1",
         "do_copy_in_default_stream": "1",
         "enable_cuda_graph": "1" if cuda_graph else "0",
+        # ORT's CUDA EP defaults to TF32 convolutions on Ampere+, whose 10-bit mantissa breaks the fp32 contract.
+        "use_tf32": "1" if options.get("tf32") else "0",
     }
 
 

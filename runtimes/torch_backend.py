@@ -28,6 +28,10 @@ class TorchBackend(Backend):
             self.info.extra["mode_note"] = choice.note
         self._torch = torch
         self._device = torch.device(device)
+        if self._device.type == "cuda":
+            # PyTorch lets cuDNN use TF32 for fp32 convolutions by default; fp32 parity needs real fp32.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         model = model.to(self._device, dtype=self._dtype).eval()
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -2,11 +2,14 @@
 
 It synthesises a template, a calibrated seeded generator checkpoint and a seeded audio encoder, speaks a
 speech-like signal (formant synthesis: vowels with a pitch contour, consonant noise, pauses), computes 'ave'
-features from it like SyncTalk_2D, and renders a short video with sound. The weights are random stand-ins, so the
-mouth does not follow the speech; the demo shows the pipeline, not a trained model.
+features from it like SyncTalk_2D, renders a short video with sound on torch-cpu, exports a bundle (ONNX + Core ML,
+fp32 + fp16, generator and audio encoder), renders the same video on every other backend available here that the
+bundle feeds, and prints the parity table of every available backend and precision against PyTorch fp32. The
+weights are random stand-ins, so the mouth does not follow the speech; the demo shows the pipeline, not a trained
+model.
 
-The demo is a list of :class:`Step` objects run in order over one :class:`DemoContext`; later features (export,
-every backend, the parity table) add steps without touching the others.
+The demo is a list of :class:`Step` objects run in order over one :class:`DemoContext`; a step reads the artifacts
+earlier steps (or the caller) put in ``ctx.artifacts``, so a subset of steps runs on artifacts made elsewhere.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from models.errors import FramegenError
 MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replace it
 DEFAULT_SECONDS = 3.0
 DEFAULT_TEMPLATE_FRAMES = 25
+DEFAULT_PARITY_FRAMES = 4
+#: Backends that can render but are left out of the demo's videos: verifiers, far too slow for a whole video.
+NOT_RENDERED = {"coreml-mil": "a slow reference interpreter that verifies .mlpackage files; it joins the parity "
+                              "table instead"}
 RANDOM_WEIGHTS_NOTE = ("the weights are random (seeded, calibrated stand-ins for SyncTalk_2D's trained ones), so the "
                        "mouth will not look like speech: the demo shows the pipeline, not a trained model. Render "
                        "with a real checkpoint: framegen render --checkpoint CKPT ...")
@@ -50,6 +57,12 @@ class DemoContext:
     seed: int = 0
     batch: int | None = None
     progress: bool = True
+    #: Export formats of the bundle; the quick variant leaves Core ML out (its conversion is the slow part).
+    formats: tuple[str, ...] = ("onnx", "coreml")
+    parity_frames: int = DEFAULT_PARITY_FRAMES
+    #: ``None``: every available backend x every precision the bundle feeds (see ``toolkit.parity.plan_candidates``);
+    #: else a ``framegen parity --backends`` list.
+    parity_backends: str | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -198,26 +211,125 @@ def step_features(ctx: DemoContext) -> str:
     return f"{feats.shape[0]} x {feats.shape[1]} (one row per 25 fps frame) -> {path.name}"
 
 
-def step_render(ctx: DemoContext) -> str:
-    """The video: template + features through torch-cpu, H.264 with the speech as AAC."""
-    import json
-
+def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
+    """Render the demo video on one backend to ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
     from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from toolkit.parity import write_json
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import render
     from toolkit.template import open_template
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
-    out = ctx.out / "demo.mp4"
-    with open_backend("torch-cpu", OpenRequest(checkpoint=ctx.artifacts["checkpoint"])) as backend:
+    out = ctx.out / f"demo-{backend_name}.mp4"
+    with open_backend(backend_name, request) as backend:
         stats = render(prepared, ctx.results["features"], backend, out=out, batch=ctx.batch,
                        audio_path=ctx.artifacts["speech"], progress=ctx.progress)
-    (ctx.out / "stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n")
-    ctx.artifacts["video"] = out
-    ctx.results["render"] = stats
+    renders = ctx.results.setdefault("renders", {})
+    renders[backend_name] = stats
+    ctx.artifacts.setdefault("video", out)
+    write_json(ctx.out / "stats.json", {k: v.as_dict() for k, v in renders.items()})
+    return stats
+
+
+def _render_line(stats: Any) -> str:
     size = (stats.out_bytes or 0) / 1e6
-    return f"{stats.frames} frames, {stats.fps:.2f} fps on {stats.backend} -> {out} ({size:.1f} MB)"
+    return f"{stats.backend} {stats.precision}: {stats.frames} frames, {stats.fps:.2f} fps -> {Path(stats.out).name} " \
+           f"({size:.1f} MB)"
+
+
+def step_render(ctx: DemoContext) -> str:
+    """The first video straight from the checkpoint: template + features through torch-cpu, H.264 + AAC speech."""
+    from runtimes.spec import OpenRequest
+
+    stats = render_on(ctx, "torch-cpu", OpenRequest(checkpoint=ctx.artifacts["checkpoint"]))
+    return _render_line(stats)
+
+
+def step_export(ctx: DemoContext) -> str:
+    """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export."""
+    from exporters.bundle import load_bundle
+    from exporters.export import export_bundle
+
+    # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
+    spent = {"coreml": 0.0, "other": 0.0}
+    last = [time.perf_counter()]
+
+    def progress(msg: str) -> None:
+        now = time.perf_counter()
+        spent["coreml" if ("coreml" in msg or ".mlpackage" in msg) else "other"] += now - last[0]
+        last[0] = now
+
+    path = export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", audio_encoder=ctx.artifacts["encoder"],
+                         formats=ctx.formats, precisions=("fp32", "fp16"), progress=progress)
+    ctx.artifacts["bundle"] = path
+    ctx.results["export_seconds"] = dict(spent)
+    names = [Path(a.path).name for a in load_bundle(path).artifacts]
+    line = f"{len(names)} validated artifacts ({', '.join(names)}) -> {path}"
+    if "coreml" in ctx.formats:
+        line += f"; Core ML conversion + validation took {spent['coreml']:.0f} s of it (--quick leaves Core ML out)"
+    return line
+
+
+def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
+    """Backends available here that the bundle or checkpoint feeds (fp32), and ``name (why)`` for each one left
+    out: verifiers (:data:`NOT_RENDERED`), backends the bundle does not feed, and those not available here."""
+    from runtimes.registry import list_backends
+    from runtimes.spec import OpenRequest
+
+    request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"))
+    names: list[str] = []
+    verifiers: list[str] = []
+    unfed: list[str] = []
+    unavailable: list[str] = []
+    for row in list_backends(request):
+        if not row["available"]:
+            unavailable.append(row["name"])
+        elif row["artifact"] is not None:
+            unfed.append(f"{row['name']} ({row['artifact']})")
+        elif row["name"] in NOT_RENDERED:
+            verifiers.append(f"{row['name']} ({NOT_RENDERED[row['name']]})")
+        else:
+            names.append(row["name"])
+    # The parity notes give each unavailable backend's reason; here the names are enough.
+    tail = [f"{', '.join(unavailable)} (not available here)"] if unavailable else []
+    return names, verifiers + unfed + tail
+
+
+def step_render_backends(ctx: DemoContext) -> str:
+    """The same video on every other backend available here that the bundle or checkpoint feeds."""
+    from runtimes.spec import OpenRequest
+
+    names, left_out = renderable_backends(ctx)
+    request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts["bundle"], precision="fp32",
+                          mode="ave")
+    done = ctx.results.get("renders", {})
+    lines = [_render_line(render_on(ctx, name, request)) for name in names if name not in done]
+    return "; ".join(lines or ["no other backend is available here"]) + (
+        f"; not rendered: {'; '.join(left_out)}" if left_out else "")
+
+
+def step_parity(ctx: DemoContext) -> str:
+    """The parity table: a few frames through every available backend and precision against PyTorch fp32."""
+    from exporters.bundle import load_bundle
+    from toolkit.parity import parse_backends, plan_candidates, print_report, run_parity, write_json
+    from toolkit.preprocess import PreparedTemplate
+    from toolkit.template import open_template
+
+    bundle = load_bundle(ctx.artifacts["bundle"])
+    candidates, notes = plan_candidates(bundle, parse_backends(ctx.parity_backends))
+    prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
+    report = run_parity(bundle.root, ctx.artifacts["checkpoint"], prepared, ctx.results["features"],
+                        candidates=candidates, frames=ctx.parity_frames, batch=ctx.batch, progress=ctx.progress,
+                        inputs={"template": str(ctx.artifacts["template"]),
+                                "features": str(ctx.artifacts["features"])})
+    report.notes[:0] = notes + prepared.warnings
+    print_report(report)
+    path = write_json(ctx.out / "parity.json", report.as_dict())
+    ctx.artifacts["parity"] = path
+    ctx.results["parity"] = report
+    verdict = "all pass" if report.passed else f"{len(report.failures())} failure(s)"
+    labels = ", ".join(c.candidate.label for c in report.candidates)
+    return f"{len(report.frames)} frames, {len(report.candidates)} candidates ({labels}): {verdict} -> {path.name}"
 
 
 DEFAULT_STEPS: tuple[Step, ...] = (
@@ -226,7 +338,34 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     Step("speech", step_speech),
     Step("features", step_features),
     Step("render", step_render),
+    Step("export", step_export),
+    Step("render-backends", step_render_backends),
+    Step("parity", step_parity),
 )
+
+
+def summary_lines(ctx: DemoContext) -> list[str]:
+    """The closing summary: where the files are, fps per backend, the parity verdict, and the random-weights note."""
+    lines = [f"demo folder: {ctx.out}"]
+    for name, stats in ctx.results.get("renders", {}).items():
+        lines.append(f"  video {name:<11} {stats.fps:6.2f} fps  {stats.out}")
+    for key, label in (("bundle", "bundle"), ("parity", "parity report"), ("features", "features"),
+                       ("speech", "speech")):
+        if key in ctx.artifacts:
+            lines.append(f"  {label:<17} {ctx.artifacts[key]}")
+    report = ctx.results.get("parity")
+    if report is not None:
+        lines.append(f"parity: {'PASS' if report.passed else 'FAIL'} - {len(report.candidates)} candidate(s) on "
+                     f"{len(report.frames)} frames against PyTorch fp32"
+                     + ("" if report.passed else f"; failing: {'; '.join(report.failures())}"))
+    lines.append(f"note: {RANDOM_WEIGHTS_NOTE}")
+    return lines
+
+
+def exit_code(ctx: DemoContext) -> int:
+    """0, or 1 when the parity step ran and a candidate failed."""
+    report = ctx.results.get("parity")
+    return 1 if report is not None and not report.passed else 0
 
 
 def prepare_out(out: Path) -> None:
@@ -241,6 +380,13 @@ def prepare_out(out: Path) -> None:
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by framegen demo; a rerun replaces this folder\n")
+
+
+def quick_context(out: Path, seconds: float = 1.0, seed: int = 0, progress: bool = True) -> DemoContext:
+    """The quick variant (tests, a first look): a short video from a small template, an ONNX-only bundle (no Core
+    ML conversion), and a 2-frame parity table."""
+    return DemoContext(out=out, seconds=seconds, seed=seed, progress=progress, width=640, height=360,
+                       template_frames=8, formats=("onnx",), parity_frames=2)
 
 
 def run_demo(ctx: DemoContext, steps: Sequence[Step] = DEFAULT_STEPS,

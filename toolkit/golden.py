@@ -33,7 +33,7 @@ FORMAT = "framegen-golden"
 VERSION = 1
 INDEX = "index.json"
 README = "README.md"
-GOLDEN_PROFILES = ("fp32", "fp16")
+GOLDEN_PROFILES = ("fp32", "fp16", "image-fp32", "image-fp16")
 
 
 class GoldenError(FramegenError):

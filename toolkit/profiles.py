@@ -234,7 +234,8 @@ def golden_limits(profile: str | Profile, audio: bool) -> dict[str, StageLimits]
         "embedding": embedding,
         "audio_window": embedding if audio else EXACT,
         MODEL_OUTPUT: get_profile(base).stages[MODEL_OUTPUT],
-        "pred_320": TRUNCATED_U8,
+        # An image-I/O port emits the uint8 prediction straight from its graph: it carries the model's own error.
+        "pred_320": prof.stages[MODEL_OUTPUT] if prof.name.startswith("image-") else TRUNCATED_U8,
         "pasted_328": EXACT,
         FINAL_FRAME: RESAMPLED_U8,
     }
