@@ -68,6 +68,8 @@ class Backend(ABC):
 
     #: batch size the render pipeline uses when the user does not choose one
     default_batch: int = 1
+    #: how many ``infer`` calls the render pipeline may run at once on this object
+    concurrent_workers: int = 1
 
     def __init__(self, info: BackendInfo) -> None:
         self.info = info

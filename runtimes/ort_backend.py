@@ -14,6 +14,10 @@ is one chain, there is nothing to run in parallel at the operator level).
 ``threads``                  intra-op threads (default: physical cores available to this process)
 ``mem_pattern``, ``cpu_arena``  ORT memory-pattern planning / CPU arena, default on. Measured on ort-cpu (2 busy
                              cores): memory pattern off made no difference; arena off was 1.7-2x slower per frame
+``workers``                  concurrent ``infer`` calls the render pipeline may make (default 1); intra-op threads
+                             then default to cores / workers. On 2 cores, two single-threaded calls in flight keep
+                             both cores busy while decode / paste / encode threads come and go, where one two-thread
+                             call stalls at every operator whenever either thread is pre-empted
 ``spin``                     let idle intra-op threads spin (default off: spinning threads steal the cores that the
                              render pipeline's decode, paste and encode threads need)
 ``io_binding``               bind inputs and output explicitly (default on for CUDA / TensorRT, off on CPU, where
@@ -194,7 +198,8 @@ def session_options(options: dict[str, Any]) -> Any:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = int(options.get("threads") or physical_cores())
+    workers = max(1, int(options.get("workers") or 1))
+    so.intra_op_num_threads = int(options.get("threads") or max(1, physical_cores() // workers))
     so.inter_op_num_threads = 1
     so.enable_mem_pattern = bool(options.get("mem_pattern", True))
     so.enable_cpu_mem_arena = bool(options.get("cpu_arena", True))
@@ -458,8 +463,12 @@ class OrtBackend(Backend):
         else:
             self._runner = _PlainRunner(self._session, GEN_OUTPUT)
             runner = "run"
+        if runner == "run":
+            # One session serves concurrent run() calls; fixed/bound runners own shared buffers, so they stay single.
+            self.concurrent_workers = max(1, int(options.get("workers") or 1))
         graph_off = getattr(self, "_graph_off_reason", None)
-        self.info.extra.update(runner=runner, cuda_graph=f"off ({graph_off})" if graph_off else self._cuda_graph)
+        self.info.extra.update(workers=self.concurrent_workers, runner=runner,
+                               cuda_graph=f"off ({graph_off})" if graph_off else self._cuda_graph)
 
     def _create_session(self, providers: list[Any]) -> Any:
         ort = _ort()

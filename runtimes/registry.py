@@ -92,6 +92,20 @@ def resolve_auto(request: OpenRequest) -> str:
     raise BackendError(f"auto: no backend can run this ({'; '.join(passed)})")
 
 
+def pipeline_options(name: str) -> dict[str, Any]:
+    """Options for a backend that feeds the render pipeline (rather than one call at a time, as ``bench`` times it).
+
+    ort-cpu renders with one single-threaded inference per physical core in flight: measured on 2 cores, a render
+    with one two-thread session ran at 0.47x the model-only rate, because every operator waits for whichever of its
+    threads the decode/encode threads pre-empted.
+    """
+    if name == "ort-cpu":
+        from runtimes.ort_backend import physical_cores
+
+        return {"workers": physical_cores()}
+    return {}
+
+
 def open_backend(name: str, request: OpenRequest) -> Backend:
     """Open a backend by name (``auto`` resolves first); refuses with the probe's reason when it is unavailable."""
     if name == AUTO:

@@ -411,7 +411,7 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
     e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
-    from runtimes.registry import open_backend
+    from runtimes.registry import open_backend, pipeline_options
     from runtimes.spec import OpenRequest
     from toolkit.machine import describe_machine
 
@@ -448,7 +448,13 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
                 from toolkit.features import load_features
 
                 feats = load_features(features, backend.mode)
-                run = measure_e2e(template, feats, backend, batch=e2e_batch, frames=e2e_frames)
+                render_opts = pipeline_options(name)
+                if render_opts:  # rendering opens the backend as `framegen render` does
+                    with open_backend(name, OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision,
+                                                        mode=mode, options=render_opts)) as render_backend:
+                        run = measure_e2e(template, feats, render_backend, batch=e2e_batch, frames=e2e_frames)
+                else:
+                    run = measure_e2e(template, feats, backend, batch=e2e_batch, frames=e2e_frames)
                 same = [r for r in results if (r["backend"], r["precision"], r["batch"]) ==
                         (run["backend"], run["precision"], run["batch"])]
                 run["model_only_fps"] = same[-1]["fps"] if same else None

@@ -213,7 +213,9 @@ def step_features(ctx: DemoContext) -> str:
 
 def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
     """Render the demo video on one backend to ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
-    from runtimes.registry import open_backend
+    from dataclasses import replace
+
+    from runtimes.registry import open_backend, pipeline_options
     from toolkit.parity import write_json
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import render
@@ -221,6 +223,7 @@ def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     out = ctx.out / f"demo-{backend_name}.mp4"
+    request = replace(request, options={**request.options, **pipeline_options(backend_name)})
     with open_backend(backend_name, request) as backend:
         stats = render(prepared, ctx.results["features"], backend, out=out, batch=ctx.batch,
                        audio_path=ctx.artifacts["speech"], progress=ctx.progress)

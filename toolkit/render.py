@@ -160,7 +160,8 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
             out.append(RenderedFrame(i, p.index, p, pred[slot], frame))
         return out
 
-    stages = [Stage(INFER, infer, queue_size=2), Stage(PASTE, paste, queue_size=2)]
+    workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
+    stages = [Stage(INFER, infer, workers=workers, queue_size=2 * workers), Stage(PASTE, paste, queue_size=2)]
     with _cv2_single_thread(), Pipeline(batches(), stages, source_name=PREPARE, timings=timings) as pipe:
         for group in pipe:
             yield from group

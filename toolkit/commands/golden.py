@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+_PROFILE_HELP = ("fp32; fp16 for a port that runs the generator in half precision; image-fp32 / image-fp16 for "
+                 "the uint8 image-I/O models.")
+
 
 def register(app: typer.Typer) -> None:
     """Add the `golden` group."""
@@ -63,8 +66,7 @@ def write(
 def check(
     golden: Annotated[Path, typer.Argument(help="Golden directory written by `framegen golden write`.")],
     candidate: Annotated[Path, typer.Option("--candidate", "-c", help="A port's outputs in the golden layout.")],
-    profile: Annotated[str, typer.Option("--profile", "-p", help="fp32, or fp16 for a port that runs the "
-                                                                  "generator in half precision.")] = "fp32",
+    profile: Annotated[str, typer.Option("--profile", "-p", help=_PROFILE_HELP)] = "fp32",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""

@@ -117,7 +117,7 @@ def render(
     if frames_dir is not None:
         check_frames_dir(frames_dir)
 
-    from runtimes.registry import open_backend, resolve_auto
+    from runtimes.registry import open_backend, pipeline_options, resolve_auto
     from runtimes.spec import OpenRequest
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import check_render
@@ -129,6 +129,7 @@ def render(
         warn(message)
     request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, mode=mode)
     name = resolve_auto(request) if backend == "auto" else backend
+    request.options.update(pipeline_options(name))
     with open_backend(name, request) as be:
         if be.info.extra.get("mode_note"):
             note(str(be.info.extra["mode_note"]))
