@@ -127,6 +127,11 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
     for name, meaning in outs:
         ml.output_description[name] = meaning
 
+    return save_package(ml, path)
+
+
+def save_package(ml: Any, path: str | os.PathLike[str]) -> Path:
+    """Save an MLModel as a reproducible .mlpackage: under a temporary name, normalised, then renamed into place."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.stem}.partial.mlpackage")  # coremltools insists on the suffix

@@ -28,7 +28,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -266,7 +265,7 @@ def export_generator_coreml_image(model: Any, path: str | os.PathLike[str], prec
                                   metadata: dict[str, str] | None = None) -> Path:
     """Export the Core ML image-I/O variant (.mlpackage) of a generator module to ``path`` (temporary sibling,
     then renamed). ``metadata`` defaults to :func:`image_metadata` without a source sha256."""
-    from exporters.coreml_export import normalise_package
+    from exporters.coreml_export import save_package
     from toolkit import __version__
 
     ml = coreml_image_model(model, precision)
@@ -281,20 +280,7 @@ def export_generator_coreml_image(model: Any, path: str | os.PathLike[str], prec
     ml.input_description[GEN_IMAGE] = "320x320 reference crop (crop328[4:324, 4:324]), BGR; no scaling or masking"
     ml.input_description[GEN_AUDIO] = "16-frame feature window reshaped to the mode's shape, float32"
     ml.output_description[GEN_OUTPUT] = "320x320 predicted crop, BGR (truncated like np.uint8(pred * 255))"
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial.mlpackage")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with _quiet():
-            ml.save(os.fspath(tmp))
-        normalise_package(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return save_package(ml, path)
 
 
 # ------------------------------------------------------------------------------------------------- validation
