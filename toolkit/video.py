@@ -122,7 +122,31 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class VideoWriter:
+class _CommitOnSuccess:
+    """Context-manager protocol of an output that is completed by ``close()`` and discarded by ``_abort()``."""
+
+    def close(self) -> Path:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _abort(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self._abort()
+                raise
+        else:
+            self._abort()
+
+
+class VideoWriter(_CommitOnSuccess):
     """H.264 (libx264, yuv420p, BT.601 limited range) at ``fps`` with optional AAC speech, written atomically.
 
     Use as a context manager: frames go in with :meth:`write` (BGR uint8, height x width x 3); leaving the block
@@ -260,22 +284,9 @@ class VideoWriter:
             self._audio = None
         self.tmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self._abort()
-                raise
-        else:
-            self._abort()
 
 
-class FramesDirWriter:
+class FramesDirWriter(_CommitOnSuccess):
     """Lossless PNG frames ``000000.png``, ... written into a hidden sibling folder that replaces ``path`` on success.
 
     An existing ``path`` may only hold earlier frame PNGs (or be empty): those are replaced as a whole; anything
@@ -323,19 +334,6 @@ class FramesDirWriter:
     def _abort(self) -> None:
         shutil.rmtree(self.tmp_path, ignore_errors=True)
 
-    def __enter__(self) -> FramesDirWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self._abort()
-                raise
-        else:
-            self._abort()
 
 
 def check_frames_dir(path: Path) -> None:
