@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.errors import ExportError
+from models.atomic import atomic_output
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_EXPORTER = "torchscript"
@@ -209,15 +210,9 @@ def save_onnx(model: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` through a temporary sibling (never a half-written file under the final name)."""
     import onnx
 
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
+    with atomic_output(path) as tmp:
         onnx.save(model, os.fspath(tmp))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return Path(path)
 
 
 def _check_precision(precision: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from models.atomic import atomic_output
 from models.contract import SAMPLE_RATE
 from models.errors import FramegenError
 
@@ -152,17 +153,12 @@ def _formant_filter(x: np.ndarray, formants: np.ndarray, rate: int) -> np.ndarra
 
 def write_wav(path: Path, wav: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """16-bit PCM mono WAV, written to a temporary sibling and renamed."""
-    tmp = path.with_name(f".{path.name}.partial")
     pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype("<i2")
-    try:
-        with wave.open(os.fspath(tmp), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, wave.open(os.fspath(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
     return path
 
 
@@ -216,7 +212,7 @@ def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
     from dataclasses import replace
 
     from runtimes.registry import open_backend, pipeline_options
-    from toolkit.parity import write_json
+    from toolkit.files import write_json
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import render
     from toolkit.template import open_template
@@ -314,7 +310,8 @@ def step_render_backends(ctx: DemoContext) -> str:
 def step_parity(ctx: DemoContext) -> str:
     """The parity table: a few frames through every available backend and precision against PyTorch fp32."""
     from exporters.bundle import load_bundle
-    from toolkit.parity import parse_backends, plan_candidates, print_report, run_parity, write_json
+    from toolkit.files import write_json
+    from toolkit.parity import parse_backends, plan_candidates, print_report, run_parity
     from toolkit.preprocess import PreparedTemplate
     from toolkit.template import open_template
 

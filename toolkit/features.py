@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.atomic import atomic_output
 from models.contract import FPS, MODES, WINDOW, WINDOW_LEFT, audio_shape
 from models.errors import FramegenError
 
@@ -137,13 +138,6 @@ def audio_windows(feats: np.ndarray, indices: np.ndarray | list[int], mode: str)
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write ``array`` as .npy to a temporary sibling and rename it, so a partial file is never visible."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a bare name
-            np.save(fh, array)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append ".npy"
+        np.save(fh, array)
+    return Path(path)

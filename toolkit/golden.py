@@ -298,12 +298,12 @@ class StageCheck:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        from toolkit.parity import _jsonable
+        from toolkit.files import jsonable
 
         return {"stage": self.name, "status": self.status, "cases": self.cases, "of": self.total_cases,
                 "checked_against": list(DERIVED_FROM.get(self.name, ("golden",))),
-                "limits": self.limits.as_dict(), "metrics": _jsonable(self.metrics),
-                "vs_golden": _jsonable(self.vs_golden), "failures": self.failures}
+                "limits": self.limits.as_dict(), "metrics": jsonable(self.metrics),
+                "vs_golden": jsonable(self.vs_golden), "failures": self.failures}
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.errors import FramegenError
+from toolkit.files import write_png
 
 _HEADER = 34
 _MIN_PANEL = 360  # small crop boxes are enlarged (nearest neighbour, so single pixels stay visible)
@@ -67,16 +67,4 @@ def heatmap_image(ref_frame: np.ndarray, cand_frame: np.ndarray, box: tuple[int,
 def write_heatmap(path: str | os.PathLike[str], ref_frame: np.ndarray, cand_frame: np.ndarray,
                   box: tuple[int, int, int, int], title: str) -> Path:
     """Write :func:`heatmap_image` as a PNG (temporary sibling, then renamed)."""
-    dest = Path(path)
-    ok, data = cv2.imencode(".png", heatmap_image(ref_frame, cand_frame, box, title))
-    if not ok:
-        raise FramegenError(f"{dest}: PNG encoding failed")
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise FramegenError(f"{dest}: cannot write heat map ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return write_png(path, heatmap_image(ref_frame, cand_frame, box, title))

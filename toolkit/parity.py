@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import FramegenError
+from toolkit.files import jsonable
 from toolkit.metrics import ErrorStats
 from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, get_profile, profile_for
 
@@ -63,7 +64,7 @@ class StageResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"stage": self.stage, "kind": self.kind, "passed": self.passed, "metrics": _jsonable(self.metrics),
+        return {"stage": self.stage, "kind": self.kind, "passed": self.passed, "metrics": jsonable(self.metrics),
                 "limits": self.limits, "failures": self.failures}
 
 
@@ -99,7 +100,7 @@ class CandidateResult:
         return {"backend": self.candidate.backend, "precision": self.candidate.precision, "io": self.candidate.io,
                 "label": self.candidate.label, "profile": self.profile, "passed": self.passed, "frames": self.frames,
                 "error": self.error, "outside_box_diffs": self.outside_box_diffs, "heatmap": self.heatmap,
-                "info": _jsonable(self.info), "stages": [s.as_dict() for s in self.stages]}
+                "info": jsonable(self.info), "stages": [s.as_dict() for s in self.stages]}
 
 
 @dataclass(frozen=True)
@@ -151,40 +152,9 @@ class ParityReport:
     def as_dict(self) -> dict[str, Any]:
         """The JSON report: inputs, frames, tolerances used, per backend and stage metrics, failures."""
         profiles = {c.profile: get_profile(c.profile).as_dict() for c in self.candidates}
-        return {"passed": self.passed, "failures": self.failures(), "reference": _jsonable(self.reference),
+        return {"passed": self.passed, "failures": self.failures(), "reference": jsonable(self.reference),
                 "inputs": self.inputs, "frames": self.frames, "checksums": [c.as_dict() for c in self.checksums],
                 "tolerances": profiles, "candidates": [c.as_dict() for c in self.candidates], "notes": self.notes}
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become strings ("inf", "-inf", "nan"), numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Path):
-        return os.fspath(value)
-    return value
-
-
-def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write a JSON report atomically (temporary sibling, then renamed); non-finite floats become strings."""
-    import json
-
-    dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        tmp.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise FramegenError(f"{dest}: cannot write ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 # ----------------------------------------------------------------------------------------------- planning

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from models.atomic import atomic_output
 from models.errors import FramegenError
 
 MODEL_OUTPUT = "model_output"
@@ -299,9 +300,8 @@ def scale_onnx_output_conv(path: str | os.PathLike[str], factor: float) -> list[
         scaled = (arr.astype(np.float64) * factor).astype(arr.dtype)
         init.CopyFrom(numpy_helper.from_array(scaled, init.name))
         names.append(init.name)
-    tmp = Path(path).with_name(f".{Path(path).name}.partial")
-    onnx.save(model, os.fspath(tmp))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        onnx.save(model, os.fspath(tmp))
     return names
 
 

@@ -120,7 +120,7 @@ def bench(
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from toolkit.bench import BenchError, parse_batches, parse_list, run_bench
-    from toolkit.commands.render import write_json_atomic
+    from toolkit.files import write_json
 
     if e2e and (template is None or features is None):
         raise BenchError("bench: --e2e needs --template T and --features F")
@@ -144,6 +144,6 @@ def bench(
                        template=template if e2e else None, features=features if e2e else None,
                        e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress)
     if json_path is not None:
-        write_json_atomic(json_path, report)
+        write_json(json_path, report)
         note(f"report written to {json_path}")
     print_report(report)

@@ -70,8 +70,8 @@ def check(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
+    from toolkit.files import write_json
     from toolkit.golden import check_golden, print_golden_report
-    from toolkit.parity import write_json
 
     report = check_golden(golden, candidate, profile=profile)
     print_golden_report(report)

@@ -57,7 +57,7 @@ def parity(
     report.notes[:0] = notes + prepared.warnings
     print_report(report)
     if json_path is not None:
-        from toolkit.parity import write_json
+        from toolkit.files import write_json
 
         write_json(json_path, report.as_dict())
     if not report.passed:

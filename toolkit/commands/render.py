@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,16 +42,6 @@ def summary_line(stats: Any) -> str:
     if stats.frames_dir is not None:
         targets.append(f"{stats.frames_dir}/ ({stats.frames} PNGs)")
     return f"{stats.frames} frames in {_clock(stats.seconds)} ({stats.fps:.2f} fps) -> {', '.join(targets)}"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a hidden sibling and rename it into place."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def render(
@@ -119,6 +107,7 @@ def render(
 
     from runtimes.registry import open_backend, pipeline_options, resolve_auto
     from runtimes.spec import OpenRequest
+    from toolkit.files import write_json
     from toolkit.preprocess import PreparedTemplate
     from toolkit.render import check_render
     from toolkit.render import render as run_render
@@ -145,7 +134,7 @@ def render(
     if audio_s is not None and video_s is not None and audio_s + 0.5 < video_s:
         warn(f"{audio}: {audio_s:.2f} s of audio for {video_s:.2f} s of video; the end is silent")
     if stats_path is not None:
-        write_json_atomic(stats_path, stats.as_dict())
+        write_json(stats_path, stats.as_dict())
     out.print(summary_line(stats), markup=False, soft_wrap=True)
 
 

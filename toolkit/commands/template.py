@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -84,10 +83,9 @@ def _print_report(report: dict) -> None:
 
 
 def _write_preview(directory: Path, report: dict, path: Path) -> None:
-    import cv2
-
+    from toolkit.files import write_png
     from toolkit.preprocess import contact_sheet
-    from toolkit.template import TemplateError, open_template
+    from toolkit.template import open_template
 
     good = [f["index"] for f in report["frames"] if "error" not in f]
     if not good:
@@ -96,17 +94,7 @@ def _write_preview(directory: Path, report: dict, path: Path) -> None:
     step = max(1, len(good) / PREVIEW_TILES)
     picks = sorted({good[int(k * step)] for k in range(min(PREVIEW_TILES, len(good)))})
     sheet = contact_sheet(open_template(directory), picks)
-    ok, png = cv2.imencode(".png", sheet)
-    if not ok:
-        raise TemplateError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(png.tobytes())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot write preview ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_png(path, sheet)
     note(f"wrote preview {path} ({len(picks)} frames)")
 
 
