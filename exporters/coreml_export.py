@@ -21,24 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from exporters.errors import ExportError
+from framegen.exporters.errors import ExportError
+from framegen.models.imports import coremltools
 
 MINIMUM_DEPLOYMENT_TARGET = "iOS16"  # macOS 13; the ML program opset the coreml-mil verifier implements
 MAX_BATCH = 64
 _DROPPED_METADATA = ("com.github.apple.coremltools.conversion_date",)
 _PRECISIONS = ("fp32", "fp16")
-
-
-def coremltools() -> Any:
-    """Import coremltools without its import-time warnings (untested torch version, no native runtime on Linux)."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        import coremltools as ct
-    finally:
-        logger.setLevel(level)
-    return ct
 
 
 @contextlib.contextmanager
@@ -59,8 +48,7 @@ def exported_program(model: Any, kind: str) -> Any:
     """``torch.export`` of a generator (``kind='generator'``) or audio encoder with a dynamic batch axis, decomposed
     to core ATen ops: the input of :func:`convert`. Reuse it for both precisions; exporting is the slow part."""
     import torch
-
-    from exporters.onnx_export import encoder_example, generator_example
+    from framegen.exporters.onnx_export import encoder_example, generator_example
 
     args = generator_example(model.mode) if kind == "generator" else encoder_example()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
@@ -70,7 +58,7 @@ def exported_program(model: Any, kind: str) -> Any:
 
 
 def _io_spec(kind: str, mode: str) -> tuple[list[tuple[str, tuple[int, ...], str]], list[tuple[str, str]]]:
-    from models.contract import contract_dict
+    from framegen.models.contract import contract_dict
 
     c = contract_dict(mode)[kind]
     ins = []
@@ -89,9 +77,8 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
     renamed, so ``path`` never holds a half-written package.
     """
     import numpy as np
-
-    from exporters.metadata import artifact_metadata
-    from toolkit import __version__
+    from framegen.models.metadata import artifact_metadata
+    from framegen.models.version import __version__
 
     if precision not in _PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")
@@ -177,7 +164,7 @@ def export_generator_coreml(model: Any, path: str | os.PathLike[str], precision:
     """Export a generator to an .mlpackage (``image``, ``audio`` -> ``output``) at ``path``.
 
     ``program``: a ready :func:`exported_program` of the same module (saves the slow export when converting both
-    precisions). Not validated here; :func:`exporters.export.export_bundle` validates what it writes.
+    precisions). Not validated here; :func:`framegen.toolkit.export.export_bundle` validates what it writes.
     """
     prog = program if program is not None else exported_program(model, "generator")
     return convert(prog, "generator", model.mode, path, precision, metadata)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.errors import FramegenError
+from framegen.models.errors import FramegenError
 
 
 class ExportError(FramegenError):

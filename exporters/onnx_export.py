@@ -1,7 +1,7 @@
 """ONNX export of the generator and the audio encoder: contract names, dynamic batch, fp32 or fp16 weights.
 
 The exporter (TorchScript ``dynamo=False`` or ``torch.export``-based ``dynamo=True``) and the opset were chosen by
-measurement with ``python -m exporters.measure`` (figures in :data:`EXPORT_CHOICE`, copied into every manifest).
+measurement with ``python scripts/measure_exporters.py`` (figures in :data:`EXPORT_CHOICE`, copied into every manifest).
 An fp16 artifact is the fp32 graph with its float weights stored as float16 and casts at the edges, so callers feed
 and read float32 exactly as with fp32 (see :func:`to_float16`).
 """
@@ -17,15 +17,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporters.errors import ExportError
-from models.atomic import atomic_output
+from framegen.exporters.errors import ExportError
+from framegen.models.atomic import atomic_output
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_EXPORTER = "torchscript"
 DEFAULT_OPSET = 13
 BATCH_DIM = "batch"
 
-# What `python -m exporters.measure` printed when the choice was made (calibrated seeded 'ave' generator, batch 3;
+# What `python scripts/measure_exporters.py` printed when the choice was made (calibrated seeded ave generator,
+# batch 3;
 # ORT CPU batch-1 median of 7 interleaved rounds on 2 shared CPU cores under load 6-11; CUDA not available on that
 # machine, so GPU speed was not measured). Every candidate is equally correct (the two exporters emit the same ops;
 # the differences are fp32 rounding) and reproducible; all but torchscript/20 are within the 5 % noise floor of the
@@ -34,7 +35,7 @@ BATCH_DIM = "batch"
 EXPORT_CHOICE: dict[str, Any] = {
     "exporter": DEFAULT_EXPORTER,
     "opset": DEFAULT_OPSET,
-    "chosen_by": "python -m exporters.measure",
+    "chosen_by": "python scripts/measure_exporters.py",
     "rule": "fp32 error within tolerance and byte-reproducible; ORT CPU batch-1 median within the noise floor of the "
             "fastest; then lowest opset; then fastest export",
     "cuda": "not measured (no GPU on the measuring machine)",
@@ -223,8 +224,7 @@ def _check_precision(precision: str) -> None:
 def generator_example(mode: str, batch: int = 2) -> tuple[Any, Any]:
     """Zero tensors shaped like the generator's inputs (only their shapes matter to the exporters)."""
     import torch
-
-    from models.contract import INNER_SIZE, audio_shape
+    from framegen.models.contract import INNER_SIZE, audio_shape
 
     return torch.zeros(batch, 6, INNER_SIZE, INNER_SIZE), torch.zeros(batch, *audio_shape(mode))
 
@@ -232,8 +232,7 @@ def generator_example(mode: str, batch: int = 2) -> tuple[Any, Any]:
 def encoder_example(batch: int = 2) -> tuple[Any]:
     """A zero tensor shaped like the audio encoder's mel-window input."""
     import torch
-
-    from models.contract import ENC_MEL_WINDOW, MEL
+    from framegen.models.contract import ENC_MEL_WINDOW, MEL
 
     return (torch.zeros(batch, 1, MEL["n_mels"], ENC_MEL_WINDOW),)
 
@@ -241,7 +240,7 @@ def encoder_example(batch: int = 2) -> tuple[Any]:
 def generator_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
                          exporter: str | None = None) -> Any:
     """The generator as an in-memory ``onnx.ModelProto`` (inputs ``image``, ``audio``; output ``output``)."""
-    from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
+    from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 
     _check_precision(precision)
     proto = torch_to_onnx(model, generator_example(model.mode), (GEN_IMAGE, GEN_AUDIO), (GEN_OUTPUT,),
@@ -252,7 +251,7 @@ def generator_onnx_model(model: Any, precision: str = "fp32", opset: int | None 
 def encoder_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
                        exporter: str | None = None) -> Any:
     """The audio encoder as an in-memory ``onnx.ModelProto`` (input ``mel``; output ``embedding``)."""
-    from models.contract import ENC_INPUT, ENC_OUTPUT
+    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT
 
     _check_precision(precision)
     proto = torch_to_onnx(model, encoder_example(), (ENC_INPUT,), (ENC_OUTPUT,), exporter or DEFAULT_EXPORTER,
@@ -261,7 +260,7 @@ def encoder_onnx_model(model: Any, precision: str = "fp32", opset: int | None = 
 
 
 def _default_metadata(kind: str, mode: str, precision: str, metadata: dict[str, str] | None) -> dict[str, str]:
-    from exporters.metadata import artifact_metadata
+    from framegen.models.metadata import artifact_metadata
 
     return metadata if metadata is not None else artifact_metadata(kind, mode, precision)
 
@@ -270,9 +269,9 @@ def export_generator_onnx(model: Any, path: str | os.PathLike[str], precision: s
                           opset: int | None = None, *, metadata: dict[str, str] | None = None,
                           exporter: str | None = None) -> Path:
     """Export a generator module to ``path`` (.onnx) with the contract's names, a dynamic batch axis, float32 I/O
-    and ``metadata`` (default: :func:`exporters.metadata.artifact_metadata` without a source sha256).
+    and ``metadata`` (default: :func:`framegen.models.metadata.artifact_metadata` without a source sha256).
 
-    Not validated here; :func:`exporters.export.export_bundle` validates what it writes.
+    Not validated here; :func:`framegen.toolkit.export.export_bundle` validates what it writes.
     """
     proto = generator_onnx_model(model, precision, opset, exporter)
     set_metadata(proto, _default_metadata("generator", model.mode, precision, metadata))

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.errors import FramegenError
+from framegen.models.errors import FramegenError
 
 
 @contextlib.contextmanager

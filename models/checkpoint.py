@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from models.audio_encoder import AudioEncoder
-from models.errors import CheckpointError
-from models.unet import MODES, Model
+from framegen.models.audio_encoder import AudioEncoder
+from framegen.models.errors import CheckpointError
+from framegen.models.unet import MODES, Model
 
 ENCODER_PREFIX = "audio_encoder."
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")

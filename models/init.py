@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from framegen.models.audio_encoder import AudioEncoder
+from framegen.models.unet import AUDIO_SHAPES, InvertedResidual, Model
 from torch import nn
-
-from models.audio_encoder import AudioEncoder
-from models.unet import AUDIO_SHAPES, InvertedResidual, Model
 
 # The mask rectangle as slices (cv2.rectangle((5, 5, 310, 305)) fills x 5..314, y 5..309).
 _MASK_ROWS = slice(5, 310)

@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import torch
-
-from models.audio_encoder import AudioEncoder
-from models.checkpoint import encoder_state_for_saving
-from models.errors import CheckpointError
-from models.unet import Model
+from framegen.models.audio_encoder import AudioEncoder
+from framegen.models.checkpoint import encoder_state_for_saving
+from framegen.models.errors import CheckpointError
+from framegen.models.unet import Model
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> Path:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from framegen.models.contract import AUDIO_SHAPES, MODES
 from torch import nn
-
-from models.contract import AUDIO_SHAPES, MODES
 
 __all__ = ["AUDIO_SHAPES", "MODES", "Model"]
 

@@ -32,7 +32,7 @@ def require_fixture(name: str) -> Path:
 @pytest.fixture(scope="session")
 def calibrated_generator():
     """The calibrated seeded 'ave' generator module (seed 0), in eval mode."""
-    from models.init import init_generator
+    from framegen.models.init import init_generator
 
     return init_generator("ave", seed=0, calibrate=True)
 
@@ -40,7 +40,7 @@ def calibrated_generator():
 @pytest.fixture(scope="session")
 def generator_ckpt(tmp_path_factory, calibrated_generator) -> Path:
     """A calibrated seeded 'ave' checkpoint in SyncTalk_2D's format."""
-    from models.io import save_generator
+    from framegen.models.io import save_generator
 
     return save_generator(calibrated_generator, tmp_path_factory.mktemp("ckpt") / "generator_ave.pth")
 
@@ -48,7 +48,7 @@ def generator_ckpt(tmp_path_factory, calibrated_generator) -> Path:
 @pytest.fixture(scope="session")
 def audio_encoder():
     """The seeded, calibrated audio encoder module."""
-    from models.init import init_audio_encoder
+    from framegen.models.init import init_audio_encoder
 
     return init_audio_encoder(seed=0)
 
@@ -56,7 +56,7 @@ def audio_encoder():
 @pytest.fixture(scope="session")
 def encoder_ckpt(tmp_path_factory, audio_encoder) -> Path:
     """The seeded audio encoder saved like SyncTalk_2D's audio_visual_encoder.pth (no prefix)."""
-    from models.io import save_audio_encoder
+    from framegen.models.io import save_audio_encoder
 
     return save_audio_encoder(audio_encoder, tmp_path_factory.mktemp("enc") / "audio_visual_encoder.pth")
 
@@ -66,9 +66,9 @@ def real_ave_features() -> np.ndarray:
     """SyncTalk_2D's real 'ave' features for a 25 fps video (522 x 512), from ../shared."""
     return np.load(require_fixture("ave_features_522x512.npy"))
 
-from parity_tests.fx_audio import *  # noqa: E402, F403
-from parity_tests.fx_export import *  # noqa: E402, F403
-from parity_tests.fx_parity import *  # noqa: E402, F403
-from parity_tests.fx_render import *  # noqa: E402, F403
-from parity_tests.fx_runtimes import *  # noqa: E402, F403
-from parity_tests.fx_templates import *  # noqa: E402, F403
+from fx_audio import *  # noqa: E402, F403
+from fx_export import *  # noqa: E402, F403
+from fx_parity import *  # noqa: E402, F403
+from fx_render import *  # noqa: E402, F403
+from fx_runtimes import *  # noqa: E402, F403
+from fx_templates import *  # noqa: E402, F403

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from parity_tests.conftest import require_fixture
+from conftest import require_fixture
 
 SPEECH = "speech_16k_mono.wav"
 
@@ -81,7 +80,7 @@ def speech_path() -> Path:
 @pytest.fixture(scope="session")
 def speech_wav(speech_path) -> np.ndarray:
     """The speech clip decoded by framegen (PyAV)."""
-    from toolkit.audio import decode_audio
+    from framegen.toolkit.audio import decode_audio
 
     return decode_audio(speech_path)
 
@@ -89,7 +88,7 @@ def speech_wav(speech_path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def speech_mel(speech_wav) -> np.ndarray:
     """framegen's numpy mel of the speech clip, float32 (T, 80)."""
-    from toolkit.audio import melspectrogram
+    from framegen.toolkit.audio import melspectrogram
 
     return melspectrogram(speech_wav)
 
@@ -104,6 +103,6 @@ def speech_reference_mel(speech_path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def speech_features(speech_mel, audio_encoder) -> np.ndarray:
     """framegen's 'ave' features of the whole speech clip through the seeded encoder, float32 (N, 512)."""
-    from toolkit.audio import ave_features, torch_encoder_fn
+    from framegen.toolkit.audio import ave_features, torch_encoder_fn
 
     return ave_features(speech_mel, torch_encoder_fn(audio_encoder))

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from parity_tests.conftest import ROOT
+from conftest import ROOT
 
 __all__ = ["fake_features", "render_backend"]
 
@@ -32,7 +31,7 @@ def fake_prediction(image: np.ndarray, audio: np.ndarray) -> np.ndarray:
 def make_fake_backend(mode: str = "ave", fail_at_call: int | None = None,
                       exc: type[BaseException] = RuntimeError, delay: float = 0.0):
     """A :class:`runtimes.base.Backend` computing :func:`fake_prediction`; call ``fail_at_call`` raises ``exc``."""
-    from runtimes.base import Backend, BackendInfo, generator_io
+    from framegen.runtimes.base import Backend, BackendInfo, generator_io
 
     class FakeBackend(Backend):
         def __init__(self) -> None:
@@ -58,8 +57,8 @@ def make_fake_backend(mode: str = "ave", fail_at_call: int | None = None,
 @pytest.fixture(scope="session")
 def render_backend(calibrated_generator):
     """The calibrated seeded 'ave' generator on torch-cpu (the real model, shared by the render tests)."""
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     backend = open_backend("torch-cpu", OpenRequest(model=calibrated_generator, source="calibrated seed 0"))
     yield backend
@@ -79,9 +78,9 @@ def memory_probe(template_dir: str, frames: int, out_dir: str) -> dict[str, floa
 
     Runs in a fresh subprocess (see :func:`peak_rss_mb`), so the peak belongs to this render alone.
     """
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.render import render
-    from toolkit.template import open_template
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.render import render
+    from framegen.toolkit.template import open_template
 
     backend = make_fake_backend()
     feats = (np.abs(np.random.default_rng(0).normal(size=(frames, 512))) * 0.5).astype(np.float32)

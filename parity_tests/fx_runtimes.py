@@ -16,7 +16,7 @@ __all__ = ["onnx_fp16_io", "runtime_bundle", "runtime_inputs", "torch_reference"
 def _export_onnx(model, path: Path, precision: str) -> Path:
     """The export engineer's exporter when it is there; else torch.onnx.export (+ :func:`half_onnx` for fp16)."""
     try:
-        from exporters.onnx_export import export_generator_onnx
+        from framegen.exporters.onnx_export import export_generator_onnx
     except ImportError:
         export_generator_onnx = None
     if export_generator_onnx is not None:
@@ -66,7 +66,7 @@ def runtime_bundle(request, tmp_path_factory, calibrated_generator) -> Path:
         return Path(request.getfixturevalue("bundle_dir"))
     except pytest.FixtureLookupError:
         pass
-    from exporters.bundle import MANIFEST, sha256_path
+    from framegen.models.bundle import MANIFEST, sha256_path
 
     root = tmp_path_factory.mktemp("rt_bundle")
     entries = []
@@ -82,7 +82,7 @@ def runtime_bundle(request, tmp_path_factory, calibrated_generator) -> Path:
 @pytest.fixture(scope="session")
 def onnx_fp16_io(runtime_bundle, tmp_path_factory) -> Path:
     """An fp16 generator whose inputs and output are float16 (the bundle's fp16 artifact has float32 I/O)."""
-    from exporters.bundle import load_bundle
+    from framegen.models.bundle import load_bundle
 
     fp32 = load_bundle(runtime_bundle).find("generator", "onnx", "fp32").path
     return half_onnx(fp32, tmp_path_factory.mktemp("rt_fp16io") / "generator_fp16io.onnx")
@@ -92,9 +92,8 @@ def onnx_fp16_io(runtime_bundle, tmp_path_factory) -> Path:
 def runtime_inputs() -> tuple[np.ndarray, np.ndarray]:
     """Three real-looking frames: image-like crops and, when ../shared is there, real 'ave' feature windows."""
     import torch
-
-    from models.init import audio_like_batch, image_like_batch
-    from parity_tests.conftest import fixtures_dir
+    from conftest import fixtures_dir
+    from framegen.models.init import audio_like_batch, image_like_batch
 
     gen = torch.Generator().manual_seed(11)
     image = image_like_batch(3, gen).numpy()
@@ -112,8 +111,8 @@ def runtime_inputs() -> tuple[np.ndarray, np.ndarray]:
 def torch_reference(calibrated_generator, runtime_inputs) -> np.ndarray:
     """torch-cpu fp32 outputs for :func:`runtime_inputs` as one batch of 3 (the reference every runtime is compared
     with), through the torch-cpu backend."""
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     with open_backend("torch-cpu", OpenRequest(model=calibrated_generator)) as backend:
         return backend.infer(*runtime_inputs)

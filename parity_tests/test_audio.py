@@ -12,9 +12,7 @@ import wave
 import numpy as np
 import pytest
 import torch
-
-from parity_tests.fx_audio import librosa_reference_mel, tone, write_audio
-from toolkit.audio import (
+from framegen.toolkit.audio import (
     MIN_SAMPLES,
     AudioError,
     audio_to_features,
@@ -28,6 +26,7 @@ from toolkit.audio import (
     window_count,
     window_starts,
 )
+from fx_audio import librosa_reference_mel, tone, write_audio
 
 
 def auddataset_windows(mel: np.ndarray) -> list[torch.Tensor]:
@@ -315,7 +314,7 @@ def test_ave_features_progress_bar(speech_mel, capsys):
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """``framegen ARGS`` in-process through toolkit.cli.main (exit code, stdout, stderr)."""
-    from toolkit import cli
+    from framegen.toolkit import cli
 
     monkeypatch.setattr(sys, "argv", ["framegen", *args])
     with pytest.raises(SystemExit) as exc:

@@ -14,9 +14,8 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from typer.testing import CliRunner
-
-from parity_tests.conftest import ROOT
 
 BATCHES = (1, 2)
 ITERATIONS = 2
@@ -28,7 +27,7 @@ STAGES = {"prepare", "infer", "paste", "encode"}
 def bench_cli(tmp_path_factory, generator_ckpt, runtime_bundle, synth_template_dir, parity_features_path):
     """``framegen bench`` run in process with --json: (report as written, stdout). ``runtime_bundle`` holds the
     ONNX export of the same calibrated generator as ``generator_ckpt``."""
-    from toolkit.cli import app
+    from framegen.toolkit.cli import app
 
     report_path = tmp_path_factory.mktemp("bench") / "report.json"
     args = ["bench", "--checkpoint", str(generator_ckpt), "--bundle", str(runtime_bundle),
@@ -44,7 +43,7 @@ def bench_cli(tmp_path_factory, generator_ckpt, runtime_bundle, synth_template_d
 # ------------------------------------------------------------------------------------------- arithmetic
 
 def test_flop_count_ave_is_9_77_gflop():
-    from toolkit.bench import generator_flops
+    from framegen.toolkit.bench import generator_flops
 
     assert generator_flops("ave") / 1e9 == pytest.approx(9.77, abs=0.01)
 
@@ -53,10 +52,9 @@ def test_flop_count_ave_is_9_77_gflop():
 def test_flop_count_matches_torch_flop_counter(mode):
     """An independent count: PyTorch's FlopCounterMode over the same forward pass (shapes only, meta device)."""
     import torch
+    from framegen.models.unet import AUDIO_SHAPES, Model
+    from framegen.toolkit.bench import generator_flops
     from torch.utils.flop_counter import FlopCounterMode
-
-    from models.unet import AUDIO_SHAPES, Model
-    from toolkit.bench import generator_flops
 
     with torch.device("meta"):
         model = Model(6, mode).eval()
@@ -66,8 +64,8 @@ def test_flop_count_matches_torch_flop_counter(mode):
 
 
 def test_bench_inputs_are_image_like_and_never_zero():
-    from models.contract import MASK_COLS, MASK_ROWS
-    from toolkit.bench import bench_inputs
+    from framegen.models.contract import MASK_COLS, MASK_ROWS
+    from framegen.toolkit.bench import bench_inputs
 
     image, audio = bench_inputs("ave", 2)
     assert image.shape == (2, 6, 320, 320) and audio.shape == (2, 32, 16, 16)
@@ -84,7 +82,7 @@ def test_bench_inputs_are_image_like_and_never_zero():
 
 
 def test_peak_rss_sees_an_allocation():
-    from toolkit.bench import PeakRss
+    from framegen.toolkit.bench import PeakRss
 
     with PeakRss() as rss:
         block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
@@ -93,7 +91,7 @@ def test_peak_rss_sees_an_allocation():
 
 
 def test_latency_percentiles():
-    from toolkit.bench import latency_summary
+    from framegen.toolkit.bench import latency_summary
 
     s = latency_summary([0.001 * k for k in range(1, 101)])  # 1..100 ms
     assert s["min"] == 1.0 and s["max"] == 100.0 and s["mean"] == pytest.approx(50.5)
@@ -101,7 +99,7 @@ def test_latency_percentiles():
 
 
 def test_machine_peak_estimates():
-    from toolkit.machine import cpu_flop_per_cycle, gpu_peak_tflops, peak_gflops
+    from framegen.toolkit.machine import cpu_flop_per_cycle, gpu_peak_tflops, peak_gflops
 
     zen4 = {"avx", "avx2", "fma", "avx512f"}
     assert cpu_flop_per_cycle(zen4, "AuthenticAMD", 0x19, "x86_64", "AMD EPYC")[0] == 32
@@ -119,7 +117,7 @@ def test_machine_peak_estimates():
 
 
 def test_describe_machine_here():
-    from toolkit.machine import describe_machine
+    from framegen.toolkit.machine import describe_machine
 
     m = describe_machine()
     cpu = m["cpu"]
@@ -196,7 +194,7 @@ def test_cli_table(bench_cli):
 # ------------------------------------------------------------------------------------------- errors
 
 def test_option_errors():
-    from toolkit.bench import BenchError, parse_batches, plan, run_bench
+    from framegen.toolkit.bench import BenchError, parse_batches, plan, run_bench
 
     with pytest.raises(BenchError, match="--batch '1,x'"):
         parse_batches("1,x")
@@ -212,7 +210,7 @@ def test_option_errors():
 
 
 def test_plan_skips_what_the_source_cannot_feed(generator_ckpt):
-    from toolkit.bench import plan
+    from framegen.toolkit.bench import plan
 
     runs, skipped = plan(generator_ckpt, None, ["torch-cpu", "ort-cpu"])
     assert runs == [("torch-cpu", "fp32")]
@@ -221,7 +219,7 @@ def test_plan_skips_what_the_source_cannot_feed(generator_ckpt):
 
 def test_cli_error_exit_code_and_no_report(tmp_path, generator_ckpt):
     report = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", "--checkpoint", str(generator_ckpt),
+    proc = subprocess.run([sys.executable, "-m", "framegen.toolkit.cli", "bench", "--checkpoint", str(generator_ckpt),
                            "--backends", "no-such-backend", "--json", str(report)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2, proc.stderr

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
+from framegen.models import AudioEncoder
+from framegen.models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator
+from framegen.models.init import audio_like_batch, image_like_batch
+from framegen.models.version import __version__
+from framegen.toolkit.cli import app
 from typer.testing import CliRunner
-
-from models import AudioEncoder
-from models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator
-from models.init import audio_like_batch, image_like_batch
-from parity_tests.conftest import ROOT
-from toolkit import __version__
-from toolkit.cli import app
 
 
 def _framegen(*args: str) -> subprocess.CompletedProcess[str]:

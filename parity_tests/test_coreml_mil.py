@@ -11,16 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from models.contract import ENC_INPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
-from models.errors import FramegenError
+from framegen.models.contract import ENC_INPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
+from framegen.models.errors import FramegenError
 
 ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
-
-from runtimes.coreml_mil import (  # noqa: E402
+from framegen.runtimes.coreml_mil import (  # noqa: E402
     NAME,
     MilError,
     MilNonFiniteError,
@@ -29,7 +27,7 @@ from runtimes.coreml_mil import (  # noqa: E402
     encoder_fn,
     run_mlpackage,
 )
-from runtimes.mil_ops import bilinear_grid  # noqa: E402
+from framegen.runtimes.mil_ops import bilinear_grid  # noqa: E402
 
 # Measured on the calibrated seed-0 'ave' generator, exporter's packages, image-like frames: fp32 program vs PyTorch
 # max 1.3e-4..1.5e-4, mean 1.1e-5 -- as PyTorch vs PyTorch with BatchNorm folded into the convolutions (max 1.9e-4,
@@ -56,7 +54,7 @@ def _convert(exported, names_in, name_out, path):
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory, calibrated_generator, audio_encoder) -> dict[str, Path]:
     """The seeded generator and encoder as Core ML ML programs, fp32 and fp16, exported once by the exporter."""
-    from exporters.coreml_export import export_encoder_coreml, export_generator_coreml, exported_program
+    from framegen.exporters.coreml_export import export_encoder_coreml, export_generator_coreml, exported_program
 
     out = tmp_path_factory.mktemp("coreml_mil")
     gen_program = exported_program(calibrated_generator, "generator")
@@ -73,7 +71,7 @@ def packages(tmp_path_factory, calibrated_generator, audio_encoder) -> dict[str,
 @pytest.fixture(scope="module")
 def frame(calibrated_generator):
     """One image-like frame, its audio window, and PyTorch's output for it."""
-    from models.init import audio_like_batch, image_like_batch
+    from framegen.models.init import audio_like_batch, image_like_batch
 
     gen = torch.Generator().manual_seed(123)
     image, audio = image_like_batch(1, gen), audio_like_batch("ave", 1, gen)
@@ -85,8 +83,8 @@ def frame(calibrated_generator):
 @pytest.fixture(scope="module")
 def fp32_result(packages, frame):
     """The fp32 generator program's output for ``frame``, through the registry's coreml-mil backend."""
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     image, audio, _ = frame
     with open_backend(NAME, OpenRequest(artifact=packages["generator_fp32"])) as backend:
@@ -196,7 +194,7 @@ def test_altered_weights_are_caught(packages, frame, audio_encoder, tmp_path, mo
 # --- the backend ------------------------------------------------------------------------------------------------
 
 def test_backend_is_listed_as_an_available_verifier():
-    from runtimes.registry import list_backends
+    from framegen.runtimes.registry import list_backends
 
     row = next(r for r in list_backends() if r["name"] == NAME)
     assert row["available"], row["reason"]
@@ -205,7 +203,7 @@ def test_backend_is_listed_as_an_available_verifier():
 
 
 def _bundle(root: Path, packages: dict[str, Path], precisions: dict[str, str]) -> Path:
-    from exporters.bundle import sha256_path
+    from framegen.models.bundle import sha256_path
 
     root.mkdir()
     arts = []
@@ -219,9 +217,9 @@ def _bundle(root: Path, packages: dict[str, Path], precisions: dict[str, str]) -
 
 
 def test_backend_opens_a_bundles_artifact_and_refuses_bad_ones(packages, tmp_path):
-    from runtimes.base import BackendError
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.base import BackendError
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     good = _bundle(tmp_path / "good", packages, {"fp16": "fp16"})
     with open_backend(NAME, OpenRequest(bundle=good, precision="fp16")) as backend:
@@ -240,9 +238,9 @@ def test_backend_opens_a_bundles_artifact_and_refuses_bad_ones(packages, tmp_pat
 
 
 def test_backend_refuses_a_program_that_is_not_a_generator(packages):
-    from runtimes.base import BackendError
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.base import BackendError
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     with pytest.raises(BackendError, match="not a framegen generator"):
         open_backend(NAME, OpenRequest(artifact=packages["encoder_fp32"], mode="ave"))

@@ -8,8 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from toolkit.demo import (
+from framegen.toolkit.demo import (
     DEFAULT_STEPS,
     MARKER,
     DemoContext,
@@ -22,7 +21,7 @@ from toolkit.demo import (
     step_parity,
     summary_lines,
 )
-from toolkit.video import probe_video
+from framegen.toolkit.video import probe_video
 
 
 def test_speech_like_signal():
@@ -37,7 +36,7 @@ def test_speech_like_signal():
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from toolkit.cli import main
+    from framegen.toolkit.cli import main
 
     monkeypatch.setattr(sys, "argv", ["framegen", *args])
     try:
@@ -65,8 +64,8 @@ def test_demo_cli_quick(tmp_path, monkeypatch, capsys):
     assert sorted((a["model"], a["format"], a["precision"]) for a in manifest["artifacts"]) == sorted(
         (m, "onnx", p) for m in ("generator", "audio_encoder") for p in ("fp32", "fp16"))
     # One video per backend that runs here and is fed (torch-cpu from the checkpoint, ort-cpu from the bundle).
-    from runtimes.registry import list_backends
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import list_backends
+    from framegen.runtimes.spec import OpenRequest
 
     stats = json.loads((out / "stats.json").read_text())
     fed = {r["name"] for r in list_backends(OpenRequest(checkpoint=out / "generator_ave.pth", bundle=out / "bundle"))
@@ -114,8 +113,8 @@ def test_parity_step_on_full_bundle(tmp_path, demo_inputs, capsys):
 
 
 def test_parity_failure_exits_nonzero(tmp_path, demo_inputs):
-    from models.init import init_generator
-    from models.io import save_generator
+    from framegen.models.init import init_generator
+    from framegen.models.io import save_generator
 
     # A checkpoint other than the bundle's: the bundle's ONNX model no longer matches the reference.
     other = save_generator(init_generator("ave", seed=1, calibrate=True), tmp_path / "other.pth")

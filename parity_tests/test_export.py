@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from exporters.bundle import MANIFEST, load_bundle, sha256_path
-from exporters.errors import ExportError, ExportValidationError
-from models.checkpoint import sha256_file
-from models.contract import contract_dict
-from models.errors import CheckpointError
+from framegen.exporters.errors import ExportError, ExportValidationError
+from framegen.models.bundle import MANIFEST, load_bundle, sha256_path
+from framegen.models.checkpoint import sha256_file
+from framegen.models.contract import contract_dict
+from framegen.models.errors import CheckpointError
 
 ORT = pytest.importorskip("onnxruntime")
 
@@ -33,7 +32,7 @@ def _session(path: Path):
 
 def _fresh_inputs(batch: int, seed: int = 77) -> tuple[np.ndarray, np.ndarray]:
     """Image-like crops with the exact mask and non-negative audio windows, not the ones validation used."""
-    from models.init import audio_like_batch, image_like_batch
+    from framegen.models.init import audio_like_batch, image_like_batch
 
     gen = torch.Generator().manual_seed(seed)
     return image_like_batch(batch, gen).numpy(), audio_like_batch("ave", batch, gen).numpy()
@@ -51,7 +50,7 @@ def bundle(bundle_dir):
 @pytest.fixture(scope="module")
 def gen_reference(calibrated_generator):
     """PyTorch's output on the validation inputs and its folded convolutions (one forward pass)."""
-    from exporters.validate import reference
+    from framegen.toolkit.validate import reference
 
     return reference(calibrated_generator, "generator", "ave")
 
@@ -109,7 +108,7 @@ def test_manifest_schema(bundle, generator_ckpt, encoder_ckpt):
 
 
 def test_directory_sha256_follows_the_documented_rule(bundle):
-    """docs/CONTRACT.md's rule for .mlpackage hashes, restated independently of exporters.bundle."""
+    """docs/CONTRACT.md's rule for .mlpackage hashes, restated independently of models.bundle."""
     art = bundle.find("generator", "coreml", "fp16")
     files = sorted((f for f in art.path.rglob("*") if f.is_file()), key=lambda f: f.relative_to(art.path).as_posix())
     digest = hashlib.sha256()
@@ -180,7 +179,7 @@ def test_fp32_onnx_generator_at_batch_3_matches_pytorch(bundle, calibrated_gener
 
 
 def test_encoder_onnx_matches_pytorch_within_1e4(bundle, audio_encoder):
-    from exporters.validate import validation_inputs
+    from framegen.toolkit.validate import validation_inputs
 
     (mel,) = validation_inputs("audio_encoder", "ave", 3, seed=99)
     with torch.no_grad():
@@ -194,9 +193,8 @@ def test_encoder_onnx_matches_pytorch_within_1e4(bundle, audio_encoder):
 
 def test_fp16_artifacts_hold_half_weights_and_take_float32(bundle):
     import onnx
+    from framegen.toolkit.validate import coreml_convs
     from onnx import TensorProto
-
-    from exporters.validate import coreml_convs
 
     for model in ("generator", "audio_encoder"):
         proto = onnx.load(str(bundle.find(model, "onnx", "fp16").path))
@@ -210,9 +208,9 @@ def test_fp16_artifacts_hold_half_weights_and_take_float32(bundle):
 
 def test_reexport_is_byte_identical(bundle, audio_encoder, encoder_ckpt, tmp_path):
     """The same module and metadata give the same bytes: ONNX and Core ML (package identifiers included)."""
-    from exporters.coreml_export import export_encoder_coreml
-    from exporters.metadata import artifact_metadata
-    from exporters.onnx_export import export_encoder_onnx
+    from framegen.exporters.coreml_export import export_encoder_coreml
+    from framegen.exporters.onnx_export import export_encoder_onnx
+    from framegen.models.metadata import artifact_metadata
 
     sha = sha256_file(encoder_ckpt)
     onnx_path = export_encoder_onnx(audio_encoder, tmp_path / "e.onnx", "fp32",
@@ -239,7 +237,7 @@ def _scale_onnx_conv(src: Path, dst: Path, factor: float, which: int = 0) -> Non
 
 def test_a_slightly_wrong_weight_fails_fp16_validation(bundle, gen_reference, tmp_path):
     """A 1 % error in the output convolution stays within fp16's output limits; the weight check refuses it."""
-    from exporters.validate import TOLERANCES, check_numbers, validate_onnx
+    from framegen.toolkit.validate import TOLERANCES, check_numbers, validate_onnx
 
     bad = tmp_path / "generator.fp16.onnx"
     _scale_onnx_conv(bundle.find("generator", "onnx", "fp16").path, bad, 1.01, which=-1)
@@ -253,8 +251,7 @@ def test_a_slightly_wrong_weight_fails_fp16_validation(bundle, gen_reference, tm
 
 def test_a_wrong_coreml_weight_fails_validation(bundle, gen_reference, tmp_path):
     from coremltools.models.utils import load_spec
-
-    from exporters.validate import validate_coreml
+    from framegen.toolkit.validate import validate_coreml
 
     src = bundle.find("generator", "coreml", "fp32").path
     bad = tmp_path / src.name
@@ -277,8 +274,8 @@ def test_a_wrong_coreml_weight_fails_validation(bundle, gen_reference, tmp_path)
 def test_a_corrupt_export_leaves_no_bundle(monkeypatch, capsys, tmp_path, generator_ckpt, bundle, gen_reference):
     """The exporter is made to produce a generator with one weight off; `framegen export` exits 2 with one line
     naming the artifact, and neither the bundle nor its temporary directory remains."""
-    import exporters.export as ex
-    from toolkit.cli import main
+    import framegen.toolkit.export as ex
+    from framegen.toolkit.cli import main
 
     good = bundle.find("generator", "onnx", "fp32").path
     corrupt = tmp_path / "corrupt.onnx"
@@ -320,7 +317,7 @@ def _bad_checkpoints(tmp_path: Path, calibrated_generator) -> dict[str, Path]:
 
 
 def test_bad_checkpoints_fail_before_anything_is_written(tmp_path, calibrated_generator):
-    from exporters.export import export_bundle
+    from framegen.toolkit.export import export_bundle
 
     expect = {"missing": "missing key", "shape": "shape mismatch for 'outc.conv.weight'", "garbage": "junk.pth"}
     for kind, path in _bad_checkpoints(tmp_path, calibrated_generator).items():
@@ -331,7 +328,7 @@ def test_bad_checkpoints_fail_before_anything_is_written(tmp_path, calibrated_ge
 
 
 def test_bad_options_and_existing_output_are_refused(tmp_path, generator_ckpt, encoder_ckpt, bundle_dir):
-    from exporters.export import export_bundle
+    from framegen.toolkit.export import export_bundle
 
     out = tmp_path / "B"
     with pytest.raises(ExportError, match="unknown format 'tflite'"):
@@ -352,7 +349,7 @@ def test_bad_options_and_existing_output_are_refused(tmp_path, generator_ckpt, e
 
 
 def test_cli_bad_checkpoint_exits_2_with_one_line(monkeypatch, capsys, tmp_path, calibrated_generator):
-    from toolkit.cli import main
+    from framegen.toolkit.cli import main
 
     path = _bad_checkpoints(tmp_path, calibrated_generator)["shape"]
     out = tmp_path / "B"

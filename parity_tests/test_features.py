@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from models.contract import audio_shape
-from toolkit.features import (
+from framegen.models.contract import audio_shape
+from framegen.toolkit.features import (
     FeatureError,
     audio_window,
     audio_windows,

@@ -12,11 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT
+from framegen.toolkit.cli import app
+from framegen.toolkit.golden import STAGE_NAMES, check_golden, copy_candidate, load_index, read_stage
 from typer.testing import CliRunner
-
-from parity_tests.conftest import ROOT
-from toolkit.cli import app
-from toolkit.golden import STAGE_NAMES, check_golden, copy_candidate, load_index, read_stage
 
 
 def _framegen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,7 +46,7 @@ def _mantissa(arr: np.ndarray, bits: int, toward_zero: bool = False) -> np.ndarr
 
 
 def test_layout_index_and_readme(golden_dir, bundle_dir):
-    from models.contract import contract_dict
+    from framegen.models.contract import contract_dict
 
     index = load_index(golden_dir)
     assert [c["frame"] for c in index["cases"]] == [0, index["feature_frames"] - 1]
@@ -74,9 +73,9 @@ def test_layout_index_and_readme(golden_dir, bundle_dir):
 
 
 def test_golden_is_what_the_render_pipeline_produces(golden_dir, bundle_dir, prepared_template, parity_features):
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
-    from toolkit.render import iter_frames
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.render import iter_frames
 
     case = load_index(golden_dir)["cases"][0]
     with open_backend("ort-cpu", OpenRequest(bundle=bundle_dir, precision="fp32")) as backend:
@@ -104,9 +103,8 @@ def test_write_refuses_existing_output_and_bad_inputs(golden_dir, bundle_dir, sy
 def test_write_from_audio_records_mel_windows_and_embeddings(tmp_path, bundle_dir, synth_template_dir, encoder_ckpt,
                                                              speech_wav, audio_encoder):
     import torch
-
-    from parity_tests.fx_audio import write_audio
-    from toolkit.audio import decode_audio, mel_windows, melspectrogram
+    from framegen.toolkit.audio import decode_audio, mel_windows, melspectrogram
+    from fx_audio import write_audio
 
     clip = write_audio(tmp_path / "clip.wav", speech_wav[16000:16000 * 3][None], 16000)
     out = tmp_path / "G"
@@ -166,8 +164,8 @@ def test_nearest_neighbour_paste_back_departs_at_the_final_frame(golden_dir, tmp
 
 @pytest.mark.parametrize("window", ["zeros", "constant"])
 def test_ignoring_the_audio_departs_at_the_audio_window(golden_dir, bundle_dir, tmp_path, window):
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
 
     index = load_index(golden_dir)
     with open_backend("ort-cpu", OpenRequest(bundle=bundle_dir, precision="fp32")) as backend:

@@ -12,21 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from exporters.errors import ExportValidationError
-from exporters.image_io import (
-    LIMITS,
-    METADATA_KEY,
-    build_image_artifact,
-    compare_uint8,
-    image_metadata,
-    reference_uint8,
-    validate_image_artifact,
-    wrap_onnx_generator,
-)
-from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
-from runtimes.base import BackendError
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
+from framegen.exporters.errors import ExportValidationError
+from framegen.exporters.image_io import METADATA_KEY, build_image_artifact, image_metadata, wrap_onnx_generator
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.runtimes.base import BackendError
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
+from framegen.toolkit.validate_image import LIMITS, compare_uint8, reference_uint8, validate_image_artifact
 
 ct = pytest.importorskip("coremltools")
 
@@ -37,9 +28,9 @@ FRAMES = (0, 1, 2)  # output frames: template frames 1-3 (ping-pong), audio wind
 def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
     """A bundle holding the four image-I/O generator variants (ONNX / Core ML x fp32 / fp16), and the tensor ONNX
     graphs they wrap (serialized), exported once."""
-    from exporters.bundle import MANIFEST, sha256_path
-    from exporters.onnx_export import generator_onnx_model, to_float16
-    from models.checkpoint import sha256_file
+    from framegen.exporters.onnx_export import generator_onnx_model, to_float16
+    from framegen.models.bundle import MANIFEST, sha256_path
+    from framegen.models.checkpoint import sha256_file
 
     root = tmp_path_factory.mktemp("image_bundle")
     sha = sha256_file(generator_ckpt)
@@ -63,7 +54,7 @@ def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
 def crops(prepared_template, parity_features):
     """Three real-looking 320x320 reference crops (uint8 BGR) with their audio windows and the reference
     pipeline's uint8 predictions."""
-    from toolkit.features import audio_windows
+    from framegen.toolkit.features import audio_windows
 
     ref = np.stack([prepared_template.prepared(prepared_template.template_index(i)).crop328[4:324, 4:324]
                     for i in FRAMES])
@@ -88,8 +79,7 @@ def _ort(blob_or_path):
 
 def test_onnx_variant_takes_and_returns_uint8_nhwc_bgr_with_the_contract_metadata(image_bundle):
     import onnx
-
-    from exporters.metadata import contract_json
+    from framegen.models.metadata import contract_json
 
     for prec in ("fp32", "fp16"):
         s = _ort(image_bundle.path("onnx", prec))
@@ -111,9 +101,8 @@ def test_onnx_preprocessing_and_truncation_inside_the_graph_are_bit_exact(image_
     """The graph's own 6-plane generator input equals ``model_input`` bit for bit (float32 /255, mask, concat), and
     its uint8 output equals ``pred_to_uint8`` of its own float generator output: the wrapper adds no error."""
     import onnx
+    from framegen.models.pixels import model_input, pred_to_uint8
     from onnx import TensorProto, helper
-
-    from toolkit.preprocess import model_input, pred_to_uint8
 
     model = onnx.load(str(image_bundle.path("onnx", "fp32")))
     model.graph.output.extend([
@@ -129,7 +118,7 @@ def test_onnx_preprocessing_and_truncation_inside_the_graph_are_bit_exact(image_
 
 @pytest.mark.parametrize("prec", ["fp32", "fp16"])
 def test_onnx_variant_equals_pred_to_uint8_of_the_tensor_artifact(image_bundle, crops, prec):
-    from toolkit.preprocess import model_input, pred_to_uint8
+    from framegen.models.pixels import model_input, pred_to_uint8
 
     c328 = np.zeros((len(FRAMES), 328, 328, 3), np.uint8)
     c328[:, 4:324, 4:324] = crops.ref
@@ -140,7 +129,7 @@ def test_onnx_variant_equals_pred_to_uint8_of_the_tensor_artifact(image_bundle, 
 
 
 def test_onnx_variant_matches_the_reference_pipeline_at_batch_1_and_3(image_bundle, crops, expected):
-    from runtimes.image_io_backend import open_image_model
+    from framegen.runtimes.image_io_backend import open_image_model
 
     with open_image_model(image_bundle.path("onnx", "fp32")) as m:
         batch3 = m.infer_uint8(crops.ref, crops.audio)
@@ -158,7 +147,7 @@ def test_onnx_variant_matches_the_reference_pipeline_at_batch_1_and_3(image_bund
 
 def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle, crops, expected, tmp_path):
     """The limits can fail: RGB fed for BGR, or the output convolution scaled by 1 %."""
-    from toolkit.profiles import scale_onnx_output_conv
+    from framegen.toolkit.profiles import scale_onnx_output_conv
 
     rgb = _ort(image_bundle.path("onnx", "fp32")).run(None, {GEN_IMAGE: np.ascontiguousarray(crops.ref[..., ::-1]),
                                                              GEN_AUDIO: crops.audio})[0]
@@ -171,8 +160,8 @@ def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle
 
 
 def test_validation_accepts_the_variant_and_refuses_a_broken_one(image_bundle, calibrated_generator, tmp_path):
-    from exporters.validate import reference
-    from toolkit.profiles import scale_onnx_output_conv
+    from framegen.toolkit.profiles import scale_onnx_output_conv
+    from framegen.toolkit.validate import reference
 
     path = image_bundle.path("onnx", "fp32")
     meta = json.loads((image_bundle.root / "manifest.json").read_text())["artifacts"][0]["metadata"]
@@ -192,7 +181,7 @@ def test_validation_accepts_the_variant_and_refuses_a_broken_one(image_bundle, c
 
 
 def test_wrapping_refuses_a_graph_that_is_not_a_generator(image_bundle):
-    from exporters.errors import ExportError
+    from framegen.exporters.errors import ExportError
 
     with pytest.raises(ExportError, match="not a tensor-I/O generator graph"):
         wrap_onnx_generator(wrap_onnx_generator(image_bundle.base))
@@ -203,8 +192,7 @@ def test_wrapping_refuses_a_graph_that_is_not_a_generator(image_bundle):
 def test_coreml_variant_has_bgr_image_input_and_output_and_the_contract_metadata(image_bundle):
     from coremltools.models.utils import load_spec
     from coremltools.proto import FeatureTypes_pb2
-
-    from exporters.metadata import contract_json
+    from framegen.models.metadata import contract_json
 
     space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name
     for prec in ("fp32", "fp16"):
@@ -222,7 +210,7 @@ def test_coreml_variant_has_bgr_image_input_and_output_and_the_contract_metadata
 
 
 def test_coreml_program_divides_by_255_and_floors_in_its_own_precision(image_bundle):
-    from runtimes.coreml_mil import MilProgram
+    from framegen.runtimes.coreml_mil import MilProgram
 
     for prec in ("fp32", "fp16"):
         prog = MilProgram(image_bundle.path("coreml", prec))
@@ -233,7 +221,7 @@ def test_coreml_program_divides_by_255_and_floors_in_its_own_precision(image_bun
 
 
 def test_image_conversion_of_the_verifier_refuses_values_core_ml_would_have_to_round():
-    from runtimes.image_io_backend import pixels_to_planes, planes_to_pixels
+    from framegen.runtimes.image_io_backend import pixels_to_planes, planes_to_pixels
 
     bgr = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
     planes = pixels_to_planes(bgr, "BGR")
@@ -251,8 +239,7 @@ def test_image_conversion_of_the_verifier_refuses_values_core_ml_would_have_to_r
 
 def test_floor_op_follows_the_spec(tmp_path):
     from coremltools.converters.mil import Builder as mb
-
-    from runtimes.coreml_mil import MilProgram
+    from framegen.runtimes.coreml_mil import MilProgram
 
     x = np.array([[-1.5, -0.0, 0.25, 0.999, 1.0, 254.999, 255.0, 3e4]], dtype=np.float32)
 
@@ -275,8 +262,8 @@ def test_floor_op_follows_the_spec(tmp_path):
 @pytest.fixture(scope="session")
 def image_parity(image_bundle, generator_ckpt, prepared_template, parity_features):
     """Parity of the four variants (ort-cpu and coreml-mil, fp32 and fp16) on the first two output frames."""
-    from exporters.bundle import load_bundle
-    from toolkit.image_parity import plan_image_candidates, run_image_parity
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.image_parity import plan_image_candidates, run_image_parity
 
     cands, _ = plan_image_candidates(load_bundle(image_bundle.root))
     return run_image_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, cands, frames=2)
@@ -310,10 +297,10 @@ def test_coreml_fp16_variant_computes_in_fp16_within_the_export_limits(image_par
 def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_template, parity_features, tmp_path):
     import shutil
 
-    from exporters.bundle import MANIFEST, sha256_path
-    from toolkit.image_parity import run_image_parity
-    from toolkit.parity import Candidate
-    from toolkit.profiles import scale_onnx_output_conv
+    from framegen.models.bundle import MANIFEST, sha256_path
+    from framegen.toolkit.image_parity import run_image_parity
+    from framegen.toolkit.parity import Candidate
+    from framegen.toolkit.profiles import scale_onnx_output_conv
 
     root = tmp_path / "broken"
     root.mkdir()
@@ -336,16 +323,16 @@ def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_te
 @pytest.fixture(scope="session")
 def image_golden(tmp_path_factory, image_bundle, generator_ckpt, prepared_template, parity_features):
     """Golden vectors of the plain float pipeline (PyTorch fp32 model output), two cases."""
-    from toolkit.golden import write_golden
+    from framegen.toolkit.golden import write_golden
 
     return write_golden(image_bundle.root, prepared_template, parity_features,
                         tmp_path_factory.mktemp("image_golden") / "G", cases=2, checkpoint=generator_ckpt)
 
 
 def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_path):
-    from runtimes.image_io_backend import open_image_model
-    from toolkit.golden import check_golden
-    from toolkit.image_parity import write_image_candidate
+    from framegen.runtimes.image_io_backend import open_image_model
+    from framegen.toolkit.golden import check_golden
+    from framegen.toolkit.image_parity import write_image_candidate
 
     with open_image_model(image_bundle.path("onnx", "fp32")) as m:
         fp32 = write_image_candidate(image_golden, m, tmp_path / "fp32")
@@ -367,10 +354,9 @@ def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_pa
 # ------------------------------------------------------------------------------------------------------ export CLI
 
 def test_export_io_image_writes_validated_image_artifacts_into_the_manifest(generator_ckpt, tmp_path):
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.cli import app
     from typer.testing import CliRunner
-
-    from exporters.bundle import load_bundle
-    from toolkit.cli import app
 
     out = tmp_path / "bundle"
     result = CliRunner().invoke(app, ["export", str(generator_ckpt), "--out", str(out), "--formats", "onnx",
@@ -393,7 +379,7 @@ def test_export_refuses_an_unknown_io_variant_before_writing(generator_ckpt, tmp
     import subprocess
     import sys
 
-    from parity_tests.conftest import ROOT
+    from conftest import ROOT
 
     out = tmp_path / "bundle"
     proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", str(generator_ckpt), "--out", str(out),

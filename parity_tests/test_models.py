@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from models import AUDIO_SHAPES, MODES, AudioEncoder, CheckpointError, Model, inspect_checkpoint
-from models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator
-from models.init import image_like_batch
-from parity_tests.conftest import ROOT, fixtures_dir
+from conftest import ROOT, fixtures_dir
+from framegen.models import AUDIO_SHAPES, MODES, AudioEncoder, CheckpointError, Model, inspect_checkpoint
+from framegen.models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator
+from framegen.models.init import image_like_batch
 
 GENERATOR_PARAMETERS = 12_186_935  # ARCHITECTURE.md, 'ave'
 ENCODER_PARAMETERS = 2_812_672  # "2.8 M" in ARCHITECTURE.md

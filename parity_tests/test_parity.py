@@ -15,13 +15,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT
+from framegen.toolkit.cli import app
+from framegen.toolkit.metrics import ErrorStats
+from framegen.toolkit.parity import Candidate, parse_backends, plan_candidates, run_parity, verify_checksums
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, broken_bundle, get_profile, profile_for
 from typer.testing import CliRunner
-
-from parity_tests.conftest import ROOT
-from toolkit.cli import app
-from toolkit.metrics import ErrorStats
-from toolkit.parity import Candidate, parse_backends, plan_candidates, run_parity, verify_checksums
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, broken_bundle, get_profile, profile_for
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.
 FP32_SENSITIVITY = 1.01
@@ -69,8 +68,8 @@ def test_fp16_is_really_computed_in_half_precision(clean_parity):
 
 
 def test_coreml_artifacts_are_checked_by_the_verifier_when_available(clean_parity, bundle_dir):
-    from exporters.bundle import load_bundle
-    from runtimes.registry import availability, get_spec
+    from framegen.models.bundle import load_bundle
+    from framegen.runtimes.registry import availability, get_spec
 
     bundle = load_bundle(bundle_dir)
     try:
@@ -103,10 +102,9 @@ def broken_fp32(tmp_path_factory, bundle_dir):
 
 def test_broken_bundle_changes_only_the_numbers(broken_fp32, bundle_dir):
     import onnx
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.profiles import output_conv_initializers
     from onnx import numpy_helper
-
-    from exporters.bundle import load_bundle
-    from toolkit.profiles import output_conv_initializers
 
     clean, broken = load_bundle(bundle_dir), load_bundle(broken_fp32)
     broken.verify()  # checksums updated: only the numbers can tell
@@ -178,7 +176,7 @@ def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_
 
 def test_audio_input_runs_through_the_reference_encoder(tmp_path, bundle_dir, generator_ckpt, synth_template_dir,
                                                       encoder_ckpt, speech_wav):
-    from parity_tests.fx_audio import write_audio
+    from fx_audio import write_audio
 
     clip = write_audio(tmp_path / "clip.wav", speech_wav[32000:48000][None], 16000)
     report_path = tmp_path / "report.json"
@@ -193,7 +191,7 @@ def test_audio_input_runs_through_the_reference_encoder(tmp_path, bundle_dir, ge
 
 
 def test_heatmap_marks_where_frames_differ():
-    from toolkit.heatmap import difference_panel, heatmap_image
+    from framegen.toolkit.heatmap import difference_panel, heatmap_image
 
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
@@ -212,7 +210,7 @@ def test_checksum_mismatch_is_its_own_failure(tmp_path, bundle_dir, generator_ck
                                               parity_features):
     import shutil
 
-    from exporters.bundle import MANIFEST
+    from framegen.models.bundle import MANIFEST
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle_dir, copy)
@@ -220,7 +218,7 @@ def test_checksum_mismatch_is_its_own_failure(tmp_path, bundle_dir, generator_ck
     victim = next(a for a in manifest["artifacts"] if a["model"] == "generator" and a["precision"] == "fp16")
     victim["sha256"] = "0" * 64
     (copy / MANIFEST).write_text(json.dumps(manifest))
-    from exporters.bundle import load_bundle
+    from framegen.models.bundle import load_bundle
 
     results = verify_checksums(load_bundle(copy))
     assert [r.path for r in results if not r.ok] == [victim["path"]]
@@ -251,7 +249,7 @@ def test_bad_usage_exits_2_without_traceback(bundle_dir, generator_ckpt, synth_t
 
 
 def test_plan_and_parse(bundle_dir):
-    from exporters.bundle import load_bundle
+    from framegen.models.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     assert parse_backends(None) is None

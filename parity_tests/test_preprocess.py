@@ -9,10 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from models.contract import MASK_COLS, MASK_ROWS
-from parity_tests.conftest import require_fixture
-from toolkit.preprocess import (
+from conftest import require_fixture
+from framegen.models.contract import MASK_COLS, MASK_ROWS
+from framegen.toolkit.preprocess import (
     PreparedTemplate,
     PreprocessError,
     check_box,
@@ -24,7 +23,7 @@ from toolkit.preprocess import (
     pingpong_index,
     pred_to_uint8,
 )
-from toolkit.template import open_template, read_landmarks
+from framegen.toolkit.template import open_template, read_landmarks
 
 # ---- SyncTalk_2D, restated line by line from inference_328.py (the numbers every port must reproduce) ----
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from parity_tests.fx_render import fake_prediction, make_fake_backend, peak_rss_mb
-from toolkit.features import audio_windows
-from toolkit.pipeline import Pipeline, PipelineTimings, Stage
-from toolkit.preprocess import PreprocessError, frame_order, model_input, paste_back
-from toolkit.render import RenderError, iter_frames, render
-from toolkit.video import probe_video
+from framegen.models.pixels import model_input
+from framegen.toolkit.features import audio_windows
+from framegen.toolkit.pipeline import Pipeline, PipelineTimings, Stage
+from framegen.toolkit.preprocess import PreprocessError, frame_order, paste_back
+from framegen.toolkit.render import RenderError, iter_frames, render
+from framegen.toolkit.video import probe_video
+from fx_render import fake_prediction, make_fake_backend, peak_rss_mb
 
 # ------------------------------------------------------------------------------------------------ the pipeline
 
@@ -151,7 +151,7 @@ def test_interleaved_streams_and_opencv_threads_restored(prepared_template, fake
 
 
 def test_bad_arguments_fail_before_any_output(tmp_path, prepared_template, fake_features):
-    from toolkit.features import FeatureError
+    from framegen.toolkit.features import FeatureError
 
     backend = make_fake_backend()
     out = tmp_path / "o.mp4"
@@ -256,7 +256,7 @@ def test_real_render_pixels(real_render, prepared_template):
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from toolkit.cli import main
+    from framegen.toolkit.cli import main
 
     monkeypatch.setattr(sys, "argv", ["framegen", *args])
     try:
@@ -270,7 +270,7 @@ def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
 
 def test_cli_render_with_encoder_and_stats(tmp_path, monkeypatch, capsys, synth_template_dir, generator_ckpt,
                                            encoder_ckpt, speech_wav):
-    from parity_tests.fx_audio import write_audio
+    from fx_audio import write_audio
 
     speech = write_audio(tmp_path / "speech_1s.wav", speech_wav[None, :16000], 16000)  # 1 s: quick features
     stats = tmp_path / "stats.json"

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from parity_tests.conftest import ROOT
-from runtimes.base import Backend, BackendError
-from runtimes.registry import AUTO_ORDER, list_backends, open_backend, resolve_auto
-from runtimes.spec import OpenRequest
+from conftest import ROOT
+from framegen.runtimes.base import Backend, BackendError
+from framegen.runtimes.registry import AUTO_ORDER, list_backends, open_backend, resolve_auto
+from framegen.runtimes.spec import OpenRequest
 
 GPU_NAMES = ("torch-cuda", "ort-cuda", "ort-trt")
 ALL_NAMES = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "coreml")
@@ -88,16 +87,15 @@ def test_registry_is_honest_about_gpus_and_core_ml(rows):
 
 
 def test_cli_backends_json_with_bundle(runtime_bundle):
+    from framegen.toolkit.cli import app
     from typer.testing import CliRunner
-
-    from toolkit.cli import app
 
     result = CliRunner().invoke(app, ["backends", "--json", "--bundle", str(runtime_bundle)])
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["ort-cpu"]["artifact"] is None
     assert rows["torch-cpu"]["artifact"] == "needs a checkpoint"
-    from exporters.bundle import load_bundle
+    from framegen.models.bundle import load_bundle
 
     has_coreml = load_bundle(runtime_bundle).has("generator", "coreml", "fp32")
     assert rows["coreml"]["artifact"] == (None if has_coreml else "bundle has no generator Core ML fp32 artifact")
@@ -116,8 +114,8 @@ def test_cli_backends_bad_bundle_is_one_line(tmp_path):
 def test_probe_past_the_driver_names_the_missing_library(monkeypatch):
     """Pretend the driver reports a GPU: the probe must then find what else is missing (here: CUDA's cuBLAS and
     TensorRT), by loading the provider library as ONNX Runtime would, not trust get_available_providers()."""
-    import runtimes.ort_backend as ob
-    from runtimes.native import GpuProbe, missing_dependency
+    import framegen.runtimes.ort_backend as ob
+    from framegen.runtimes.native import GpuProbe, missing_dependency
 
     lib = ob._provider_lib_path(ob.CUDA_EP)
     if not lib.is_file() or missing_dependency(lib) is None:
@@ -134,8 +132,7 @@ def test_probe_past_the_driver_names_the_missing_library(monkeypatch):
 
 def test_needed_libraries_reads_elf():
     import onnxruntime
-
-    from runtimes.native import needed_libraries
+    from framegen.runtimes.native import needed_libraries
 
     lib = Path(onnxruntime.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     if not lib.is_file():
@@ -187,8 +184,7 @@ def test_ort_metadata_comes_from_the_session(ort_cpu, runtime_bundle):
 
 def test_ort_session_options_are_set_on_purpose(ort_cpu):
     import onnxruntime as ort
-
-    from runtimes.ort_backend import physical_cores
+    from framegen.runtimes.ort_backend import physical_cores
 
     so = ort_cpu._session.get_session_options()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -214,8 +210,7 @@ def test_fp16_metadata_reports_the_model(runtime_bundle, onnx_fp16_io):
 
 def test_coreml_spec_reading():
     from coremltools.proto import FeatureTypes_pb2, Model_pb2
-
-    from runtimes.coreml_backend import coreml_io
+    from framegen.runtimes.coreml_backend import coreml_io
 
     spec = Model_pb2.Model()
     for name, shape in (("image", (1, 6, 320, 320)), ("audio", (1, 32, 16, 16))):
@@ -239,8 +234,8 @@ def test_coreml_spec_reading():
 def test_coreml_backend_on_a_real_mlpackage(runtime_bundle, runtime_inputs, torch_reference):
     """Opens the bundle's Core ML generator with chosen compute units and reports it; on Linux prediction is a
     one-line error (the registry never opens coreml there), on macOS it must match torch like fp16 ONNX does."""
-    from exporters.bundle import load_bundle
-    from runtimes.coreml_backend import CoreMLBackend
+    from framegen.models.bundle import load_bundle
+    from framegen.runtimes.coreml_backend import CoreMLBackend
 
     if not load_bundle(runtime_bundle).has("generator", "coreml", "fp16"):
         pytest.skip("this bundle holds no Core ML generator (parity_tests/fx_export.py provides one)")
@@ -259,7 +254,7 @@ def test_coreml_backend_on_a_real_mlpackage(runtime_bundle, runtime_inputs, torc
 
 
 def test_coreml_refuses_unknown_compute_units(runtime_bundle):
-    from runtimes.coreml_backend import CoreMLBackend
+    from framegen.runtimes.coreml_backend import CoreMLBackend
 
     with pytest.raises(BackendError, match="compute units 'gpu-only': expected one of all, cpu-only"):
         CoreMLBackend(OpenRequest(bundle=runtime_bundle, options={"compute_units": "gpu-only"}))
@@ -292,7 +287,7 @@ def test_ort_cpu_twins_of_the_gpu_paths(runtime_bundle, runtime_inputs, ort_outp
 
 
 def test_fixed_runner_takes_its_batch_from_the_first_call(runtime_bundle, runtime_inputs, ort_outputs):
-    from runtimes.ort_backend import OrtBackend, _FixedRunner
+    from framegen.runtimes.ort_backend import OrtBackend, _FixedRunner
 
     image, audio = runtime_inputs
     be = OrtBackend("ort-cpu", "CPUExecutionProvider", OpenRequest(bundle=runtime_bundle))
@@ -360,8 +355,8 @@ def test_fp16_io_model_is_fed_float32(onnx_fp16_io, runtime_inputs, torch_refere
 # -------------------------------------------------------------------------------------------------- open errors
 
 def test_missing_artifact_is_one_line_naming_it(runtime_bundle, tmp_path):
-    from exporters.bundle import MANIFEST, load_bundle
-    from models.errors import FramegenError
+    from framegen.models.bundle import MANIFEST, load_bundle
+    from framegen.models.errors import FramegenError
 
     fp32 = load_bundle(runtime_bundle).find("generator", "onnx", "fp32")
     only = tmp_path / "fp32_only"
@@ -373,7 +368,7 @@ def test_missing_artifact_is_one_line_naming_it(runtime_bundle, tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and str(only) in msg and "no generator onnx fp16 artifact" in msg
 
-    from runtimes.artifacts import resolve_artifact
+    from framegen.runtimes.artifacts import resolve_artifact
 
     with pytest.raises(FramegenError, match="no generator coreml fp32 artifact"):
         resolve_artifact(OpenRequest(bundle=only), "coreml", "coreml")
@@ -414,10 +409,10 @@ def test_unavailable_backends_refuse_with_their_reason(runtime_bundle, rows):
 # ------------------------------------------------------------------------------------------ provider options
 
 def test_gpu_provider_options(runtime_bundle, tmp_path, monkeypatch):
-    from exporters.bundle import load_bundle
-    from runtimes.artifacts import resolve_artifact
-    from runtimes.base import generator_io
-    from runtimes.ort_backend import cuda_provider_options, trt_cache_dir, trt_provider_options
+    from framegen.models.bundle import load_bundle
+    from framegen.runtimes.artifacts import resolve_artifact
+    from framegen.runtimes.base import generator_io
+    from framegen.runtimes.ort_backend import cuda_provider_options, trt_cache_dir, trt_provider_options
 
     cuda = cuda_provider_options({"device_id": 1}, cuda_graph=True)
     assert cuda["enable_cuda_graph"] == "1" and cuda["device_id"] == "1"
@@ -468,7 +463,7 @@ def test_fp16_onnx_vs_torch(runtime_bundle, runtime_inputs, torch_reference):
 def test_rendered_frames_torch_cpu_vs_ort_cpu(prepared_template, parity_features, torch_cpu, ort_cpu):
     """The issue's criterion end to end: the same template and features rendered through the pipeline with
     torch-cpu and ort-cpu give full frames whose pixels differ by at most 1 level."""
-    from toolkit.render import iter_frames
+    from framegen.toolkit.render import iter_frames
 
     def render(backend):
         return [(f.template_index, f.frame) for f in iter_frames(prepared_template, parity_features, backend,

@@ -10,11 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from parity_tests.conftest import require_fixture
-from toolkit.preprocess import crop_328, crop_box
-from toolkit.synth import generate_track, synth_template
-from toolkit.template import TemplateError, inspect_template, open_template, read_landmarks
+from conftest import require_fixture
+from framegen.toolkit.preprocess import crop_328, crop_box
+from framegen.toolkit.synth import generate_track, synth_template
+from framegen.toolkit.template import TemplateError, inspect_template, open_template, read_landmarks
 
 
 def build(src: Path, dst: Path, count: int, image_base: int = 0, lms_base: int = 0, ext: str = ".jpg") -> Path:
@@ -34,7 +33,7 @@ def build(src: Path, dst: Path, count: int, image_base: int = 0, lms_base: int =
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run ``framegen ARGS`` in-process through the console-script entry point; (exit code, stdout, stderr)."""
-    from toolkit.cli import main
+    from framegen.toolkit.cli import main
 
     monkeypatch.setattr(sys, "argv", ["framegen", *args])
     with pytest.raises(SystemExit) as exc:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from parity_tests.fx_audio import tone, write_audio
-from toolkit.video import FramesDirWriter, VideoError, VideoWriter, probe_video
+from framegen.toolkit.video import FramesDirWriter, VideoError, VideoWriter, probe_video
+from fx_audio import tone, write_audio
 
 W, H = 320, 240
 

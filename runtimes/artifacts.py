@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.contract import AUDIO_SHAPES
-from runtimes.base import BackendError
-from runtimes.spec import OpenRequest
+from framegen.models.contract import AUDIO_SHAPES
+from framegen.runtimes.base import BackendError
+from framegen.runtimes.spec import OpenRequest
 
 #: file name endings of each artifact format
 SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "coreml": (".mlpackage", ".mlmodel")}
@@ -31,7 +31,7 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
     """The generator artifact of format ``fmt`` that ``req`` names; a one-line error naming what is missing.
 
     An explicit ``req.artifact`` wins over ``req.bundle``; from a bundle the entry matching ``req.precision`` is
-    taken (``exporters.bundle.Bundle.find`` says what the bundle holds when there is none).
+    taken (``framegen.models.bundle.Bundle.find`` says what the bundle holds when there is none).
     """
     label = _LABEL[fmt]
     if req.artifact is not None:
@@ -42,7 +42,7 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
             raise BackendError(f"{path}: {backend} needs a {label} model ({' or '.join(SUFFIXES[fmt])})")
         return ResolvedArtifact(path, fmt, None, None, os.fspath(path), None)
     if req.bundle is not None:
-        from exporters.bundle import load_bundle
+        from framegen.models.bundle import load_bundle
 
         bundle = load_bundle(req.bundle)
         art = bundle.find("generator", fmt, req.precision)
@@ -67,8 +67,8 @@ def artifact_problem(needs: str, precisions: tuple[str, ...], req: OpenRequest) 
             return None
         return f"needs a {label} model, {Path(req.artifact).name} is not one"
     if req.bundle is not None:
-        from exporters.bundle import load_bundle
-        from models.errors import FramegenError
+        from framegen.models.bundle import load_bundle
+        from framegen.models.errors import FramegenError
 
         try:
             bundle = load_bundle(req.bundle)

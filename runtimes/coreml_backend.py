@@ -16,11 +16,10 @@ import sys
 from typing import Any
 
 import numpy as np
-
-from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
-from runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
-from runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
-from runtimes.spec import Availability, BackendSpec, OpenRequest
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
+from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
+from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 #: ``--compute-units`` values -> ``coremltools.ComputeUnit`` member names
 COMPUTE_UNITS = {"all": "ALL", "cpu-only": "CPU_ONLY", "cpu-and-gpu": "CPU_AND_GPU", "cpu-and-ne": "CPU_AND_NE"}

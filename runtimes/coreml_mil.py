@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import os
 import struct
@@ -26,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
-from models.errors import FramegenError
-from runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
-from runtimes.spec import Availability, BackendSpec, OpenRequest
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.models.errors import FramegenError
+from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 NAME = "coreml-mil"
 _WHAT = ("VERIFIER, not Core ML: reference interpreter of the .mlpackage's ML program (its MIL ops and stored "
@@ -77,14 +75,12 @@ def _mil_dtype(torch_dtype: Any) -> str:
 
 
 def _quiet_coremltools() -> Any:
-    """Import coremltools' protobuf modules without its warnings about the macOS-only native runtime."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from coremltools.proto import MIL_pb2, Model_pb2
-    finally:
-        logger.setLevel(level)
+    """coremltools' protobuf modules, imported without its warnings about the macOS-only native runtime."""
+    from framegen.models.imports import coremltools
+
+    coremltools()
+    from coremltools.proto import MIL_pb2, Model_pb2
+
     return MIL_pb2, Model_pb2
 
 
@@ -206,7 +202,7 @@ class MilProgram:
             if vtype is not None:
                 self._types[out.name] = vtype
             return
-        from runtimes.mil_ops import KERNELS
+        from framegen.runtimes.mil_ops import KERNELS
 
         if op.type not in KERNELS:
             raise MilUnsupportedOpError(
@@ -353,8 +349,7 @@ class MilProgram:
         raises :class:`MilNonFiniteError` naming it (in an fp16 program that is an fp16 overflow).
         """
         import torch
-
-        from runtimes.mil_ops import KERNELS, TUPLE_INPUTS, MilOpError
+        from framegen.runtimes.mil_ops import KERNELS, TUPLE_INPUTS, MilOpError
 
         env = self._prepare_inputs(inputs)
         consts = self._consts
@@ -434,8 +429,8 @@ def _run_batched(program: MilProgram, feeds: dict[str, np.ndarray], out_name: st
 
 def encoder_fn(program: MilProgram | str | os.PathLike[str]) -> Callable[[np.ndarray], np.ndarray]:
     """An audio-encoder ML program as ``mel windows float32 [N, 1, 80, 16] -> embeddings float32 [N, 512]`` (the
-    ``encode`` argument of ``toolkit.audio.ave_features``)."""
-    from models.contract import ENC_INPUT, ENC_OUTPUT
+    ``encode`` argument of ``framegen.toolkit.audio.ave_features``)."""
+    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT
 
     prog = program if isinstance(program, MilProgram) else MilProgram(program)
     if ENC_INPUT not in prog.inputs or ENC_OUTPUT not in prog.outputs:
@@ -456,7 +451,7 @@ class CoreMLMilBackend(Backend):
     """
 
     def __init__(self, program: MilProgram, mode: str, source: str, check_finite: bool = False) -> None:
-        from runtimes.base import generator_io
+        from framegen.runtimes.base import generator_io
 
         for name in (GEN_IMAGE, GEN_AUDIO):
             if name not in program.inputs:
@@ -499,8 +494,8 @@ def _probe() -> Availability:
 
 
 def _open(req: OpenRequest) -> Backend:
-    from exporters.bundle import sha256_path
-    from runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
+    from framegen.models.bundle import sha256_path
+    from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 
     art = resolve_artifact(req, "coreml", NAME)
     if not art.path.is_dir():

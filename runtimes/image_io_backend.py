@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
-from runtimes.base import BackendError
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
+from framegen.runtimes.base import BackendError
 
 #: backend name -> artifact format it runs for image-I/O variants
 IMAGE_BACKENDS: dict[str, str] = {"ort-cpu": "onnx", "ort-cuda": "onnx", "coreml-mil": "coreml", "coreml": "coreml"}
@@ -128,14 +127,14 @@ class OrtImageModel(ImageModel):
 
 
 def _mode_of(shape: Any) -> str | None:
-    from runtimes.artifacts import mode_from_audio_shape
+    from framegen.runtimes.artifacts import mode_from_audio_shape
 
     return mode_from_audio_shape(tuple(shape)) if shape else None
 
 
 def _color_layouts(path: Path) -> tuple[str, str]:
     """Colour layouts (``BGR``/``RGB``) of the package's image input ``image`` and image output ``output``."""
-    from exporters.coreml_export import coremltools
+    from framegen.models.imports import coremltools
 
     coremltools()
     from coremltools.models.utils import load_spec
@@ -176,10 +175,10 @@ def planes_to_pixels(planes: np.ndarray, layout: str, where: str) -> np.ndarray:
 
 class MilImageModel(ImageModel):
     """The Core ML image-I/O variant in the ``coreml-mil`` VERIFIER (not Core ML: no CVPixelBuffer conversion,
-    no Apple kernels; see :mod:`runtimes.coreml_mil`). The image holds one picture: a batch runs one by one."""
+    no Apple kernels; see :mod:`framegen.runtimes.coreml_mil`). The image holds one picture: a batch runs one by one."""
 
     def __init__(self, path: Path, precision: str | None = None, mode: str | None = None) -> None:
-        from runtimes.coreml_mil import MilProgram
+        from framegen.runtimes.coreml_mil import MilProgram
 
         self.program = MilProgram(path)
         if GEN_IMAGE not in self.program.image_inputs:
@@ -215,7 +214,7 @@ class CoreMLImageModel(ImageModel):
 
         if sys.platform != "darwin":
             raise BackendError(f"coreml: Core ML runs only on macOS; use coreml-mil to verify {path} here")
-        from exporters.coreml_export import coremltools
+        from framegen.models.imports import coremltools
 
         ct = coremltools()
         self.model = ct.models.MLModel(os.fspath(path), compute_units=ct.ComputeUnit.ALL)
@@ -261,7 +260,7 @@ def open_image_model(path: str | os.PathLike[str], fmt: str | None = None, *, ba
 def open_image_backend(name: str, bundle: str | os.PathLike[str], precision: str = "fp32") -> ImageModel:
     """Open the bundle's image-I/O generator artifact of ``precision`` that backend ``name`` runs (its sha256 checked
     against the manifest first)."""
-    from exporters.bundle import load_bundle, sha256_path
+    from framegen.models.bundle import load_bundle, sha256_path
 
     if name not in IMAGE_BACKENDS:
         raise BackendError(f"{name}: no image-I/O runner; image-I/O artifacts run on {', '.join(IMAGE_BACKENDS)}")

@@ -58,12 +58,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
-from runtimes.artifacts import ResolvedArtifact, mode_from_audio_shape, resolve_artifact, settle_mode
-from runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
-from runtimes.native import missing_dependency, missing_libraries, needed_libraries, nvidia_gpu
-from runtimes.spec import Availability, BackendSpec, OpenRequest
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.runtimes.artifacts import ResolvedArtifact, mode_from_audio_shape, resolve_artifact, settle_mode
+from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.native import missing_dependency, missing_libraries, needed_libraries, nvidia_gpu
+from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 log = logging.getLogger("framegen.runtimes")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from runtimes.base import Backend, BackendError
-from runtimes.spec import Availability, BackendSpec, OpenRequest
+from framegen.runtimes.base import Backend, BackendError
+from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 # One module per runtime; each exports SPECS.
 _RUNTIME_MODULES = ("runtimes.torch_backend", "runtimes.ort_backend", "runtimes.coreml_backend",
-                    "runtimes.coreml_mil")
+                    "framegen.runtimes.coreml_mil")
 
 AUTO = "auto"
 #: ``auto`` takes the first of these that is available here and can be opened from the request. The order is the
@@ -51,7 +51,7 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
     With a ``request`` (a bundle and/or checkpoint and a precision) each row also says whether that backend can be
     opened from it (``artifact``: ``None`` when it can, else why not) and which one ``auto`` would pick (``auto``).
     """
-    from runtimes.artifacts import artifact_problem
+    from framegen.runtimes.artifacts import artifact_problem
 
     rows = []
     for spec in all_specs():
@@ -73,7 +73,7 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
 def resolve_auto(request: OpenRequest) -> str:
     """The backend ``auto`` means for this request: the first of :data:`AUTO_ORDER` that is available here and
     whose artifact the request holds; a one-line error saying why each was passed over when none fits."""
-    from runtimes.artifacts import artifact_problem
+    from framegen.runtimes.artifacts import artifact_problem
 
     specs = {s.name: s for s in all_specs()}
     passed: list[str] = []
@@ -100,7 +100,7 @@ def pipeline_options(name: str) -> dict[str, Any]:
     threads the decode/encode threads pre-empted.
     """
     if name == "ort-cpu":
-        from runtimes.ort_backend import physical_cores
+        from framegen.runtimes.ort_backend import physical_cores
 
         return {"workers": physical_cores()}
     return {}

@@ -42,3 +42,13 @@ class BackendSpec:
     probe: Callable[[], Availability]
     opener: Callable[[OpenRequest], Any]
     description: str = ""
+    #: a verifier checks an artifact on a machine its real runtime cannot run on (never picked by ``auto``, never
+    #: renders by default); parity and export validation use it
+    verifier: bool = False
+    #: generator I/O kinds it runs: "tensor" (the contract's float tensors) and/or "image" (uint8 image I/O variants)
+    ios: tuple[str, ...] = ("tensor",)
+    #: ``OpenRequest.options`` a backend gets when it feeds the render pipeline (several frames in flight) rather
+    #: than one call at a time (``bench``'s model-only timing)
+    render_options: Callable[[], dict[str, Any]] | None = None
+    #: place in ``auto``'s order (lower is preferred: the expected speed for this model); ``None``: never ``auto``
+    auto_rank: int | None = None

@@ -6,9 +6,8 @@ import os
 from typing import Any
 
 import numpy as np
-
-from runtimes.base import Backend, BackendError, BackendInfo, generator_io
-from runtimes.spec import Availability, BackendSpec, OpenRequest
+from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
+from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 
 class TorchBackend(Backend):
@@ -72,14 +71,14 @@ def _probe_cuda() -> Availability:
     if torch.version.cuda is None:
         return Availability(False, f"torch {torch.__version__} is a CPU-only build")
     if not torch.cuda.is_available():
-        from runtimes.native import nvidia_gpu
+        from framegen.runtimes.native import nvidia_gpu
 
         return Availability(False, nvidia_gpu().reason or "torch sees no CUDA GPU")
     return Availability(True, torch.cuda.get_device_name(0))
 
 
 def _load_model(req: OpenRequest) -> tuple[Any, str]:
-    from models.checkpoint import load_generator
+    from framegen.models.checkpoint import load_generator
 
     if req.model is not None:
         return req.model, req.source or "module"

@@ -95,9 +95,8 @@ def float_cubic_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def mel_float32(wav: np.ndarray) -> np.ndarray:
     """The mel spectrogram computed in float32 throughout (float32 FFT, filterbank and log), as a port might."""
+    from framegen.toolkit.audio import mel_basis
     from scipy import fft
-
-    from toolkit.audio import mel_basis
 
     x = wav.astype(np.float32)
     y = np.empty_like(x)
@@ -123,16 +122,16 @@ def main() -> int:
     args = ap.parse_args()
 
     import cv2
-
-    from exporters.bundle import load_bundle
-    from exporters.export import export_bundle
-    from models.init import init_audio_encoder, init_generator
-    from models.io import save_audio_encoder, save_generator
-    from toolkit.parity import Candidate, plan_candidates, run_parity
-    from toolkit.preprocess import PreparedTemplate, pred_to_uint8
-    from toolkit.profiles import broken_bundle
-    from toolkit.synth import synth_template
-    from toolkit.template import open_template
+    from framegen.models.bundle import load_bundle
+    from framegen.models.init import init_audio_encoder, init_generator
+    from framegen.models.io import save_audio_encoder, save_generator
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.parity import Candidate, plan_candidates, run_parity
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.profiles import broken_bundle
+    from framegen.toolkit.synth import synth_template
+    from framegen.toolkit.template import open_template
 
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -190,9 +189,9 @@ def main() -> int:
               f"{100 * worst[1]:.3f}% of values differ ({len(rows)} resizes)")
 
         # 3b. float32 vs float64 product before truncation, on the reference's real outputs
-        from runtimes.registry import open_backend
-        from runtimes.spec import OpenRequest
-        from toolkit.features import audio_windows
+        from framegen.runtimes.registry import open_backend
+        from framegen.runtimes.spec import OpenRequest
+        from framegen.toolkit.features import audio_windows
 
         with open_backend("torch-cpu", OpenRequest(checkpoint=ckpt, mode="ave")) as ref:
             imgs = np.stack([prepared.prepared(prepared.template_index(i)).image_input() for i in range(4)])
@@ -212,9 +211,8 @@ def main() -> int:
         speech = _shared("speech_16k_mono.wav")
         if speech is not None:
             import torch
-
-            from models.checkpoint import load_audio_encoder
-            from toolkit.audio import decode_audio, mel_windows, melspectrogram
+            from framegen.models.checkpoint import load_audio_encoder
+            from framegen.toolkit.audio import decode_audio, mel_windows, melspectrogram
 
             wav = decode_audio(speech)
             m64, m32 = melspectrogram(wav), mel_float32(wav)
@@ -240,7 +238,7 @@ def main() -> int:
                                  "mean_abs": float(d.mean())})
                 if b.has("audio_encoder", "coreml", precision):
                     try:
-                        from runtimes.coreml_mil import encoder_fn
+                        from framegen.runtimes.coreml_mil import encoder_fn
                     except ImportError:
                         continue
                     emb = encoder_fn(b.find("audio_encoder", "coreml", precision).path)(windows)

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import load_generator  # noqa: E402
-from models.contract import FPS, audio_shape  # noqa: E402
-from toolkit.preprocess import pingpong_index  # noqa: E402
+from framegen.models.checkpoint import load_generator  # noqa: E402
+from framegen.models.contract import FPS, audio_shape  # noqa: E402
+from framegen.toolkit.preprocess import pingpong_index  # noqa: E402
 
 
 def parse_lms(path: str) -> np.ndarray:

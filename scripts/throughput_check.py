@@ -13,7 +13,7 @@ ratios from one run mean anything. With ``--rounds R`` the three steps run R tim
 reported (load drifts; interleaving spreads the drift over all three).
 
 Inputs are built once in ``--workdir`` (default ``$TMPDIR/framegen-throughput``) and reused: a calibrated seeded
-'ave' checkpoint, its ONNX fp32 bundle (``exporters.export.export_bundle``), a 1280x720 synthetic template drawn
+'ave' checkpoint, its ONNX fp32 bundle (``toolkit.export.export_bundle``), a 1280x720 synthetic template drawn
 from the real landmark track in ``../shared/fixtures`` (or a generated one), and the real 'ave' features there (or
 seeded features of the same spread).
 
@@ -42,7 +42,7 @@ REFERENCE_TARGET = 3.0
 
 
 def _load() -> dict[str, Any]:
-    from toolkit.machine import load_now
+    from framegen.toolkit.machine import load_now
 
     return load_now()
 
@@ -54,22 +54,22 @@ def prepare_inputs(workdir: Path, template_frames: int, bundle: Path | None = No
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = workdir / "generator_ave.pth"
     if not ckpt.exists():
-        from models.init import init_generator
-        from models.io import save_generator
+        from framegen.models.init import init_generator
+        from framegen.models.io import save_generator
 
         print("building the calibrated seeded checkpoint", file=sys.stderr)
         save_generator(init_generator("ave", seed=0, calibrate=True), ckpt)
     if bundle is None:
         bundle = workdir / "bundle"
         if not (bundle / "manifest.json").exists():
-            from exporters.export import export_bundle
+            from framegen.toolkit.export import export_bundle
 
             print("exporting the ONNX fp32 bundle", file=sys.stderr)
             export_bundle(ckpt, bundle, formats=("onnx",), precisions=("fp32",))
     shared = ROOT.parent / "shared" / "fixtures"
     template = workdir / f"template_{template_frames}"
     if not template.exists():
-        from toolkit.synth import synth_template
+        from framegen.toolkit.synth import synth_template
 
         lms = shared / "landmarks_1280x720"
         print(f"drawing a {template_frames}-frame 1280x720 template", file=sys.stderr)
@@ -97,7 +97,7 @@ def _run(cmd: list[str], what: str) -> float:
 def one_round(inputs: dict[str, Path], tmp: Path, frames: int, reference_frames: int,
               iterations: int | None, bench_e2e: bool = True) -> dict[str, Any]:
     """The three steps once; returns their figures and the load around each."""
-    fg = [sys.executable, "-m", "toolkit.cli"]
+    fg = [sys.executable, "-m", "framegen.toolkit.cli"]
     bench_json, torch_json = tmp / "bench_ort.json", tmp / "bench_torch.json"
     stats_json, ref_json = tmp / "render_stats.json", tmp / "reference.json"
     out: dict[str, Any] = {"load": {"start": _load()}}

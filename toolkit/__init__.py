@@ -1,4 +1,6 @@
 """framegen's pipeline (templates, preprocessing, audio, rendering, video, parity, golden vectors, benchmarks)
 and its command line."""
 
-__version__ = "0.1.0"
+from framegen.models.version import __version__
+
+__all__ = ["__version__"]

@@ -2,7 +2,7 @@
 
 Every number follows SyncTalk_2D's ``utils.py`` / ``inference_328.py`` (librosa >= 0.10 based), restated in numpy so
 that the runtime needs neither librosa nor scipy; ``parity_tests/test_audio.py`` proves the equality against librosa.
-The parameters live in :mod:`models.contract`.
+The parameters live in :mod:`framegen.models.contract`.
 
 Decoding uses PyAV (FFmpeg) for any container it can read (wav, mp3, m4a/AAC, flac, ogg, the audio track of a
 video). Channels are averaged in numpy, as ``librosa.load(mono=True)`` does: FFmpeg's own stereo -> mono downmix
@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from models.contract import ENC_MEL_WINDOW, FEATURE_WIDTH, MEL, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
-from models.errors import FramegenError
+from framegen.models.contract import ENC_MEL_WINDOW, FEATURE_WIDTH, MEL, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
+from framegen.models.errors import FramegenError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -304,9 +303,8 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda n: None
+        from framegen.toolkit.console import err
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from toolkit.console import err
 
         self.bar = Progress(TextColumn("audio windows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             console=err, transient=True)

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import INNER_SIZE
-from models.errors import FramegenError
+from framegen.models.contract import INNER_SIZE
+from framegen.models.errors import FramegenError
 
 SCHEMA_VERSION = 1
 #: backends left out unless named: a reference interpreter, not a runtime anyone renders with
@@ -60,9 +59,8 @@ def generator_flops(mode: str = "ave", size: int = INNER_SIZE) -> int:
     For 'ave' at 320x320 this is 9.77 GFLOP.
     """
     import torch
+    from framegen.models.unet import AUDIO_SHAPES, Model
     from torch import nn
-
-    from models.unet import AUDIO_SHAPES, Model
 
     total = 0
 
@@ -88,8 +86,7 @@ def bench_inputs(mode: str, batch: int, seed: int = 0) -> tuple[np.ndarray, np.n
     """Real-looking generator inputs: image (B, 6, 320, 320) float32 image-like crops + masked copies, and audio
     (B, *mode shape) non-negative windows with the spread of real 'ave' features."""
     import torch
-
-    from models.init import audio_like_batch, image_like_batch
+    from framegen.models.init import audio_like_batch, image_like_batch
 
     gen = torch.Generator().manual_seed(seed)
     image = image_like_batch(batch, gen).numpy().astype(np.float32, copy=False)
@@ -246,7 +243,7 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
     at least 5); at least one warm-up call is made in that case. Peak RSS and device memory cover warm-up and the
     timed calls (first calls are where runtimes allocate).
     """
-    from toolkit.machine import peak_gflops
+    from framegen.toolkit.machine import peak_gflops
 
     if batch < 1:
         raise BenchError(f"--batch {batch}: must be at least 1")
@@ -304,9 +301,9 @@ def measure_e2e(template: str | os.PathLike[str], features: np.ndarray, backend:
     The template is opened afresh, so its JPEG decoding is part of the time; the video goes to a temporary file
     that is removed afterwards.
     """
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.render import render
-    from toolkit.template import open_template
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.render import render
+    from framegen.toolkit.template import open_template
 
     prepared = PreparedTemplate(open_template(template))
     with tempfile.TemporaryDirectory(prefix="framegen-bench-", dir=workdir) as tmp:
@@ -361,9 +358,9 @@ def plan(checkpoint: str | os.PathLike[str] | None, bundle: str | os.PathLike[st
     (a checkpoint for ONNX backends, a bundle without that precision) or that is unavailable here is skipped with
     its reason; unknown names are an error.
     """
-    from runtimes.artifacts import artifact_problem
-    from runtimes.registry import all_specs, availability, get_spec
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.artifacts import artifact_problem
+    from framegen.runtimes.registry import all_specs, availability, get_spec
+    from framegen.runtimes.spec import OpenRequest
 
     if checkpoint is None and bundle is None:
         raise BenchError("bench: give --checkpoint CKPT and/or --bundle DIR")
@@ -411,9 +408,9 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
     e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
-    from runtimes.registry import open_backend, pipeline_options
-    from runtimes.spec import OpenRequest
-    from toolkit.machine import describe_machine
+    from framegen.runtimes.registry import open_backend, pipeline_options
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.machine import describe_machine
 
     if (template is None) != (features is None):
         raise BenchError("--e2e needs both --template T and --features F")
@@ -445,7 +442,7 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
                 if on_result is not None:
                     on_result("model", row)
             if template is not None and features is not None:
-                from toolkit.features import load_features
+                from framegen.toolkit.features import load_features
 
                 feats = load_features(features, backend.mode)
                 render_opts = pipeline_options(name)

@@ -6,8 +6,7 @@ import importlib
 import sys
 
 import typer
-
-from toolkit import __version__
+from framegen.models.version import __version__
 
 app = typer.Typer(
     name="framegen",
@@ -46,12 +45,12 @@ def _root(
 
 
 for _name in _COMMAND_MODULES:
-    importlib.import_module(f"toolkit.commands.{_name}").register(app)
+    importlib.import_module(f"framegen.toolkit.commands.{_name}").register(app)
 
 
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
-    from models.errors import FramegenError
+    from framegen.models.errors import FramegenError
 
     try:
         app()

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.atomic import atomic_output
-from models.contract import SAMPLE_RATE
-from models.errors import FramegenError
+from framegen.models.atomic import atomic_output
+from framegen.models.contract import SAMPLE_RATE
+from framegen.models.errors import FramegenError
 
 MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replace it
 DEFAULT_SECONDS = 3.0
@@ -167,7 +166,7 @@ def write_wav(path: Path, wav: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
 
 def step_template(ctx: DemoContext) -> str:
     """A synthetic talking-head template."""
-    from toolkit.synth import synth_template
+    from framegen.toolkit.synth import synth_template
 
     path = synth_template(ctx.out / "template", frames=ctx.template_frames, width=ctx.width, height=ctx.height,
                           seed=ctx.seed)
@@ -177,8 +176,8 @@ def step_template(ctx: DemoContext) -> str:
 
 def step_checkpoints(ctx: DemoContext) -> str:
     """A calibrated seeded generator and a seeded audio encoder, saved in SyncTalk_2D's formats."""
-    from models.init import init_audio_encoder, init_generator
-    from models.io import save_audio_encoder, save_generator
+    from framegen.models.init import init_audio_encoder, init_generator
+    from framegen.models.io import save_audio_encoder, save_generator
 
     gen = save_generator(init_generator("ave", ctx.seed, calibrate=True), ctx.out / "generator_ave.pth")
     enc = save_audio_encoder(init_audio_encoder(ctx.seed), ctx.out / "audio_visual_encoder.pth")
@@ -196,9 +195,9 @@ def step_speech(ctx: DemoContext) -> str:
 
 def step_features(ctx: DemoContext) -> str:
     """'ave' features of the speech through the audio encoder, as SyncTalk_2D computes them."""
-    from models.checkpoint import load_audio_encoder
-    from toolkit.audio import audio_to_features, torch_encoder_fn
-    from toolkit.features import save_npy
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
+    from framegen.toolkit.features import save_npy
 
     feats = audio_to_features(ctx.artifacts["speech"], torch_encoder_fn(load_audio_encoder(ctx.artifacts["encoder"])))
     path = save_npy(ctx.out / "features.npy", feats)
@@ -211,11 +210,11 @@ def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
     """Render the demo video on one backend to ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
     from dataclasses import replace
 
-    from runtimes.registry import open_backend, pipeline_options
-    from toolkit.files import write_json
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.render import render
-    from toolkit.template import open_template
+    from framegen.runtimes.registry import open_backend, pipeline_options
+    from framegen.toolkit.files import write_json
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.render import render
+    from framegen.toolkit.template import open_template
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     out = ctx.out / f"demo-{backend_name}.mp4"
@@ -238,7 +237,7 @@ def _render_line(stats: Any) -> str:
 
 def step_render(ctx: DemoContext) -> str:
     """The first video straight from the checkpoint: template + features through torch-cpu, H.264 + AAC speech."""
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.spec import OpenRequest
 
     stats = render_on(ctx, "torch-cpu", OpenRequest(checkpoint=ctx.artifacts["checkpoint"]))
     return _render_line(stats)
@@ -246,8 +245,8 @@ def step_render(ctx: DemoContext) -> str:
 
 def step_export(ctx: DemoContext) -> str:
     """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export."""
-    from exporters.bundle import load_bundle
-    from exporters.export import export_bundle
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.export import export_bundle
 
     # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
     spent = {"coreml": 0.0, "other": 0.0}
@@ -272,8 +271,8 @@ def step_export(ctx: DemoContext) -> str:
 def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
     """Backends available here that the bundle or checkpoint feeds (fp32), and ``name (why)`` for each one left
     out: verifiers (:data:`NOT_RENDERED`), backends the bundle does not feed, and those not available here."""
-    from runtimes.registry import list_backends
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import list_backends
+    from framegen.runtimes.spec import OpenRequest
 
     request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"))
     names: list[str] = []
@@ -296,7 +295,7 @@ def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
 
 def step_render_backends(ctx: DemoContext) -> str:
     """The same video on every other backend available here that the bundle or checkpoint feeds."""
-    from runtimes.spec import OpenRequest
+    from framegen.runtimes.spec import OpenRequest
 
     names, left_out = renderable_backends(ctx)
     request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts["bundle"], precision="fp32",
@@ -309,11 +308,11 @@ def step_render_backends(ctx: DemoContext) -> str:
 
 def step_parity(ctx: DemoContext) -> str:
     """The parity table: a few frames through every available backend and precision against PyTorch fp32."""
-    from exporters.bundle import load_bundle
-    from toolkit.files import write_json
-    from toolkit.parity import parse_backends, plan_candidates, print_report, run_parity
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.template import open_template
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.files import write_json
+    from framegen.toolkit.parity import parse_backends, plan_candidates, print_report, run_parity
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.template import open_template
 
     bundle = load_bundle(ctx.artifacts["bundle"])
     candidates, notes = plan_candidates(bundle, parse_backends(ctx.parity_backends))

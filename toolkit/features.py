@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from models.atomic import atomic_output
-from models.contract import FPS, MODES, WINDOW, WINDOW_LEFT, audio_shape
-from models.errors import FramegenError
+from framegen.models.atomic import atomic_output
+from framegen.models.contract import FPS, MODES, WINDOW, WINDOW_LEFT, audio_shape
+from framegen.models.errors import FramegenError
 
 _RAW_SUFFIXES = (".bin", ".raw", ".f32")
 _CHECK_ROWS = 4096  # rows per finiteness check: bounds the temporary boolean array

@@ -1,4 +1,4 @@
-"""Reports and images written atomically (see :func:`models.atomic.atomic_output`)."""
+"""Reports and images written atomically (see :func:`framegen.models.atomic.atomic_output`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.atomic import atomic_output
-from models.errors import FramegenError
+from framegen.models.atomic import atomic_output
+from framegen.models.errors import FramegenError
 
 
 def jsonable(value: Any) -> Any:

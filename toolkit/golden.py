@@ -8,7 +8,7 @@ Layout of a golden directory ``G`` (and of a candidate ``C``, which may hold any
     G/case_000/<stage>.bin  raw C-order little-endian values, one file per stage (see STAGES)
 
 Stage values come from the functions ``framegen render`` runs (:mod:`toolkit.preprocess`, :mod:`toolkit.features`,
-:mod:`toolkit.audio`) and the bundle's fp32 generator (or the PyTorch reference when a checkpoint is given).
+:mod:`framegen.toolkit.audio`) and the bundle's fp32 generator (or the PyTorch reference when a checkpoint is given).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
-from models.errors import FramegenError
-from toolkit.metrics import ErrorStats
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
+from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
+from framegen.models.errors import FramegenError
+from framegen.toolkit.metrics import ErrorStats
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
 
 FORMAT = "framegen-golden"
 VERSION = 1
@@ -129,11 +128,12 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     mode. The model output comes from the bundle's fp32 ONNX generator on ``ort-cpu``, or from the PyTorch
     reference (``torch-cpu``) when ``checkpoint`` is given. ``audio`` adds the mel-window and embedding stages.
     """
-    from exporters.bundle import load_bundle, sha256_path
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
-    from toolkit.features import audio_window, validate_features
-    from toolkit.preprocess import model_input, paste_back, pred_to_uint8
+    from framegen.models.bundle import load_bundle, sha256_path
+    from framegen.models.pixels import model_input, pred_to_uint8
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.features import audio_window, validate_features
+    from framegen.toolkit.preprocess import paste_back
 
     dest = Path(out)
     if dest.exists() and not force:
@@ -298,7 +298,7 @@ class StageCheck:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        from toolkit.files import jsonable
+        from framegen.toolkit.files import jsonable
 
         return {"stage": self.name, "status": self.status, "cases": self.cases, "of": self.total_cases,
                 "checked_against": list(DERIVED_FROM.get(self.name, ("golden",))),
@@ -334,14 +334,14 @@ class GoldenReport:
 
 
 def _outside_box(a: np.ndarray, b: np.ndarray, box: list[int]) -> int:
-    from toolkit.parity import _outside_box_diffs
+    from framegen.toolkit.parity import _outside_box_diffs
 
     return _outside_box_diffs(a, b, (box[0], box[1], box[2], box[3]))
 
 
 def _planes(image: np.ndarray) -> np.ndarray:
-    """``toolkit.preprocess.model_input`` of a 328 crop holding ``image`` (320x320x3 uint8) at its centre."""
-    from toolkit.preprocess import model_input
+    """``framegen.toolkit.preprocess.model_input`` of a 328 crop holding ``image`` (320x320x3 uint8) at its centre."""
+    from framegen.models.pixels import model_input
 
     crop = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     crop[_INNER, _INNER] = image
@@ -351,7 +351,8 @@ def _planes(image: np.ndarray) -> np.ndarray:
 def recompute(stage: str, get: Callable[[str], np.ndarray]) -> np.ndarray | None:
     """The reference pipeline's value of ``stage`` computed from its input stages (``get(name)``), or ``None`` for
     the stages that are checked against the golden values themselves (inputs, the model, the audio encoder)."""
-    from toolkit.preprocess import crop_328, crop_box, paste_back, pred_to_uint8
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.toolkit.preprocess import crop_328, crop_box, paste_back
 
     if stage == "crop_box":
         return np.asarray(crop_box(get("landmarks")), dtype=np.int32)
@@ -400,8 +401,8 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
     the golden value is reported too (``vs golden``). The final frame is compared inside the crop box and must be
     identical to the frame outside it.
     """
-    from models.errors import FramegenError
-    from toolkit.preprocess import check_box
+    from framegen.models.errors import FramegenError
+    from framegen.toolkit.preprocess import check_box
 
     if profile not in GOLDEN_PROFILES:
         raise GoldenError(f"--profile {profile!r}: golden checks know {', '.join(GOLDEN_PROFILES)}")
@@ -497,11 +498,10 @@ _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cos
 
 def print_golden_report(report: GoldenReport) -> None:
     """The stage table in pipeline order with the first departing stage marked."""
+    from framegen.toolkit.console import note, out
+    from framegen.toolkit.parity import _cell, wide_console
     from rich import box
     from rich.table import Table
-
-    from toolkit.console import note, out
-    from toolkit.parity import _cell, wide_console
 
     table = Table(title=f"golden check, {report.profile} profile: {report.candidate} (candidate) against "
                         f"{report.golden}; vs golden = max |Δ| to the golden value",

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from toolkit.files import write_png
+from framegen.toolkit.files import write_png
 
 _HEADER = 34
 _MIN_PANEL = 360  # small crop boxes are enlarged (nearest neighbour, so single pixels stay visible)

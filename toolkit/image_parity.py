@@ -3,10 +3,10 @@
 An image-I/O variant takes the uint8 reference crop and returns the uint8 prediction, so it is compared on the uint8
 stages: ``model_output`` here is the prediction in levels against ``pred_to_uint8`` of the PyTorch fp32 output, and
 ``final_frame`` the pasted frame, both under the ``image-fp32`` / ``image-fp16`` profiles of
-:mod:`toolkit.profiles`. The frames, crops and audio windows are those ``framegen render`` uses
+:mod:`framegen.toolkit.profiles`. The frames, crops and audio windows are those ``framegen render`` uses
 (:func:`toolkit.render.iter_frames` of the reference), so this checks what a port calling the variant would get.
 
-Hooks for the parity engine (``toolkit.parity.run_parity``): :func:`plan_image_candidates` lists the image
+Hooks for the parity engine (``framegen.toolkit.parity.run_parity``): :func:`plan_image_candidates` lists the image
 candidates a bundle offers, :func:`run_image_parity` compares them and returns ``CandidateResult`` objects like the
 tensor candidates'. For golden vectors, :func:`write_image_candidate` runs the variant on each golden case's
 ``reference_320`` and ``audio_window`` and writes the port-side stages (``pred_320``, ``pasted_328``,
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import INNER_OFFSET, INNER_SIZE
-from models.errors import FramegenError
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
+from framegen.models.contract import INNER_OFFSET, INNER_SIZE
+from framegen.models.errors import FramegenError
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
 
 _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 
@@ -31,9 +30,9 @@ _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
     """Image candidates for a loaded bundle: every ``io: image`` generator artifact x each available backend that
     runs it (ONNX: ort-cpu, ort-cuda; Core ML: coreml-mil, coreml); plus notes on those left out."""
-    from runtimes.image_io_backend import IMAGE_BACKENDS
-    from runtimes.registry import availability, get_spec
-    from toolkit.parity import Candidate
+    from framegen.runtimes.image_io_backend import IMAGE_BACKENDS
+    from framegen.runtimes.registry import availability, get_spec
+    from framegen.toolkit.parity import Candidate
 
     cands, notes = [], []
     for art in bundle.artifacts:
@@ -53,20 +52,21 @@ def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
 def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
                      features: np.ndarray, candidates: list[Any], *, frames: int = 8,
                      start_frame: int = 0) -> list[Any]:
-    """Compare image-I/O candidates (``toolkit.parity.Candidate`` with ``io='image'``) with the PyTorch fp32
-    reference pipeline on ``frames`` output frames; one ``toolkit.parity.CandidateResult`` each.
+    """Compare image-I/O candidates (``framegen.toolkit.parity.Candidate`` with ``io='image'``) with the PyTorch fp32
+    reference pipeline on ``frames`` output frames; one ``framegen.toolkit.parity.CandidateResult`` each.
 
     A candidate that cannot be opened or fails while running is a failed result (its error says why).
     """
-    from exporters.bundle import load_bundle
-    from runtimes.image_io_backend import open_image_backend
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
-    from toolkit.features import audio_windows
-    from toolkit.metrics import ErrorStats
-    from toolkit.parity import REFERENCE, CandidateResult, StageResult, _outside_box_diffs
-    from toolkit.preprocess import paste_back, pred_to_uint8
-    from toolkit.render import iter_frames
+    from framegen.models.bundle import load_bundle
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.runtimes.image_io_backend import open_image_backend
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.metrics import ErrorStats
+    from framegen.toolkit.parity import REFERENCE, CandidateResult, StageResult, _outside_box_diffs
+    from framegen.toolkit.preprocess import paste_back
+    from framegen.toolkit.render import iter_frames
 
     b = load_bundle(bundle)
     count = min(frames, int(features.shape[0]))
@@ -129,8 +129,8 @@ def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str |
     as a port would: its ``reference_320`` and ``audio_window`` in, ``pred_320`` out, pasted into its ``crop_328``
     and the frame. Writes ``pred_320``, ``pasted_328`` and ``final_frame`` per case under ``out`` (the candidate
     layout ``framegen golden check`` reads)."""
-    from toolkit.golden import _write_bin, load_index, read_stage
-    from toolkit.preprocess import paste_back
+    from framegen.toolkit.golden import _write_bin, load_index, read_stage
+    from framegen.toolkit.preprocess import paste_back
 
     root, dest = Path(golden), Path(out)
     index = load_index(root)

@@ -73,7 +73,7 @@ def _sysctl(name: str) -> str | None:
 
 def usable_cores() -> tuple[int, int]:
     """(physical, logical) cores this process may run on (physical as ONNX Runtime's backend counts them)."""
-    from runtimes.ort_backend import physical_cores
+    from framegen.runtimes.ort_backend import physical_cores
 
     logical = os.cpu_count() or 1
     if hasattr(os, "sched_getaffinity"):
@@ -163,7 +163,7 @@ def gpu_description() -> list[dict[str, Any]]:
     except ImportError:
         pass
     if not gpus:
-        from runtimes.native import nvidia_gpu
+        from framegen.runtimes.native import nvidia_gpu
 
         probe = nvidia_gpu()
         for i in range(probe.count):

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.errors import FramegenError
-from toolkit.files import jsonable
-from toolkit.metrics import ErrorStats
-from toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, get_profile, profile_for
+from framegen.models.errors import FramegenError
+from framegen.toolkit.files import jsonable
+from framegen.toolkit.metrics import ErrorStats
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, get_profile, profile_for
 
 REFERENCE = "torch-cpu"
 STAGES = (MODEL_OUTPUT, FINAL_FRAME)
@@ -201,7 +200,7 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | 
     backend that runs it. Otherwise exactly the named ones (see :func:`parse_backends`); an unknown or unavailable
     backend, or a precision or variant the bundle lacks, is a ParityError.
     """
-    from runtimes.registry import all_specs, availability, get_spec
+    from framegen.runtimes.registry import all_specs, availability, get_spec
 
     notes: list[str] = []
     cands: list[Candidate] = []
@@ -218,7 +217,7 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | 
                 notes.append(f"{spec.name}: the bundle has no {spec.needs} generator it runs")
             cands += [Candidate(spec.name, p) for p in precisions]
         if any(a.io == "image" for a in bundle.artifacts):
-            from toolkit.image_parity import plan_image_candidates
+            from framegen.toolkit.image_parity import plan_image_candidates
 
             image, image_notes = plan_image_candidates(bundle)
             cands += image
@@ -233,7 +232,7 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | 
         if not avail.available:
             raise ParityError(f"backend {name!r} is not available here: {avail.reason}")
         if io == "image":
-            from runtimes.image_io_backend import IMAGE_BACKENDS
+            from framegen.runtimes.image_io_backend import IMAGE_BACKENDS
 
             if name not in IMAGE_BACKENDS:
                 raise ParityError(f"backend {name!r} does not run image-I/O variants (those that do: "
@@ -264,7 +263,7 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | 
 
 def verify_checksums(bundle: Any) -> list[ChecksumResult]:
     """Every artifact's sha256 against the manifest (all of them, not just the first mismatch)."""
-    from exporters.bundle import sha256_path
+    from framegen.models.bundle import sha256_path
 
     results = []
     for a in bundle.artifacts:
@@ -334,7 +333,7 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | None, audi
                         encoder: str | os.PathLike[str] | None, progress: bool = False) -> AudioInput:
     """Feature rows from ``--features F`` or from ``--audio A --encoder ENC`` (exactly one; ParityError otherwise).
 
-    Audio goes through framegen's mel (:mod:`toolkit.audio`) and the PyTorch audio encoder checkpoint (the
+    Audio goes through framegen's mel (:mod:`framegen.toolkit.audio`) and the PyTorch audio encoder checkpoint (the
     reference encoder), which makes 'ave' features only.
     """
     if (features is None) == (audio is None):
@@ -342,15 +341,22 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | None, audi
     if features is not None:
         if encoder is not None:
             raise ParityError("--encoder goes with --audio, not --features")
-        from toolkit.features import load_features
+        from framegen.toolkit.features import load_features
 
         return AudioInput(load_features(features, mode), {"features": os.fspath(features)})
     if encoder is None:
         raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
     if mode != "ave":
         raise ParityError(f"--audio makes 'ave' features; the bundle's generator is {mode!r} mode (use --features)")
-    from models.checkpoint import load_audio_encoder, sha256_file
-    from toolkit.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram, torch_encoder_fn
+    from framegen.models.checkpoint import load_audio_encoder, sha256_file
+    from framegen.toolkit.audio import (
+        AudioError,
+        ave_features,
+        decode_audio,
+        mel_windows,
+        melspectrogram,
+        torch_encoder_fn,
+    )
 
     wav = decode_audio(audio)
     try:
@@ -370,17 +376,17 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                progress: bool = False, inputs: dict[str, Any] | None = None) -> ParityReport:
     """Compare every candidate with the PyTorch fp32 reference on ``frames`` output frames.
 
-    ``template`` is a :class:`toolkit.preprocess.PreparedTemplate`, ``features`` the (N, F) feature rows of the
+    ``template`` is a :class:`framegen.toolkit.preprocess.PreparedTemplate`, ``features`` the (N, F) feature rows of the
     bundle's mode; ``candidates`` default to :func:`plan_candidates`'s choice. ``start_frame`` is the template frame
     the ping-pong walk starts at (as in ``framegen render``); ``batch`` overrides each backend's default batch.
     ``heatmaps``: a directory that receives one PNG per candidate (reference | candidate | amplified difference of
     its worst frame). Candidates that cannot be opened or fail while running are failures in the report; bad
     usage (unknown backend, unreadable bundle, a checkpoint that does not fit) raises.
     """
-    from exporters.bundle import load_bundle
-    from runtimes.registry import open_backend
-    from runtimes.spec import OpenRequest
-    from toolkit.render import iter_frames
+    from framegen.models.bundle import load_bundle
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.render import iter_frames
 
     if frames < 1:
         raise ParityError(f"--frames must be at least 1, got {frames}")
@@ -396,7 +402,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     checksums = verify_checksums(b)
     expected_ckpt = (b.manifest.get("source") or {}).get("sha256")
     if isinstance(expected_ckpt, str):
-        from models.checkpoint import sha256_file
+        from framegen.models.checkpoint import sha256_file
 
         if sha256_file(checkpoint) != expected_ckpt:
             notes.append(f"{checkpoint}: not the checkpoint the bundle was exported from (sha256 differs from the "
@@ -471,7 +477,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
             if tr.result.error is None and tr.result.frames < len(order):
                 tr.result.error = f"compared {tr.result.frames} of {len(order)} frames"
         if heatmaps is not None:
-            from toolkit.heatmap import write_heatmap
+            from framegen.toolkit.heatmap import write_heatmap
 
             out_dir = Path(heatmaps)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -490,7 +496,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     results = [t.result for t in trackers]
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
-        from toolkit.image_parity import run_image_parity
+        from framegen.toolkit.image_parity import run_image_parity
 
         results += run_image_parity(b.root, checkpoint, template, features, image, frames=count,
                                     start_frame=start_frame)
@@ -517,9 +523,8 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
+            from framegen.toolkit.console import err
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from toolkit.console import err
 
             self.bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=err, transient=True)
@@ -566,19 +571,17 @@ _SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
 def wide_console() -> Any:
     """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 150 columns wide so that result
     tables are not cut to rich's default of 80."""
+    from framegen.toolkit.console import out
     from rich.console import Console
-
-    from toolkit.console import out
 
     return out if out.is_terminal else Console(width=max(out.width, 150), highlight=False)
 
 
 def print_report(report: ParityReport) -> None:
     """The console table (rich, stdout) and one line per failure."""
+    from framegen.toolkit.console import out
     from rich import box
     from rich.table import Table
-
-    from toolkit.console import out
 
     ref = report.reference
     out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames, template "
@@ -607,7 +610,7 @@ def print_report(report: ParityReport) -> None:
                           "[green]pass[/green]" if ok else "[red]FAIL[/red]")
     wide_console().print(table)
     for note in report.notes:
-        from toolkit.console import note as _note
+        from framegen.toolkit.console import note as _note
 
         _note(note)
     failures = report.failures()

@@ -7,7 +7,7 @@ convolution ``outc.conv`` scaled by 0.5 % .. 20 %). A profile sits between the t
 fp32 and fp16 profiles both fail a 1 % scale of the output convolution. Absolute errors separate fp32 noise from
 breakage; for fp16, whose rounding noise is as large as a 1 % breakage in absolute terms, the distribution metrics do
 it: rounding noise is unbiased and keeps the output's spread (``bias``, ``spread_change`` of
-:class:`toolkit.metrics.ErrorStats`), a wrong weight or scale does not.
+:class:`framegen.toolkit.metrics.ErrorStats`), a wrong weight or scale does not.
 
 Stages:
 
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from models.atomic import atomic_output
-from models.errors import FramegenError
+from framegen.models.atomic import atomic_output
+from framegen.models.errors import FramegenError
 
 MODEL_OUTPUT = "model_output"
 FINAL_FRAME = "final_frame"
@@ -41,7 +41,7 @@ class ProfileError(FramegenError):
 
 @dataclass(frozen=True)
 class StageLimits:
-    """Limits on one stage's :class:`toolkit.metrics.ErrorStats` summary; ``None`` leaves a metric unchecked.
+    """Limits on one stage's :class:`framegen.toolkit.metrics.ErrorStats` summary; ``None`` leaves a metric unchecked.
 
     Absolute errors are in the stage's units (fractions of 1 for float outputs, levels for uint8). Non-finite
     candidate values always fail.
@@ -311,7 +311,7 @@ def broken_bundle(bundle: str | os.PathLike[str], out: str | os.PathLike[str], f
     ``factor``, with the manifest's sha256 updated so that only the numbers reveal the change."""
     import json
 
-    from exporters.bundle import MANIFEST, load_bundle, sha256_path
+    from framegen.models.bundle import MANIFEST, load_bundle, sha256_path
 
     src = load_bundle(bundle)
     dst = Path(out)

@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from models.contract import INNER_SIZE
-from models.errors import FramegenError
-from runtimes.base import Backend
-from toolkit.features import audio_windows, fps, validate_features
-from toolkit.pipeline import Pipeline, PipelineTimings, Stage
-from toolkit.preprocess import PreparedFrame, PreparedTemplate, paste_back, pred_to_uint8
-from toolkit.video import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_THREADS, FramesDirWriter, VideoWriter, check_video_size
+from framegen.models.contract import INNER_SIZE
+from framegen.models.errors import FramegenError
+from framegen.models.pixels import pred_to_uint8
+from framegen.runtimes.base import Backend
+from framegen.toolkit.features import audio_windows, fps, validate_features
+from framegen.toolkit.pipeline import Pipeline, PipelineTimings, Stage
+from framegen.toolkit.preprocess import PreparedFrame, PreparedTemplate, paste_back
+from framegen.toolkit.video import (
+    DEFAULT_CRF,
+    DEFAULT_PRESET,
+    DEFAULT_THREADS,
+    FramesDirWriter,
+    VideoWriter,
+    check_video_size,
+)
 
 # Stage names, also the keys of RenderStats.stages.
 PREPARE, INFER, PASTE, ENCODE, PNG = "prepare", "infer", "paste", "encode", "png"
@@ -168,10 +175,9 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
 
 
 def _progress_bar(total: int) -> Any:
+    from framegen.toolkit.console import err
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
-
-    from toolkit.console import err
 
     class _Fps(ProgressColumn):
         def render(self, task: Any) -> Text:

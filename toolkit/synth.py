@@ -15,10 +15,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from models.contract import LMS_POINTS
-from toolkit.preprocess import check_box, crop_box
-from toolkit.template import (
+from framegen.models.contract import LMS_POINTS
+from framegen.toolkit.preprocess import check_box, crop_box
+from framegen.toolkit.template import (
     IMAGE_DIR,
     LANDMARK_DIR,
     LANDMARK_SUFFIX,

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.contract import LMS_POINTS
-from models.errors import FramegenError
+from framegen.models.contract import LMS_POINTS
+from framegen.models.errors import FramegenError
 
 IMAGE_DIR = "full_body_img"
 LANDMARK_DIR = "landmarks"
@@ -270,7 +269,7 @@ def inspect_template(path: str | os.PathLike[str], *, skip_bad_boxes: bool = Fal
     ``skip_bad_boxes``, which turns those into warnings as long as one frame remains). Raises TemplateError only
     when the template cannot be opened at all.
     """
-    from toolkit.preprocess import PreprocessError, check_box, crop_box
+    from framegen.toolkit.preprocess import PreprocessError, check_box, crop_box
 
     template = open_template(path)
     image_errors = template.check_images() if check_images else {}

@@ -17,8 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-
-from models.errors import FramegenError
+from framegen.models.errors import FramegenError
 
 # Muxer per output suffix; the temporary name hides the suffix, so the format is given explicitly.
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

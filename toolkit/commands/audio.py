@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from toolkit.console import out
+from framegen.toolkit.console import out
 
 _AUDIO_HELP = "Any audio file FFmpeg reads (wav, mp3, m4a, flac, ogg) or a video with an audio track."
 
@@ -25,8 +24,8 @@ def mel(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the (T, 80) float32 .npy.")],
 ) -> None:
     """Write SyncTalk_2D's normalised log-mel spectrogram (16 kHz, 80 bins, 80 frames/s) as (T, 80) float32."""
-    from toolkit.audio import SAMPLE_RATE, decode_audio, melspectrogram
-    from toolkit.features import save_npy
+    from framegen.toolkit.audio import SAMPLE_RATE, decode_audio, melspectrogram
+    from framegen.toolkit.features import save_npy
 
     wav = decode_audio(audio)
     spec = melspectrogram(wav)
@@ -42,9 +41,9 @@ def features(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
 ) -> None:
     """Write 'ave' features (N, 512) float32, one row per 25 fps video frame, as SyncTalk_2D's inference makes them."""
-    from models.checkpoint import load_audio_encoder
-    from toolkit.audio import audio_to_features, torch_encoder_fn
-    from toolkit.features import fps, save_npy
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
+    from framegen.toolkit.features import fps, save_npy
 
     encode = torch_encoder_fn(load_audio_encoder(encoder))
     feats = audio_to_features(audio, encode, batch=batch, progress=progress)

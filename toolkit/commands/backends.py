@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-
-from toolkit.console import out
+from framegen.toolkit.console import out
 
 
 def register(app: typer.Typer) -> None:
@@ -23,18 +22,17 @@ def backends(
 ) -> None:
     """List every backend with its availability on this machine and the reason; with --bundle / --checkpoint, also
     whether each can be opened from them and which one `--backend auto` would pick."""
+    from framegen.runtimes.base import BackendError
+    from framegen.runtimes.registry import list_backends
+    from framegen.runtimes.spec import OpenRequest
     from rich.table import Table
-
-    from runtimes.base import BackendError
-    from runtimes.registry import list_backends
-    from runtimes.spec import OpenRequest
 
     if precision not in ("fp32", "fp16"):
         raise BackendError(f"--precision {precision!r}: expected fp32 or fp16")
     request = None
     if bundle is not None or checkpoint is not None:
         if bundle is not None:
-            from exporters.bundle import load_bundle
+            from framegen.models.bundle import load_bundle
 
             load_bundle(bundle)  # a bad bundle is the user's error, not every backend's "reason"
         if checkpoint is not None and not checkpoint.is_file():

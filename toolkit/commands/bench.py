@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from toolkit.console import note, out, warn
+from framegen.toolkit.console import note, out, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -119,8 +118,8 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
-    from toolkit.bench import BenchError, parse_batches, parse_list, run_bench
-    from toolkit.files import write_json
+    from framegen.toolkit.bench import BenchError, parse_batches, parse_list, run_bench
+    from framegen.toolkit.files import write_json
 
     if e2e and (template is None or features is None):
         raise BenchError("bench: --e2e needs --template T and --features F")

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from toolkit.console import note, out
+from framegen.toolkit.console import note, out
 
 
 class Kind(str, Enum):
@@ -36,7 +35,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Say what a checkpoint is: kind, mode (as detected), parameter count, dtype, size, sha256."""
-    from models.checkpoint import inspect_checkpoint
+    from framegen.models.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(checkpoint)
     if info.get("note"):
@@ -60,8 +59,8 @@ def init(
                                             help="Estimate BatchNorm statistics so outputs span [0, 1].")] = False,
 ) -> None:
     """Write a seeded, reproducible checkpoint in SyncTalk_2D's own format (a stand-in for real weights)."""
-    from models.init import init_audio_encoder, init_generator
-    from models.io import save_audio_encoder, save_generator
+    from framegen.models.init import init_audio_encoder, init_generator
+    from framegen.models.io import save_audio_encoder, save_generator
 
     if kind is Kind.generator:
         if calibrate:

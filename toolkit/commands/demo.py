@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from toolkit.console import err, out
+from framegen.toolkit.console import err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +33,7 @@ def demo(
     """
     import time
 
-    from toolkit.demo import (
+    from framegen.toolkit.demo import (
         DEFAULT_SECONDS,
         RANDOM_WEIGHTS_NOTE,
         DemoContext,

@@ -35,9 +35,9 @@ def export(
 
     An artifact that fails validation fails the export (exit 2) and leaves no bundle behind.
     """
-    from exporters.bundle import load_bundle
-    from exporters.export import export_bundle
-    from toolkit.console import note
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.console import note
+    from framegen.toolkit.export import export_bundle
 
     dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
                          precisions=_split(precision), opset=opset, io=_split(io), mode=mode, force=force,
@@ -50,9 +50,8 @@ def _fmt(value: Any) -> str:
 
 
 def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
+    from framegen.toolkit.console import out
     from rich.table import Table
-
-    from toolkit.console import out
 
     src = manifest["source"]
     onnx_choice = manifest["tools"]["export"]["onnx"]

@@ -41,10 +41,10 @@ def parity(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
-    from exporters.bundle import load_bundle
-    from toolkit.parity import parse_backends, plan_candidates, print_report, resolve_audio_input, run_parity
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.template import open_template
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.parity import parse_backends, plan_candidates, print_report, resolve_audio_input, run_parity
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.template import open_template
 
     b = load_bundle(bundle)
     requested = parse_backends(backends)
@@ -57,7 +57,7 @@ def parity(
     report.notes[:0] = notes + prepared.warnings
     print_report(report)
     if json_path is not None:
-        from toolkit.files import write_json
+        from framegen.toolkit.files import write_json
 
         write_json(json_path, report.as_dict())
     if not report.passed:

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from models.errors import FramegenError
-from toolkit.console import note, out, warn
+from framegen.models.errors import FramegenError
+from framegen.toolkit.console import note, out, warn
 
 
 class RenderUsageError(FramegenError):
@@ -82,7 +81,7 @@ def render(
 
     Everything (options, template, model, features, audio, output paths) is checked before the first frame.
     """
-    from toolkit.video import DEFAULT_PRESET, check_frames_dir, container_format
+    from framegen.toolkit.video import DEFAULT_PRESET, check_frames_dir, container_format
 
     if out_path is None and frames_dir is None:
         raise RenderUsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -105,13 +104,13 @@ def render(
     if frames_dir is not None:
         check_frames_dir(frames_dir)
 
-    from runtimes.registry import open_backend, pipeline_options, resolve_auto
-    from runtimes.spec import OpenRequest
-    from toolkit.files import write_json
-    from toolkit.preprocess import PreparedTemplate
-    from toolkit.render import check_render
-    from toolkit.render import render as run_render
-    from toolkit.template import open_template
+    from framegen.runtimes.registry import open_backend, pipeline_options, resolve_auto
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.files import write_json
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.render import check_render
+    from framegen.toolkit.render import render as run_render
+    from framegen.toolkit.template import open_template
 
     prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
     for message in [*prepared.template.warnings, *prepared.warnings]:
@@ -140,14 +139,14 @@ def render(
 
 def _features(features: Path | None, audio: Path | None, encoder: Path | None, mode: str) -> Any:
     """Features from a file, or computed from the speech with the audio encoder ('ave' only)."""
-    from toolkit.features import FeatureError, load_features
+    from framegen.toolkit.features import FeatureError, load_features
 
     if features is not None:
         return load_features(features, mode)
     if mode != "ave":
         raise FeatureError(f"--encoder computes 'ave' features; the generator is {mode!r}: give --features")
-    from models.checkpoint import load_audio_encoder
-    from toolkit.audio import audio_to_features, torch_encoder_fn
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
 
     note(f"computing 'ave' features from {audio} with {encoder}")
     return audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), progress=False)

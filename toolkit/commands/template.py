@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from toolkit.console import note, out, warn
+from framegen.toolkit.console import note, out, warn
 
 PREVIEW_TILES = 16
 
@@ -35,7 +34,7 @@ def inspect(
     Exits non-zero when the template is unusable: files missing or malformed, an image that cannot be decoded,
     a crop box outside the frame.
     """
-    from toolkit.template import TemplateError, inspect_template
+    from framegen.toolkit.template import TemplateError, inspect_template
 
     try:
         report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
@@ -83,9 +82,9 @@ def _print_report(report: dict) -> None:
 
 
 def _write_preview(directory: Path, report: dict, path: Path) -> None:
-    from toolkit.files import write_png
-    from toolkit.preprocess import contact_sheet
-    from toolkit.template import open_template
+    from framegen.toolkit.files import write_png
+    from framegen.toolkit.preprocess import contact_sheet
+    from framegen.toolkit.template import open_template
 
     good = [f["index"] for f in report["frames"] if "error" not in f]
     if not good:
@@ -111,8 +110,8 @@ def synth(
     """Write a deterministic synthetic template (face-like frames drawn from a landmark track)."""
     import time
 
-    from toolkit.synth import synth_template
-    from toolkit.template import LANDMARK_SUFFIX, numbered_files
+    from framegen.toolkit.synth import synth_template
+    from framegen.toolkit.template import LANDMARK_SUFFIX, numbered_files
 
     if frames is None:
         frames = 50

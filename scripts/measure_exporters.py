@@ -1,4 +1,4 @@
-"""Choose the ONNX exporter and opset by measurement: ``python -m exporters.measure [--json OUT]``.
+"""Choose the ONNX exporter and opset by measurement: ``python scripts/measure_exporters.py [--json OUT]``.
 
 For each candidate (TorchScript ``dynamo=False`` and ``torch.export``-based ``dynamo=True`` at several opsets) it
 exports the calibrated seeded 'ave' generator twice and the audio encoder once, and measures, in order of weight:
@@ -14,7 +14,7 @@ those whose CPU median is within the noise floor of the fastest are tied. The no
 candidates that produce the *same graph* (the same exporter at different opsets often does) cannot differ in speed,
 so the spread of their medians is what the machine's noise does to identical work (at least 5 %). Among tied
 candidates the lowest opset wins (the widest range of runtimes can load it), then the faster export. The figures
-are copied into :data:`exporters.onnx_export.EXPORT_CHOICE`.
+are copied into :data:`framegen.exporters.onnx_export.EXPORT_CHOICE`.
 """
 
 from __future__ import annotations
@@ -57,10 +57,9 @@ def measure(candidates: tuple[tuple[str, int], ...] = CANDIDATES, rounds: int = 
     import numpy as np
     import onnxruntime as ort
     import torch
-
-    from exporters.onnx_export import encoder_onnx_model, generator_onnx_model, to_float16
-    from exporters.validate import TOLERANCES, validation_inputs
-    from models.init import init_audio_encoder, init_generator
+    from framegen.exporters.onnx_export import encoder_onnx_model, generator_onnx_model, to_float16
+    from framegen.models.init import init_audio_encoder, init_generator
+    from framegen.toolkit.validate import TOLERANCES, validation_inputs
 
     gen = init_generator("ave", seed=0, calibrate=True)
     enc = init_audio_encoder(seed=0)

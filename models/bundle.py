@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import FramegenError
+from framegen.models.errors import FramegenError
 
 MANIFEST = "manifest.json"
 

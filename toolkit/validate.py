@@ -8,7 +8,7 @@ and compared with the module. Core ML artifacts are run by the ``coreml-mil`` ve
 precision) when it is installed; Core ML itself only exists on macOS.
 
 Tolerances (:data:`TOLERANCES`) were set from measurements on the calibrated seeded generators (ave and wenet) and
-encoder (``python -m exporters.measure``, ``framegen export``): generator fp32 artifacts differ from PyTorch by
+encoder (``python scripts/measure_exporters.py``, ``framegen export``): generator fp32 artifacts differ from PyTorch by
 2.8e-5..4.4e-5 (max) and 1.1e-6..1.8e-6 (mean), fp16 ones by 0.018..0.035 (ORT) and 0.034..0.062 (coreml-mil) max
 and 0.002..0.0045 mean; the encoder's fp32 embeddings (values up to ~4) by 1.1e-5 at most. The fp32 generator
 limit is the contract's 1e-4. Output limits alone are blunt for fp16 (a 1 % error in the output convolution moves
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from exporters.errors import ExportValidationError
-from models.errors import FramegenError
+from framegen.exporters.errors import ExportValidationError
+from framegen.models.errors import FramegenError
 
 VALIDATION_SEED = 6
 VALIDATION_BATCH = 3
@@ -61,8 +60,7 @@ def validation_inputs(kind: str, mode: str, batch: int = VALIDATION_BATCH,
     mask and non-negative audio windows with the spread of real 'ave' features; for the encoder mel windows in
     [-4, 4] with the spread of normalised speech mels."""
     import torch
-
-    from models.init import audio_like_batch, image_like_batch
+    from framegen.models.init import audio_like_batch, image_like_batch
 
     gen = torch.Generator().manual_seed(seed)
     if kind == "generator":
@@ -98,9 +96,8 @@ def reference(module: Any, kind: str, mode: str) -> Reference:
     """Run ``module`` once on the validation inputs, recording its convolutions in execution order with each one's
     following BatchNorm folded in (``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``)."""
     import torch
+    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
     from torch import nn
-
-    from models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 
     inputs = validation_inputs(kind, mode)
     names = {m: n for n, m in module.named_modules()}
@@ -266,7 +263,7 @@ def validate_onnx(path: str | os.PathLike[str], ref: Reference, precision: str,
 def coreml_convs(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """``(op name, weight, bias)`` of every conv op of an .mlpackage's ML program, in program order (weights read
     from the package's weight file by coremltools' own MIL loader)."""
-    from exporters.coreml_export import coremltools
+    from framegen.models.imports import coremltools
 
     coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
@@ -293,9 +290,9 @@ def coreml_convs(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np
 
 
 def _mil_verifier() -> Any:
-    """``runtimes.coreml_mil.run_mlpackage`` when the verifier is installed, else ``None``."""
+    """``framegen.runtimes.coreml_mil.run_mlpackage`` when the verifier is installed, else ``None``."""
     try:
-        from runtimes.coreml_mil import run_mlpackage
+        from framegen.runtimes.coreml_mil import run_mlpackage
     except ImportError:
         return None
     return run_mlpackage
@@ -307,7 +304,7 @@ def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str
     """Check an .mlpackage on any OS: ML program, tensor names / shapes / dtypes (flexible batch 1..``max_batch``),
     metadata, compute precision and weights; with the ``coreml-mil`` verifier, also its numbers at
     ``numeric_batches``. Returns the figures, raises ``ExportValidationError``."""
-    from exporters.coreml_export import coremltools
+    from framegen.models.imports import coremltools
 
     coremltools()
     from coremltools.models.utils import load_spec

@@ -1,7 +1,7 @@
 """The metadata every exported artifact carries (ONNX ``metadata_props``, Core ML ``user_defined_metadata``).
 
 Keys are the same in both formats and all values are strings (both formats store string maps). ``contract`` is the
-JSON of :func:`models.contract.contract_dict` for the artifact's mode, so a port can read every number it needs
+JSON of :func:`framegen.models.contract.contract_dict` for the artifact's mode, so a port can read every number it needs
 from the model file itself.
 """
 
@@ -26,7 +26,7 @@ KEY_VERSION = "framegen_version"
 
 def contract_json(mode: str) -> str:
     """The contract for ``mode`` as compact, key-sorted JSON (the same bytes every time)."""
-    from models.contract import contract_dict
+    from framegen.models.contract import contract_dict
 
     return json.dumps(contract_dict(mode), sort_keys=True, separators=(",", ":"))
 
@@ -34,8 +34,8 @@ def contract_json(mode: str) -> str:
 def artifact_metadata(model: str, mode: str, precision: str, source_sha256: str | None = None,
                       io: str = "tensor", extra: dict[str, Any] | None = None) -> dict[str, str]:
     """The string map embedded in an artifact: contract, model kind, mode, precision, I/O kind, source sha256."""
-    from models.contract import CONTRACT_VERSION
-    from toolkit import __version__
+    from framegen.models.contract import CONTRACT_VERSION
+    from framegen.models.version import __version__
 
     if model not in MODELS:
         raise ValueError(f"unknown model kind {model!r}")

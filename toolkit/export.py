@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporters import coreml_export, onnx_export
-from exporters.bundle import MANIFEST, sha256_path
-from exporters.errors import ExportError, ExportValidationError
-from exporters.metadata import artifact_metadata, contract_json
-from exporters.validate import Reference, reference, validate_coreml, validate_onnx
+from framegen.exporters import coreml_export, onnx_export
+from framegen.exporters.errors import ExportError, ExportValidationError
+from framegen.models.bundle import MANIFEST, sha256_path
+from framegen.models.metadata import artifact_metadata, contract_json
+from framegen.toolkit.validate import Reference, reference, validate_coreml, validate_onnx
 
 FORMATS = ("onnx", "coreml")
 PRECISIONS = ("fp32", "fp16")
@@ -58,7 +58,7 @@ def tool_versions() -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    from toolkit import __version__
+    from framegen.models.version import __version__
 
     versions = {"framegen": __version__, "python": platform.python_version()}
     for dist, key in (("torch", "torch"), ("onnx", "onnx"), ("onnxscript", "onnxscript"),
@@ -87,12 +87,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
                   force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Export a SyncTalk_2D generator checkpoint (and optionally the audio encoder) to a validated bundle at ``out``.
 
-    Every artifact is validated against the PyTorch module (see :mod:`exporters.validate`); one that fails makes the
+    Every artifact is validated against the PyTorch module (see :mod:`toolkit.validate`); one that fails makes the
     whole export fail with ``ExportValidationError`` and nothing is left at ``out``. ``mode`` picks ave / hubert /
     wenet when the checkpoint cannot tell (ave and hubert have the same shapes). ``force`` replaces an existing
     ``out``. ``progress`` receives one line per step.
     """
-    from models.checkpoint import load_audio_encoder, load_generator, sha256_file
+    from framegen.models.checkpoint import load_audio_encoder, load_generator, sha256_file
 
     say = progress or (lambda _msg: None)
     fmts = _choose(formats, FORMATS, "format")
@@ -181,7 +181,7 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
     for io in ios:
         if io == "image":
             if kind == "generator":
-                from exporters.image_io import export_image_entries
+                from framegen.toolkit.validate_image import export_image_entries
 
                 entries += export_image_entries(fmt, module, mode, precs, opset, ref, sha, work, dest, say,
                                                 base=base if fmt == "onnx" else None)

@@ -1,0 +1,3 @@
+"""The public API (work in progress)."""
+
+__all__: list[str] = []
