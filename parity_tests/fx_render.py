@@ -92,9 +92,10 @@ def memory_probe(template_dir: str, frames: int, out_dir: str) -> dict[str, floa
 
 def peak_rss_mb(template_dir: Path, frames: int, out_dir: Path) -> dict[str, float]:
     """:func:`memory_probe` in a fresh Python process; returns its report."""
-    code = ("import json, sys; from parity_tests.fx_render import memory_probe; "
+    code = ("import json, sys; from fx_render import memory_probe; "
             "print(json.dumps(memory_probe(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
-    proc = subprocess.run([sys.executable, "-c", code, str(template_dir), str(frames), str(out_dir)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", code, str(template_dir), str(frames), str(out_dir)],
+                          cwd=ROOT / "parity_tests",
                           capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"memory probe failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -102,7 +103,7 @@ def peak_rss_mb(template_dir: Path, frames: int, out_dir: Path) -> dict[str, flo
 
 
 if __name__ == "__main__":
-    # By hand: python -m parity_tests.fx_render TEMPLATE_DIR OUT_DIR 60 600
+    # By hand, in parity_tests/: python fx_render.py TEMPLATE_DIR OUT_DIR 60 600
     tdir, odir, *counts = sys.argv[1:]
     for n in counts:
         print(peak_rss_mb(Path(tdir), int(n), Path(odir)))

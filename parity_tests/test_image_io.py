@@ -21,6 +21,15 @@ from framegen.toolkit.validate_image import LIMITS, compare_uint8, reference_uin
 
 ct = pytest.importorskip("coremltools")
 
+
+def _image_model(path):
+    """An image-I/O artifact file opened like any backend: through the registry, with io='image'."""
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+
+    name = "coreml-mil" if str(path).endswith(".mlpackage") else "ort-cpu"
+    return open_backend(name, OpenRequest(artifact=path, io="image"))
+
 FRAMES = (0, 1, 2)  # output frames: template frames 1-3 (ping-pong), audio windows from zero-padded to nearly full
 
 
@@ -129,18 +138,17 @@ def test_onnx_variant_equals_pred_to_uint8_of_the_tensor_artifact(image_bundle, 
 
 
 def test_onnx_variant_matches_the_reference_pipeline_at_batch_1_and_3(image_bundle, crops, expected):
-    from framegen.runtimes.image_io_backend import open_image_model
 
-    with open_image_model(image_bundle.path("onnx", "fp32")) as m:
-        batch3 = m.infer_uint8(crops.ref, crops.audio)
-        batch1 = np.concatenate([m.infer_uint8(crops.ref[j:j + 1], crops.audio[j:j + 1]) for j in range(3)])
+    with _image_model(image_bundle.path("onnx", "fp32")) as m:
+        batch3 = m.infer(crops.ref, crops.audio)
+        batch1 = np.concatenate([m.infer(crops.ref[j:j + 1], crops.audio[j:j + 1]) for j in range(3)])
     for got in (batch3, batch1):
         stats = compare_uint8(expected, got)
         # fp32 noise only flips truncation boundaries: one level, on a fraction of a percent of the values.
         assert stats["max_abs"] <= LIMITS["fp32"].max_abs == 1, stats
         assert stats["share_diff"] <= LIMITS["fp32"].max_share_diff, stats
-    with open_image_model(image_bundle.path("onnx", "fp16")) as m:
-        stats = compare_uint8(expected, m.infer_uint8(crops.ref, crops.audio))
+    with _image_model(image_bundle.path("onnx", "fp16")) as m:
+        stats = compare_uint8(expected, m.infer(crops.ref, crops.audio))
     assert not LIMITS["fp16"].check(stats), stats
     assert stats["share_diff"] > 0.2, stats  # really computed in fp16
 
@@ -330,17 +338,16 @@ def image_golden(tmp_path_factory, image_bundle, generator_ckpt, prepared_templa
 
 
 def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_path):
-    from framegen.runtimes.image_io_backend import open_image_model
     from framegen.toolkit.golden import check_golden
     from framegen.toolkit.image_parity import write_image_candidate
 
-    with open_image_model(image_bundle.path("onnx", "fp32")) as m:
+    with _image_model(image_bundle.path("onnx", "fp32")) as m:
         fp32 = write_image_candidate(image_golden, m, tmp_path / "fp32")
     report = check_golden(image_golden, fp32, profile="fp32")
     assert report.passed, [(s.name, s.failures) for s in report.stages]
     present = [s.name for s in report.stages if s.present]
     assert present == ["pred_320", "pasted_328", FINAL_FRAME]
-    with open_image_model(image_bundle.path("onnx", "fp16")) as m:
+    with _image_model(image_bundle.path("onnx", "fp16")) as m:
         fp16 = write_image_candidate(image_golden, m, tmp_path / "fp16")
     report = check_golden(image_golden, fp16, profile="image-fp16")
     by = {s.name: s for s in report.stages}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from framegen.runtimes.base import Backend, BackendError
-from framegen.runtimes.registry import AUTO_ORDER, list_backends, open_backend, resolve_auto
+from framegen.runtimes.registry import auto_order, list_backends, open_backend, resolve_auto
 from framegen.runtimes.spec import OpenRequest
 
 GPU_NAMES = ("torch-cuda", "ort-cuda", "ort-trt")
@@ -147,10 +147,14 @@ def test_needed_libraries_reads_elf():
 def test_auto_prefers_by_documented_order(runtime_bundle, generator_ckpt, rows):
     both = OpenRequest(bundle=runtime_bundle, checkpoint=generator_ckpt)
     ckpt_only = OpenRequest(checkpoint=generator_ckpt)
-    usable_both = [n for n in AUTO_ORDER if rows[n]["available"] and n != "coreml"]  # test bundle may lack Core ML
+    order = auto_order()
+    documented = ["ort-trt", "ort-cuda", "torch-cuda", "coreml", "ort-cpu", "torch-cpu"]
+    assert [n for n in order if n in documented] == documented  # the README's order, from the specs' auto_rank
+    assert "coreml-mil" not in order  # a verifier is never picked
+    usable_both = [n for n in order if rows[n]["available"] and n != "coreml"]  # test bundle may lack Core ML
     got = resolve_auto(both)
-    assert got in AUTO_ORDER and rows[got]["available"]
-    assert AUTO_ORDER.index(got) <= AUTO_ORDER.index(usable_both[0]) or got == "coreml"
+    assert got in order and rows[got]["available"]
+    assert order.index(got) <= order.index(usable_both[0]) or got == "coreml"
     assert resolve_auto(ckpt_only) in ("torch-cuda", "torch-cpu")
     if not any(rows[n]["available"] for n in ("ort-trt", "ort-cuda", "torch-cuda", "coreml")):
         assert got == "ort-cpu"  # this machine: no GPU, not a Mac

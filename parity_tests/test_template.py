@@ -13,7 +13,8 @@ import pytest
 from conftest import require_fixture
 from framegen.toolkit.preprocess import crop_328, crop_box
 from framegen.toolkit.synth import generate_track, synth_template
-from framegen.toolkit.template import TemplateError, inspect_template, open_template, read_landmarks
+from framegen.toolkit.template import TemplateError, open_template, read_landmarks
+from framegen.toolkit.template_check import inspect_template
 
 
 def build(src: Path, dst: Path, count: int, image_base: int = 0, lms_base: int = 0, ext: str = ".jpg") -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from framegen.models.contract import AUDIO_SHAPES
 from framegen.runtimes.base import BackendError
-from framegen.runtimes.spec import OpenRequest
+from framegen.runtimes.spec import BackendSpec, OpenRequest
 
 #: file name endings of each artifact format
 SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "coreml": (".mlpackage", ".mlmodel")}
@@ -45,7 +45,7 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
         from framegen.models.bundle import load_bundle
 
         bundle = load_bundle(req.bundle)
-        art = bundle.find("generator", fmt, req.precision)
+        art = bundle.find("generator", fmt, req.precision, req.io)
         sha = art.entry.get("sha256")
         return ResolvedArtifact(art.path, fmt, req.precision, bundle.mode, os.fspath(art.path),
                                 sha if isinstance(sha, str) else None)
@@ -53,10 +53,14 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
                        f"{' / '.join(SUFFIXES[fmt])} file")
 
 
-def artifact_problem(needs: str, precisions: tuple[str, ...], req: OpenRequest) -> str | None:
-    """Why a backend that needs ``needs`` cannot be opened from ``req`` (``None`` when it can); never raises."""
+def artifact_problem(spec: BackendSpec, req: OpenRequest) -> str | None:
+    """Why backend ``spec`` cannot be opened from ``req`` (``None`` when it can): precision, I/O variant and the
+    artifact it needs, as the spec declares them; never raises."""
+    needs, precisions = spec.needs, spec.precisions
     if req.precision not in precisions:
         return f"runs {'/'.join(precisions)}, not {req.precision}"
+    if req.io not in spec.ios:
+        return f"runs {'/'.join(spec.ios)} I/O models, not {req.io}"
     if needs == "checkpoint":
         if req.checkpoint is None and req.model is None:
             return "needs a checkpoint"
@@ -74,9 +78,10 @@ def artifact_problem(needs: str, precisions: tuple[str, ...], req: OpenRequest) 
             bundle = load_bundle(req.bundle)
         except FramegenError as exc:
             return str(exc)
-        if bundle.has("generator", needs, req.precision):
+        if bundle.has("generator", needs, req.precision, req.io):
             return None
-        return f"bundle has no generator {label} {req.precision} artifact"
+        variant = "" if req.io == "tensor" else f" {req.io}-I/O"
+        return f"bundle has no generator {label} {req.precision}{variant} artifact"
     return f"needs a {label} model (a bundle or the file)"
 
 

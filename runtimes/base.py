@@ -54,8 +54,12 @@ class BackendInfo:
         }
 
 
-def generator_io(mode: str) -> tuple[list[TensorMeta], list[TensorMeta]]:
-    """The contract's generator inputs and outputs for a mode."""
+def generator_io(mode: str, io: str = "tensor") -> tuple[list[TensorMeta], list[TensorMeta]]:
+    """The contract's generator inputs and outputs for a mode, for the tensor or the image-I/O variant."""
+    if io == "image":
+        pixels = (None, INNER_SIZE, INNER_SIZE, 3)
+        return ([TensorMeta(GEN_IMAGE, pixels, "uint8"), TensorMeta(GEN_AUDIO, (None, *audio_shape(mode)))],
+                [TensorMeta(GEN_OUTPUT, pixels, "uint8")])
     inputs = [TensorMeta(GEN_IMAGE, (None, 6, INNER_SIZE, INNER_SIZE)),
               TensorMeta(GEN_AUDIO, (None, *audio_shape(mode)))]
     outputs = [TensorMeta(GEN_OUTPUT, (None, 3, INNER_SIZE, INNER_SIZE))]
@@ -83,27 +87,71 @@ class Backend(ABC):
         """Audio branch of the generator: ave, hubert or wenet."""
         return self.info.mode
 
+    @property
+    def io(self) -> str:
+        """``tensor`` (the contract's float tensors) or ``image`` (uint8 BGR image I/O variant), from the metadata the
+        backend read from its own artifact."""
+        return "image" if self._meta(GEN_IMAGE).dtype == "uint8" else "tensor"
+
+    def _meta(self, name: str) -> TensorMeta:
+        for t in self.info.inputs:
+            if t.name == name:
+                return t
+        raise BackendError(f"{self.name}: its model has no input {name!r} (inputs "
+                           f"{[t.name for t in self.info.inputs]})")
+
+    @staticmethod
+    def _caller_dtype(meta: TensorMeta) -> np.dtype:
+        # Float inputs are always handed over as float32: a backend whose model stores float16 casts them itself.
+        return np.dtype(np.float32) if meta.dtype in ("float32", "float16", "float64") else np.dtype(meta.dtype)
+
+    @staticmethod
+    def _describe(meta: TensorMeta) -> str:
+        return "[" + ", ".join("batch" if d is None else str(d) for d in meta.shape) + "]"
+
     def check_inputs(self, image: np.ndarray, audio: np.ndarray) -> None:
-        """Refuse inputs that do not fit the contract with one clear line (never a runtime's stack trace)."""
-        want_img = (6, INNER_SIZE, INNER_SIZE)
-        want_aud = audio_shape(self.mode)
-        for name, arr, want in ((GEN_IMAGE, image, want_img), (GEN_AUDIO, audio, want_aud)):
+        """Refuse inputs that do not fit the model with one clear line (never a runtime's stack trace): names,
+        dtypes and shapes come from the metadata the backend read from its own artifact (``info.inputs``)."""
+        for name, arr in ((GEN_IMAGE, image), (GEN_AUDIO, audio)):
+            meta = self._meta(name)
             if not isinstance(arr, np.ndarray):
                 raise BackendError(f"{self.name}: input {name!r} must be a numpy array, got {type(arr).__name__}")
-            if arr.dtype != np.float32:
-                raise BackendError(f"{self.name}: input {name!r} must be float32, got {arr.dtype}")
-            if arr.ndim != 1 + len(want) or tuple(arr.shape[1:]) != want:
+            want_dtype = self._caller_dtype(meta)
+            if arr.dtype != want_dtype:
+                raise BackendError(f"{self.name}: input {name!r} must be {want_dtype}, got {arr.dtype}")
+            tail = meta.shape[1:]
+            if arr.ndim != len(meta.shape) or any(w is not None and w != g for w, g in zip(tail, arr.shape[1:],
+                                                                                           strict=True)):
                 raise BackendError(f"{self.name}: input {name!r} has shape {list(arr.shape)}, expected "
-                                   f"[batch, {', '.join(map(str, want))}] ({self.mode} mode)")
+                                   f"{self._describe(meta)} ({self.mode} mode, {self.io} I/O)")
         if image.shape[0] != audio.shape[0]:
             raise BackendError(f"{self.name}: batch sizes differ: image {image.shape[0]}, audio {audio.shape[0]}")
         if image.shape[0] == 0:
             raise BackendError(f"{self.name}: empty batch")
 
+    def check_output(self, out: np.ndarray, batch: int) -> np.ndarray:
+        """Refuse an output that does not fit the model's declared output (dtype and shape) with one line."""
+        meta = next((t for t in self.info.outputs if t.name == GEN_OUTPUT), None)
+        if meta is None:
+            return out
+        want_dtype = self._caller_dtype(meta)
+        want_shape = (batch, *meta.shape[1:])
+        if not isinstance(out, np.ndarray) or out.dtype != want_dtype or tuple(out.shape) != want_shape:
+            got = f"{out.dtype} {list(out.shape)}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise BackendError(f"{self.name}: {self.info.source} returned {got}, expected {want_dtype} "
+                               f"{list(want_shape)}")
+        return out
+
     def infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """Run the generator: image [B, 6, 320, 320], audio [B, *mode shape] -> output [B, 3, 320, 320]."""
+        """Run the generator on a batch.
+
+        tensor I/O: image float32 [B, 6, 320, 320], audio float32 [B, *mode shape] -> output float32 [B, 3, 320, 320].
+        image I/O: image uint8 [B, 320, 320, 3] (the BGR reference crop ``crop328[4:324, 4:324]``), audio as above
+        -> output uint8 [B, 320, 320, 3] BGR, truncated like SyncTalk_2D.
+        """
         self.check_inputs(image, audio)
-        return self._infer(np.ascontiguousarray(image), np.ascontiguousarray(audio))
+        out = self._infer(np.ascontiguousarray(image), np.ascontiguousarray(audio))
+        return self.check_output(out, image.shape[0])
 
     @abstractmethod
     def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:

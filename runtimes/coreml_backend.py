@@ -139,10 +139,15 @@ class CoreMLBackend(Backend):
 
 
 def _open(req: OpenRequest) -> Backend:
+    if req.io == "image":
+        from framegen.runtimes.image_io_backend import CoreMLImageBackend
+
+        return CoreMLImageBackend(req)
     return CoreMLBackend(req)
 
 
 SPECS = [
     BackendSpec("coreml", "coremltools", "apple", "coreml", ("fp32", "fp16"), _probe, _open,
-                "Core ML on macOS (compute units: all, cpu-only, cpu-and-gpu, cpu-and-ne)"),
+                "Core ML on macOS (compute units: all, cpu-only, cpu-and-gpu, cpu-and-ne)", ios=("tensor", "image"),
+                auto_rank=40),
 ]

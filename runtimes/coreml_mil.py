@@ -342,11 +342,25 @@ class MilProgram:
             env[name] = torch.from_numpy(arr)
         return env
 
-    def run(self, inputs: dict[str, np.ndarray], check_finite: bool = False) -> dict[str, np.ndarray]:
+    @property
+    def ops(self) -> list[tuple[str, str, dict[str, list[tuple[str, Any]]], list[str]]]:
+        """The computing ops in execution order: ``(type, name, inputs, output names)``, each input a list of
+        ``("var", name)`` or ``("val", value)`` (constants are not ops; see :meth:`constant`)."""
+        return [(op.type, op.name, op.inputs, [o for o, _ in op.outputs]) for op in self._ops]
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """A constant's value (e.g. a convolution's weight) by variable name, or ``None`` if it is not one."""
+        value = self._consts.get(name)
+        return None if value is None or isinstance(value, (str, list)) else value.numpy()
+
+    def run(self, inputs: dict[str, np.ndarray], check_finite: bool = False,
+            observe: Callable[[str, Any], None] | None = None) -> dict[str, np.ndarray]:
         """Execute the program on ``inputs`` (numpy, by input name); outputs by name in their declared dtypes.
 
         With ``check_finite`` every float op output is checked: the first op that turns finite inputs into inf/NaN
-        raises :class:`MilNonFiniteError` naming it (in an fp16 program that is an fp16 overflow).
+        raises :class:`MilNonFiniteError` naming it (in an fp16 program that is an fp16 overflow). ``observe`` is
+        called with every op output's name and value (a torch tensor) as it is computed: intermediate values for
+        locating a layer that departs (``framegen.toolkit.locate``).
         """
         import torch
         from framegen.runtimes.mil_ops import KERNELS, TUPLE_INPUTS, MilOpError
@@ -376,6 +390,8 @@ class MilProgram:
                     if check_finite and val.is_floating_point() and not bool(torch.isfinite(val).all()):
                         self._report_nonfinite(where, oname, vtype, args)
                     env[oname] = val
+                    if observe is not None:
+                        observe(oname, val)
                 for name in self._last_use.get(i, ()):
                     env.pop(name, None)
         return {name: (env[name] if name in env else consts[name]).numpy() for name in self.outputs}
@@ -495,6 +511,11 @@ def _probe() -> Availability:
 
 def _open(req: OpenRequest) -> Backend:
     from framegen.models.bundle import sha256_path
+
+    if req.io == "image":
+        from framegen.runtimes.image_io_backend import MilImageBackend
+
+        return MilImageBackend(req)
     from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 
     art = resolve_artifact(req, "coreml", NAME)
@@ -515,5 +536,6 @@ def _open(req: OpenRequest) -> Backend:
 SPECS = [
     BackendSpec(NAME, "coremltools-mil", "cpu", "coreml", ("fp32", "fp16"), _probe, _open,
                 "Core ML VERIFIER (not Core ML): runs the .mlpackage's ML program op by op with its stored "
-                "weights on the CPU in the program's fp16/fp32; blind to Apple's CPU/GPU/Neural Engine kernels"),
+                "weights on the CPU in the program's fp16/fp32; blind to Apple's CPU/GPU/Neural Engine kernels",
+                verifier=True, ios=("tensor", "image")),
 ]

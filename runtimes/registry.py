@@ -9,16 +9,14 @@ from framegen.runtimes.base import Backend, BackendError
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 # One module per runtime; each exports SPECS.
-_RUNTIME_MODULES = ("runtimes.torch_backend", "runtimes.ort_backend", "runtimes.coreml_backend",
-                    "framegen.runtimes.coreml_mil")
+_RUNTIME_MODULES = (
+    "framegen.runtimes.torch_backend",
+    "framegen.runtimes.ort_backend",
+    "framegen.runtimes.coreml_backend",
+    "framegen.runtimes.coreml_mil",
+)
 
 AUTO = "auto"
-#: ``auto`` takes the first of these that is available here and can be opened from the request. The order is the
-#: expected speed for this model (a conv-heavy fp32/fp16 U-Net at 320x320): TensorRT's fused engines, then cuDNN via
-#: ONNX Runtime (I/O binding, CUDA graphs) ahead of eager PyTorch on CUDA, then Core ML (GPU / Neural Engine), then
-#: the CPU, where ONNX Runtime's fused, pre-packed convolutions beat eager PyTorch. Verifiers (coreml-mil) are never
-#: picked.
-AUTO_ORDER = ("ort-trt", "ort-cuda", "torch-cuda", "coreml", "ort-cpu", "torch-cpu")
 
 
 def all_specs() -> list[BackendSpec]:
@@ -27,6 +25,20 @@ def all_specs() -> list[BackendSpec]:
     for name in _RUNTIME_MODULES:
         specs.extend(importlib.import_module(name).SPECS)
     return specs
+
+
+def auto_order() -> list[str]:
+    """The backends ``auto`` tries, in order: every spec with an ``auto_rank``, lowest first (the expected speed for
+    this model; verifiers have none and are never picked)."""
+    ranked = [s for s in all_specs() if s.auto_rank is not None]
+    return [s.name for s in sorted(ranked, key=lambda s: s.auto_rank)]
+
+
+def render_options(name: str) -> dict[str, Any]:
+    """``OpenRequest.options`` for a backend that feeds the render pipeline (several frames in flight), as its spec
+    declares them; bench's model-only timing opens backends without them."""
+    spec = get_spec(name)
+    return dict(spec.render_options()) if spec.render_options is not None else {}
 
 
 def get_spec(name: str) -> BackendSpec:
@@ -58,26 +70,27 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
         avail = availability(spec)
         row: dict[str, Any] = {"name": spec.name, "available": avail.available, "reason": avail.reason,
                                "runtime": spec.runtime, "device": spec.device, "needs": spec.needs,
+                               "verifier": spec.verifier, "ios": list(spec.ios), "auto_rank": spec.auto_rank,
                                "precisions": list(spec.precisions), "description": spec.description}
         if request is not None:
-            row["artifact"] = artifact_problem(spec.needs, spec.precisions, request)
+            row["artifact"] = artifact_problem(spec, request)
         rows.append(row)
     if request is not None:
         usable = {r["name"] for r in rows if r["available"] and r["artifact"] is None}
-        choice = next((n for n in AUTO_ORDER if n in usable), None)
+        choice = next((n for n in auto_order() if n in usable), None)
         for r in rows:
             r["auto"] = r["name"] == choice
     return rows
 
 
 def resolve_auto(request: OpenRequest) -> str:
-    """The backend ``auto`` means for this request: the first of :data:`AUTO_ORDER` that is available here and
+    """The backend ``auto`` means for this request: the first of :func:`auto_order` that is available here and
     whose artifact the request holds; a one-line error saying why each was passed over when none fits."""
     from framegen.runtimes.artifacts import artifact_problem
 
     specs = {s.name: s for s in all_specs()}
     passed: list[str] = []
-    for name in AUTO_ORDER:
+    for name in auto_order():
         spec = specs.get(name)
         if spec is None:
             continue
@@ -85,25 +98,11 @@ def resolve_auto(request: OpenRequest) -> str:
         if not avail.available:
             passed.append(f"{name}: {avail.reason}")
             continue
-        problem = artifact_problem(spec.needs, spec.precisions, request)
+        problem = artifact_problem(spec, request)
         if problem is None:
             return name
         passed.append(f"{name}: {problem}")
     raise BackendError(f"auto: no backend can run this ({'; '.join(passed)})")
-
-
-def pipeline_options(name: str) -> dict[str, Any]:
-    """Options for a backend that feeds the render pipeline (rather than one call at a time, as ``bench`` times it).
-
-    ort-cpu renders with one single-threaded inference per physical core in flight: measured on 2 cores, a render
-    with one two-thread session ran at 0.47x the model-only rate, because every operator waits for whichever of its
-    threads the decode/encode threads pre-empted.
-    """
-    if name == "ort-cpu":
-        from framegen.runtimes.ort_backend import physical_cores
-
-        return {"workers": physical_cores()}
-    return {}
 
 
 def open_backend(name: str, request: OpenRequest) -> Backend:

@@ -24,6 +24,8 @@ class OpenRequest:
     bundle: str | os.PathLike[str] | None = None
     artifact: str | os.PathLike[str] | None = None
     precision: str = "fp32"
+    #: generator I/O variant to open: "tensor" (the contract's float tensors) or "image" (uint8 image I/O)
+    io: str = "tensor"
     mode: str | None = None
     model: Any = None
     source: str | None = None

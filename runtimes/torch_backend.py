@@ -105,7 +105,7 @@ def _open_cuda(req: OpenRequest) -> Backend:
 
 SPECS = [
     BackendSpec("torch-cpu", "torch", "cpu", "checkpoint", ("fp32",), _probe_cpu, _open_cpu,
-                "PyTorch eager on the CPU: the fp32 reference"),
+                "PyTorch eager on the CPU: the fp32 reference", auto_rank=60),
     BackendSpec("torch-cuda", "torch", "cuda", "checkpoint", ("fp32", "fp16"), _probe_cuda, _open_cuda,
-                "PyTorch on CUDA, channels_last, optional torch.compile"),
+                "PyTorch on CUDA, channels_last, optional torch.compile", auto_rank=30),
 ]

@@ -1,3 +1,418 @@
-"""The public API (work in progress)."""
+"""framegen's public Python API: the main jobs as plain functions with typed parameters and result objects.
 
-__all__: list[str] = []
+``import framegen`` re-exports every name in :data:`__all__` (lazily). The CLI is a thin layer over these functions:
+each command parses its options, calls one of them with the same defaults, and prints the result. Examples for
+every function: docs/API.md (the test suite runs them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from framegen.models.errors import FramegenError
+from framegen.models.version import __version__
+
+PathLike = str | os.PathLike[str]
+
+__all__ = [
+    "BackendRow",
+    "FramegenError",
+    "__version__",
+    "audio_features",
+    "backends",
+    "bench",
+    "checkpoint_init",
+    "export",
+    "golden_check",
+    "golden_write",
+    "parity",
+    "render",
+    "render_frames",
+    "template_synth",
+]
+
+
+class UsageError(FramegenError):
+    """Arguments of an API call (or CLI command) that do not fit together or name missing files."""
+
+
+def _split(value: str | Sequence[str]) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in (p.strip() for p in value.split(",")) if v]
+    return [str(v) for v in value]
+
+
+def _path(value: Any) -> Any:
+    """A bundle (:class:`framegen.models.bundle.Bundle`, as :func:`export` returns) stands for its folder."""
+    from framegen.models.bundle import Bundle
+
+    return value.root if isinstance(value, Bundle) else value
+
+
+def _exists(**paths: PathLike | None) -> None:
+    for label, path in paths.items():
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"--{label.replace('_', '-')} {path}: no such file or folder")
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+
+def checkpoint_init(out: PathLike, *, kind: str = "generator", mode: str = "ave", seed: int = 0,
+                    calibrate: bool = False) -> Path:
+    """Write a seeded, reproducible stand-in checkpoint in SyncTalk_2D's own format (``torch.save`` of the
+    state_dict): ``kind`` generator (``mode`` ave / hubert / wenet; ``calibrate`` estimates BatchNorm statistics so
+    outputs span [0, 1], as trained weights do) or audio-encoder (always calibrated). Returns the path."""
+    from framegen.models.init import init_audio_encoder, init_generator
+    from framegen.models.io import save_audio_encoder, save_generator
+
+    if kind == "generator":
+        return save_generator(init_generator(mode, seed, calibrate), out)
+    if kind in ("audio-encoder", "audio_encoder"):
+        return save_audio_encoder(init_audio_encoder(seed, calibrate=True), out)
+    raise UsageError(f"--kind {kind!r}: expected generator or audio-encoder")
+
+
+def template_synth(out: PathLike, *, frames: int | None = None, width: int = 1280, height: int = 720,
+                   landmarks: PathLike | None = None, seed: int = 0) -> Path:
+    """Write a deterministic synthetic template (face-like frames drawn from a landmark track, or following the real
+    track in ``landmarks``) to ``out``; ``frames`` defaults to 50, or every file of ``landmarks``. Returns ``out``."""
+    from framegen.toolkit.synth import synth_template
+    from framegen.toolkit.template import LANDMARK_SUFFIX, numbered_files
+
+    if frames is None:
+        frames = 50
+        if landmarks is not None and Path(landmarks).is_dir():
+            frames = len(numbered_files(Path(landmarks), (LANDMARK_SUFFIX,))[0]) or 50
+    synth_template(Path(out), frames=frames, width=width, height=height,
+                   landmarks_dir=Path(landmarks) if landmarks is not None else None, seed=seed)
+    return Path(out)
+
+
+def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None = None, batch: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """SyncTalk_2D's 'ave' features of a speech file (any format PyAV reads): (N, 512) float32, one row per 25 fps
+    video frame, computed with the audio encoder checkpoint exactly as SyncTalk_2D's inference does. ``out``: also
+    save them as ``.npy`` there."""
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
+    from framegen.toolkit.features import save_npy
+
+    feats = audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), batch=batch, progress=progress)
+    if out is not None:
+        save_npy(out, feats)
+    return feats
+
+
+# ----------------------------------------------------------------------------------------------------- export
+
+def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | None = None,
+           formats: str | Sequence[str] = ("onnx", "coreml"), precisions: str | Sequence[str] = ("fp32", "fp16"),
+           io: str | Sequence[str] = ("tensor",), opset: int | None = None, mode: str | None = None,
+           force: bool = False, progress: Callable[[str], None] | None = None) -> Any:
+    """Export a SyncTalk_2D generator checkpoint (and optionally its audio encoder) to a validated bundle.
+
+    Every artifact is validated against the PyTorch module; one that fails makes the export fail and leaves nothing
+    at ``out``. ``formats``: onnx, coreml; ``precisions``: fp32, fp16; ``io``: tensor (the contract's float tensors),
+    image (uint8 BGR image I/O variants for ports). Returns the written :class:`framegen.models.bundle.Bundle`.
+    """
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.export import export_bundle
+
+    dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
+                         precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
+                         progress=progress)
+    return load_bundle(dest)
+
+
+# ----------------------------------------------------------------------------------------------------- backends
+
+@dataclass(frozen=True)
+class BackendRow:
+    """One backend as ``framegen backends`` lists it."""
+
+    name: str
+    available: bool
+    reason: str
+    runtime: str
+    device: str
+    needs: str
+    precisions: tuple[str, ...]
+    ios: tuple[str, ...]
+    verifier: bool
+    description: str
+    #: with a bundle / checkpoint: ``None`` when the backend can be opened from it, else why not
+    artifact: str | None = None
+    #: with a bundle / checkpoint: whether ``auto`` picks this one
+    auto: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
+             precision: str = "fp32") -> list[BackendRow]:
+    """Every backend framegen knows, whether it runs here and why not; with a bundle and/or checkpoint also whether
+    each can be opened from it and which one ``auto`` picks."""
+    bundle = _path(bundle)
+    from framegen.runtimes.registry import list_backends
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.plan import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    request = None
+    if bundle is not None or checkpoint is not None:
+        if bundle is not None:
+            from framegen.models.bundle import load_bundle
+
+            load_bundle(bundle)  # a bad bundle is the user's error, not every backend's "reason"
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise UsageError(f"{checkpoint}: no such checkpoint file")
+        request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision)
+    return [BackendRow(name=r["name"], available=r["available"], reason=r["reason"], runtime=r["runtime"],
+                       device=r["device"], needs=r["needs"], precisions=tuple(r["precisions"]),
+                       ios=tuple(r["ios"]), verifier=r["verifier"], description=r["description"],
+                       artifact=r.get("artifact"), auto=bool(r.get("auto")))
+            for r in list_backends(request)]
+
+
+# ----------------------------------------------------------------------------------------------------- render
+
+def _template(template: PathLike | Any, skip_bad_boxes: bool = False,
+              warn: Callable[[str], None] | None = None) -> Any:
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.template import open_template
+
+    if isinstance(template, PreparedTemplate):
+        return template
+    prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
+    for message in [*prepared.template.warnings, *prepared.warnings]:
+        if warn is not None:
+            warn(message)
+    return prepared
+
+
+def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike | None,
+              encoder: PathLike | None, note: Callable[[str], None] | None = None) -> np.ndarray:
+    """Feature rows from an array, a file, or computed from speech with the audio encoder ('ave' only)."""
+    from framegen.toolkit.features import FeatureError, load_features, validate_features
+
+    if features is not None:
+        if isinstance(features, np.ndarray):
+            return validate_features(features, mode, "features")
+        return load_features(features, mode)
+    if audio is None or encoder is None:
+        raise UsageError("give features, or audio with an audio encoder to compute them")
+    if mode != "ave":
+        raise FeatureError(f"--encoder computes 'ave' features; the generator is {mode!r}: give --features")
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
+
+    if note is not None:
+        note(f"computing 'ave' features from {audio} with {encoder}")
+    return audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), progress=False)
+
+
+def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features: Any, audio: PathLike | None,
+                   encoder: PathLike | None) -> None:
+    if (checkpoint is None) == (bundle is None):
+        raise UsageError("render: give exactly one of --checkpoint CKPT or --bundle DIR")
+    if (features is None) == (encoder is None):
+        raise UsageError("render: give --features F, or --audio A with --encoder ENC to compute them")
+    if encoder is not None and audio is None:
+        raise UsageError("render: --encoder computes features from --audio; --audio is missing")
+    _exists(checkpoint=checkpoint, bundle=bundle, audio=audio, encoder=encoder,
+            features=None if isinstance(features, np.ndarray) else features)
+
+
+def _open(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
+          mode: str | None, options: dict[str, Any] | None) -> Any:
+    from framegen.toolkit.plan import Request, open_candidate, plan_candidates
+
+    plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
+                           requested=[Request(backend, precision, io)])
+    return open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
+
+
+def render_frames(template: PathLike | Any, *, features: PathLike | np.ndarray | None = None,
+                  audio: PathLike | None = None, encoder: PathLike | None = None,
+                  checkpoint: PathLike | None = None, bundle: PathLike | None = None, backend: str = "auto",
+                  precision: str = "fp32", io: str = "tensor", mode: str | None = None, batch: int | None = None,
+                  start_frame: int = 0, max_frames: int | None = None, skip_bad_boxes: bool = False,
+                  options: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Yield every rendered frame in order, as arrays (no file written): each a
+    :class:`framegen.toolkit.render.RenderedFrame` with ``i``, ``template_index``, ``pred`` (the backend's output)
+    and ``frame`` (uint8 BGR, H x W x 3). The backend stays open while the iterator runs and closes when it ends
+    or is closed. Arguments as :func:`render`."""
+    bundle = _path(bundle)
+    from framegen.toolkit.render import iter_frames
+
+    _check_sources(checkpoint, bundle, features, audio, encoder)
+    prepared = _template(template, skip_bad_boxes)
+    with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
+        feats = _features(be.mode, features, audio, encoder)
+        yield from iter_frames(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)
+
+
+def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir: PathLike | None = None,
+           features: PathLike | np.ndarray | None = None, audio: PathLike | None = None,
+           encoder: PathLike | None = None, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
+           backend: str = "auto", precision: str = "fp32", io: str = "tensor", mode: str | None = None,
+           batch: int | None = None, start_frame: int = 0, max_frames: int | None = None, crf: int = 20,
+           preset: str | None = None, skip_bad_boxes: bool = False, progress: bool = False,
+           stats: PathLike | None = None, options: dict[str, Any] | None = None,
+           note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
+    """Render a lip-synced video: template frames in ping-pong order, one per feature row, through a backend, to an
+    mp4 (H.264 + AAC of ``audio``) and/or a folder of PNGs. Returns :class:`framegen.toolkit.render.RenderStats`.
+
+    ``template``: a template folder (``full_body_img/`` + ``landmarks/``) or a ``PreparedTemplate``. Features come
+    from ``features`` (a ``.npy`` / ``.bin`` file or an array, one row per video frame) or are computed from
+    ``audio`` with the ``encoder`` checkpoint. The model comes from ``checkpoint`` or ``bundle``; ``backend`` is a
+    registry name or ``auto``, ``io`` ``tensor`` or ``image`` (the bundle's image-I/O variant). Everything is
+    checked before the first frame; outputs appear (renamed from temporary names) only when complete.
+    ``stats``: also write the timing stats as JSON there. ``note`` / ``warn`` receive progress lines.
+    """
+    bundle = _path(bundle)
+    from framegen.toolkit.render import render as run_render
+    from framegen.toolkit.video import DEFAULT_PRESET, check_frames_dir, container_format
+
+    if out is None and frames_dir is None:
+        raise UsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
+    if audio is not None and out is None:
+        raise UsageError("render: --audio is muxed into the video, which needs --out")
+    _check_sources(checkpoint, bundle, features, audio, encoder)
+    _exists(template=template if not hasattr(template, "template") else None)
+    if out is not None:
+        container_format(out)
+        if not Path(out).parent.is_dir():
+            raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    if frames_dir is not None:
+        check_frames_dir(frames_dir)
+    prepared = _template(template, skip_bad_boxes, warn)
+    with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
+        if be.info.extra.get("mode_note") and note is not None:
+            note(str(be.info.extra["mode_note"]))
+        feats = _features(be.mode, features, audio, encoder, note)
+        if note is not None:
+            note(f"{be.name} ({be.info.device}, {be.info.precision}, mode {be.mode}, {be.io} I/O); {len(prepared)} "
+                 f"template frames {prepared.template.width}x{prepared.template.height}; {feats.shape[0]} feature "
+                 f"rows")
+        result = run_render(prepared, feats, be, out=out, frames_dir=frames_dir, batch=batch,
+                            start_frame=start_frame, max_frames=max_frames, audio_path=audio, progress=progress,
+                            crf=crf, preset=preset or DEFAULT_PRESET)
+    audio_s = result.encoder.get("audio_seconds")
+    video_s = result.frames / result.encoder["fps"] if result.encoder.get("fps") else None
+    if warn is not None and audio_s is not None and video_s is not None and audio_s + 0.5 < video_s:
+        warn(f"{audio}: {audio_s:.2f} s of audio for {video_s:.2f} s of video; the end is silent")
+    if stats is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(stats, result.as_dict())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------- parity
+
+def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
+           features: PathLike | None = None, audio: PathLike | None = None, encoder: PathLike | None = None,
+           backends: str | None = None, frames: int = 8, start_frame: int = 0, batch: int | None = None,
+           heatmaps: PathLike | None = None, skip_bad_boxes: bool = False, progress: bool = False,
+           json: PathLike | None = None) -> Any:
+    """Render the same frames through PyTorch fp32 (the reference) and every candidate backend x artifact, and
+    compare model outputs and final frames under tolerance profiles. Returns a
+    :class:`framegen.toolkit.parity.ParityReport`; ``report.passed`` is the verdict.
+
+    ``backends``: ``NAME[:precision][:image],...`` (default: every available backend x every generator artifact of
+    the bundle it runs). ``json``: also write the report there.
+    """
+    bundle = _path(bundle)
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.parity import parse_backends, plan_candidates, resolve_audio_input, run_parity
+
+    _exists(bundle=bundle, checkpoint=checkpoint)
+    b = load_bundle(bundle)
+    requested = parse_backends(backends)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
+    candidates, notes = plan_candidates(b, requested)
+    prepared = _template(template, skip_bad_boxes)
+    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
+                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
+                        inputs={"template": os.fspath(getattr(getattr(prepared, "template", None), "root",
+                                                              template)), **audio_input.source})
+    report.notes[:0] = notes + prepared.warnings
+    if json is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(json, report.as_dict())
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------- golden
+
+def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, features: PathLike | None = None,
+                 audio: PathLike | None = None, encoder: PathLike | None = None, cases: int = 3,
+                 checkpoint: PathLike | None = None, start_frame: int = 0, force: bool = False) -> Path:
+    """Write golden vectors for ports: every pipeline stage of ``cases`` frames as raw little-endian files plus
+    ``index.json`` and a README. The model output comes from ``checkpoint`` (PyTorch) or, by default, the bundle's
+    fp32 ONNX generator on ort-cpu. Returns the golden directory."""
+    bundle = _path(bundle)
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.golden import AudioSource, write_golden
+    from framegen.toolkit.parity import resolve_audio_input
+
+    b = load_bundle(bundle)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder)
+    source = None if audio_input.mel_windows is None else AudioSource(audio_input.mel_windows, audio_input.source)
+    prepared = _template(template)
+    return Path(write_golden(b.root, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
+                             checkpoint=checkpoint, audio=source, force=force,
+                             source={"template": os.fspath(prepared.template.root), **audio_input.source}))
+
+
+def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32",
+                 json: PathLike | None = None) -> Any:
+    """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage. Returns a
+    :class:`framegen.toolkit.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
+    from framegen.toolkit.golden import check_golden
+
+    report = check_golden(golden, candidate, profile=profile)
+    if json is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(json, report.as_dict())
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+
+def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
+          backends: str | Sequence[str] | None = None, precisions: str | Sequence[str] | None = None,
+          batches: str | Sequence[int] | None = None, iterations: int | None = None, warmup: int = 3,
+          seconds: float = 8.0, mode: str | None = None, template: PathLike | None = None,
+          features: PathLike | None = None, e2e_frames: int | None = 100, e2e_batch: int | None = None,
+          json: PathLike | None = None, on_result: Callable[[str, dict[str, Any]], None] | None = None
+          ) -> dict[str, Any]:
+    """Benchmark every planned backend x precision x batch (latency p50/p90/p99, fps, GFLOP/s against the machine's
+    peak, memory); with ``template`` + ``features`` also one end-to-end render each. Returns the report dict (the
+    schema of ``framegen bench --json``)."""
+    bundle = _path(bundle)
+    from framegen.toolkit.bench import DEFAULT_E2E_FRAMES, parse_batches, run_bench
+
+    batch_list = parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
+    report = run_bench(checkpoint=checkpoint, bundle=bundle,
+                       backends=_split(backends) if backends is not None else None,
+                       precisions=_split(precisions) if precisions is not None else None, batches=batch_list,
+                       iterations=iterations, warmup=warmup, seconds=seconds, mode=mode, template=template,
+                       features=features, e2e_frames=e2e_frames if e2e_frames is not None else DEFAULT_E2E_FRAMES,
+                       e2e_batch=e2e_batch, on_result=on_result)
+    if json is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(json, report)
+    return report

@@ -33,8 +33,6 @@ from framegen.models.contract import INNER_SIZE
 from framegen.models.errors import FramegenError
 
 SCHEMA_VERSION = 1
-#: backends left out unless named: a reference interpreter, not a runtime anyone renders with
-NOT_BY_DEFAULT = {"coreml-mil": "op-by-op reference interpreter (verification, not speed); name it to time it"}
 DEFAULT_WARMUP = 3
 DEFAULT_SECONDS = 8.0  # auto iterations: about this long per measurement
 AUTO_MIN_ITERATIONS = 5
@@ -354,37 +352,36 @@ def plan(checkpoint: str | os.PathLike[str] | None, bundle: str | os.PathLike[st
          ) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     """Which (backend, precision) pairs to run from the given model source, and which are skipped and why.
 
-    Without ``backends``: every registered backend except :data:`NOT_BY_DEFAULT`. A backend the source cannot feed
-    (a checkpoint for ONNX backends, a bundle without that precision) or that is unavailable here is skipped with
-    its reason; unknown names are an error.
+    The planner (:mod:`framegen.toolkit.plan`) decides: without ``backends`` every available backend except the
+    verifiers, x every precision the source feeds it; a named backend that is unavailable here or has nothing to
+    run is skipped with its reason; unknown names are an error.
     """
-    from framegen.runtimes.artifacts import artifact_problem
-    from framegen.runtimes.registry import all_specs, availability, get_spec
-    from framegen.runtimes.spec import OpenRequest
+    from framegen.runtimes.registry import get_spec
+    from framegen.toolkit.plan import PRECISIONS, PlanError, Request, plan_candidates
 
     if checkpoint is None and bundle is None:
         raise BenchError("bench: give --checkpoint CKPT and/or --bundle DIR")
-    named = backends is not None
-    specs = [get_spec(n) for n in backends] if named else [s for s in all_specs() if s.name not in NOT_BY_DEFAULT]
     for p in precisions or []:
-        if p not in ("fp32", "fp16"):
-            raise BenchError(f"--precisions: {p!r} is not fp32 or fp16")
+        if p not in PRECISIONS:
+            raise BenchError(f"--precisions: {p!r} is not one of {', '.join(PRECISIONS)}")
     runs: list[tuple[str, str]] = []
     skipped: list[dict[str, str]] = []
-    if not named:
-        skipped += [{"backend": n, "precision": "*", "reason": r} for n, r in NOT_BY_DEFAULT.items()]
-    for spec in specs:
-        avail = availability(spec)
-        if not avail.available:
-            skipped.append({"backend": spec.name, "precision": "*", "reason": avail.reason})
+    groups: list[list[Request] | None] = [None] if backends is None else [[Request(n)] for n in backends]
+    for requested in groups:
+        if requested is not None:
+            get_spec(requested[0].backend)  # an unknown name is an error, not a skip
+        try:
+            found = plan_candidates("bench", bundle=bundle, checkpoint=checkpoint, requested=requested,
+                                    precisions=precisions)
+        except PlanError as exc:
+            skipped.append({"backend": requested[0].backend if requested else "*", "precision": "*",
+                            "reason": str(exc)})
             continue
-        for precision in precisions or list(spec.precisions):
-            req = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision)
-            problem = artifact_problem(spec.needs, spec.precisions, req)
-            if problem is None:
-                runs.append((spec.name, precision))
-            else:
-                skipped.append({"backend": spec.name, "precision": precision, "reason": problem})
+        runs += [(c.backend, c.precision) for c in found.candidates if (c.backend, c.precision) not in runs]
+        if requested is None:
+            for note in found.notes:
+                name, _, reason = note.partition(": ")
+                skipped.append({"backend": name, "precision": "*", "reason": reason})
     return runs, skipped
 
 
@@ -408,9 +405,10 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
     e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
-    from framegen.runtimes.registry import open_backend, pipeline_options
+    from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.machine import describe_machine
+    from framegen.toolkit.plan import Candidate, open_candidate
 
     if (template is None) != (features is None):
         raise BenchError("--e2e needs both --template T and --features F")
@@ -445,13 +443,10 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
                 from framegen.toolkit.features import load_features
 
                 feats = load_features(features, backend.mode)
-                render_opts = pipeline_options(name)
-                if render_opts:  # rendering opens the backend as `framegen render` does
-                    with open_backend(name, OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision,
-                                                        mode=mode, options=render_opts)) as render_backend:
-                        run = measure_e2e(template, feats, render_backend, batch=e2e_batch, frames=e2e_frames)
-                else:
-                    run = measure_e2e(template, feats, backend, batch=e2e_batch, frames=e2e_frames)
+                # The end-to-end run opens the backend exactly as `framegen render` does (render options included).
+                with open_candidate(Candidate(name, precision), bundle=bundle, checkpoint=checkpoint,
+                                    mode=mode) as render_backend:
+                    run = measure_e2e(template, feats, render_backend, batch=e2e_batch, frames=e2e_frames)
                 same = [r for r in results if (r["backend"], r["precision"], r["batch"]) ==
                         (run["backend"], run["precision"], run["batch"])]
                 run["model_only_fps"] = same[-1]["fps"] if same else None

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "checkpoint",
     "template",
     "audio",
+    "serve",
 )
 
 

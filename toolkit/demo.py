@@ -33,9 +33,6 @@ MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replac
 DEFAULT_SECONDS = 3.0
 DEFAULT_TEMPLATE_FRAMES = 25
 DEFAULT_PARITY_FRAMES = 4
-#: Backends that can render but are left out of the demo's videos: verifiers, far too slow for a whole video.
-NOT_RENDERED = {"coreml-mil": "a slow reference interpreter that verifies .mlpackage files; it joins the parity "
-                              "table instead"}
 RANDOM_WEIGHTS_NOTE = ("the weights are random (seeded, calibrated stand-ins for SyncTalk_2D's trained ones), so the "
                        "mouth will not look like speech: the demo shows the pipeline, not a trained model. Render "
                        "with a real checkpoint: framegen render --checkpoint CKPT ...")
@@ -206,20 +203,19 @@ def step_features(ctx: DemoContext) -> str:
     return f"{feats.shape[0]} x {feats.shape[1]} (one row per 25 fps frame) -> {path.name}"
 
 
-def render_on(ctx: DemoContext, backend_name: str, request: Any) -> Any:
-    """Render the demo video on one backend to ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
-    from dataclasses import replace
-
-    from framegen.runtimes.registry import open_backend, pipeline_options
+def render_on(ctx: DemoContext, backend_name: str, *, bundle: Any = None) -> Any:
+    """Render the demo video on one backend (fp32, opened by the planner as ``framegen render`` opens it) to
+    ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
     from framegen.toolkit.files import write_json
+    from framegen.toolkit.plan import Candidate, open_candidate
     from framegen.toolkit.preprocess import PreparedTemplate
     from framegen.toolkit.render import render
     from framegen.toolkit.template import open_template
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     out = ctx.out / f"demo-{backend_name}.mp4"
-    request = replace(request, options={**request.options, **pipeline_options(backend_name)})
-    with open_backend(backend_name, request) as backend:
+    with open_candidate(Candidate(backend_name, "fp32"), checkpoint=ctx.artifacts["checkpoint"], bundle=bundle,
+                        mode="ave") as backend:
         stats = render(prepared, ctx.results["features"], backend, out=out, batch=ctx.batch,
                        audio_path=ctx.artifacts["speech"], progress=ctx.progress)
     renders = ctx.results.setdefault("renders", {})
@@ -237,9 +233,7 @@ def _render_line(stats: Any) -> str:
 
 def step_render(ctx: DemoContext) -> str:
     """The first video straight from the checkpoint: template + features through torch-cpu, H.264 + AAC speech."""
-    from framegen.runtimes.spec import OpenRequest
-
-    stats = render_on(ctx, "torch-cpu", OpenRequest(checkpoint=ctx.artifacts["checkpoint"]))
+    stats = render_on(ctx, "torch-cpu")
     return _render_line(stats)
 
 
@@ -269,39 +263,21 @@ def step_export(ctx: DemoContext) -> str:
 
 
 def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
-    """Backends available here that the bundle or checkpoint feeds (fp32), and ``name (why)`` for each one left
-    out: verifiers (:data:`NOT_RENDERED`), backends the bundle does not feed, and those not available here."""
-    from framegen.runtimes.registry import list_backends
-    from framegen.runtimes.spec import OpenRequest
+    """Backends the planner renders with from the bundle and checkpoint (fp32), and ``name (why)`` for each one
+    left out (verifiers, backends the bundle does not feed, those not available here)."""
+    from framegen.toolkit.plan import plan_candidates
 
-    request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"))
-    names: list[str] = []
-    verifiers: list[str] = []
-    unfed: list[str] = []
-    unavailable: list[str] = []
-    for row in list_backends(request):
-        if not row["available"]:
-            unavailable.append(row["name"])
-        elif row["artifact"] is not None:
-            unfed.append(f"{row['name']} ({row['artifact']})")
-        elif row["name"] in NOT_RENDERED:
-            verifiers.append(f"{row['name']} ({NOT_RENDERED[row['name']]})")
-        else:
-            names.append(row["name"])
-    # The parity notes give each unavailable backend's reason; here the names are enough.
-    tail = [f"{', '.join(unavailable)} (not available here)"] if unavailable else []
-    return names, verifiers + unfed + tail
+    plan = plan_candidates("demo", checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"),
+                           precisions=["fp32"])
+    names = list(dict.fromkeys(c.backend for c in plan.candidates))
+    return names, plan.notes
 
 
 def step_render_backends(ctx: DemoContext) -> str:
     """The same video on every other backend available here that the bundle or checkpoint feeds."""
-    from framegen.runtimes.spec import OpenRequest
-
     names, left_out = renderable_backends(ctx)
-    request = OpenRequest(checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts["bundle"], precision="fp32",
-                          mode="ave")
     done = ctx.results.get("renders", {})
-    lines = [_render_line(render_on(ctx, name, request)) for name in names if name not in done]
+    lines = [_render_line(render_on(ctx, name, bundle=ctx.artifacts["bundle"])) for name in names if name not in done]
     return "; ".join(lines or ["no other backend is available here"]) + (
         f"; not rendered: {'; '.join(left_out)}" if left_out else "")
 

@@ -28,25 +28,16 @@ _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 
 
 def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
-    """Image candidates for a loaded bundle: every ``io: image`` generator artifact x each available backend that
-    runs it (ONNX: ort-cpu, ort-cuda; Core ML: coreml-mil, coreml); plus notes on those left out."""
-    from framegen.runtimes.image_io_backend import IMAGE_BACKENDS
-    from framegen.runtimes.registry import availability, get_spec
+    """Image candidates for a loaded bundle (every available backend x every image-I/O generator artifact it runs,
+    as the planner finds them), plus notes on those left out."""
     from framegen.toolkit.parity import Candidate
+    from framegen.toolkit.plan import PlanError, plan_candidates
 
-    cands, notes = [], []
-    for art in bundle.artifacts:
-        if art.model != "generator" or art.io != "image":
-            continue
-        for name, fmt in IMAGE_BACKENDS.items():
-            if fmt != art.format:
-                continue
-            avail = availability(get_spec(name))
-            if avail.available:
-                cands.append(Candidate(name, art.precision, "image"))
-            else:
-                notes.append(f"{name}/{art.precision}/image: not available here ({avail.reason})")
-    return cands, notes
+    try:
+        plan = plan_candidates("parity", bundle=bundle.root, ios=["image"])
+    except PlanError as exc:
+        return [], [str(exc)]
+    return [Candidate(c.backend, c.precision, c.io) for c in plan.candidates], plan.notes
 
 
 def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
@@ -59,7 +50,6 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
     """
     from framegen.models.bundle import load_bundle
     from framegen.models.pixels import pred_to_uint8
-    from framegen.runtimes.image_io_backend import open_image_backend
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.features import audio_windows
@@ -77,11 +67,14 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
         prof = profile_for(cand.precision, "image")
         results.append(CandidateResult(cand, prof.name))
         try:
-            models[k] = open_image_backend(cand.backend, b.root, cand.precision)
+            from framegen.toolkit.plan import Candidate as Planned
+            from framegen.toolkit.plan import open_candidate
+
+            models[k] = open_candidate(Planned(cand.backend, cand.precision, "image"), bundle=b.root, mode=b.mode)
         except FramegenError as exc:
             results[k].error = f"cannot open: {exc}"
             continue
-        results[k].info = models[k].info
+        results[k].info = models[k].info.as_dict()
         stats[k] = (ErrorStats("uint8"), ErrorStats("uint8"))
     if not models:
         return results
@@ -95,7 +88,7 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
             x0, y0, x1, y1 = box = prepared.box
             for k in list(models):
                 try:
-                    got = models[k].infer_uint8(crop, audio)[0]
+                    got = models[k].infer(crop, audio)[0]
                 except FramegenError as exc:
                     results[k].error = f"failed at frame {i}: {exc}"
                     models.pop(k).close()
@@ -141,7 +134,7 @@ def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str |
 
     for case in index["cases"]:
         window = stage(case, "audio_window").astype(np.float32)
-        pred = model.infer_uint8(np.ascontiguousarray(stage(case, "reference_320"))[None], window[None])[0]
+        pred = model.infer(np.ascontiguousarray(stage(case, "reference_320"))[None], window[None])[0]
         crop = stage(case, "crop_328")
         pasted = np.array(crop, copy=True)
         pasted[_INNER, _INNER] = pred

@@ -137,3 +137,42 @@ class ErrorStats:
             "nonfinite": self.n_nonfinite,
             "values": self.count,
         }
+
+
+def outside_box_diffs(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    """Values that differ between two frames outside ``box`` (x0, y0, x1, y1), where both must be identical."""
+    x0, y0, x1, y1 = box
+    n = int(np.count_nonzero(a[:y0] != b[:y0])) + int(np.count_nonzero(a[y1:] != b[y1:]))
+    n += int(np.count_nonzero(a[y0:y1, :x0] != b[y0:y1, :x0]))
+    n += int(np.count_nonzero(a[y0:y1, x1:] != b[y0:y1, x1:]))
+    return n
+
+
+def cell(v: Any, kind: str = "g") -> str:
+    """A metric as a table cell: ``-`` for none; ``kind`` ``pct`` / ``signed_pct`` / ``db`` / ``cos`` / general."""
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
+        return str(v)
+    if kind == "signed_pct":
+        return f"{100 * v:+.2f}%"
+    if kind == "pct":
+        return f"{100 * v:.3g}%"
+    if kind == "db":
+        return f"{v:.1f}"
+    if kind == "cos":
+        return f"{v:.6f}"
+    if isinstance(v, float) and v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
+        return f"{v:.2e}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def wide_console() -> Any:
+    """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 150 columns wide so that result
+    tables are not cut to rich's default of 80."""
+    from framegen.toolkit.console import out
+    from rich.console import Console
+
+    return out if out.is_terminal else Console(width=max(out.width, 150), highlight=False)

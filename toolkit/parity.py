@@ -232,12 +232,10 @@ def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | 
         if not avail.available:
             raise ParityError(f"backend {name!r} is not available here: {avail.reason}")
         if io == "image":
-            from framegen.runtimes.image_io_backend import IMAGE_BACKENDS
-
-            if name not in IMAGE_BACKENDS:
-                raise ParityError(f"backend {name!r} does not run image-I/O variants (those that do: "
-                                  f"{', '.join(IMAGE_BACKENDS)})")
-            fmt = IMAGE_BACKENDS[name]
+            if "image" not in spec.ios:
+                runs = ", ".join(s.name for s in all_specs() if "image" in s.ios)
+                raise ParityError(f"backend {name!r} does not run image-I/O variants (those that do: {runs})")
+            fmt = spec.needs
             have = [p for p in ("fp32", "fp16") if bundle.has("generator", fmt, p, "image")]
             what = f"{fmt} image-I/O"
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,8 @@ class Profile:
     name: str
     description: str
     stages: dict[str, StageLimits]
+    #: stage -> metric -> where the limit came from (derived profiles and overrides; empty for the fixed ones)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def limits(self, stage: str) -> StageLimits:
         """The limits of ``stage`` (ProfileError naming the profile when it has none)."""
@@ -119,8 +121,11 @@ class Profile:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, as written into parity reports and golden indexes."""
-        return {"name": self.name, "description": self.description,
-                "stages": {k: v.as_dict() for k, v in self.stages.items()}}
+        d: dict[str, Any] = {"name": self.name, "description": self.description,
+                             "stages": {k: v.as_dict() for k, v in self.stages.items()}}
+        if self.sources:
+            d["sources"] = self.sources
+        return d
 
 
 # Measured with scripts/measure_tolerances.py (16 real-looking frames: calibrated seed-0 'ave' generator, synthetic
@@ -186,6 +191,14 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ProfileError(f"unknown tolerance profile {name!r}; known: {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+def known_stages() -> list[str]:
+    """Every stage some parity profile has limits for (what ``--tolerance STAGE.METRIC=...`` may name)."""
+    seen: dict[str, None] = {}
+    for p in PROFILES.values():
+        seen.update(dict.fromkeys(p.stages))
+    return list(seen)
 
 
 def profile_for(precision: str, io: str = "tensor") -> Profile:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from framegen.models.contract import INNER_SIZE
+from framegen.models.contract import INNER_OFFSET, INNER_SIZE
 from framegen.models.errors import FramegenError
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
@@ -50,7 +50,7 @@ class RenderedFrame(NamedTuple):
     i: int
     template_index: int
     prepared: PreparedFrame
-    pred: np.ndarray  # float32 (3, 320, 320), the backend's output
+    pred: np.ndarray  # the backend's output: float32 (3, 320, 320), or uint8 (320, 320, 3) from an image-I/O model
     frame: np.ndarray  # uint8 (H, W, 3) BGR, the pasted result
 
 
@@ -141,29 +141,32 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
     feats, count, size = check_render(template, features, backend, batch=batch, start_frame=start_frame,
                                       max_frames=max_frames)
     mode = backend.mode
+    # An image-I/O model takes the uint8 reference crop and does /255, the mask and the truncation itself.
+    image_io = backend.io == "image"
+    inner = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 
     def batches() -> Iterator[tuple[list[int], list[PreparedFrame], np.ndarray, np.ndarray]]:
         for b0 in range(0, count, size):
             idx = list(range(b0, min(b0 + size, count)))
             prepared = [template.prepared(template.template_index(i, start_frame)) for i in idx]
-            image = np.empty((len(idx), 6, INNER_SIZE, INNER_SIZE), dtype=np.float32)
-            for slot, p in enumerate(prepared):
-                p.image_input(out=image[slot])
+            if image_io:
+                image = np.stack([p.crop328[inner, inner] for p in prepared])
+            else:
+                image = np.empty((len(idx), 6, INNER_SIZE, INNER_SIZE), dtype=np.float32)
+                for slot, p in enumerate(prepared):
+                    p.image_input(out=image[slot])
             yield idx, prepared, image, audio_windows(feats, idx, mode)
 
     def infer(item: tuple[list[int], list[PreparedFrame], np.ndarray, np.ndarray]) -> tuple[Any, ...]:
         idx, prepared, image, audio = item
-        pred = backend.infer(image, audio)
-        if pred.shape != (len(idx), 3, INNER_SIZE, INNER_SIZE):
-            raise RenderError(f"{backend.name}: output shape {list(pred.shape)}, expected "
-                              f"[{len(idx)}, 3, {INNER_SIZE}, {INNER_SIZE}]")
-        return idx, prepared, pred
+        return idx, prepared, backend.infer(image, audio)  # the backend checks the output against its model
 
     def paste(item: tuple[list[int], list[PreparedFrame], np.ndarray]) -> list[RenderedFrame]:
         idx, prepared, pred = item
         out = []
         for slot, (i, p) in enumerate(zip(idx, prepared, strict=True)):
-            frame = paste_back(template.frame(p.index), p.box, p.crop328, pred_to_uint8(pred[slot]))
+            pred_u8 = pred[slot] if image_io else pred_to_uint8(pred[slot])
+            frame = paste_back(template.frame(p.index), p.box, p.crop328, pred_u8)
             out.append(RenderedFrame(i, p.index, p, pred[slot], frame))
         return out
 

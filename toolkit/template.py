@@ -3,7 +3,8 @@
 Real datasets are messy (ffmpeg numbers frames from 1 while landmark files start at 0, files go missing, JPEGs get
 truncated), so :func:`open_template` pairs images and landmark files in numeric order, parses and validates every
 landmark file up front, and fails with one line naming the file(s) when the dataset cannot be used as it is.
-Images are decoded on demand (:meth:`Template.read_image`); :func:`inspect_template` decodes them all.
+Images are decoded on demand (:meth:`Template.read_image`); ``toolkit.template_check.inspect_template`` decodes them
+all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from framegen.models.contract import LMS_POINTS
@@ -259,50 +259,3 @@ def open_template(path: str | os.PathLike[str]) -> Template:
     first = decode_image(frames[0].image)
     height, width = first.shape[:2]
     return Template(root, frames, np.stack(parsed), width, height, warnings, numbering)
-
-
-def inspect_template(path: str | os.PathLike[str], *, skip_bad_boxes: bool = False,
-                     check_images: bool = True) -> dict[str, Any]:
-    """Everything ``framegen template inspect`` reports, as JSON-able data (paths relative to the template).
-
-    ``usable`` is false when an image cannot be decoded, or when a crop box leaves the frame (unless
-    ``skip_bad_boxes``, which turns those into warnings as long as one frame remains). Raises TemplateError only
-    when the template cannot be opened at all.
-    """
-    from framegen.toolkit.preprocess import PreprocessError, check_box, crop_box
-
-    template = open_template(path)
-    image_errors = template.check_images() if check_images else {}
-    frames, errors, warnings = [], [], list(template.warnings)
-    usable_frames = 0
-    for frame in template.frames:
-        box = crop_box(template.read_landmarks(frame.index))
-        entry: dict[str, Any] = {"index": frame.index, "image": template.relative(frame.image),
-                                 "landmarks": template.relative(frame.landmarks), "box": list(box)}
-        problem = image_errors.get(frame.index)
-        if problem:
-            errors.append(problem)
-        else:
-            try:
-                check_box(box, template.width, template.height, f"frame {frame.index} ({entry['image']})")
-                usable_frames += 1
-            except PreprocessError as exc:
-                problem = str(exc)
-                (warnings if skip_bad_boxes else errors).append(problem)
-        if problem:
-            entry["error"] = problem
-        frames.append(entry)
-    if usable_frames == 0 and not errors:
-        errors.append(f"{template.root}: no frame has a crop box inside the frame")
-    return {
-        "root": str(template.root),
-        "count": len(template),
-        "width": template.width,
-        "height": template.height,
-        "numbering": template.numbering,
-        "usable": not errors and usable_frames > 0,
-        "usable_frames": usable_frames,
-        "warnings": warnings,
-        "errors": errors,
-        "frames": frames,
-    }

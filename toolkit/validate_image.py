@@ -174,7 +174,8 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     artifacts.
     """
     from framegen.models.errors import FramegenError
-    from framegen.runtimes.image_io_backend import open_image_model
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.validate import TOLERANCES, check_metadata, check_weights, coreml_convs, onnx_convs
 
     p = Path(path)
@@ -204,11 +205,13 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
         raise ValueError(f"{crops.shape[0]} validation cases for batch {max(batches)}")
     runs = []
     try:
-        with open_image_model(p, fmt) as runner:
+        runner_name = "ort-cpu" if fmt == "onnx" else "coreml-mil"
+        request = OpenRequest(artifact=p, precision=precision, io="image", mode=model.mode)
+        with open_backend(runner_name, request) as runner:
             result["runtime"] = ("onnxruntime CPUExecutionProvider" if fmt == "onnx"
                                  else "coreml-mil verifier (op by op, program precision)")
             for b in batches:
-                got = runner.infer_uint8(crops[:b], audio[:b])
+                got = runner.infer(crops[:b], audio[:b])
                 stats = compare_uint8(want[:b], got)
                 bad = limits.check(stats)
                 if bad:

@@ -41,12 +41,9 @@ def features(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
 ) -> None:
     """Write 'ave' features (N, 512) float32, one row per 25 fps video frame, as SyncTalk_2D's inference makes them."""
-    from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
-    from framegen.toolkit.features import fps, save_npy
+    from framegen.toolkit.api import audio_features
+    from framegen.toolkit.features import fps
 
-    encode = torch_encoder_fn(load_audio_encoder(encoder))
-    feats = audio_to_features(audio, encode, batch=batch, progress=progress)
-    save_npy(out_path, feats)
+    feats = audio_features(audio, encoder, out=out_path, batch=batch, progress=progress)
     out.print(f"wrote {out_path} {feats.shape[0]}x{feats.shape[1]} float32 "
               f"({feats.shape[0]} video frames, {feats.shape[0] / fps('ave'):.2f} s at {fps('ave')} fps)")

@@ -22,23 +22,12 @@ def backends(
 ) -> None:
     """List every backend with its availability on this machine and the reason; with --bundle / --checkpoint, also
     whether each can be opened from them and which one `--backend auto` would pick."""
-    from framegen.runtimes.base import BackendError
-    from framegen.runtimes.registry import list_backends
-    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.api import backends as api_backends
     from rich.table import Table
 
-    if precision not in ("fp32", "fp16"):
-        raise BackendError(f"--precision {precision!r}: expected fp32 or fp16")
-    request = None
-    if bundle is not None or checkpoint is not None:
-        if bundle is not None:
-            from framegen.models.bundle import load_bundle
-
-            load_bundle(bundle)  # a bad bundle is the user's error, not every backend's "reason"
-        if checkpoint is not None and not checkpoint.is_file():
-            raise BackendError(f"{checkpoint}: no such checkpoint file")
-        request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision)
-    rows = list_backends(request)
+    listed = api_backends(bundle=bundle, checkpoint=checkpoint, precision=precision)
+    request = bundle is not None or checkpoint is not None
+    rows = [r.as_dict() for r in listed]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -118,8 +118,8 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
-    from framegen.toolkit.bench import BenchError, parse_batches, parse_list, run_bench
-    from framegen.toolkit.files import write_json
+    from framegen.toolkit.api import bench as api_bench
+    from framegen.toolkit.bench import BenchError, parse_batches, parse_list
 
     if e2e and (template is None or features is None):
         raise BenchError("bench: --e2e needs --template T and --features F")
@@ -137,12 +137,11 @@ def bench(
             note(f"{row['backend']} {row['precision']} batch {row['batch']} end to end: {row['fps']:.2f} fps "
                  f"({row['frames']} frames)")
 
-    report = run_bench(checkpoint=checkpoint, bundle=bundle, backends=parse_list(backends, "--backends"),
+    report = api_bench(checkpoint=checkpoint, bundle=bundle, backends=parse_list(backends, "--backends"),
                        precisions=parse_list(precisions, "--precisions"), batches=parse_batches(batch),
                        iterations=iterations, warmup=warmup, seconds=seconds, mode=mode,
                        template=template if e2e else None, features=features if e2e else None,
-                       e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress)
+                       e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress, json=json_path)
     if json_path is not None:
-        write_json(json_path, report)
         note(f"report written to {json_path}")
     print_report(report)

@@ -59,16 +59,11 @@ def init(
                                             help="Estimate BatchNorm statistics so outputs span [0, 1].")] = False,
 ) -> None:
     """Write a seeded, reproducible checkpoint in SyncTalk_2D's own format (a stand-in for real weights)."""
-    from framegen.models.init import init_audio_encoder, init_generator
-    from framegen.models.io import save_audio_encoder, save_generator
+    from framegen.toolkit.api import checkpoint_init
 
-    if kind is Kind.generator:
-        if calibrate:
-            note("calibrating BatchNorm statistics on image-like inputs (a few seconds)")
-        save_generator(init_generator(mode.value, seed, calibrate), out_path)
-        what = f"generator, {mode.value}, seed {seed}{', calibrated' if calibrate else ''}"
-    else:
-        # Always calibrated (about 1.5 s of CPU), like the suite's encoder fixture.
-        save_audio_encoder(init_audio_encoder(seed, calibrate=True), out_path)
-        what = f"audio encoder, seed {seed}, calibrated"
+    if kind is Kind.generator and calibrate:
+        note("calibrating BatchNorm statistics on image-like inputs (a few seconds)")
+    checkpoint_init(out_path, kind=kind.value, mode=mode.value, seed=seed, calibrate=calibrate)
+    what = (f"generator, {mode.value}, seed {seed}{', calibrated' if calibrate else ''}" if kind is Kind.generator
+            else f"audio encoder, seed {seed}, calibrated")
     out.print(f"wrote {out_path} ({what})", soft_wrap=True)

@@ -13,10 +13,6 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export)
 
 
-def _split(value: str) -> list[str]:
-    return [v for v in (p.strip() for p in value.split(",")) if v]
-
-
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="SyncTalk_2D generator checkpoint (.pth).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create.")],
@@ -35,14 +31,12 @@ def export(
 
     An artifact that fails validation fails the export (exit 2) and leaves no bundle behind.
     """
-    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.api import export as api_export
     from framegen.toolkit.console import note
-    from framegen.toolkit.export import export_bundle
 
-    dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
-                         precisions=_split(precision), opset=opset, io=_split(io), mode=mode, force=force,
-                         progress=note)
-    _print_summary(load_bundle(dest).manifest, dest)
+    bundle = api_export(checkpoint, out, audio_encoder=audio_encoder, formats=formats, precisions=precision,
+                        io=io, opset=opset, mode=mode, force=force, progress=note)
+    _print_summary(bundle.manifest, bundle.root)
 
 
 def _fmt(value: Any) -> str:

@@ -6,12 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from framegen.models.errors import FramegenError
 from framegen.toolkit.console import note, out, warn
-
-
-class RenderUsageError(FramegenError):
-    """Options of `framegen render` that do not fit together or name missing files."""
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +51,10 @@ def render(
     bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="An exported framegen bundle folder.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Backend name (see `framegen backends`) or auto.")]
     = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 (backends that offer it).")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8 (backends and bundles that "
+                                           "offer it).")] = "fp32",
+    io: Annotated[str, typer.Option("--io", help="Generator I/O variant: tensor (the contract's float tensors) or "
+                                    "image (the bundle's uint8 image-I/O model).")] = "tensor",
     mode: Annotated[str | None, typer.Option(
         "--mode", help="Generator mode ave|hubert|wenet when the checkpoint cannot tell (default: detected).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output video (.mp4, .mov, .mkv).")] = None,
@@ -81,72 +79,11 @@ def render(
 
     Everything (options, template, model, features, audio, output paths) is checked before the first frame.
     """
-    from framegen.toolkit.video import DEFAULT_PRESET, check_frames_dir, container_format
+    from framegen.toolkit.api import render as api_render
 
-    if out_path is None and frames_dir is None:
-        raise RenderUsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
-    if (checkpoint is None) == (bundle is None):
-        raise RenderUsageError("render: give exactly one of --checkpoint CKPT or --bundle DIR")
-    if (features is None) == (encoder is None):
-        raise RenderUsageError("render: give --features F, or --audio A with --encoder ENC to compute them")
-    if encoder is not None and audio is None:
-        raise RenderUsageError("render: --encoder computes features from --audio; --audio is missing")
-    if audio is not None and out_path is None:
-        raise RenderUsageError("render: --audio is muxed into the video, which needs --out")
-    for label, path in (("--template", template), ("--features", features), ("--audio", audio),
-                        ("--encoder", encoder), ("--checkpoint", checkpoint), ("--bundle", bundle)):
-        if path is not None and not path.exists():
-            raise RenderUsageError(f"{label} {path}: no such file or folder")
-    if out_path is not None:
-        container_format(out_path)
-        if not out_path.parent.is_dir():
-            raise RenderUsageError(f"--out {out_path}: folder {out_path.parent} does not exist")
-    if frames_dir is not None:
-        check_frames_dir(frames_dir)
-
-    from framegen.runtimes.registry import open_backend, pipeline_options, resolve_auto
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.files import write_json
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.render import check_render
-    from framegen.toolkit.render import render as run_render
-    from framegen.toolkit.template import open_template
-
-    prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
-    for message in [*prepared.template.warnings, *prepared.warnings]:
-        warn(message)
-    request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, mode=mode)
-    name = resolve_auto(request) if backend == "auto" else backend
-    request.options.update(pipeline_options(name))
-    with open_backend(name, request) as be:
-        if be.info.extra.get("mode_note"):
-            note(str(be.info.extra["mode_note"]))
-        feats = _features(features, audio, encoder, be.mode)
-        check_render(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)
-        note(f"{name} ({be.info.device}, {be.info.precision}, mode {be.mode}); {len(prepared)} template frames "
-             f"{prepared.template.width}x{prepared.template.height}; {feats.shape[0]} feature rows")
-        stats = run_render(prepared, feats, be, out=out_path, frames_dir=frames_dir, batch=batch,
-                           start_frame=start_frame, max_frames=max_frames, audio_path=audio, progress=progress,
-                           crf=crf, preset=preset or DEFAULT_PRESET)
-    audio_s = stats.encoder.get("audio_seconds")
-    video_s = stats.frames / stats.encoder["fps"] if stats.encoder.get("fps") else None
-    if audio_s is not None and video_s is not None and audio_s + 0.5 < video_s:
-        warn(f"{audio}: {audio_s:.2f} s of audio for {video_s:.2f} s of video; the end is silent")
-    if stats_path is not None:
-        write_json(stats_path, stats.as_dict())
+    stats = api_render(template, out=out_path, frames_dir=frames_dir, features=features, audio=audio,
+                       encoder=encoder, checkpoint=checkpoint, bundle=bundle, backend=backend, precision=precision,
+                       io=io, mode=mode, batch=batch, start_frame=start_frame, max_frames=max_frames, crf=crf,
+                       preset=preset, skip_bad_boxes=skip_bad_boxes, progress=progress, stats=stats_path, note=note,
+                       warn=warn)
     out.print(summary_line(stats), markup=False, soft_wrap=True)
-
-
-def _features(features: Path | None, audio: Path | None, encoder: Path | None, mode: str) -> Any:
-    """Features from a file, or computed from the speech with the audio encoder ('ave' only)."""
-    from framegen.toolkit.features import FeatureError, load_features
-
-    if features is not None:
-        return load_features(features, mode)
-    if mode != "ave":
-        raise FeatureError(f"--encoder computes 'ave' features; the generator is {mode!r}: give --features")
-    from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
-
-    note(f"computing 'ave' features from {audio} with {encoder}")
-    return audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), progress=False)

@@ -34,7 +34,8 @@ def inspect(
     Exits non-zero when the template is unusable: files missing or malformed, an image that cannot be decoded,
     a crop box outside the frame.
     """
-    from framegen.toolkit.template import TemplateError, inspect_template
+    from framegen.toolkit.template import TemplateError
+    from framegen.toolkit.template_check import inspect_template
 
     try:
         report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
@@ -110,15 +111,12 @@ def synth(
     """Write a deterministic synthetic template (face-like frames drawn from a landmark track)."""
     import time
 
-    from framegen.toolkit.synth import synth_template
-    from framegen.toolkit.template import LANDMARK_SUFFIX, numbered_files
+    from framegen.toolkit.api import template_synth
+    from framegen.toolkit.template import open_template
 
-    if frames is None:
-        frames = 50
-        if landmarks is not None and landmarks.is_dir():
-            frames = len(numbered_files(landmarks, (LANDMARK_SUFFIX,))[0]) or 50
     start = time.perf_counter()
-    synth_template(out_dir, frames=frames, width=width, height=height, landmarks_dir=landmarks, seed=seed)
+    template_synth(out_dir, frames=frames, width=width, height=height, landmarks=landmarks, seed=seed)
+    frames = len(open_template(out_dir))
     track = f"following {landmarks}" if landmarks else f"generated track, seed {seed}"
     out.print(f"wrote {out_dir} ({frames} frames, {width}x{height}, {track}) in {time.perf_counter() - start:.1f} s",
               soft_wrap=True)

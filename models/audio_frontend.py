@@ -1,0 +1,137 @@
+"""SyncTalk_2D's audio front-end as torch modules that export to ONNX and Core ML: PCM -> mel, PCM -> 'ave' features.
+
+:class:`AudioFrontend` restates :func:`framegen.toolkit.audio.melspectrogram` with graph-friendly ops, in float32:
+pre-emphasis as a 2-tap convolution, the centred STFT's zero padding as a pad, the 800-point STFT as one strided
+``conv1d`` whose 802 filters are the Hann-windowed cosine and sine rows of the DFT (401 real, 401 imaginary), the
+magnitude, the mel filter bank as a matmul, dB and the +-4 normalisation. :class:`AudioFeatures` chains it with the
+audio encoder and applies SyncTalk_2D's framing in the graph (window count, starts, the end-of-audio shift, the
+repeated first and last embedding).
+
+The filter bank and the window are constructor arguments, not recomputed here: the toolkit passes the very arrays
+its numpy mel uses (``framegen.toolkit.audio.mel_basis`` and its Hann window), so there is one definition of each.
+
+The window count is SyncTalk_2D's ``int((T - 16) / 80 * 25) + 2``, evaluated in float64 by the reference. For
+``T - 16`` a multiple of 16 the exact quotient is an integer and float64 sometimes lands just below it, so the count
+is one less than the integer ``(T - 16) * 5 // 16 + 2`` (T = 384, 672, 752, ...: about 7 % of such T). Core ML has
+no float64, so the graph uses the integer count minus one for every T in :func:`short_counts` (a constant table up
+to :data:`MAX_MEL_FRAMES`). The window that goes missing is always end-shifted to ``T - 16``, like the one before it,
+so the difference is only one repeated row at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from framegen.models.contract import ENC_MEL_WINDOW, MEL, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
+from torch import nn
+
+#: Tensor names, identical in ONNX and Core ML artifacts.
+FRONTEND_INPUT = "pcm"
+FRONTEND_OUTPUT = "mel"
+FEATURES_INPUT = "pcm"
+FEATURES_OUTPUT = "features"
+
+_N_FFT = int(MEL["n_fft"])
+_HOP = int(MEL["hop_length"])
+_ENCODER_FPS = 25  # SyncTalk_2D's AudDataset converts mel frames to video frames at 25 fps in every mode
+#: Longest audio one ``audio_features`` call computes with SyncTalk_2D's exact window count: one hour.
+MAX_SECONDS = 3600
+MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
+MAX_MEL_FRAMES = 1 + MAX_SAMPLES // _HOP
+#: Shortest audio with one encoder window: 16 mel frames (T = 1 + samples // 200).
+MIN_SAMPLES = (ENC_MEL_WINDOW - 1) * _HOP
+
+
+def reference_window_count(mel_frames: int) -> int:
+    """SyncTalk_2D's window count, float64 as in the reference: ``int((T - 16) / 80 * 25) + 2``."""
+    return int((mel_frames - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(_ENCODER_FPS)) + 2
+
+
+def integer_window_count(mel_frames: int) -> int:
+    """The same count in exact integer arithmetic: ``(T - 16) * 5 // 16 + 2`` (what the graph computes)."""
+    return (mel_frames - ENC_MEL_WINDOW) * _ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
+
+
+def short_counts(max_mel_frames: int = MAX_MEL_FRAMES) -> np.ndarray:
+    """Every T (16 <= T <= ``max_mel_frames``) where the float64 count is one below the integer count, int32."""
+    t = np.arange(ENC_MEL_WINDOW, max_mel_frames + 1, ENC_MEL_WINDOW, dtype=np.int64)  # only T - 16 = 16 j
+    ref = ((t - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(_ENCODER_FPS)).astype(np.int64) + 2
+    exact = (t - ENC_MEL_WINDOW) * _ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
+    if np.any((exact - ref) > 1) or np.any(ref > exact):
+        raise AssertionError("float64 window count departs from the integer one by more than one")
+    return t[ref < exact].astype(np.int32)
+
+
+def dft_basis(window: np.ndarray) -> np.ndarray:
+    """(802, 1, 800) conv1d filters: ``w[n] cos(2 pi k n / N)`` for k = 0..400, then ``-w[n] sin(...)``.
+
+    The angle is reduced exactly (``k n mod N``) before the float64 cos/sin, and the product rounded once to
+    float32.
+    """
+    n = np.arange(_N_FFT, dtype=np.int64)
+    k = np.arange(_N_FFT // 2 + 1, dtype=np.int64)
+    angle = 2.0 * np.pi * (np.outer(k, n) % _N_FFT) / _N_FFT
+    w = np.asarray(window, dtype=np.float64)
+    if w.shape != (_N_FFT,):
+        raise ValueError(f"window has shape {w.shape}, expected ({_N_FFT},)")
+    rows = np.concatenate([np.cos(angle) * w, -np.sin(angle) * w])
+    return rows.astype(np.float32)[:, None, :]
+
+
+class AudioFrontend(nn.Module):
+    """16 kHz mono float32 PCM ``[batch, samples]`` -> SyncTalk_2D's normalised mel ``[batch, 1 + samples // 200,
+    80]`` (framegen.toolkit.audio.melspectrogram, in float32)."""
+
+    def __init__(self, mel_basis: np.ndarray, window: np.ndarray) -> None:
+        super().__init__()
+        basis = np.asarray(mel_basis, dtype=np.float32)
+        if basis.shape != (int(MEL["n_mels"]), _N_FFT // 2 + 1):
+            raise ValueError(f"mel basis has shape {basis.shape}, expected ({MEL['n_mels']}, {_N_FFT // 2 + 1})")
+        k = float(MEL["preemphasis"])
+        self.register_buffer("preemphasis", torch.tensor([[[-k, 1.0]]], dtype=torch.float32))
+        self.register_buffer("dft", torch.from_numpy(dft_basis(window)))
+        self.register_buffer("mel_basis", torch.from_numpy(basis.copy()))
+
+    def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+        """The normalised mel of each row of ``pcm``."""
+        x = pcm.unsqueeze(1)
+        # y[n] = x[n] - k x[n-1] with x[-1] = 0, then the centred STFT's zero padding (librosa >= 0.10: constant).
+        y = F.conv1d(F.pad(x, (1, 0)), self.preemphasis)
+        y = F.pad(y, (_N_FFT // 2, _N_FFT // 2))
+        spec = F.conv1d(y, self.dft, stride=_HOP)  # [batch, 802, frames]
+        bins = _N_FFT // 2 + 1
+        re, im = spec[:, :bins], spec[:, bins:]
+        mag = torch.sqrt(re * re + im * im)
+        mel = torch.matmul(self.mel_basis, mag)  # [batch, 80, frames]
+        db = 20.0 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0
+        s = torch.clamp(8.0 * ((db + 100.0) / 100.0) - 4.0, -4.0, 4.0)
+        return s.transpose(1, 2)
+
+
+class AudioFeatures(nn.Module):
+    """PCM ``[samples]`` (16 kHz mono float32, at least 3000 samples) -> SyncTalk_2D 'ave' features ``[N + 2, 512]``:
+    the front-end's mel, the encoder on every 16-frame window, the first and last embedding repeated once."""
+
+    def __init__(self, frontend: AudioFrontend, encoder: nn.Module) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.encoder = encoder
+        self.register_buffer("short_counts", torch.from_numpy(short_counts().astype(np.int64)))
+        self.register_buffer("offsets", torch.arange(ENC_MEL_WINDOW, dtype=torch.int64))
+
+    def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+        """Features for every video frame of ``pcm``."""
+        mel = self.frontend(pcm.unsqueeze(0))[0]  # [T, 80]
+        t = torch.ones_like(mel[:, :1], dtype=torch.int64).sum()  # T as a tensor: shape arithmetic stays in-graph
+        short = (self.short_counts == t).to(torch.int64).sum()
+        count = torch.div((t - ENC_MEL_WINDOW) * _ENCODER_FPS, MEL_FRAMES_PER_SECOND, rounding_mode="floor") + 2
+        count = count - short
+        k = torch.cumsum(torch.ones_like(mel[:, 0], dtype=torch.int64), 0) - 1  # 0..T-1 (count <= T)
+        k = k[:count]
+        starts = torch.div(k * MEL_FRAMES_PER_SECOND, _ENCODER_FPS, rounding_mode="floor")
+        starts = torch.minimum(starts, t - ENC_MEL_WINDOW)  # the end-of-audio shift
+        idx = starts.unsqueeze(1) + self.offsets.unsqueeze(0)  # [N, 16]
+        windows = mel[idx.reshape(-1)].reshape(-1, ENC_MEL_WINDOW, mel.shape[1])
+        emb = self.encoder(windows.transpose(1, 2).unsqueeze(1))  # [N, 512]
+        return torch.cat([emb[:1], emb, emb[-1:]], dim=0)

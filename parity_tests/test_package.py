@@ -1,0 +1,205 @@
+"""framegen as a library: one namespace, layers that import only downward, and the public API's documented examples.
+
+The examples of docs/API.md and the namespace checks run in a fresh Python process whose working folder holds its own
+``models.py``, ``toolkit/`` and ``runtimes/``, as a user's ML repository does: framegen must neither import them nor
+be shadowed by them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+LAYERS = {"models": 0, "exporters": 1, "runtimes": 1, "toolkit": 2}
+PACKAGES = tuple(LAYERS)
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports, at any depth (function-level imports included), with its line; plus module
+    names handed to ``importlib.import_module`` as string literals."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and re.fullmatch(r"framegen(\.\w+)+", node.value)):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_every_import_goes_down_a_layer():
+    """models at the bottom; exporters and runtimes use only models; toolkit uses all three. No bare
+    ``models``/``toolkit``... imports: those would pick up a user's own packages."""
+    bad = []
+    for package, level in LAYERS.items():
+        for path in _modules(package):
+            for line, name in _imports(path):
+                head = name.split(".")[0]
+                if head in PACKAGES:
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: bare import {name!r} (use framegen.{name})")
+                    continue
+                if head != "framegen" or name.count(".") < 1:
+                    continue
+                target = name.split(".")[1]
+                if target not in LAYERS:
+                    continue
+                if target != package and LAYERS[target] >= level:
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: {package} imports {name} (layer "
+                               f"{target} is not below {package})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    """The check above can fail: an exporters module importing the runtimes is reported."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from framegen.runtimes.coreml_mil import run_mlpackage\n")
+    names = [n for _, n in _imports(probe)]
+    assert "framegen.runtimes.coreml_mil" in names
+
+
+def _toolkit_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in _modules("toolkit"):
+        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        deps = set()
+        for _, name in _imports(path):
+            parts = name.split(".")
+            if parts[:2] == ["framegen", "toolkit"] and len(parts) > 2:
+                for cut in range(len(parts), 2, -1):
+                    candidate = ".".join(parts[1:cut])
+                    if (ROOT / Path(*candidate.split("."))).with_suffix(".py").is_file():
+                        deps.add(candidate)
+                        break
+        graph[mod] = deps - {mod}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append([*stack[stack.index(dep):], dep])
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_circles_inside_the_toolkit():
+    cycles = _cycles({k: v for k, v in _toolkit_graph().items() if not k.startswith("toolkit.commands")})
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_private_names_imported_across_modules():
+    bad = []
+    for package in PACKAGES:
+        for path in _modules(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("framegen."):
+                    bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name} from {node.module}"
+                            for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    assert not bad, "\n".join(bad)
+
+
+def test_installed_files_hold_no_top_level_package_but_framegen():
+    # An in-tree build leaves framegen.egg-info in the checkout, which is on sys.path too: the installed
+    # distribution is the one with a RECORD.
+    dist = next(d for d in importlib.metadata.distributions(name="framegen") if d.read_text("RECORD"))
+    files = [str(f) for f in dist.files or []]
+    finders = [f for f in files if f.startswith("__editable__") and f.endswith("_finder.py")]
+    if finders:  # pip install -e .: the finder maps top-level names to folders
+        text = Path(dist.locate_file(finders[0])).read_text()
+        mapping = ast.literal_eval(re.search(r"MAPPING[^=]*=\s*(\{.*?\})", text, re.S).group(1))
+        assert set(mapping) == {"framegen"}, mapping
+        return
+    tops = {f.split("/")[0] for f in files if not f.startswith(("..", "framegen-")) and "/" in f}
+    assert tops == {"framegen"}, tops
+    assert not [f for f in files if "/" not in f and f.endswith(".py")]
+
+
+def _hostile_folder(tmp_path: Path) -> Path:
+    """A folder like a user's ML repository: its own models.py, toolkit/ and runtimes/ packages."""
+    work = tmp_path / "user_repo"
+    work.mkdir()
+    (work / "models.py").write_text("OWNER = 'user'\n")
+    for pkg in ("toolkit", "runtimes"):
+        (work / pkg).mkdir()
+        (work / pkg / "__init__.py").write_text("OWNER = 'user'\n")
+    return work
+
+
+def _run(code: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_framegen_imports_beside_a_users_own_models_toolkit_and_runtimes(tmp_path):
+    work = _hostile_folder(tmp_path)
+    code = textwrap.dedent("""
+        import json, sys
+        import framegen, framegen.toolkit.cli, framegen.runtimes.registry, framegen.models.contract
+        import models, toolkit, runtimes
+        rows = framegen.backends()
+        print(json.dumps({"user": [models.OWNER, toolkit.OWNER, runtimes.OWNER], "version": framegen.__version__,
+                          "api": sorted(framegen.__dir__()), "backends": [r.name for r in rows],
+                          "framegen_file": framegen.__file__}))
+    """)
+    proc = _run(code, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["user"] == ["user"] * 3
+    assert {"export", "render", "render_frames", "parity", "golden_write", "golden_check", "bench",
+            "backends"} <= set(got["api"])
+    assert "torch-cpu" in got["backends"]
+    cli = subprocess.run(["framegen", "--version"], cwd=work, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert cli.returncode == 0 and cli.stdout.strip() == f"framegen {got['version']}", cli.stderr
+
+
+def _api_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "API.md").read_text(), re.S)
+
+
+def test_every_public_function_has_an_example_and_a_docstring():
+    import framegen.toolkit.api as api
+
+    text = "\n".join(_api_examples())
+    functions = [n for n in api.__all__ if callable(getattr(api, n)) and not isinstance(getattr(api, n), type)]
+    missing = [n for n in functions if f"framegen.{n}(" not in text]
+    assert not missing, f"docs/API.md has no example for {missing}"
+    undocumented = [n for n in functions if not (getattr(api, n).__doc__ or "").strip()]
+    assert not undocumented
+
+
+@pytest.mark.slow
+def test_api_examples_run_from_a_users_repository(tmp_path):
+    """docs/API.md, every block in order, in one fresh process inside a folder with its own models.py etc."""
+    work = _hostile_folder(tmp_path)
+    code = "\n\n".join(_api_examples()) + "\n\nimport models\nassert models.OWNER == 'user'\nprint('API-OK')\n"
+    proc = _run(code, work, timeout=900)
+    assert proc.returncode == 0 and "API-OK" in proc.stdout, (proc.stdout[-2000:], proc.stderr[-4000:])
+    assert (work / "bundle" / "manifest.json").is_file() and (work / "out.mp4").is_file()

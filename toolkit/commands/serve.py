@@ -1,0 +1,56 @@
+"""`framegen serve`: a bundle's generator and audio encoder on NVIDIA Triton Inference Server (dynamic batching)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `serve` command."""
+    app.command("serve")(serve)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    from framegen.toolkit.serve import ServeError
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ServeError(f"--preferred-batch {text!r}: expected comma-separated integers, e.g. 4,8,16") from None
+
+
+def serve(
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder written by `framegen export`.")],
+    backend: Annotated[str, typer.Option("--backend", help="framegen backend that runs the models (ort-cpu, "
+                                         "ort-cuda, ort-trt, ...; auto picks as render does).")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 artifact of the bundle.")] = "fp32",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")]
+    = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="KServe v2 gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Prometheus metrics port.")] = 8002,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch the batcher forms.")] = 16,
+    preferred_batch: Annotated[str | None, typer.Option(
+        "--preferred-batch", help="Preferred batch sizes (default: those of 4,8,16 up to --max-batch).")] = None,
+    queue_delay_us: Annotated[int, typer.Option(
+        "--queue-delay-us", min=0, help="Longest wait (microseconds) for a request's batch to fill.")] = 2000,
+    exit_timeout: Annotated[int, typer.Option(
+        "--exit-timeout", min=0, help="Seconds SIGTERM waits for in-flight requests.")] = 30,
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="tritonserver's log (default: a temp file).")]
+    = None,
+) -> None:
+    """Serve until SIGTERM / Ctrl-C, which drain in-flight requests and exit 0."""
+    from framegen.toolkit.console import note
+    from framegen.toolkit.serve import ServeOptions, ready_line
+    from framegen.toolkit.serve import serve as run_serve
+
+    sizes = _sizes(preferred_batch) if preferred_batch else tuple(b for b in (4, 8, 16) if b <= max_batch)
+    options = ServeOptions(max_batch_size=max_batch, preferred_batch_sizes=sizes,
+                           max_queue_delay_us=queue_delay_us, exit_timeout_s=exit_timeout)
+    run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port, grpc_port=grpc_port,
+              metrics_port=metrics_port, options=options, log_file=log_file,
+              on_ready=lambda info: note(ready_line(info)))
+    note("server stopped")
