@@ -168,24 +168,6 @@ def generator_onnx_image_model(model: Any, precision: str = "fp32", opset: int |
     return wrap_onnx_generator(generator_onnx_model(model, precision, opset, exporter))
 
 
-def export_generator_onnx_image(model: Any, path: str | os.PathLike[str], precision: str = "fp32",
-                                opset: int | None = None, *, metadata: dict[str, str] | None = None,
-                                exporter: str | None = None) -> Path:
-    """Export the image-I/O ONNX variant of a generator module to ``path`` (written through a temporary sibling).
-
-    ``metadata`` defaults to :func:`image_metadata` without a source sha256. Not validated here (see
-    :func:`validate_image_artifact`).
-    """
-    from framegen.exporters.onnx_export import save_onnx, set_metadata
-
-    proto = generator_onnx_image_model(model, precision, opset, exporter)
-    set_metadata(proto, metadata if metadata is not None else image_metadata("generator", model.mode, precision,
-                                                                             "onnx"))
-    return save_onnx(proto, path)
-
-
-# ---------------------------------------------------------------------------------------------------- Core ML
-
 def _coreml_wrapper(model: Any) -> Any:
     """The generator with the image pre- and post-processing around it, for Core ML conversion: ``image`` float
     [1, 3, 320, 320] holding pixel values 0..255 (what an image input with scale 1 gives the program)."""
@@ -294,23 +276,25 @@ def manifest_io(fmt: str, mode: str) -> tuple[list[dict[str, Any]], list[dict[st
     return [image, audio], [out]
 
 
-def build_image_artifact(fmt: str, model: Any, precision: str, path: str | os.PathLike[str],
-                         metadata: dict[str, str], *, base: Any = None, opset: int | None = None) -> dict[str, Any]:
-    """Write one image-I/O artifact (``fmt`` onnx / coreml) for ``export_bundle``; returns the manifest entry's
-    format-specific fields. ``base``: the fp32 tensor ONNX graph already exported (saves a trace)."""
-    if fmt == "onnx":
-        from framegen.exporters.onnx_export import DEFAULT_OPSET, EXPORT_CHOICE, save_onnx, set_metadata, to_float16
+def build_onnx_image_artifact(model: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
+                              *, base: Any = None, opset: int | None = None) -> dict[str, Any]:
+    """Write the ONNX image-I/O variant; returns the manifest entry's format-specific fields. ``base``: the fp32
+    tensor ONNX graph already exported (saves a trace)."""
+    from framegen.exporters.onnx_export import DEFAULT_OPSET, EXPORT_CHOICE, save_onnx, set_metadata, to_float16
 
-        if base is None:
-            proto = generator_onnx_image_model(model, precision, opset)
-        else:
-            proto = wrap_onnx_generator(to_float16(base) if precision == "fp16" else base)
-        set_metadata(proto, metadata)
-        save_onnx(proto, path)
-        return {"opset": opset or DEFAULT_OPSET, "exporter": EXPORT_CHOICE["exporter"],
-                METADATA_KEY: image_semantics("onnx")}
-    if fmt == "coreml":
-        export_generator_coreml_image(model, path, precision, metadata=metadata)
-        return {"minimum_deployment_target": COREML_MINIMUM_DEPLOYMENT_TARGET, "compute_precision": precision,
-                "batch_range": [1, 1], METADATA_KEY: image_semantics("coreml")}
-    raise ExportError(f"unknown format {fmt!r}; expected onnx or coreml")
+    if base is None:
+        proto = generator_onnx_image_model(model, precision, opset)
+    else:
+        proto = wrap_onnx_generator(to_float16(base) if precision == "fp16" else base)
+    set_metadata(proto, metadata)
+    save_onnx(proto, path)
+    return {"opset": opset or DEFAULT_OPSET, "exporter": EXPORT_CHOICE["exporter"],
+            METADATA_KEY: image_semantics("onnx")}
+
+
+def build_coreml_image_artifact(model: Any, precision: str, path: str | os.PathLike[str],
+                                metadata: dict[str, str]) -> dict[str, Any]:
+    """Write the Core ML image-I/O variant (batch 1); returns the manifest entry's format-specific fields."""
+    export_generator_coreml_image(model, path, precision, metadata=metadata)
+    return {"minimum_deployment_target": COREML_MINIMUM_DEPLOYMENT_TARGET, "compute_precision": precision,
+            "batch_range": [1, 1], METADATA_KEY: image_semantics("coreml")}

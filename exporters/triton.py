@@ -201,11 +201,14 @@ class RepositoryModel:
     precision: str
 
 
-def bundle_models(bundle: str | os.PathLike[str], precision: str = "fp32") -> list[RepositoryModel]:
-    """The generator (and the audio encoder, when the bundle holds one) ONNX artifacts of ``precision``."""
+def bundle_models(bundle: str | os.PathLike[str], precision: str | None = None) -> list[RepositoryModel]:
+    """The generator (and the audio encoder, when the bundle holds one) ONNX artifacts of ``precision`` (default:
+    fp32 when the bundle holds it, else fp16)."""
     from framegen.models.bundle import load_bundle
 
     b = load_bundle(bundle)
+    if precision is None:
+        precision = "fp32" if b.has(GENERATOR, "onnx", "fp32") or not b.has(GENERATOR, "onnx", "fp16") else "fp16"
     models = [RepositoryModel(GENERATOR, b.find(GENERATOR, "onnx", precision).path, b.mode, precision)]
     for prec in (precision, "fp32", "fp16"):
         if b.has(AUDIO_ENCODER, "onnx", prec):
@@ -225,7 +228,7 @@ def check_target(out: str | os.PathLike[str], force: bool = False) -> Path:
     return dest
 
 
-def write_repository(bundle: str | os.PathLike[str], out: str | os.PathLike[str], *, precision: str = "fp32",
+def write_repository(bundle: str | os.PathLike[str], out: str | os.PathLike[str], *, precision: str | None = None,
                      options: TritonOptions | None = None, force: bool = False,
                      progress: Callable[[str], None] | None = None) -> Path:
     """Write a Triton model repository for a bundle's generator (and audio encoder) at ``out``.

@@ -20,6 +20,8 @@ so the difference is only one repeated row at the end.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,8 @@ FEATURES_OUTPUT = "features"
 _N_FFT = int(MEL["n_fft"])
 _HOP = int(MEL["hop_length"])
 _ENCODER_FPS = 25  # SyncTalk_2D's AudDataset converts mel frames to video frames at 25 fps in every mode
+_GCD = math.gcd(_ENCODER_FPS, MEL_FRAMES_PER_SECOND)
+_FPS_NUM, _MEL_NUM = _ENCODER_FPS // _GCD, MEL_FRAMES_PER_SECOND // _GCD  # 25/80 = 5/16: small exact products
 #: Longest audio one ``audio_features`` call computes with SyncTalk_2D's exact window count: one hour.
 MAX_SECONDS = 3600
 MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
@@ -123,14 +127,12 @@ class AudioFeatures(nn.Module):
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
         """Features for every video frame of ``pcm``."""
         mel = self.frontend(pcm.unsqueeze(0))[0]  # [T, 80]
-        t = torch.ones_like(mel[:, :1], dtype=torch.int64).sum()  # T as a tensor: shape arithmetic stays in-graph
+        t = mel.shape[0]
         short = (self.short_counts == t).to(torch.int64).sum()
-        count = torch.div((t - ENC_MEL_WINDOW) * _ENCODER_FPS, MEL_FRAMES_PER_SECOND, rounding_mode="floor") + 2
-        count = count - short
-        k = torch.cumsum(torch.ones_like(mel[:, 0], dtype=torch.int64), 0) - 1  # 0..T-1 (count <= T)
-        k = k[:count]
-        starts = torch.div(k * MEL_FRAMES_PER_SECOND, _ENCODER_FPS, rounding_mode="floor")
-        starts = torch.minimum(starts, t - ENC_MEL_WINDOW)  # the end-of-audio shift
+        count = torch.div((t - ENC_MEL_WINDOW) * _FPS_NUM, _MEL_NUM, rounding_mode="floor") + 2 - short
+        k = torch.arange(count)
+        starts = torch.div(k * _MEL_NUM, _FPS_NUM, rounding_mode="floor")  # int(80 * k / 25)
+        starts = torch.minimum(starts, torch.zeros_like(starts) + (t - ENC_MEL_WINDOW))  # the end-of-audio shift
         idx = starts.unsqueeze(1) + self.offsets.unsqueeze(0)  # [N, 16]
         windows = mel[idx.reshape(-1)].reshape(-1, ENC_MEL_WINDOW, mel.shape[1])
         emb = self.encoder(windows.transpose(1, 2).unsqueeze(1))  # [N, 512]

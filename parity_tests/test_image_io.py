@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from framegen.exporters.errors import ExportValidationError
-from framegen.exporters.image_io import METADATA_KEY, build_image_artifact, image_metadata, wrap_onnx_generator
+from framegen.exporters.image_io import METADATA_KEY, image_metadata, wrap_onnx_generator
+from framegen.exporters.registry import get_exporter
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
 from framegen.runtimes.base import BackendError
 from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
@@ -50,7 +51,8 @@ def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
         for prec in ("fp32", "fp16"):
             path = root / f"generator.{prec}.image{suffix}"
             meta = image_metadata("generator", "ave", prec, fmt, sha)
-            build_image_artifact(fmt, calibrated_generator, prec, path, meta, base=base if fmt == "onnx" else None)
+            get_exporter(fmt).build_image(calibrated_generator, prec, path, meta, base if fmt == "onnx" else None,
+                                          None)
             entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "image",
                             "path": path.name, "sha256": sha256_path(path), "metadata": meta})
     (root / MANIFEST).write_text(json.dumps({"source": {"mode": "ave", "sha256": sha}, "artifacts": entries}))

@@ -202,6 +202,9 @@ class MilProgram:
             if vtype is not None:
                 self._types[out.name] = vtype
             return
+        if op.type.startswith("constexpr_"):
+            self._add_constexpr(op, where)
+            return
         from framegen.runtimes.mil_ops import KERNELS
 
         if op.type not in KERNELS:
@@ -225,6 +228,28 @@ class MilProgram:
         for oname, vtype in outputs:
             self._types[oname] = vtype
         self._ops.append(_Op(op.type, name, inputs, outputs))
+
+    def _add_constexpr(self, op: Any, where: str) -> None:
+        """A compressed weight (``constexpr_*``: its stored constants are its attributes): expanded once, here, by
+        its kernel from :data:`framegen.runtimes.mil_ops.CONSTEXPR_KERNELS`, and checked against its declared type."""
+        from framegen.runtimes.mil_ops import CONSTEXPR_KERNELS, MilOpError
+
+        kernel = CONSTEXPR_KERNELS.get(op.type)
+        if kernel is None:
+            raise MilUnsupportedOpError(f"{where}: the coreml-mil verifier does not implement MIL op {op.type!r} "
+                                        f"(constexpr ops it knows: {', '.join(sorted(CONSTEXPR_KERNELS))})")
+        if len(op.inputs) or len(op.outputs) != 1:
+            raise MilError(f"{where}: a {op.type} takes its constants as attributes and has one output")
+        args = {k: self._value(v, where) for k, v in op.attributes.items() if k != "name"}
+        try:
+            val = kernel(args)
+        except MilOpError as exc:
+            raise MilError(f"{where}: {exc}") from None
+        out = op.outputs[0]
+        vtype = self._var_type(out.type, f"output {out.name!r}")
+        self._check_result(where, out.name, vtype, val)
+        self._consts[out.name] = val
+        self._types[out.name] = vtype
 
     def _value(self, value: Any, where: str) -> Any:
         import torch
@@ -478,7 +503,11 @@ class CoreMLMilBackend(Backend):
             raise BackendError(f"{program.path}: image-typed inputs {program.image_inputs} are not supported by "
                                f"{NAME}")
         inputs, outputs = generator_io(mode)
-        inputs = [TensorMeta(t.name, t.shape, "float32") for t in inputs]
+        # The program's own declared inputs (a flexible batch reads as an unknown first dimension); the contract's
+        # only where the program leaves a shape unknown.
+        declared = {name: program.inputs[name].shape for name in (GEN_IMAGE, GEN_AUDIO)}
+        inputs = [TensorMeta(t.name, (None, *declared[t.name][1:]) if declared[t.name] else t.shape, "float32")
+                  for t in inputs]
         super().__init__(BackendInfo(NAME, "cpu", program.precision, mode, source, inputs, outputs, {
             "verifier": True, "note": _WHAT, "opset": program.opset, "ops": dict(program.op_counts),
             "conv_accumulation": "fp32 (fp16 operands and outputs)" if program.precision == "fp16" else "fp32",

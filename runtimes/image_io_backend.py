@@ -66,7 +66,7 @@ class OrtImageBackend(Backend):
         detected = mode_from_audio_shape(tuple(ins[GEN_AUDIO].shape)) if GEN_AUDIO in ins else None
         mode = settle_mode(detected, art.mode, req.mode, os.fspath(art.path))
         inputs, outputs = generator_io(mode, "image")
-        super().__init__(BackendInfo(name, "cuda" if name == "ort-cuda" else "cpu",
+        super().__init__(BackendInfo(name, "cpu" if providers[0] == "CPUExecutionProvider" else "cuda",
                                      art.precision or meta.get("precision", "fp32"), mode, art.source, inputs,
                                      outputs, {"io": "image", "providers": self.session.get_providers()}))
 

@@ -14,6 +14,7 @@ _RUNTIME_MODULES = (
     "framegen.runtimes.ort_backend",
     "framegen.runtimes.coreml_backend",
     "framegen.runtimes.coreml_mil",
+    "framegen.runtimes.triton_backend",
 )
 
 AUTO = "auto"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,14 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # runnable from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
-
-from framegen.models.checkpoint import load_generator  # noqa: E402
-from framegen.models.contract import FPS, audio_shape  # noqa: E402
-from framegen.toolkit.preprocess import pingpong_index  # noqa: E402
+from framegen.models.checkpoint import load_generator
+from framegen.models.contract import FPS, audio_shape
+from framegen.toolkit.preprocess import pingpong_index
 
 
 def parse_lms(path: str) -> np.ndarray:

@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 E2E_TARGET = 0.8
 REFERENCE_TARGET = 3.0

@@ -33,6 +33,7 @@ __all__ = [
     "parity",
     "render",
     "render_frames",
+    "serve",
     "template_synth",
 ]
 
@@ -113,19 +114,22 @@ def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None =
 def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | None = None,
            formats: str | Sequence[str] = ("onnx", "coreml"), precisions: str | Sequence[str] = ("fp32", "fp16"),
            io: str | Sequence[str] = ("tensor",), opset: int | None = None, mode: str | None = None,
-           force: bool = False, progress: Callable[[str], None] | None = None) -> Any:
+           force: bool = False, progress: Callable[[str], None] | None = None,
+           triton: PathLike | None = None, triton_options: Any = None) -> Any:
     """Export a SyncTalk_2D generator checkpoint (and optionally its audio encoder) to a validated bundle.
 
     Every artifact is validated against the PyTorch module; one that fails makes the export fail and leaves nothing
     at ``out``. ``formats``: onnx, coreml; ``precisions``: fp32, fp16; ``io``: tensor (the contract's float tensors),
-    image (uint8 BGR image I/O variants for ports). Returns the written :class:`framegen.models.bundle.Bundle`.
+    image (uint8 BGR image I/O variants for ports). ``triton``: also write a Triton model repository there
+    (``triton_options``: a :class:`framegen.exporters.triton.TritonOptions`). Returns the written
+    :class:`framegen.models.bundle.Bundle`.
     """
     from framegen.models.bundle import load_bundle
     from framegen.toolkit.export import export_bundle
 
     dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
                          precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
-                         progress=progress)
+                         progress=progress, triton=triton, triton_options=triton_options)
     return load_bundle(dest)
 
 
@@ -416,3 +420,24 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 
         write_json(json, report)
     return report
+
+
+# ----------------------------------------------------------------------------------------------------- serve
+
+def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", host: str = "127.0.0.1",
+          http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
+          queue_delay_us: int = 2000, exit_timeout: int = 30, log_file: PathLike | None = None,
+          on_ready: Callable[[Any], None] | None = None) -> int:
+    """Serve a bundle's generator and audio encoder on NVIDIA Triton Inference Server (dynamic batching, KServe v2
+    HTTP / gRPC, metrics) through a framegen backend, until SIGTERM / SIGINT, which drain in-flight requests;
+    returns 0. Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
+    bundle = _path(bundle)
+    from framegen.toolkit.serve import ServeOptions
+    from framegen.toolkit.serve import serve as run_serve
+
+    options = ServeOptions(max_batch_size=max_batch, preferred_batch_sizes=tuple(b for b in (4, 8, 16)
+                                                                                 if b <= max_batch),
+                           max_queue_delay_us=queue_delay_us, exit_timeout_s=exit_timeout)
+    return run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port,
+                     grpc_port=grpc_port, metrics_port=metrics_port, options=options, log_file=log_file,
+                     on_ready=on_ready)

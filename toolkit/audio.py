@@ -198,28 +198,42 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32, copy=False)
     n = x.shape[0]
     frames = mel_frame_count(n)
-    basis = mel_basis().astype(np.float64)
-    window = _hann()
-    k = float(MEL["preemphasis"])
-    half = _N_FFT // 2
-    out = np.empty((frames, basis.shape[0]), dtype=np.float32)
+    out = np.empty((frames, int(MEL["n_mels"])), dtype=np.float32)
     for t0 in range(0, frames, _BLOCK_FRAMES):
         t1 = min(t0 + _BLOCK_FRAMES, frames)
-        a, b = t0 * _HOP - half, (t1 - 1) * _HOP + half  # padded-signal span of these frames
-        seg = np.zeros(b - a, dtype=np.float64)
-        lo, hi = max(a, 0), min(b, n)
-        if hi > lo:
-            cur = x[lo:hi].astype(np.float64)
-            prev = np.empty_like(cur)
-            prev[1:] = cur[:-1]
-            prev[0] = x[lo - 1] if lo > 0 else 0.0
-            seg[lo - a:hi - a] = cur - k * prev  # y[n] = x[n] - 0.97 x[n-1], y[0] = x[0]
-        framed = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]
-        mag = np.abs(np.fft.rfft(framed * window, axis=-1))
-        mel = mag @ basis.T
-        db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0
-        out[t0:t1] = np.clip(8.0 * ((db + 100.0) / 100.0) - 4.0, -4.0, 4.0)
+        out[t0:t1] = mel_frames(x, t0, t1, n)
     return out
+
+
+@lru_cache(maxsize=1)
+def _basis64() -> np.ndarray:
+    basis = mel_basis().astype(np.float64)
+    basis.flags.writeable = False
+    return basis
+
+
+def mel_frames(x: np.ndarray, t0: int, t1: int, n: int, x0: int = 0) -> np.ndarray:
+    """Mel frames ``t0 .. t1-1`` of a signal of ``n`` samples, float32 (t1 - t0, 80): one block of
+    :func:`melspectrogram`, computed by the very same operations (the streaming session calls it on a sliding
+    buffer). ``x[j - x0]`` is sample ``j``; it must hold samples ``max(0, 200 t0 - 401) .. min(n, 200 (t1-1) + 400)``.
+    Samples at or past ``n`` count as the centred STFT's zero padding, whatever ``x`` holds there.
+    """
+    k = float(MEL["preemphasis"])
+    half = _N_FFT // 2
+    a, b = t0 * _HOP - half, (t1 - 1) * _HOP + half  # padded-signal span of these frames
+    seg = np.zeros(b - a, dtype=np.float64)
+    lo, hi = max(a, 0), min(b, n)
+    if hi > lo:
+        cur = x[lo - x0:hi - x0].astype(np.float64)
+        prev = np.empty_like(cur)
+        prev[1:] = cur[:-1]
+        prev[0] = x[lo - 1 - x0] if lo > 0 else 0.0
+        seg[lo - a:hi - a] = cur - k * prev  # y[n] = x[n] - 0.97 x[n-1], y[0] = x[0]
+    framed = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]
+    mag = np.abs(np.fft.rfft(framed * _hann(), axis=-1))
+    mel = mag @ _basis64().T
+    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0
+    return np.clip(8.0 * ((db + 100.0) / 100.0) - 4.0, -4.0, 4.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------------- windows

@@ -17,17 +17,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from framegen.exporters import coreml_export, onnx_export
+from framegen.exporters import onnx_export
 from framegen.exporters.errors import ExportError, ExportValidationError
+from framegen.exporters.registry import EXPORTERS, get_exporter
 from framegen.models.bundle import MANIFEST, sha256_path
 from framegen.models.metadata import artifact_metadata, contract_json
-from framegen.toolkit.validate import Reference, reference, validate_coreml, validate_onnx
+from framegen.toolkit.validate import Reference, reference, validate_artifact
 
-FORMATS = ("onnx", "coreml")
+FORMATS = tuple(EXPORTERS)
 PRECISIONS = ("fp32", "fp16")
 IOS = ("tensor", "image")  # image: port-friendly uint8 image I/O generator variants (exporters.image_io)
 MANIFEST_VERSION = 1
-SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
+SUFFIX = {name: exporter.suffix for name, exporter in EXPORTERS.items()}
 
 HASHING = ("sha256 of a file artifact is the file's. A directory artifact (.mlpackage) is hashed over its files in "
            "sorted order of their POSIX paths relative to the directory: sha256 of the concatenation, for each "
@@ -84,8 +85,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
                   audio_encoder: str | os.PathLike[str] | None = None,
                   formats: Sequence[str] = ("onnx", "coreml"), precisions: Sequence[str] = ("fp32", "fp16"),
                   opset: int | None = None, io: Sequence[str] = ("tensor",), mode: str | None = None,
-                  force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
+                  force: bool = False, progress: Callable[[str], None] | None = None,
+                  triton: str | os.PathLike[str] | None = None, triton_options: Any = None) -> Path:
     """Export a SyncTalk_2D generator checkpoint (and optionally the audio encoder) to a validated bundle at ``out``.
+
+    ``triton``: also write a Triton model repository there (:func:`framegen.exporters.triton.write_repository`,
+    with ``triton_options``, a ``TritonOptions``); an invalid config fails the whole export.
 
     Every artifact is validated against the PyTorch module (see :mod:`toolkit.validate`); one that fails makes the
     whole export fail with ``ExportValidationError`` and nothing is left at ``out``. ``mode`` picks ave / hubert /
@@ -103,6 +108,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     dest = Path(out)
     if dest.exists() and not force:
         raise ExportError(f"{dest}: already exists (use --force to replace it)")
+    if triton is not None:
+        from framegen.exporters.triton import check_target
+
+        check_target(triton, force)
+        if triton_options is not None:
+            triton_options.check()
     if dest.exists() and not (dest / MANIFEST).is_file() and any(dest.iterdir()):
         raise ExportError(f"{dest}: exists and is not a framegen bundle; refusing to replace it")
 
@@ -139,21 +150,16 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             },
             "tools": {
                 **tool_versions(),
-                "export": {
-                    "onnx": {**onnx_export.EXPORT_CHOICE, "opset": opset or onnx_export.DEFAULT_OPSET,
-                             "opset_overridden": opset is not None,
-                             "fp16": "fp32 graph with float16 weights and compute, float32 inputs/outputs "
-                                     "(exporters.onnx_export.to_float16)"},
-                    "coreml": {"route": "torch.export.export(...).run_decompositions({}) -> coremltools.convert",
-                               "convert_to": "mlprogram",
-                               "minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET,
-                               "batch": f"flexible 1..{coreml_export.MAX_BATCH} (RangeDim)"},
-                },
+                "export": {name: exporter.tools(opset) for name, exporter in EXPORTERS.items()},
             },
             "hashing": HASHING,
             "artifacts": artifacts,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if triton is not None:
+            from framegen.exporters.triton import write_repository
+
+            write_repository(work, triton, options=triton_options, force=force, progress=say)
         _install(work, dest)
     except ExportValidationError as exc:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,46 +175,29 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
                    opset: int | None, ref: Reference, sha: str, work: Path, dest: Path,
                    say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Export, validate and describe one model in one format, for every precision (the slow tracing is shared)."""
+    exporter = get_exporter(fmt)
     ins, outs = _tensor_entries(ref)
     entries = []
     t0 = time.perf_counter()
-    if fmt == "onnx":
-        build = onnx_export.generator_onnx_model if kind == "generator" else onnx_export.encoder_onnx_model
-        base = build(module, "fp32", opset)
-    else:
-        base = coreml_export.exported_program(module, kind)
+    base = exporter.trace(module, kind, opset)
     say(f"{kind}: traced for {fmt} in {time.perf_counter() - t0:.1f} s")
     for io in ios:
         if io == "image":
             if kind == "generator":
                 from framegen.toolkit.validate_image import export_image_entries
 
-                entries += export_image_entries(fmt, module, mode, precs, opset, ref, sha, work, dest, say,
-                                                base=base if fmt == "onnx" else None)
+                entries += export_image_entries(exporter, module, mode, precs, opset, ref, sha, work, dest, say,
+                                                base=base)
             continue
         for prec in precs:
             t1 = time.perf_counter()
             name = artifact_name(kind, fmt, prec, io)
             path = work / name
             meta = artifact_metadata(kind, mode, prec, sha, io)
-            if fmt == "onnx":
-                proto = onnx_export.to_float16(base) if prec == "fp16" else base
-                onnx_export.set_metadata(proto, meta)
-                onnx_export.save_onnx(proto, path)
-                extra: dict[str, Any] = {"opset": opset or onnx_export.DEFAULT_OPSET,
-                                         "exporter": onnx_export.EXPORT_CHOICE["exporter"]}
-            else:
-                coreml_export.convert(base, kind, mode, path, prec, meta)
-                extra = {"minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET,
-                         "compute_precision": prec, "batch_range": [1, coreml_export.MAX_BATCH]}
+            extra = exporter.build(base, kind, mode, prec, path, meta, opset)
             built = time.perf_counter() - t1
             t2 = time.perf_counter()
-            label = f"{dest}/{name}"
-            if fmt == "onnx":
-                validation = validate_onnx(path, ref, prec, meta, label=label)
-            else:
-                validation = validate_coreml(path, ref, prec, meta, max_batch=coreml_export.MAX_BATCH,
-                                             numeric_batches=(1,) if kind == "generator" else (1, 3), label=label)
+            validation = validate_artifact(fmt, path, ref, prec, meta, label=f"{dest}/{name}")
             say(f"{name}: built in {built:.1f} s, validated in {time.perf_counter() - t2:.1f} s "
                 f"({_summary(validation)})")
             entries.append({

@@ -91,7 +91,8 @@ def _le(dtype: str) -> np.dtype:
     return np.dtype(dtype).newbyteorder("<")
 
 
-def _write_bin(path: Path, arr: np.ndarray, dtype: str) -> None:
+def write_bin(path: Path, arr: np.ndarray, dtype: str) -> None:
+    """Write ``arr`` as raw little-endian ``dtype`` values (C order), the golden stage file format."""
     path.write_bytes(np.ascontiguousarray(arr, dtype=_le(dtype)).tobytes())
 
 
@@ -225,7 +226,7 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
                     if list(arr.shape) != st["shape"]:
                         raise GoldenError(f"internal: stage {st['name']} has shape {list(arr.shape)}, "
                                           f"expected {st['shape']}")
-                    _write_bin(case_dir / f"{st['name']}.bin", arr, st["dtype"])
+                    write_bin(case_dir / f"{st['name']}.bin", arr, st["dtype"])
                     files[st["name"]] = f"{case['dir']}/{st['name']}.bin"
                 case["files"] = files
                 index["cases"].append(case)
@@ -499,7 +500,8 @@ _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cos
 def print_golden_report(report: GoldenReport) -> None:
     """The stage table in pipeline order with the first departing stage marked."""
     from framegen.toolkit.console import note, out
-    from framegen.toolkit.parity import _cell, wide_console
+    from framegen.toolkit.metrics import cell as _cell
+    from framegen.toolkit.metrics import wide_console
     from rich import box
     from rich.table import Table
 
@@ -650,5 +652,5 @@ def copy_candidate(golden: str | os.PathLike[str], out: str | os.PathLike[str],
                 arr = transform(name, arr, case)
                 if arr is None:
                     continue
-            _write_bin(dest / rel, arr, spec["dtype"])
+            write_bin(dest / rel, arr, spec["dtype"])
     return dest

@@ -6,7 +6,7 @@ stages: ``model_output`` here is the prediction in levels against ``pred_to_uint
 :mod:`framegen.toolkit.profiles`. The frames, crops and audio windows are those ``framegen render`` uses
 (:func:`toolkit.render.iter_frames` of the reference), so this checks what a port calling the variant would get.
 
-Hooks for the parity engine (``framegen.toolkit.parity.run_parity``): :func:`plan_image_candidates` lists the image
+Used by the parity engine (``framegen.toolkit.parity.run_parity``): :func:`plan_image_candidates` lists the image
 candidates a bundle offers, :func:`run_image_parity` compares them and returns ``CandidateResult`` objects like the
 tensor candidates'. For golden vectors, :func:`write_image_candidate` runs the variant on each golden case's
 ``reference_320`` and ``audio_window`` and writes the port-side stages (``pred_320``, ``pasted_328``,
@@ -16,18 +16,22 @@ tensor candidates'. For golden vectors, :func:`write_image_candidate` runs the v
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from framegen.models.contract import INNER_OFFSET, INNER_SIZE
 from framegen.models.errors import FramegenError
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
+from framegen.toolkit.metrics import ErrorStats, outside_box_diffs
+from framegen.toolkit.parity_results import REFERENCE, Candidate, CandidateResult, judge_stages
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, profile_for
 
 _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 
 
-def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
+def plan_image_candidates(bundle: Any) -> tuple[list[Candidate], list[str]]:
     """Image candidates for a loaded bundle (every available backend x every image-I/O generator artifact it runs,
     as the planner finds them), plus notes on those left out."""
     from framegen.toolkit.parity import Candidate
@@ -41,80 +45,99 @@ def plan_image_candidates(bundle: Any) -> tuple[list[Any], list[str]]:
 
 
 def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
-                     features: np.ndarray, candidates: list[Any], *, frames: int = 8,
-                     start_frame: int = 0) -> list[Any]:
-    """Compare image-I/O candidates (``framegen.toolkit.parity.Candidate`` with ``io='image'``) with the PyTorch fp32
-    reference pipeline on ``frames`` output frames; one ``framegen.toolkit.parity.CandidateResult`` each.
+                     features: np.ndarray, candidates: list[Any], *, frames: int = 8, start_frame: int = 0,
+                     segments: list[Any] | None = None,
+                     profile: Callable[[str], Profile] | None = None) -> list[CandidateResult]:
+    """Compare image-I/O candidates (:class:`framegen.toolkit.parity_results.Candidate` with ``io='image'``) with
+    the PyTorch fp32 reference pipeline; one :class:`CandidateResult` each.
 
-    A candidate that cannot be opened or fails while running is a failed result (its error says why).
+    ``segments`` (:class:`framegen.toolkit.parity.Segment`, speech and silence) are the frames parity compares; by
+    default the first ``frames`` output frames of ``features`` from ``start_frame``. ``profile(precision)`` gives the
+    limits (default: the fixed ``image-*`` profiles). A candidate that cannot be opened or fails while running is a
+    failed result (its error says why).
     """
     from framegen.models.bundle import load_bundle
-    from framegen.models.pixels import pred_to_uint8
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.features import audio_windows
-    from framegen.toolkit.metrics import ErrorStats
-    from framegen.toolkit.parity import REFERENCE, CandidateResult, StageResult, _outside_box_diffs
-    from framegen.toolkit.preprocess import paste_back
-    from framegen.toolkit.render import iter_frames
+    from framegen.runtimes.image_io_backend import open_image_backend
 
     b = load_bundle(bundle)
-    count = min(frames, int(features.shape[0]))
+    if segments is None:
+        segments = [_Segment(features, min(frames, int(features.shape[0])), start_frame, 0)]
+    limits = profile or (lambda p: profile_for(p, "image"))
     results: list[CandidateResult] = []
     models: dict[int, Any] = {}
     stats: dict[int, tuple[ErrorStats, ErrorStats]] = {}
     for k, cand in enumerate(candidates):
-        prof = profile_for(cand.precision, "image")
-        results.append(CandidateResult(cand, prof.name))
+        results.append(CandidateResult(cand, limits(cand.precision).name))
         try:
-            from framegen.toolkit.plan import Candidate as Planned
-            from framegen.toolkit.plan import open_candidate
-
-            models[k] = open_candidate(Planned(cand.backend, cand.precision, "image"), bundle=b.root, mode=b.mode)
+            models[k] = open_image_backend(cand.backend, b.root, cand.precision)
         except FramegenError as exc:
             results[k].error = f"cannot open: {exc}"
             continue
-        results[k].info = models[k].info.as_dict()
+        results[k].info = models[k].info
         stats[k] = (ErrorStats("uint8"), ErrorStats("uint8"))
     if not models:
         return results
-    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
     try:
-        for i, tindex, prepared, ref_pred, ref_frame in iter_frames(template, features, reference, batch=1,
-                                                                    start_frame=start_frame, max_frames=count):
-            ref_u8 = pred_to_uint8(ref_pred)
-            crop = np.ascontiguousarray(prepared.crop328[_INNER, _INNER])[None]
-            audio = audio_windows(features, [i], b.mode)
-            x0, y0, x1, y1 = box = prepared.box
-            for k in list(models):
-                try:
-                    got = models[k].infer(crop, audio)[0]
-                except FramegenError as exc:
-                    results[k].error = f"failed at frame {i}: {exc}"
-                    models.pop(k).close()
-                    continue
-                frame = paste_back(template.frame(tindex), box, prepared.crop328, got)
-                out_stats, final_stats = stats[k]
-                out_stats.update(ref_u8[None], got[None], [int(i)])
-                final_stats.update(ref_frame[y0:y1, x0:x1][None], frame[y0:y1, x0:x1][None], [int(i)],
-                                   offset=(y0, x0, 0))
-                results[k].outside_box_diffs += _outside_box_diffs(ref_frame, frame, box)
-                results[k].frames += 1
+        total = _compare(b, checkpoint, template, segments, models, results, stats)
     finally:
-        reference.close()
         for m in models.values():
             m.close()
     for k, (out_stats, final_stats) in stats.items():
-        prof = profile_for(candidates[k].precision, "image")
-        for stage, st in ((MODEL_OUTPUT, out_stats), (FINAL_FRAME, final_stats)):
-            if st.count:
-                limits = prof.limits(stage)
-                summary = st.summary()
-                results[k].stages.append(StageResult(stage, "uint8", summary, limits.as_dict(),
-                                                     limits.check(summary)))
-        if results[k].error is None and results[k].frames < count:
-            results[k].error = f"compared {results[k].frames} of {count} frames"
+        judge_stages(results[k], limits(candidates[k].precision), ((MODEL_OUTPUT, out_stats),
+                                                                   (FINAL_FRAME, final_stats)))
+        if results[k].error is None and results[k].frames < total:
+            results[k].error = f"compared {results[k].frames} of {total} frames"
     return results
+
+
+@dataclass(frozen=True)
+class _Segment:
+    features: np.ndarray
+    count: int
+    start_frame: int
+    offset: int
+
+
+def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Any], models: dict[int, Any],
+             results: list[CandidateResult], stats: dict[int, tuple[ErrorStats, ErrorStats]]) -> int:
+    """Stream the reference over every segment and compare each open image model's frames; returns the frames."""
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.preprocess import paste_back
+    from framegen.toolkit.render import iter_frames
+
+    total = 0
+    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
+    try:
+        for seg in segments:
+            total += seg.count
+            for j, tindex, prepared, ref_pred, ref_frame in iter_frames(template, seg.features, reference, batch=1,
+                                                                        start_frame=seg.start_frame,
+                                                                        max_frames=seg.count):
+                i = seg.offset + int(j)
+                ref_u8 = pred_to_uint8(ref_pred)
+                crop = np.ascontiguousarray(prepared.crop328[_INNER, _INNER])[None]
+                audio = audio_windows(seg.features, [j], b.mode)
+                x0, y0, x1, y1 = box = prepared.box
+                for k in list(models):
+                    try:
+                        got = models[k].infer_uint8(crop, audio)[0]
+                    except FramegenError as exc:
+                        results[k].error = f"failed at frame {i}: {exc}"
+                        models.pop(k).close()
+                        continue
+                    frame = paste_back(template.frame(tindex), box, prepared.crop328, got)
+                    out_stats, final_stats = stats[k]
+                    out_stats.update(ref_u8[None], got[None], [i])
+                    final_stats.update(ref_frame[y0:y1, x0:x1][None], frame[y0:y1, x0:x1][None], [i],
+                                       offset=(y0, x0, 0))
+                    results[k].outside_box_diffs += outside_box_diffs(ref_frame, frame, box)
+                    results[k].frames += 1
+    finally:
+        reference.close()
+    return total
 
 
 def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str | os.PathLike[str]) -> Path:
@@ -122,7 +145,7 @@ def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str |
     as a port would: its ``reference_320`` and ``audio_window`` in, ``pred_320`` out, pasted into its ``crop_328``
     and the frame. Writes ``pred_320``, ``pasted_328`` and ``final_frame`` per case under ``out`` (the candidate
     layout ``framegen golden check`` reads)."""
-    from framegen.toolkit.golden import _write_bin, load_index, read_stage
+    from framegen.toolkit.golden import load_index, read_stage, write_bin
     from framegen.toolkit.preprocess import paste_back
 
     root, dest = Path(golden), Path(out)
@@ -143,5 +166,5 @@ def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str |
         case_dir = dest / case["dir"]
         case_dir.mkdir(parents=True, exist_ok=True)
         for name, arr in (("pred_320", pred), ("pasted_328", pasted), (FINAL_FRAME, final)):
-            _write_bin(case_dir / f"{name}.bin", arr, specs[name]["dtype"])
+            write_bin(case_dir / f"{name}.bin", arr, specs[name]["dtype"])
     return dest

@@ -2,10 +2,17 @@
 
 Each backend renders through :func:`toolkit.render.iter_frames`, the pipeline ``framegen render`` runs (template
 crops in ping-pong order, the real audio windows, the backend's own batch size, paste-back), so parity checks what
-users get. Frames are compared as they stream (nothing is held but the worst frame for the heat map) at two
-stages: the model output (float, 3x320x320) and the final frame (uint8, inside the crop box; outside it the frame
-must be bit-identical). Limits come from the candidate's tolerance profile (:mod:`toolkit.profiles`). The bundle's
-sha256 checksums are verified too: a mismatch is a failure of its own.
+users get. The frames are the first ``frames`` output frames of the speech features and ``silence_frames`` more with
+silent audio (all-zero feature rows, what SyncTalk_2D feeds at a clip's edges). They are compared as they stream
+(nothing is held but the worst frame for the heat map) at two stages: the model output (float, 3x320x320) and the
+final frame (uint8, inside the crop box; outside it the frame must be bit-identical).
+
+Limits are derived from the checkpoint under test (:mod:`framegen.toolkit.tolerance`: independent fp16 and fp64
+PyTorch executions, cached per checkpoint digest), or are the fixed profiles of :mod:`framegen.toolkit.profiles`
+(``tolerances='fixed'``); ``--tolerance`` / ``--profile`` overrides apply on top, and the report records every limit
+in force and where it came from. The bundle's sha256 checksums are verified too. When an ONNX or Core ML candidate
+fails (or with ``locate=True``), :mod:`framegen.toolkit.locate` names the first layer that departs. Outputs can be
+saved and judged on another machine (:mod:`framegen.toolkit.parity_io`).
 """
 
 from __future__ import annotations
@@ -19,10 +26,23 @@ from typing import Any
 import numpy as np
 from framegen.models.errors import FramegenError
 from framegen.toolkit.files import jsonable
-from framegen.toolkit.metrics import ErrorStats
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, get_profile, profile_for
+from framegen.toolkit.metrics import ErrorStats, cell, outside_box_diffs, wide_console
+from framegen.toolkit.parity_results import (
+    REFERENCE,
+    Candidate,
+    CandidateResult,
+    ChecksumResult,
+    ParityReport,
+    StageResult,
+    judge_stages,
+)
+from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile
+from framegen.toolkit.tolerance import Overrides, Tolerances
 
-REFERENCE = "torch-cpu"
+__all__ = ["REFERENCE", "STAGES", "AudioInput", "Candidate", "CandidateResult", "ChecksumResult", "ParityError",
+           "ParityReport", "Segment", "StageResult", "judge_stages", "parse_backends", "plan_candidates",
+           "plan_segments", "print_report", "resolve_audio_input", "run_parity", "verify_checksums"]
+
 STAGES = (MODEL_OUTPUT, FINAL_FRAME)
 # Below this output spread the generator is nearly constant (an uncalibrated checkpoint) and parity proves little.
 _MIN_REFERENCE_STD = 0.05
@@ -32,231 +52,36 @@ class ParityError(FramegenError):
     """Parity cannot run as asked (unknown backend, nothing to compare, inputs that cannot be used)."""
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One backend x artifact precision (x I/O variant) to compare against the reference."""
-
-    backend: str
-    precision: str = "fp32"
-    io: str = "tensor"
-
-    @property
-    def label(self) -> str:
-        """``ort-cpu/fp16`` (``/image`` appended for image-I/O variants)."""
-        return f"{self.backend}/{self.precision}" + ("" if self.io == "tensor" else f"/{self.io}")
-
-
-@dataclass
-class StageResult:
-    """One stage of one candidate: its metrics, the limits applied and the limits it broke."""
-
-    stage: str
-    kind: str
-    metrics: dict[str, Any]
-    limits: dict[str, float]
-    failures: list[str]
-
-    @property
-    def passed(self) -> bool:
-        """No limit broken."""
-        return not self.failures
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"stage": self.stage, "kind": self.kind, "passed": self.passed, "metrics": jsonable(self.metrics),
-                "limits": self.limits, "failures": self.failures}
-
-
-@dataclass
-class CandidateResult:
-    """Everything parity found about one candidate."""
-
-    candidate: Candidate
-    profile: str
-    frames: int = 0
-    info: dict[str, Any] | None = None
-    stages: list[StageResult] = field(default_factory=list)
-    outside_box_diffs: int = 0
-    error: str | None = None
-    heatmap: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Ran, compared every frame, broke no limit, left the frame outside the box untouched."""
-        return self.error is None and self.outside_box_diffs == 0 and all(s.passed for s in self.stages)
-
-    def failures(self) -> list[str]:
-        """One line per problem."""
-        lines = [f"{self.candidate.label}: {self.error}"] if self.error else []
-        if self.outside_box_diffs:
-            lines.append(f"{self.candidate.label} {FINAL_FRAME}: {self.outside_box_diffs} value(s) outside the crop "
-                         f"box differ")
-        lines += [f"{self.candidate.label} {s.stage}: {'; '.join(s.failures)}" for s in self.stages if s.failures]
-        return lines
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"backend": self.candidate.backend, "precision": self.candidate.precision, "io": self.candidate.io,
-                "label": self.candidate.label, "profile": self.profile, "passed": self.passed, "frames": self.frames,
-                "error": self.error, "outside_box_diffs": self.outside_box_diffs, "heatmap": self.heatmap,
-                "info": jsonable(self.info), "stages": [s.as_dict() for s in self.stages]}
-
-
-@dataclass(frozen=True)
-class ChecksumResult:
-    """One bundle artifact's sha256 against its manifest entry."""
-
-    path: str
-    model: str
-    format: str
-    precision: str
-    expected: str | None
-    actual: str
-
-    @property
-    def ok(self) -> bool:
-        """The artifact is what the manifest says."""
-        return self.expected == self.actual
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"path": self.path, "model": self.model, "format": self.format, "precision": self.precision,
-                "expected": self.expected, "actual": self.actual, "ok": self.ok}
-
-
-@dataclass
-class ParityReport:
-    """The outcome of a parity run."""
-
-    reference: dict[str, Any]
-    inputs: dict[str, Any]
-    frames: list[dict[str, int]]
-    checksums: list[ChecksumResult]
-    candidates: list[CandidateResult]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """Every checksum matches and every candidate passes (and there was at least one)."""
-        return bool(self.candidates) and all(c.ok for c in self.checksums) and all(c.passed for c in self.candidates)
-
-    def failures(self) -> list[str]:
-        """One line per problem, checksums first."""
-        lines = [f"checksum {c.path}: sha256 {c.actual[:12]}… does not match the manifest's "
-                 f"{str(c.expected)[:12]}…" for c in self.checksums if not c.ok]
-        for cand in self.candidates:
-            lines += cand.failures()
-        return lines
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON report: inputs, frames, tolerances used, per backend and stage metrics, failures."""
-        profiles = {c.profile: get_profile(c.profile).as_dict() for c in self.candidates}
-        return {"passed": self.passed, "failures": self.failures(), "reference": jsonable(self.reference),
-                "inputs": self.inputs, "frames": self.frames, "checksums": [c.as_dict() for c in self.checksums],
-                "tolerances": profiles, "candidates": [c.as_dict() for c in self.candidates], "notes": self.notes}
-
-
 # ----------------------------------------------------------------------------------------------- planning
 
-def parse_backends(text: str | None) -> list[tuple[str, str | None, str]] | None:
-    """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> ``[("ort-cpu", None, "tensor"), ("coreml-mil", "fp16",
-    "tensor"), ("ort-cpu", "fp32", "image")]`` (name, precision or all, I/O variant); ``None`` for all."""
-    if text is None or not text.strip():
-        return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, *tags = (t.strip() for t in part.split(":"))
-        precision, io = None, "tensor"
-        for tag in tags:
-            if tag in ("fp32", "fp16"):
-                precision = tag
-            elif tag in ("tensor", "image"):
-                io = tag
-            else:
-                raise ParityError(f"--backends {part!r}: {tag!r} is neither a precision (fp32, fp16) nor an I/O "
-                                  f"variant (tensor, image)")
-        out.append((name, precision, io))
-    if not out:
-        raise ParityError(f"--backends {text!r} names no backend")
-    return out
+def parse_backends(text: str | None) -> list[Any] | None:
+    """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> the planner's requests
+    (:func:`framegen.toolkit.plan.parse_candidates`); ``None`` for the default plan."""
+    from framegen.toolkit.plan import parse_candidates
+
+    return parse_candidates(text)
 
 
-def _artifact_precisions(spec: Any, bundle: Any) -> list[str]:
-    """Precisions of ``spec`` that the bundle can feed it (checkpoint backends: all the spec runs)."""
-    if spec.needs == "checkpoint":
-        return list(spec.precisions)
-    return [p for p in spec.precisions if bundle.has("generator", spec.needs, p)]
+def plan_candidates(bundle: Any, requested: list[Any] | None = None,
+                    checkpoint: str | os.PathLike[str] | None = None) -> tuple[list[Candidate], list[str]]:
+    """The candidates to compare, chosen by the one planner (:func:`framegen.toolkit.plan.plan_candidates`, purpose
+    ``parity``), and notes on the backends left out.
 
-
-def plan_candidates(bundle: Any, requested: list[tuple[str, str | None, str]] | None = None
-                    ) -> tuple[list[Candidate], list[str]]:
-    """The candidates to compare, and notes on the backends left out (unavailable here, or no artifact).
-
-    ``requested`` ``None``: every available backend x every precision of it the bundle holds (checkpoint backends:
-    every precision they run, the fp32 reference itself excepted), plus every image-I/O artifact x each available
-    backend that runs it. Otherwise exactly the named ones (see :func:`parse_backends`); an unknown or unavailable
-    backend, or a precision or variant the bundle lacks, is a ParityError.
+    ``requested`` ``None``: every available backend x every precision and I/O variant the bundle (and checkpoint)
+    feeds it, verifiers included, the fp32 reference itself excepted. Otherwise exactly the named ones; anything
+    that cannot run is a :class:`framegen.toolkit.plan.PlanError` naming it.
     """
-    from framegen.runtimes.registry import all_specs, availability, get_spec
+    from framegen.toolkit.plan import plan_candidates as plan
 
-    notes: list[str] = []
-    cands: list[Candidate] = []
+    root = getattr(bundle, "root", bundle)
+    result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested)
+    cands = result.candidates
     if requested is None:
-        for spec in all_specs():
-            avail = availability(spec)
-            if not avail.available:
-                notes.append(f"{spec.name}: not available here ({avail.reason})")
-                continue
-            precisions = _artifact_precisions(spec, bundle)
-            if spec.name == REFERENCE:
-                precisions = [p for p in precisions if p != "fp32"]
-            if not precisions and spec.name != REFERENCE:
-                notes.append(f"{spec.name}: the bundle has no {spec.needs} generator it runs")
-            cands += [Candidate(spec.name, p) for p in precisions]
-        if any(a.io == "image" for a in bundle.artifacts):
-            from framegen.toolkit.image_parity import plan_image_candidates
-
-            image, image_notes = plan_image_candidates(bundle)
-            cands += image
-            notes += image_notes
+        cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
         if not cands:
-            raise ParityError(f"{bundle.root}: no available backend can run any of its generators; "
-                              f"{'; '.join(notes)}")
-        return cands, notes
-    for name, precision, io in requested:
-        spec = get_spec(name)
-        avail = availability(spec)
-        if not avail.available:
-            raise ParityError(f"backend {name!r} is not available here: {avail.reason}")
-        if io == "image":
-            if "image" not in spec.ios:
-                runs = ", ".join(s.name for s in all_specs() if "image" in s.ios)
-                raise ParityError(f"backend {name!r} does not run image-I/O variants (those that do: {runs})")
-            fmt = spec.needs
-            have = [p for p in ("fp32", "fp16") if bundle.has("generator", fmt, p, "image")]
-            what = f"{fmt} image-I/O"
-        else:
-            have = _artifact_precisions(spec, bundle)
-            what = spec.needs
-        if precision is not None:
-            if io == "tensor" and precision not in spec.precisions:
-                raise ParityError(f"backend {name!r} runs {'/'.join(spec.precisions)}, not {precision}")
-            if precision not in have:
-                raise ParityError(f"{bundle.root}: no generator {what} {precision} artifact for {name!r} "
-                                  f"(it has {'/'.join(have) or 'none'})")
-            wanted = [precision]
-        else:
-            if not have:
-                raise ParityError(f"{bundle.root}: no generator {what} artifact that {name!r} runs")
-            wanted = have
-        for p in wanted:
-            c = Candidate(name, p, io)
-            if c not in cands:
-                cands.append(c)
-    return cands, notes
+            raise ParityError(f"{root}: no available backend can run any of its generators; "
+                              f"{'; '.join(result.notes)}")
+    return cands, list(result.notes)
 
 
 def verify_checksums(bundle: Any) -> list[ChecksumResult]:
@@ -273,13 +98,55 @@ def verify_checksums(bundle: Any) -> list[ChecksumResult]:
 
 # ----------------------------------------------------------------------------------------------- running
 
-def _outside_box_diffs(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> int:
-    """Values that differ between two frames outside ``box`` (which must hold none)."""
-    x0, y0, x1, y1 = box
-    n = int(np.count_nonzero(a[:y0] != b[:y0])) + int(np.count_nonzero(a[y1:] != b[y1:]))
-    n += int(np.count_nonzero(a[y0:y1, :x0] != b[y0:y1, :x0]))
-    n += int(np.count_nonzero(a[y0:y1, x1:] != b[y0:y1, x1:]))
-    return n
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive output frames with one kind of audio: the speech features, or silence."""
+
+    audio: str  # "speech" | "silence"
+    features: np.ndarray
+    count: int
+    start_frame: int  # the template frame its ping-pong walk starts at
+    offset: int  # the run-wide index of its first frame
+
+
+def plan_segments(template: Any, features: np.ndarray, frames: int, silence_frames: int = 1,
+                  start_frame: int = 0) -> list[Segment]:
+    """The speech frames ``0..frames-1`` (fewer when the features are shorter), then ``silence_frames`` frames whose
+    audio windows are all zero rows, on the template frames that follow."""
+    count = min(frames, int(features.shape[0]))
+    segments = [Segment("speech", features, count, start_frame, 0)]
+    if silence_frames > 0:
+        width = int(np.asarray(features).reshape(features.shape[0], -1).shape[1])
+        after = template.template_index(count, start_frame)
+        segments.append(Segment("silence", np.zeros((silence_frames, width), np.float32), silence_frames, after,
+                                count))
+    return segments
+
+
+def frame_plan(template: Any, segments: list[Segment], mode: str) -> list[dict[str, Any]]:
+    """Every frame a run compares: run-wide index, template frame, audio kind and the sha256 of its model inputs."""
+    from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.parity_io import frame_digest
+
+    plan = []
+    for seg in segments:
+        for j in range(seg.count):
+            k = template.template_index(j, seg.start_frame)
+            digest = frame_digest(template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0])
+            plan.append({"frame": seg.offset + j, "template_index": int(k), "audio": seg.audio, "sha256": digest})
+    return plan
+
+
+def frame_inputs(template: Any, segments: list[Segment], mode: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model inputs (image (6, 320, 320), audio window) of run-wide frame ``frame``."""
+    from framegen.toolkit.features import audio_windows
+
+    for seg in segments:
+        if seg.offset <= frame < seg.offset + seg.count:
+            j = frame - seg.offset
+            k = template.template_index(j, seg.start_frame)
+            return template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0]
+    raise ParityError(f"frame {frame} is not part of this run")
 
 
 @dataclass
@@ -292,15 +159,18 @@ class _Tracker:
     final: ErrorStats = field(default_factory=lambda: ErrorStats("uint8"))
     worst_key: tuple[float, float] = (-1.0, -1.0)
     worst: tuple[int, np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
+    saved: dict[str, np.ndarray] | None = None
 
     def add(self, i: int, box: tuple[int, int, int, int], ref_pred: np.ndarray, pred: np.ndarray,
-            ref_frame: np.ndarray, frame: np.ndarray, keep_worst: bool) -> None:
+            ref_frame: np.ndarray, frame: np.ndarray, keep_worst: bool, digest: str | None = None) -> None:
         self.output.update(ref_pred[None], np.asarray(pred, dtype=np.float32)[None], [i])
         x0, y0, x1, y1 = box
         r, c = ref_frame[y0:y1, x0:x1], frame[y0:y1, x0:x1]
         self.final.update(r[None], c[None], [i], offset=(y0, x0, 0))
-        self.result.outside_box_diffs += _outside_box_diffs(ref_frame, frame, box)
+        self.result.outside_box_diffs += outside_box_diffs(ref_frame, frame, box)
         self.result.frames += 1
+        if self.saved is not None and digest is not None:
+            self.saved[digest] = np.array(pred, dtype=np.float32, copy=True)
         if keep_worst:
             d = np.abs(r.astype(np.int16) - c.astype(np.int16))
             key = (float(d.max()), float(d.sum()))
@@ -309,13 +179,7 @@ class _Tracker:
                 self.worst = (i, ref_frame.copy(), frame.copy(), box)
 
     def finish(self) -> None:
-        for stage, stats in ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)):
-            if stats.count == 0:
-                continue
-            limits = self.profile.limits(stage)
-            summary = stats.summary()
-            self.result.stages.append(StageResult(stage, stats.kind, summary, limits.as_dict(),
-                                                  limits.check(summary)))
+        judge_stages(self.result, self.profile, ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)))
 
 
 @dataclass
@@ -368,149 +232,283 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | None, audi
                               "embedding_from": "PyTorch audio encoder checkpoint (fp32, CPU)"}, windows)
 
 
+def _check_source(b: Any, checkpoint: str | os.PathLike[str]) -> list[str]:
+    """A note when ``checkpoint`` is not the one the bundle's manifest says it was exported from."""
+    expected = (b.manifest.get("source") or {}).get("sha256")
+    if isinstance(expected, str):
+        from framegen.models.checkpoint import sha256_file
+
+        if sha256_file(checkpoint) != expected:
+            return [f"{checkpoint}: not the checkpoint the bundle was exported from (sha256 differs from the "
+                    f"manifest's source); expect every candidate to fail"]
+    return []
+
+
+def _artifact_of(b: Any, cand: Candidate) -> Any:
+    """The bundle artifact a candidate runs (``None`` for checkpoint backends and unknown names)."""
+    from framegen.runtimes.registry import get_spec
+
+    try:
+        fmt = get_spec(cand.backend).needs
+    except FramegenError:
+        return None
+    if fmt not in ("onnx", "coreml") or not b.has("generator", fmt, cand.precision, cand.io):
+        return None
+    return b.find("generator", fmt, cand.precision, cand.io)
+
+
+def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str, Any]]
+                ) -> list[tuple[Candidate, Any]]:
+    """Candidates for saved runs, each checked against this run's inputs and this bundle's artifact."""
+    from framegen.toolkit.parity_io import check_saved, load_outputs
+
+    digests = [f["sha256"] for f in plan]
+    out = []
+    for path in paths:
+        for run in load_outputs(path):
+            h = run.header
+            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), "tensor",
+                             loaded_from=os.fspath(path))
+            art = _artifact_of(b, Candidate(cand.backend, cand.precision))
+            check_saved(run, digests, art.entry.get("sha256") if art is not None else None)
+            out.append((cand, run))
+    return out
+
+
+def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[Candidate], tolerances: Tolerances,
+                     saved: dict[Candidate, Any], record: bool) -> tuple[list[_Tracker], dict[int, Any]]:
+    """One tracker per tensor candidate and the backends that opened (by tracker index); a backend that cannot
+    open is a failed result, not an exception."""
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.parity_io import ReplayBackend
+
+    trackers: list[_Tracker] = []
+    backends: dict[int, Any] = {}
+    for k, cand in enumerate(cands):
+        result = CandidateResult(cand, "")
+        try:
+            if cand in saved:
+                be = ReplayBackend(saved[cand])
+            else:
+                be = open_backend(cand.backend, OpenRequest(checkpoint=checkpoint, bundle=b.root,
+                                                            precision=cand.precision, mode=b.mode))
+        except FramegenError as exc:
+            result.error = f"cannot open: {exc}"
+            trackers.append(_Tracker(result, tolerances.profile(cand.precision, cand.io)))
+            continue
+        # The limits follow what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
+        prof = tolerances.profile(be.info.precision if be.info.precision in ("fp32", "fp16") else cand.precision,
+                                  cand.io)
+        result.info = be.info.as_dict()
+        trackers.append(_Tracker(result, prof, saved={} if record and cand not in saved else None))
+        backends[k] = be
+    return trackers, backends
+
+
+def _compare_segments(template: Any, segments: list[Segment], plan: list[dict[str, Any]], reference: Any,
+                      trackers: list[_Tracker], backends: dict[int, Any], *, batch: int | None, keep_worst: bool,
+                      progress: bool) -> float:
+    """Stream every segment through the reference and every open candidate, comparing frame by frame; returns the
+    standard deviation of the reference output (a nearly constant one proves little)."""
+    from framegen.toolkit.render import iter_frames
+
+    digests = {f["frame"]: f["sha256"] for f in plan}
+    ref_n, ref_sum, ref_sq = 0, 0.0, 0.0
+    total = sum(s.count for s in segments)
+    with _Progress(total * (1 + len(backends)), progress) as bar:
+        for seg in segments:
+            streams = {k: iter_frames(template, seg.features, be, batch=batch, start_frame=seg.start_frame,
+                                      max_frames=seg.count) for k, be in backends.items()}
+            ref_stream = iter_frames(template, seg.features, reference, batch=batch, start_frame=seg.start_frame,
+                                     max_frames=seg.count)
+            try:
+                for j, _tindex, prepared, ref_pred, ref_frame in ref_stream:
+                    bar.advance()
+                    i = seg.offset + int(j)
+                    ref_n += ref_pred.size
+                    ref_sum += float(ref_pred.sum(dtype=np.float64))
+                    ref_sq += float(np.square(ref_pred, dtype=np.float64).sum())
+                    for k in list(streams):
+                        tr = trackers[k]
+                        try:
+                            cj, _, _, pred, frame = next(streams[k])
+                        except StopIteration:
+                            tr.result.error = f"stopped after {tr.result.frames} frames"
+                        except FramegenError as exc:
+                            tr.result.error = f"failed at frame {i}: {exc}"
+                        else:
+                            bar.advance()
+                            if cj == j:
+                                tr.add(i, prepared.box, ref_pred, pred, ref_frame, frame, keep_worst, digests.get(i))
+                                continue
+                            tr.result.error = f"yielded frame {seg.offset + cj} where the reference has frame {i}"
+                        _close(streams.pop(k))
+                        backends.pop(k).close()
+            finally:
+                for stream in streams.values():
+                    _close(stream)
+                _close(ref_stream)
+    mean = ref_sum / ref_n if ref_n else 0.0
+    return math.sqrt(max(ref_sq / ref_n - mean * mean, 0.0)) if ref_n else 0.0
+
+
+def _close(stream: Any) -> None:
+    if hasattr(stream, "close"):
+        stream.close()
+
+
+def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) -> None:
+    from framegen.toolkit.heatmap import write_heatmap
+
+    out_dir = Path(heatmaps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for tr in trackers:
+        if tr.worst is None:
+            continue
+        i, ref_frame, frame, box = tr.worst
+        name = tr.result.candidate.label.replace("/", "_").replace("@", "_") + ".png"
+        path = write_heatmap(out_dir / name, ref_frame, frame, box,
+                             f"{tr.result.candidate.label} vs {REFERENCE}/fp32, frame {i}")
+        tr.result.heatmap = os.fspath(path)
+
+
+def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str], trackers: list[_Tracker],
+               plan: list[dict[str, Any]]) -> str | None:
+    from framegen.models.checkpoint import sha256_file
+    from framegen.toolkit.parity_io import inputs_digest, runtime_versions, save_outputs
+
+    runs = []
+    versions = runtime_versions()
+    for tr in trackers:
+        if tr.saved is None or tr.result.error is not None:
+            continue
+        cand = tr.result.candidate
+        art = _artifact_of(b, cand)
+        artifact = ({"path": art.path.relative_to(b.root).as_posix(), "format": art.format,
+                     "sha256": art.entry.get("sha256")} if art is not None
+                    else {"checkpoint": os.fspath(checkpoint), "sha256": None})
+        header = {"label": cand.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
+                  "mode": b.mode, "info": jsonable(tr.result.info), "artifact": artifact,
+                  "bundle_source_sha256": (b.manifest.get("source") or {}).get("sha256"),
+                  "checkpoint_sha256": sha256_file(checkpoint), "inputs_sha256": inputs_digest(
+                      [f["sha256"] for f in plan]), "frames": plan, "runtime_versions": versions}
+        runs.append({"header": header, "outputs": tr.saved})
+    if not runs:
+        return None
+    return os.fspath(save_outputs(path, runs))
+
+
+def _locate_candidates(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
+                       results: list[CandidateResult], force: bool) -> None:
+    """Name the first departing layer of every ONNX / Core ML candidate that failed (of all of them with
+    ``force``), on its worst frame."""
+    from framegen.toolkit.locate import locate_artifact
+
+    for res in results:
+        cand = res.candidate
+        if cand.io != "tensor" or (res.passed and not force) or not res.stages:
+            continue
+        art = _artifact_of(b, cand)
+        if art is None:
+            continue
+        out = next((s for s in res.stages if s.stage == MODEL_OUTPUT), None)
+        worst = int(out.metrics["worst_frame"]) if out is not None and out.metrics.get("worst_frame") is not None \
+            else 0
+        image, audio = frame_inputs(template, segments, b.mode, worst)
+        res.locate = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
+                                     frame=worst)
+
+
 def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
                features: np.ndarray, *, candidates: list[Candidate] | None = None, frames: int = 8,
-               start_frame: int = 0, batch: int | None = None, heatmaps: str | os.PathLike[str] | None = None,
-               progress: bool = False, inputs: dict[str, Any] | None = None) -> ParityReport:
-    """Compare every candidate with the PyTorch fp32 reference on ``frames`` output frames.
+               silence_frames: int = 1, start_frame: int = 0, batch: int | None = None,
+               heatmaps: str | os.PathLike[str] | None = None, progress: bool = False,
+               inputs: dict[str, Any] | None = None, tolerances: str | Tolerances = "derived",
+               overrides: Overrides | None = None, measure_frames: int = 2, locate: bool | None = None,
+               save_outputs: str | os.PathLike[str] | None = None,
+               load_outputs: list[str | os.PathLike[str]] | None = None) -> ParityReport:
+    """Compare every candidate with the PyTorch fp32 reference on ``frames`` speech and ``silence_frames`` silent
+    output frames.
 
-    ``template`` is a :class:`framegen.toolkit.preprocess.PreparedTemplate`, ``features`` the (N, F) feature rows of the
-    bundle's mode; ``candidates`` default to :func:`plan_candidates`'s choice. ``start_frame`` is the template frame
-    the ping-pong walk starts at (as in ``framegen render``); ``batch`` overrides each backend's default batch.
-    ``heatmaps``: a directory that receives one PNG per candidate (reference | candidate | amplified difference of
-    its worst frame). Candidates that cannot be opened or fail while running are failures in the report; bad
-    usage (unknown backend, unreadable bundle, a checkpoint that does not fit) raises.
+    ``template`` is a :class:`framegen.toolkit.preprocess.PreparedTemplate`, ``features`` the (N, F) feature rows of
+    the bundle's mode; ``candidates`` default to :func:`plan_candidates`'s choice (none when ``load_outputs`` is
+    given). ``start_frame``: the template frame the ping-pong walk starts at; ``batch`` overrides each backend's.
+    ``tolerances``: ``derived`` (from ``measure_frames`` speech frames and one silent frame of this checkpoint,
+    :mod:`framegen.toolkit.tolerance`, cached), ``fixed``, or a ready :class:`Tolerances`; ``overrides`` apply on
+    top. ``locate``: ``None`` searches the first departing layer of failed ONNX / Core ML candidates, ``True`` of
+    every one, ``False`` never. ``save_outputs``: write each live candidate's outputs there; ``load_outputs``: judge
+    saved runs (refused, ParityError, when made from other inputs or another artifact). ``heatmaps``: a directory
+    for one PNG per candidate. Candidates that cannot be opened or fail while running are failures in the report;
+    bad usage raises.
     """
     from framegen.models.bundle import load_bundle
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.tolerance import resolve_tolerances
 
     if frames < 1:
         raise ParityError(f"--frames must be at least 1, got {frames}")
+    if silence_frames < 0:
+        raise ParityError(f"--silence-frames must be at least 0, got {silence_frames}")
     b = load_bundle(bundle)
     notes: list[str] = []
+    segments = plan_segments(template, features, frames, silence_frames, start_frame)
+    if segments[0].count < frames:
+        notes.append(f"features hold {features.shape[0]} frames; comparing {segments[0].count}, not {frames}")
+    plan = frame_plan(template, segments, b.mode)
+    saved = dict(_load_saved(b, list(load_outputs or []), plan))
     if candidates is None:
-        candidates, notes = plan_candidates(b)
+        candidates, notes_plan = ([], []) if saved else plan_candidates(b)
+        notes += notes_plan
+    candidates = [*candidates, *(c for c in saved if c not in candidates)]
     if not candidates:
         raise ParityError("no candidate backend to compare")
-    count = min(frames, int(features.shape[0]))
-    if count < frames:
-        notes.append(f"features hold {features.shape[0]} frames; comparing {count}, not {frames}")
-    checksums = verify_checksums(b)
-    expected_ckpt = (b.manifest.get("source") or {}).get("sha256")
-    if isinstance(expected_ckpt, str):
-        from framegen.models.checkpoint import sha256_file
-
-        if sha256_file(checkpoint) != expected_ckpt:
-            notes.append(f"{checkpoint}: not the checkpoint the bundle was exported from (sha256 differs from the "
-                         f"manifest's source); expect every candidate to fail")
-
-    tensor = [c for c in candidates if c.io == "tensor"]
-    image = [c for c in candidates if c.io == "image"]
     unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
     if unknown:
         raise ParityError(f"unknown I/O variant in {', '.join(unknown)}")
+    checksums = verify_checksums(b)
+    notes += _check_source(b, checkpoint)
+    if isinstance(tolerances, str):
+        tolerances = resolve_tolerances(tolerances, checkpoint, template, features, b.mode, start_frame=start_frame,
+                                        speech=min(measure_frames, segments[0].count),
+                                        silence=1 if silence_frames else 0, overrides=overrides)
+    elif overrides is not None:
+        tolerances = Tolerances(tolerances.kind, tolerances.measurement, overrides)
+    tensor = [c for c in candidates if c.io == "tensor"]
+    image = [c for c in candidates if c.io == "image"]
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
-    trackers: list[_Tracker] = []
-    streams: dict[int, Any] = {}
-    backends: dict[int, Any] = {}
-    keep_worst = heatmaps is not None
+    trackers, backends = _open_candidates(b, checkpoint, tensor, tolerances, saved, save_outputs is not None)
     try:
-        for k, cand in enumerate(tensor):
-            result = CandidateResult(cand, profile_for(cand.precision, cand.io).name)
-            try:
-                be = open_backend(cand.backend, OpenRequest(checkpoint=checkpoint, bundle=b.root,
-                                                            precision=cand.precision, mode=b.mode))
-            except FramegenError as exc:
-                result.error = f"cannot open: {exc}"
-                trackers.append(_Tracker(result, profile_for(cand.precision, cand.io)))
-                continue
-            # The profile follows what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
-            prof = profile_for(be.info.precision, cand.io)
-            result.profile = prof.name
-            result.info = be.info.as_dict()
-            trackers.append(_Tracker(result, prof))
-            backends[k] = be
-            streams[k] = iter_frames(template, features, be, batch=batch,
-                                     start_frame=start_frame, max_frames=count)
-        ref_stream = iter_frames(template, features, reference, batch=batch,
-                                 start_frame=start_frame, max_frames=count)
-        order: list[dict[str, int]] = []
-        ref_n, ref_sum, ref_sq = 0, 0.0, 0.0  # the reference output's spread: is it non-trivial?
-        bar = _Progress(count * (1 + len(streams)), progress)
-        with bar:
-            for i, tindex, prepared, ref_pred, ref_frame in ref_stream:
-                bar.advance()
-                order.append({"frame": int(i), "template_index": int(tindex)})
-                ref_n += ref_pred.size
-                ref_sum += float(ref_pred.sum(dtype=np.float64))
-                ref_sq += float(np.square(ref_pred, dtype=np.float64).sum())
-                for k in list(streams):
-                    tr = trackers[k]
-                    try:
-                        ci, _, _, pred, frame = next(streams[k])
-                    except StopIteration:
-                        tr.result.error = f"stopped after {tr.result.frames} of {count} frames"
-                        _drop(k, streams, backends)
-                        continue
-                    except FramegenError as exc:
-                        tr.result.error = f"failed at frame {i}: {exc}"
-                        _drop(k, streams, backends)
-                        continue
-                    bar.advance()
-                    if ci != i:
-                        tr.result.error = f"yielded frame {ci} where the reference has frame {i}"
-                        _drop(k, streams, backends)
-                        continue
-                    tr.add(int(i), prepared.box, ref_pred, pred, ref_frame, frame, keep_worst)
-        if ref_n:
-            mean = ref_sum / ref_n
-            std = math.sqrt(max(ref_sq / ref_n - mean * mean, 0.0))
-            if std < _MIN_REFERENCE_STD:
-                notes.append(f"the reference output is nearly constant (std {std:.3f}): parity proves little; use a "
-                             f"trained or calibrated checkpoint")
-        for tr in trackers:
-            tr.finish()
-            if tr.result.error is None and tr.result.frames < len(order):
-                tr.result.error = f"compared {tr.result.frames} of {len(order)} frames"
-        if heatmaps is not None:
-            from framegen.toolkit.heatmap import write_heatmap
-
-            out_dir = Path(heatmaps)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for tr in trackers:
-                if tr.worst is None:
-                    continue
-                i, ref_frame, frame, box = tr.worst
-                name = tr.result.candidate.label.replace("/", "_") + ".png"
-                path = write_heatmap(out_dir / name, ref_frame, frame, box,
-                                     f"{tr.result.candidate.label} vs {REFERENCE}/fp32, frame {i}")
-                tr.result.heatmap = os.fspath(path)
+        std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
+                                keep_worst=heatmaps is not None, progress=progress)
     finally:
-        for k in list(streams):
-            _drop(k, streams, backends)
+        for be in backends.values():
+            be.close()
         reference.close()
+    if std < _MIN_REFERENCE_STD:
+        notes.append(f"the reference output is nearly constant (std {std:.3f}): parity proves little; use a "
+                     f"trained or calibrated checkpoint")
+    for tr in trackers:
+        tr.finish()
+        if tr.result.error is None and tr.result.frames < len(plan):
+            tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
+    if heatmaps is not None:
+        _write_heatmaps(trackers, heatmaps)
+    saved_path = _save_runs(save_outputs, b, checkpoint, trackers, plan) if save_outputs is not None else None
     results = [t.result for t in trackers]
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
         from framegen.toolkit.image_parity import run_image_parity
 
-        results += run_image_parity(b.root, checkpoint, template, features, image, frames=count,
-                                    start_frame=start_frame)
+        results += run_image_parity(b.root, checkpoint, template, features, image, segments=segments,
+                                    profile=lambda p: tolerances.profile(p, "image"))
+    if locate is not False:
+        _locate_candidates(b, checkpoint, template, segments, results, force=bool(locate))
     return ParityReport(reference=reference.info.as_dict(), inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
-                        frames=order, checksums=checksums, candidates=results, notes=notes)
-
-
-def _drop(k: int, streams: dict[int, Any], backends: dict[int, Any]) -> None:
-    """Stop candidate ``k``'s frame stream (its pipeline threads) and close its backend."""
-    stream = streams.pop(k, None)
-    if stream is not None and hasattr(stream, "close"):
-        stream.close()
-    be = backends.pop(k, None)
-    if be is not None:
-        be.close()
+                        frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
+                        candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path)
 
 
 class _Progress:
@@ -541,76 +539,85 @@ class _Progress:
 
 # ----------------------------------------------------------------------------------------------- output
 
-def _cell(v: Any, kind: str = "g") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
-        return str(v)
-    if kind == "signed_pct":
-        return f"{100 * v:+.2f}%"
-    if kind == "pct":
-        return f"{100 * v:.3g}%"
-    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
-        return str(v)
-    if kind == "db":
-        return f"{v:.1f}"
-    if kind == "cos":
-        return f"{v:.6f}"
-    if isinstance(v, float) and v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 _SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
+_LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=",
+                "min_psnr_db": "PSNR>=", "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
+                "max_spread_change": "|spread|"}
 
 
-def wide_console() -> Any:
-    """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 150 columns wide so that result
-    tables are not cut to rich's default of 80."""
+def print_tolerances(report: ParityReport) -> None:
+    """Every limit in force, per profile and stage, with where it came from."""
     from framegen.toolkit.console import out
-    from rich.console import Console
+    from rich import box
+    from rich.table import Table
 
-    return out if out.is_terminal else Console(width=max(out.width, 150), highlight=False)
+    if report.tolerances is not None:
+        out.print(report.tolerances.describe(), soft_wrap=True)
+    profiles: dict[str, Profile] = {}
+    for c in report.candidates:
+        if c.limits_profile is not None:
+            profiles.setdefault(c.limits_profile.name, c.limits_profile)
+    if not profiles:
+        return
+    table = Table(title="limits in force", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("profile", "stage", "limit", "value", "from"):
+        table.add_column(col, justify="right" if col == "value" else "left", no_wrap=col != "from")
+    for prof in profiles.values():
+        for stage, limits in prof.stages.items():
+            for metric, value in limits.as_dict().items():
+                table.add_row(prof.name, _SHORT.get(stage, stage), _LIMIT_SHORT.get(metric, metric), cell(value),
+                              prof.sources.get(stage, {}).get(metric, ""))
+    wide_console().print(table)
 
 
-def print_report(report: ParityReport) -> None:
-    """The console table (rich, stdout) and one line per failure."""
+def print_report(report: ParityReport, limits: bool = True) -> None:
+    """The console table (rich, stdout), the limits in force, per-layer tables of located candidates and one line
+    per failure."""
+    from framegen.toolkit.console import note as _note
     from framegen.toolkit.console import out
     from rich import box
     from rich.table import Table
 
     ref = report.reference
-    out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames, template "
-              f"frames {', '.join(str(f['template_index']) for f in report.frames[:12])}"
+    speech = sum(1 for f in report.frames if f.get("audio", "speech") == "speech")
+    out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames ({speech} "
+              f"speech, {len(report.frames) - speech} silence), template frames "
+              f"{', '.join(str(f['template_index']) for f in report.frames[:12])}"
               f"{' ...' if len(report.frames) > 12 else ''}; output = model output (float, 0..1), frame = final "
               f"frame inside the crop box (uint8 levels)", soft_wrap=True)
     for c in report.checksums:
         if not c.ok:
             out.print(f"[red]checksum mismatch[/red] {c.path}", soft_wrap=True)
     table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("backend", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠", ">1",
-                "worst: frame @ index", "result"):
-        table.add_column(col, justify="left" if col in ("backend", "stage", "result") else "right", no_wrap=True)
+    for col in ("backend", "profile", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠",
+                ">1", "worst: frame @ index", "result"):
+        table.add_column(col, justify="left" if col in ("backend", "profile", "stage", "result") else "right",
+                         no_wrap=True)
     for cand in report.candidates:
         if cand.error and not cand.stages:
-            table.add_row(cand.candidate.label, "-", *["-"] * 9, "[red]FAIL[/red]")
+            table.add_row(cand.candidate.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
             continue
         for s in cand.stages:
             m = s.metrics
             worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
             ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
-            table.add_row(cand.candidate.label, _SHORT.get(s.stage, s.stage), _cell(m["max_abs"]),
-                          _cell(m["mean_abs"]), _cell(m["p99_abs"]), _cell(m["psnr_db"], "db"), _cell(m["bias"]),
-                          _cell(m["spread_change"], "signed_pct"), _cell(m["share_diff"], "pct"),
-                          _cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
+            table.add_row(cand.candidate.label, cand.profile, _SHORT.get(s.stage, s.stage), cell(m["max_abs"]),
+                          cell(m["mean_abs"]), cell(m["p99_abs"]), cell(m["psnr_db"], "db"), cell(m["bias"]),
+                          cell(m["spread_change"], "signed_pct"), cell(m["share_diff"], "pct"),
+                          cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
                           "[green]pass[/green]" if ok else "[red]FAIL[/red]")
     wide_console().print(table)
-    for note in report.notes:
-        from framegen.toolkit.console import note as _note
+    if limits:
+        print_tolerances(report)
+    for cand in report.candidates:
+        if cand.locate is not None:
+            from framegen.toolkit.locate import print_locate
 
-        _note(note)
+            print_locate(cand.locate, cand.candidate.label)
+    for n in report.notes:
+        _note(n)
+    if report.saved_outputs:
+        out.print(f"saved outputs: {report.saved_outputs}", soft_wrap=True)
     failures = report.failures()
     for line in failures:
         out.print(f"[red]FAIL[/red] {line}", soft_wrap=True)

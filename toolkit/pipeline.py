@@ -248,8 +248,3 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def ordered_map(source: Iterable[Any], stages: Sequence[Stage], **kwargs: Any) -> Iterator[Any]:
-    """Iterate the results of ``source`` through ``stages`` in source order (threads stop when iteration ends)."""
-    yield from Pipeline(source, stages, **kwargs)

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         assert encoder is not None
         return {ENC_OUTPUT: encoder(mel)}
 
-    log_path = Path(log_file) if log_file is not None else Path(tempfile.gettempdir()) / f"framegen-triton-{os.getpid()}.log"
+    log_path = Path(log_file or Path(tempfile.gettempdir()) / f"framegen-triton-{os.getpid()}.log")
     os.environ.update(python_backend_env())  # the tritonserver child inherits it (see python_backend_env)
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=opts.exit_timeout_s,
@@ -264,5 +265,6 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
 def ready_line(info: ServerInfo) -> str:
     """One line for the console when the server is up."""
     return (f"serving {', '.join(info.models)} ({info.backend}, {info.precision}, mode {info.mode}): "
-            f"gRPC {info.grpc_url}, HTTP {info.http_url}, metrics http://{info.host}:{info.metrics_port}/metrics; server log {info.log_file}")
+            f"gRPC {info.grpc_url}, HTTP {info.http_url}, metrics http://{info.host}:{info.metrics_port}/metrics; "
+            f"server log {info.log_file}")
 

@@ -289,15 +289,6 @@ def coreml_convs(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np
     return out
 
 
-def _mil_verifier() -> Any:
-    """``framegen.runtimes.coreml_mil.run_mlpackage`` when the verifier is installed, else ``None``."""
-    try:
-        from framegen.runtimes.coreml_mil import run_mlpackage
-    except ImportError:
-        return None
-    return run_mlpackage
-
-
 def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str,
                     metadata: dict[str, str] | None = None, max_batch: int | None = None,
                     numeric_batches: tuple[int, ...] = (1,), label: str | None = None) -> dict[str, Any]:
@@ -348,23 +339,42 @@ def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str
     result: dict[str, Any] = {"runtime": "coremltools spec + MIL weights (Linux)", "tolerance": tol.as_dict(),
                               "deployment_target_spec_version": spec.specificationVersion}
     result.update(check_weights(p, convs, ref, tol))
-    run_mlpackage = _mil_verifier()
-    if run_mlpackage is None:
-        result["numeric"] = "not run: runtimes.coreml_mil (the coreml-mil verifier) is not installed"
-    else:
-        worst = {"max_abs_err": 0.0, "mean_abs_err": 0.0}
-        for batch in numeric_batches:
-            feeds = {n: a[:batch] for n, a in zip(ref.input_names, ref.inputs, strict=True)}
-            try:
-                outputs = run_mlpackage(path, feeds)
-            except FramegenError as exc:
-                raise _fail(p, f"the coreml-mil verifier cannot run it ({exc})") from None
-            if ref.output_name not in outputs:
-                raise _fail(p, f"the program returned {list(outputs)}, not {ref.output_name!r}")
-            got = np.asarray(outputs[ref.output_name], dtype=np.float32)
-            errs = check_numbers(p, got, ref.output[:batch], tol, f"coreml-mil batch {batch}")
-            worst = {k: max(worst[k], errs[k]) for k in worst}
-        result["numeric"] = {"runtime": "coreml-mil verifier (op by op, program precision)",
-                             "batches": list(numeric_batches), **worst}
+    from framegen.runtimes.coreml_mil import run_mlpackage
+
+    worst = {"max_abs_err": 0.0, "mean_abs_err": 0.0}
+    for batch in numeric_batches:
+        feeds = {n: a[:batch] for n, a in zip(ref.input_names, ref.inputs, strict=True)}
+        try:
+            outputs = run_mlpackage(path, feeds)
+        except FramegenError as exc:
+            raise _fail(p, f"the coreml-mil verifier cannot run it ({exc})") from None
+        if ref.output_name not in outputs:
+            raise _fail(p, f"the program returned {list(outputs)}, not {ref.output_name!r}")
+        got = np.asarray(outputs[ref.output_name], dtype=np.float32)
+        errs = check_numbers(p, got, ref.output[:batch], tol, f"coreml-mil batch {batch}")
+        worst = {k: max(worst[k], errs[k]) for k in worst}
+    result["numeric"] = {"runtime": "coreml-mil verifier (op by op, program precision)",
+                         "batches": list(numeric_batches), **worst}
     result["passed"] = True
     return result
+
+
+def validate_artifact(fmt: str, path: str | os.PathLike[str], ref: Reference, precision: str,
+                      metadata: dict[str, str] | None = None, label: str | None = None) -> dict[str, Any]:
+    """Validate a tensor artifact of format ``fmt`` with that format's validator (:data:`VALIDATORS`)."""
+    if fmt not in VALIDATORS:
+        raise ExportValidationError(f"{label or path}: no validator for format {fmt!r}")
+    return VALIDATORS[fmt](path, ref, precision, metadata, label)
+
+
+def _validate_coreml_export(path: str | os.PathLike[str], ref: Reference, precision: str,
+                            metadata: dict[str, str] | None, label: str | None) -> dict[str, Any]:
+    from framegen.exporters.coreml_export import MAX_BATCH
+
+    # The generator's verifier run is slow (op by op): batch 1; the small encoder also at batch 3.
+    return validate_coreml(path, ref, precision, metadata, max_batch=MAX_BATCH,
+                           numeric_batches=(1,) if ref.kind == "generator" else (1, VALIDATION_BATCH), label=label)
+
+
+#: format -> ``(path, reference, precision, metadata, label) -> validation record``
+VALIDATORS: dict[str, Any] = {"onnx": validate_onnx, "coreml": _validate_coreml_export}

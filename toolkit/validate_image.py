@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from framegen.exporters.errors import ExportError, ExportValidationError
-from framegen.exporters.image_io import IO, build_image_artifact, image_metadata, manifest_io
+from framegen.exporters.image_io import IO, image_metadata, manifest_io
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
 
 # ------------------------------------------------------------------------------------------------- validation
@@ -233,25 +233,27 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     return result
 
 
-def export_image_entries(fmt: str, model: Any, mode: str, precisions: list[str], opset: int | None, ref: Any,
+def export_image_entries(exporter: Any, model: Any, mode: str, precisions: list[str], opset: int | None, ref: Any,
                          source_sha256: str, work: Path, dest: Path, say: Any = None, *, base: Any = None
                          ) -> list[dict[str, Any]]:
     """For ``toolkit.export.export_bundle``: build and validate the image-I/O generator variants of one format in
     every precision inside the bundle's work directory ``work`` (``dest``: the bundle's final path, for messages);
-    returns their manifest entries. ``base``: the fp32 tensor ONNX graph already exported."""
+    returns their manifest entries. ``exporter``: the format's :class:`framegen.exporters.registry.FormatExporter`;
+    ``base``: its trace of the module, already made for the tensor artifacts."""
     import time
 
     from framegen.models.bundle import sha256_path
 
+    fmt = exporter.name
     ins, outs = manifest_io(fmt, mode)
     cases = validation_cases(model)
     entries = []
     for prec in precisions:
-        name = f"generator.{prec}.{IO}{'.onnx' if fmt == 'onnx' else '.mlpackage'}"
+        name = f"generator.{prec}.{IO}{exporter.suffix}"
         path = work / name
         meta = image_metadata("generator", mode, prec, fmt, source_sha256)
         t0 = time.perf_counter()
-        extra = build_image_artifact(fmt, model, prec, path, meta, base=base, opset=opset)
+        extra = exporter.build_image(model, prec, path, meta, base, opset)
         t1 = time.perf_counter()
         validation = validate_image_artifact(path, model, fmt, prec, meta, ref, label=f"{dest}/{name}",
                                              cases=cases)

@@ -116,6 +116,10 @@ def bench(
     e2e_batch: Annotated[int | None, typer.Option(
         "--e2e-batch", min=1, help="Batch of the --e2e render (default: the backend's).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    streams: Annotated[str | None, typer.Option(
+        "--streams", help="With --backends triton: concurrent client streams, e.g. 1,4,8 (the default).")] = None,
+    triton_url: Annotated[str | None, typer.Option(
+        "--triton-url", help="With --backends triton: the server, grpc://HOST:PORT or http://HOST:PORT.")] = None,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
@@ -128,6 +132,12 @@ def bench(
         template = features = None
     if json_path is not None and not json_path.parent.is_dir():
         raise BenchError(f"--json {json_path}: folder {json_path.parent} does not exist")
+    if (backends or "").strip() == "triton" or streams is not None:
+        from framegen.toolkit.bench_triton import bench_triton_cli
+
+        bench_triton_cli(url=triton_url, streams=streams, seconds=seconds, iterations=iterations, mode=mode,
+                         json_path=json_path, batch=batch)
+        return
 
     def progress(kind: str, row: dict[str, Any]) -> None:
         if kind == "model":

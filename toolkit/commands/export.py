@@ -26,6 +26,11 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is an existing bundle.")] = False,
     io: Annotated[str, typer.Option("--io", help="Comma-separated generator I/O variants: tensor (the contract's "
                                     "float tensors), image (uint8 BGR image in and out, for ports).")] = "tensor",
+    triton: Annotated[Path | None, typer.Option(
+        "--triton", help="Also write a Triton model repository (generator, audio_encoder) here.")] = None,
+    triton_trt_fp16: Annotated[bool, typer.Option(
+        "--triton-trt-fp16", help="In --triton configs, run the ONNX Runtime backend's TensorRT fp16 engine.")]
+    = False,
 ) -> None:
     """Export, validate every artifact against PyTorch, and write the bundle with manifest.json.
 
@@ -35,8 +40,15 @@ def export(
     from framegen.toolkit.console import note
 
     bundle = api_export(checkpoint, out, audio_encoder=audio_encoder, formats=formats, precisions=precision,
-                        io=io, opset=opset, mode=mode, force=force, progress=note)
+                        io=io, opset=opset, mode=mode, force=force, progress=note, triton=triton,
+                        triton_options=_triton_options(triton_trt_fp16) if triton is not None else None)
     _print_summary(bundle.manifest, bundle.root)
+
+
+def _triton_options(trt_fp16: bool) -> Any:
+    from framegen.exporters.triton import TritonOptions
+
+    return TritonOptions(tensorrt_fp16=trt_fp16)
 
 
 def _fmt(value: Any) -> str:

@@ -39,6 +39,8 @@ def parity(
     skip_bad_boxes: Annotated[bool, typer.Option(
         "--skip-bad-boxes", help="Leave out template frames whose crop box leaves the frame.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+    triton_url: Annotated[str | None, typer.Option(
+        "--triton-url", help="The server the triton backend runs on: grpc://HOST:PORT or http://HOST:PORT.")] = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
     from framegen.models.bundle import load_bundle
@@ -46,6 +48,10 @@ def parity(
     from framegen.toolkit.preprocess import PreparedTemplate
     from framegen.toolkit.template import open_template
 
+    if triton_url is not None:
+        from framegen.runtimes.triton_backend import use_server
+
+        use_server(triton_url)
     b = load_bundle(bundle)
     requested = parse_backends(backends)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)

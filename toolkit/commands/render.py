@@ -74,12 +74,19 @@ def render(
         "--skip-bad-boxes", help="Leave out template frames whose crop box leaves the frame instead of failing.")]
     = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+    triton_url: Annotated[str | None, typer.Option(
+        "--triton-url", help="With --backend triton: the server, grpc://HOST:PORT or http://HOST:PORT.")] = None,
 ) -> None:
     """Render a lip-synced video: template frames in ping-pong order, one per feature row, through a backend.
 
     Everything (options, template, model, features, audio, output paths) is checked before the first frame.
     """
     from framegen.toolkit.api import render as api_render
+
+    if triton_url is not None:
+        from framegen.runtimes.triton_backend import use_server
+
+        use_server(triton_url)
 
     stats = api_render(template, out=out_path, frames_dir=frames_dir, features=features, audio=audio,
                        encoder=encoder, checkpoint=checkpoint, bundle=bundle, backend=backend, precision=precision,
