@@ -115,7 +115,8 @@ def export_onnx(module: Any, kind: str, path: str | os.PathLike[str], metadata: 
 
 _DESCRIPTIONS = {
     "audio_frontend": ("SyncTalk_2D audio front-end (16 kHz mono PCM -> normalised mel)",
-                       "16 kHz mono float32 PCM in [-1, 1], one clip per row", "normalised mel, frames x 80 in [-4, 4]"),
+                       "16 kHz mono float32 PCM in [-1, 1], one clip per row",
+                       "normalised mel, frames x 80 in [-4, 4]"),
     "audio_features": ("SyncTalk_2D audio front-end + 'ave' encoder (16 kHz mono PCM -> per-video-frame features)",
                        "16 kHz mono float32 PCM in [-1, 1], at least 3000 samples",
                        "'ave' features, one 512-d row per 25 fps video frame"),

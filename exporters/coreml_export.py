@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from framegen.exporters.errors import ExportError
+from framegen.models.atomic import atomic_output
 from framegen.models.imports import coremltools
 
 MINIMUM_DEPLOYMENT_TARGET = "iOS16"  # macOS 13; the ML program opset the coreml-mil verifier implements
@@ -119,20 +119,11 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
 
 def save_package(ml: Any, path: str | os.PathLike[str]) -> Path:
     """Save an MLModel as a reproducible .mlpackage: under a temporary name, normalised, then renamed into place."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial.mlpackage")  # coremltools insists on the suffix
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_output(path, suffix=".mlpackage") as tmp:  # coremltools insists on the suffix
         with _quiet():
             ml.save(os.fspath(tmp))
         normalise_package(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return Path(path)
 
 
 def normalise_package(package: str | os.PathLike[str]) -> None:

@@ -137,3 +137,30 @@ class AudioFeatures(nn.Module):
         windows = mel[idx.reshape(-1)].reshape(-1, ENC_MEL_WINDOW, mel.shape[1])
         emb = self.encoder(windows.transpose(1, 2).unsqueeze(1))  # [N, 512]
         return torch.cat([emb[:1], emb, emb[-1:]], dim=0)
+
+
+def frontend_contract() -> dict[str, object]:
+    """The two front-end models' I/O and rules as JSON-able data (embedded in their metadata under
+    ``audio_frontend`` and described in docs/CONTRACT.md)."""
+    return {
+        "audio_frontend": {
+            "inputs": {FRONTEND_INPUT: {"shape": ["batch", "samples"], "dtype": "float32",
+                                        "meaning": f"{SAMPLE_RATE} Hz mono PCM in [-1, 1] (as decoded, no scaling)"}},
+            "outputs": {FRONTEND_OUTPUT: {"shape": ["batch", "frames", int(MEL["n_mels"])], "dtype": "float32",
+                                          "meaning": "SyncTalk_2D's normalised mel, frames = 1 + samples // 200"}},
+            "equals": "framegen.toolkit.audio.melspectrogram within 1e-4 (values in [-4, 4])",
+        },
+        "audio_features": {
+            "inputs": {FEATURES_INPUT: {"shape": ["samples"], "dtype": "float32",
+                                        "meaning": f"{SAMPLE_RATE} Hz mono PCM in [-1, 1], {MIN_SAMPLES} to "
+                                                   f"{MAX_SAMPLES} samples"}},
+            "outputs": {FEATURES_OUTPUT: {"shape": ["rows", 512], "dtype": "float32",
+                                          "meaning": "'ave' features, row i for 25 fps video frame i"}},
+            "rows": "int((T - 16) / 80 * 25) + 4 with T = 1 + samples // 200 (N windows + first and last repeated)",
+            "windows": "window k = mel[s:s+16] with s = min(int(80 * k / 25), T - 16), k = 0..N-1",
+            "count_in_graph": "(T - 16) * 5 // 16 + 2, minus 1 for the T listed in short_counts() (where float64 "
+                              f"rounds the reference's count down), exact up to T = {MAX_MEL_FRAMES}",
+            "equals": "framegen.toolkit.audio.ave_features(melspectrogram(pcm), encoder) within 1e-4 of its "
+                      "largest value",
+        },
+    }

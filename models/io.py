@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import torch
+from framegen.models.atomic import atomic_output
 from framegen.models.audio_encoder import AudioEncoder
 from framegen.models.checkpoint import encoder_state_for_saving
-from framegen.models.errors import CheckpointError
+from framegen.models.errors import CheckpointError, FramegenError
 from framegen.models.unet import Model
 
 
@@ -18,17 +18,14 @@ def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> Path:
     dest = Path(path)
     if dest.is_dir():
         raise CheckpointError(f"{dest}: is a directory; give a file name to write the checkpoint to")
-    tmp = dest.with_name(f".{dest.name}.partial")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(obj, tmp)
-        os.replace(tmp, dest)
-    except (OSError, RuntimeError) as exc:  # torch.save reports an unopenable file as RuntimeError
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [''])[0]
-        raise CheckpointError(f"{dest}: cannot write the checkpoint ({reason})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        with atomic_output(dest) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:  # torch.save reports an unopenable file as RuntimeError
+        raise CheckpointError(f"{dest}: cannot write the checkpoint ({(str(exc).splitlines() or [''])[0]})") \
+            from None
+    except FramegenError as exc:
+        raise CheckpointError(str(exc).replace("cannot write", "cannot write the checkpoint", 1)) from None
     return dest
 
 

@@ -68,7 +68,9 @@ def real_ave_features() -> np.ndarray:
 
 from fx_audio import *  # noqa: E402, F403
 from fx_export import *  # noqa: E402, F403
+from fx_frontend import *  # noqa: E402, F403
 from fx_parity import *  # noqa: E402, F403
 from fx_render import *  # noqa: E402, F403
 from fx_runtimes import *  # noqa: E402, F403
 from fx_templates import *  # noqa: E402, F403
+from fx_triton import *  # noqa: E402, F403

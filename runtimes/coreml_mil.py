@@ -553,7 +553,8 @@ def _open(req: OpenRequest) -> Backend:
     if art.sha256 is not None and sha256_path(art.path) != art.sha256:
         raise BackendError(f"{art.path}: contents differ from the bundle manifest's sha256 (altered artifact)")
     program = MilProgram(art.path)
-    if art.precision is not None and program.precision != art.precision:
+    # A compressed package (int8 / pal6 / pal4 weights, toolkit.compress) computes in fp16.
+    if art.precision is not None and program.precision != _COMPRESSED_COMPUTE.get(art.precision, art.precision):
         raise BackendError(f"{art.path}: listed as {art.precision} but the program computes in "
                            f"{program.precision}")
     audio = program.inputs.get(GEN_AUDIO)
@@ -562,8 +563,11 @@ def _open(req: OpenRequest) -> Backend:
     return CoreMLMilBackend(program, mode, art.source, check_finite=bool(req.options.get("check_finite")))
 
 
+#: compressed-weight precisions (constexpr_* weights) and the compute precision of their programs
+_COMPRESSED_COMPUTE = {"int8": "fp16", "pal6": "fp16", "pal4": "fp16"}
+
 SPECS = [
-    BackendSpec(NAME, "coremltools-mil", "cpu", "coreml", ("fp32", "fp16"), _probe, _open,
+    BackendSpec(NAME, "coremltools-mil", "cpu", "coreml", ("fp32", "fp16", *_COMPRESSED_COMPUTE), _probe, _open,
                 "Core ML VERIFIER (not Core ML): runs the .mlpackage's ML program op by op with its stored "
                 "weights on the CPU in the program's fp16/fp32; blind to Apple's CPU/GPU/Neural Engine kernels",
                 verifier=True, ios=("tensor", "image")),

@@ -15,6 +15,7 @@ _RUNTIME_MODULES = (
     "framegen.runtimes.coreml_backend",
     "framegen.runtimes.coreml_mil",
     "framegen.runtimes.triton_backend",
+    "framegen.runtimes.openvino_backend",
 )
 
 AUTO = "auto"

@@ -28,6 +28,7 @@ __all__ = [
     "bench",
     "checkpoint_init",
     "export",
+    "export_audio_frontend",
     "golden_check",
     "golden_write",
     "parity",
@@ -115,13 +116,16 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
            formats: str | Sequence[str] = ("onnx", "coreml"), precisions: str | Sequence[str] = ("fp32", "fp16"),
            io: str | Sequence[str] = ("tensor",), opset: int | None = None, mode: str | None = None,
            force: bool = False, progress: Callable[[str], None] | None = None,
-           triton: PathLike | None = None, triton_options: Any = None) -> Any:
+           triton: PathLike | None = None, triton_options: Any = None, audio_frontend: bool = False,
+           compression: Any = None) -> Any:
     """Export a SyncTalk_2D generator checkpoint (and optionally its audio encoder) to a validated bundle.
 
     Every artifact is validated against the PyTorch module; one that fails makes the export fail and leaves nothing
     at ``out``. ``formats``: onnx, coreml; ``precisions``: fp32, fp16; ``io``: tensor (the contract's float tensors),
     image (uint8 BGR image I/O variants for ports). ``triton``: also write a Triton model repository there
-    (``triton_options``: a :class:`framegen.exporters.triton.TritonOptions`). Returns the written
+    (``triton_options``: a :class:`framegen.exporters.triton.TritonOptions`). ``precisions`` int8 / pal6 / pal4
+    add compressed generators, calibrated and judged as ``compression`` (a
+    :class:`framegen.toolkit.compress.CompressOptions`) says. Returns the written
     :class:`framegen.models.bundle.Bundle`.
     """
     from framegen.models.bundle import load_bundle
@@ -129,7 +133,8 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
 
     dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
                          precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
-                         progress=progress, triton=triton, triton_options=triton_options)
+                         progress=progress, triton=triton, triton_options=triton_options,
+                         audio_frontend=audio_frontend, compression=compression)
     return load_bundle(dest)
 
 
@@ -441,3 +446,18 @@ def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", h
     return run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port,
                      grpc_port=grpc_port, metrics_port=metrics_port, options=options, log_file=log_file,
                      on_ready=on_ready)
+
+
+def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: str | Sequence[str] = ("onnx", "coreml"),
+                          opset: int | None = None, force: bool = False, speech: PathLike | None = None,
+                          progress: Callable[[str], None] | None = None) -> Any:
+    """Export SyncTalk_2D's audio front-end for an audio encoder checkpoint: ``audio_frontend`` (16 kHz PCM -> mel)
+    and ``audio_features`` (PCM -> 'ave' features), ONNX and / or Core ML fp32, validated against framegen's mel and
+    features (``speech``: the speech file validation uses; default the shared fixture, else synthetic). Returns the
+    written :class:`framegen.models.bundle.Bundle`. ``framegen export --audio-frontend`` adds the same artifacts to a
+    full bundle."""
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.validate_frontend import export_audio_frontend as _export
+
+    return load_bundle(_export(audio_encoder, out, formats=_split(formats), opset=opset, force=force, speech=speech,
+                               progress=progress))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,12 +18,14 @@ from typing import Any
 from framegen.exporters import onnx_export
 from framegen.exporters.errors import ExportError, ExportValidationError
 from framegen.exporters.registry import EXPORTERS, get_exporter
+from framegen.models.atomic import AtomicOutput
 from framegen.models.bundle import MANIFEST, sha256_path
 from framegen.models.metadata import artifact_metadata, contract_json
+from framegen.toolkit.compress import COMPRESSED, export_compressed, split_precisions
 from framegen.toolkit.validate import Reference, reference, validate_artifact
 
 FORMATS = tuple(EXPORTERS)
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", *COMPRESSED)  # compressed ones: toolkit.compress
 IOS = ("tensor", "image")  # image: port-friendly uint8 image I/O generator variants (exporters.image_io)
 MANIFEST_VERSION = 1
 SUFFIX = {name: exporter.suffix for name, exporter in EXPORTERS.items()}
@@ -86,16 +86,20 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
                   formats: Sequence[str] = ("onnx", "coreml"), precisions: Sequence[str] = ("fp32", "fp16"),
                   opset: int | None = None, io: Sequence[str] = ("tensor",), mode: str | None = None,
                   force: bool = False, progress: Callable[[str], None] | None = None,
-                  triton: str | os.PathLike[str] | None = None, triton_options: Any = None) -> Path:
+                  triton: str | os.PathLike[str] | None = None, triton_options: Any = None,
+                  audio_frontend: bool = False, compression: Any = None) -> Path:
     """Export a SyncTalk_2D generator checkpoint (and optionally the audio encoder) to a validated bundle at ``out``.
 
     ``triton``: also write a Triton model repository there (:func:`framegen.exporters.triton.write_repository`,
-    with ``triton_options``, a ``TritonOptions``); an invalid config fails the whole export.
+    with ``triton_options``, a ``TritonOptions``); an invalid config fails the whole export. ``audio_frontend``: also
+    export the audio front-end (PCM -> mel, PCM -> features; needs ``audio_encoder``, see toolkit.validate_frontend).
 
     Every artifact is validated against the PyTorch module (see :mod:`toolkit.validate`); one that fails makes the
     whole export fail with ``ExportValidationError`` and nothing is left at ``out``. ``mode`` picks ave / hubert /
     wenet when the checkpoint cannot tell (ave and hubert have the same shapes). ``force`` replaces an existing
-    ``out``. ``progress`` receives one line per step.
+    ``out``. ``progress`` receives one line per step. ``compression``: a
+    :class:`framegen.toolkit.compress.CompressOptions` for the int8 / pal6 / pal4 generators (calibration inputs,
+    int8 target, quality floor).
     """
     from framegen.models.checkpoint import load_audio_encoder, load_generator, sha256_file
 
@@ -126,10 +130,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             raise ExportError(f"{audio_encoder}: the audio encoder makes 'ave' features; a {generator.mode} "
                               f"generator needs {generator.mode} features")
         models.append(("audio_encoder", load_audio_encoder(audio_encoder), Path(audio_encoder)))
+    if audio_frontend and audio_encoder is None:  # audio_features chains the encoder (toolkit.validate_frontend)
+        raise ExportError("--audio-frontend needs --audio-encoder (audio_features runs the encoder)")
     shas = {kind: sha256_file(path) for kind, _, path in models}
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    output = AtomicOutput(dest, directory=True)
+    work = output.tmp
     try:
         artifacts = []
         for kind, module, _ in models:
@@ -138,7 +144,12 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             ref = reference(module, kind, mode_k)
             for fmt in fmts:
                 artifacts.extend(_export_format(fmt, kind, module, mode_k, precs, ios, opset, ref, shas[kind],
-                                                work, dest, say))
+                                                work, dest, say, compression))
+        if audio_frontend:
+            from framegen.toolkit.validate_frontend import export_frontend_entries
+
+            artifacts += export_frontend_entries(fmts, models[-1][1], shas["audio_encoder"], work, dest, say,
+                                                 opset=opset)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "contract": json.loads(contract_json(generator.mode)),
@@ -160,21 +171,20 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             from framegen.exporters.triton import write_repository
 
             write_repository(work, triton, options=triton_options, force=force, progress=say)
-        _install(work, dest)
+        output.commit()
     except ExportValidationError as exc:
-        shutil.rmtree(work, ignore_errors=True)
         raise ExportValidationError(f"{exc}; export refused, nothing written") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    finally:
+        output.abort()
     say(f"wrote {dest}")
     return dest
 
 
 def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str], ios: list[str],
                    opset: int | None, ref: Reference, sha: str, work: Path, dest: Path,
-                   say: Callable[[str], None]) -> list[dict[str, Any]]:
+                   say: Callable[[str], None], compression: Any = None) -> list[dict[str, Any]]:
     """Export, validate and describe one model in one format, for every precision (the slow tracing is shared)."""
+    precs, packed = split_precisions(precs)
     exporter = get_exporter(fmt)
     ins, outs = _tensor_entries(ref)
     entries = []
@@ -205,6 +215,8 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
                 "sha256": sha256_path(path), "bytes": _size(path),
                 "inputs": ins, "outputs": outs, **extra, "validation": validation,
             })
+    if packed:  # int8 / pal6 / pal4: built from the same trace, judged by their quality floor (toolkit.compress)
+        entries += export_compressed(fmt, kind, module, mode, packed, base, ref, sha, work, dest, say, compression)
     return entries
 
 
@@ -221,20 +233,3 @@ def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _install(work: Path, dest: Path) -> None:
-    """Rename the finished bundle into place; an existing one (``force``) is moved aside first, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    try:
-        os.replace(work, dest)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

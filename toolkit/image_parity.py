@@ -34,14 +34,13 @@ _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 def plan_image_candidates(bundle: Any) -> tuple[list[Candidate], list[str]]:
     """Image candidates for a loaded bundle (every available backend x every image-I/O generator artifact it runs,
     as the planner finds them), plus notes on those left out."""
-    from framegen.toolkit.parity import Candidate
     from framegen.toolkit.plan import PlanError, plan_candidates
 
     try:
         plan = plan_candidates("parity", bundle=bundle.root, ios=["image"])
     except PlanError as exc:
         return [], [str(exc)]
-    return [Candidate(c.backend, c.precision, c.io) for c in plan.candidates], plan.notes
+    return list(plan.candidates), plan.notes
 
 
 def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
@@ -57,7 +56,7 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
     failed result (its error says why).
     """
     from framegen.models.bundle import load_bundle
-    from framegen.runtimes.image_io_backend import open_image_backend
+    from framegen.toolkit.plan import open_candidate
 
     b = load_bundle(bundle)
     if segments is None:
@@ -69,11 +68,11 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
     for k, cand in enumerate(candidates):
         results.append(CandidateResult(cand, limits(cand.precision).name))
         try:
-            models[k] = open_image_backend(cand.backend, b.root, cand.precision)
+            models[k] = open_candidate(cand, bundle=b.root, checkpoint=checkpoint, mode=b.mode, for_render=True)
         except FramegenError as exc:
             results[k].error = f"cannot open: {exc}"
             continue
-        results[k].info = models[k].info
+        results[k].info = models[k].info.as_dict()
         stats[k] = (ErrorStats("uint8"), ErrorStats("uint8"))
     if not models:
         return results
@@ -123,7 +122,7 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
                 x0, y0, x1, y1 = box = prepared.box
                 for k in list(models):
                     try:
-                        got = models[k].infer_uint8(crop, audio)[0]
+                        got = models[k].infer(crop, audio)[0]
                     except FramegenError as exc:
                         results[k].error = f"failed at frame {i}: {exc}"
                         models.pop(k).close()
@@ -141,7 +140,7 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
 
 
 def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str | os.PathLike[str]) -> Path:
-    """Run an image-I/O model (:class:`runtimes.image_io_backend.ImageModel`) on every case of a golden directory,
+    """Run an image-I/O backend (io ``image``: uint8 crops in, uint8 predictions out) on every golden case,
     as a port would: its ``reference_320`` and ``audio_window`` in, ``pred_320`` out, pasted into its ``crop_328``
     and the frame. Writes ``pred_320``, ``pasted_328`` and ``final_frame`` per case under ``out`` (the candidate
     layout ``framegen golden check`` reads)."""

@@ -85,26 +85,26 @@ class LocateResult:
 # ----------------------------------------------------------------------------------------------- torch side
 
 @dataclass
-class _TorchLayer:
+class TorchLayer:
     name: str
     kind: str
     weight_shape: tuple[int, ...] | None
 
 
-def _torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = None
-                  ) -> tuple[list[_TorchLayer], list[np.ndarray]]:
+def torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = None
+                  ) -> tuple[list[TorchLayer], list[np.ndarray]]:
     """Run ``model`` once with hooks: every Conv2d / Upsample call in execution order and its output (a conv's
     output after the BatchNorm it feeds, which the exporters fold into it)."""
     import torch
     from torch import nn
 
     names = {m: n for n, m in model.named_modules()}
-    layers: list[_TorchLayer] = []
+    layers: list[TorchLayer] = []
     values: list[np.ndarray] = []
     last_conv: dict[str, Any] = {}
 
     def conv_hook(mod: Any, _inp: Any, out: Any) -> None:
-        layers.append(_TorchLayer(names[mod], CONV, tuple(mod.weight.shape)))
+        layers.append(TorchLayer(names[mod], CONV, tuple(mod.weight.shape)))
         values.append(out.detach().double().numpy().copy())
         last_conv["out"], last_conv["k"] = out, len(values) - 1
 
@@ -114,7 +114,7 @@ def _torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any =
         last_conv.clear()
 
     def up_hook(mod: Any, _inp: Any, out: Any) -> None:
-        layers.append(_TorchLayer(names[mod], UPSAMPLE, None))
+        layers.append(TorchLayer(names[mod], UPSAMPLE, None))
         values.append(out.detach().double().numpy().copy())
 
     handles = []
@@ -140,7 +140,7 @@ def _torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any =
 
 # ----------------------------------------------------------------------------------------------- ONNX side
 
-def _onnx_layers(path: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, str, tuple[int, ...] | None]]]:
+def onnx_layers(path: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, str, tuple[int, ...] | None]]]:
     """The model and its layers in graph order: ``(kind, tensor compared, weight shape)``."""
     import onnx
 
@@ -198,7 +198,7 @@ def _run_onnx(model: Any, tensors: list[str], image: np.ndarray, audio: np.ndarr
 
 # ----------------------------------------------------------------------------------------------- Core ML side
 
-def _mil_layers(program: Any) -> list[tuple[str, str, tuple[int, ...] | None]]:
+def mil_layers(program: Any) -> list[tuple[str, str, tuple[int, ...] | None]]:
     ops = program.ops
     consumers: dict[str, list[tuple[str, list[str]]]] = {}
     for op_type, _name, inputs, outputs in ops:
@@ -248,6 +248,38 @@ def _rel_rms(value: np.ndarray, ref: np.ndarray) -> float:
     return err / denom if denom > 0 else (0.0 if err == 0 else math.inf)
 
 
+_REFERENCES: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+
+def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio: np.ndarray, precision: str,
+                    mode: str | None = None) -> tuple[list[TorchLayer], list[np.ndarray], list[float], list[float]]:
+    """PyTorch's side of a layer comparison: the layers, their fp32 values, the fp32 noise (float64 vs fp32) and
+    the expected error of ``precision`` at every layer. Kept for the last few (checkpoint, inputs, precision), so
+    locating several artifacts of one checkpoint on one frame runs PyTorch once."""
+    import torch
+    from framegen.models.checkpoint import load_generator, sha256_file
+    from framegen.toolkit.parity_io import frame_digest
+
+    key = (sha256_file(checkpoint), frame_digest(image, audio), precision)
+    if key in _REFERENCES:
+        return _REFERENCES[key]  # type: ignore[return-value]
+    model = load_generator(checkpoint, mode).float().eval()
+    layers, ref = torch_layers(model, image, audio)
+    _, fp64 = torch_layers(model.double(), image, audio, dtype=torch.float64)
+    model = model.float()
+    noise32 = [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]
+    if precision == "fp16":
+        _, emu = torch_layers(fp16_emulation(model), image.astype(np.float16).astype(np.float32),
+                              audio.astype(np.float16).astype(np.float32))
+        expected = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
+    else:
+        expected = noise32
+    if len(_REFERENCES) >= 4:
+        _REFERENCES.pop(next(iter(_REFERENCES)))
+    _REFERENCES[key] = (layers, ref, noise32, expected)
+    return layers, ref, noise32, expected
+
+
 def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathLike[str], fmt: str, precision: str,
                     image: np.ndarray, audio: np.ndarray, *, mode: str | None = None, frame: int = 0) -> LocateResult:
     """Compare every layer of the generator ``artifact`` (``fmt`` ``onnx`` or ``coreml``, tensor I/O) with the
@@ -255,29 +287,17 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
 
     Never raises for an artifact that cannot be matched: the result's ``error`` says why.
     """
-    from framegen.models.checkpoint import load_generator
-
     result = LocateResult(os.fspath(artifact), fmt, precision, frame)
-    model = load_generator(checkpoint, mode).float().eval()
-    layers, ref = _torch_layers(model, image, audio)
-    _, fp64 = _torch_layers(model.double(), image, audio, dtype=__import__("torch").float64)
-    model = model.float()
-    noise32 = [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]
-    if precision == "fp16":
-        _, emu = _torch_layers(fp16_emulation(model), image.astype(np.float16).astype(np.float32),
-                               audio.astype(np.float16).astype(np.float32))
-        expected = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
-    else:
-        expected = noise32
+    layers, ref, noise32, expected = torch_reference(checkpoint, image, audio, precision, mode)
     try:
         if fmt == "onnx":
-            onnx_model, art_layers = _onnx_layers(artifact)
+            onnx_model, art_layers = onnx_layers(artifact)
             runner = lambda names: _run_onnx(onnx_model, names, image, audio)  # noqa: E731
         elif fmt == "coreml":
             from framegen.runtimes.coreml_mil import MilProgram
 
             program = MilProgram(artifact)
-            art_layers = _mil_layers(program)
+            art_layers = mil_layers(program)
             runner = lambda names: _run_mil(program, names, image, audio)  # noqa: E731
         else:
             raise LocateError(f"locate compares ONNX and Core ML artifacts, not {fmt!r}")

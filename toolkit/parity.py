@@ -40,7 +40,7 @@ from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile
 from framegen.toolkit.tolerance import Overrides, Tolerances
 
 __all__ = ["REFERENCE", "STAGES", "AudioInput", "Candidate", "CandidateResult", "ChecksumResult", "ParityError",
-           "ParityReport", "Segment", "StageResult", "judge_stages", "parse_backends", "plan_candidates",
+           "ParityReport", "Segment", "StageResult", "judge_stages", "parity_job", "parse_backends", "plan_candidates",
            "plan_segments", "print_report", "resolve_audio_input", "run_parity", "verify_checksums"]
 
 STAGES = (MODEL_OUTPUT, FINAL_FRAME)
@@ -267,43 +267,49 @@ def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str
     for path in paths:
         for run in load_outputs(path):
             h = run.header
-            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), "tensor",
-                             loaded_from=os.fspath(path))
-            art = _artifact_of(b, Candidate(cand.backend, cand.precision))
+            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), "tensor")
+            art = _artifact_of(b, cand)
             check_saved(run, digests, art.entry.get("sha256") if art is not None else None)
             out.append((cand, run))
     return out
 
 
-def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[Candidate], tolerances: Tolerances,
-                     saved: dict[Candidate, Any], record: bool) -> tuple[list[_Tracker], dict[int, Any]]:
-    """One tracker per tensor candidate and the backends that opened (by tracker index); a backend that cannot
-    open is a failed result, not an exception."""
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
+def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tuple[Candidate, Any]],
+                     tolerances: Tolerances, record: bool) -> tuple[list[_Tracker], dict[int, Any]]:
+    """One tracker per tensor candidate (with its saved run, or ``None`` to run it here) and the backends that
+    opened, by tracker index. Live candidates open exactly as ``framegen render`` opens them
+    (:func:`framegen.toolkit.plan.open_candidate`); one that cannot open is a failed result, not an exception."""
     from framegen.toolkit.parity_io import ReplayBackend
+    from framegen.toolkit.plan import open_candidate
 
     trackers: list[_Tracker] = []
     backends: dict[int, Any] = {}
-    for k, cand in enumerate(cands):
-        result = CandidateResult(cand, "")
+    for k, (cand, run) in enumerate(cands):
+        result = CandidateResult(cand, "", loaded_from=os.fspath(run.path) if run is not None else None)
         try:
-            if cand in saved:
-                be = ReplayBackend(saved[cand])
-            else:
-                be = open_backend(cand.backend, OpenRequest(checkpoint=checkpoint, bundle=b.root,
-                                                            precision=cand.precision, mode=b.mode))
+            be = ReplayBackend(run) if run is not None else open_candidate(cand, bundle=b.root, checkpoint=checkpoint,
+                                                                          mode=b.mode, for_render=True)
         except FramegenError as exc:
             result.error = f"cannot open: {exc}"
-            trackers.append(_Tracker(result, tolerances.profile(cand.precision, cand.io)))
+            trackers.append(_Tracker(result, tolerances.profile(_precision(cand.precision), cand.io)))
             continue
         # The limits follow what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
-        prof = tolerances.profile(be.info.precision if be.info.precision in ("fp32", "fp16") else cand.precision,
-                                  cand.io)
+        prof = tolerances.profile(_precision(be.info.precision, cand.precision), cand.io)
         result.info = be.info.as_dict()
-        trackers.append(_Tracker(result, prof, saved={} if record and cand not in saved else None))
+        trackers.append(_Tracker(result, prof, saved={} if record and run is None else None))
         backends[k] = be
     return trackers, backends
+
+
+def _precision(actual: str, fallback: str = "fp32") -> str:
+    """The tolerance precision of a backend: fp16 or fp32 (int8 and other precisions are judged as ``fallback``'s
+    float profile until a profile of their own exists)."""
+    from framegen.toolkit.compress import COMPRESSED
+
+    for p in (fallback, actual):  # a compressed artifact is judged by its own profile, whatever it computes in
+        if p in COMPRESSED:
+            return p
+    return actual if actual in ("fp32", "fp16") else (fallback if fallback in ("fp32", "fp16") else "fp32")
 
 
 def _compare_segments(template: Any, segments: list[Segment], plan: list[dict[str, Any]], reference: Any,
@@ -367,9 +373,8 @@ def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) 
         if tr.worst is None:
             continue
         i, ref_frame, frame, box = tr.worst
-        name = tr.result.candidate.label.replace("/", "_").replace("@", "_") + ".png"
-        path = write_heatmap(out_dir / name, ref_frame, frame, box,
-                             f"{tr.result.candidate.label} vs {REFERENCE}/fp32, frame {i}")
+        name = tr.result.label.replace("/", "_").replace(":", "_").replace("@", "_") + ".png"
+        path = write_heatmap(out_dir / name, ref_frame, frame, box, f"{tr.result.label} vs {REFERENCE}:fp32, frame {i}")
         tr.result.heatmap = os.fspath(path)
 
 
@@ -388,7 +393,7 @@ def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLi
         artifact = ({"path": art.path.relative_to(b.root).as_posix(), "format": art.format,
                      "sha256": art.entry.get("sha256")} if art is not None
                     else {"checkpoint": os.fspath(checkpoint), "sha256": None})
-        header = {"label": cand.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
+        header = {"label": tr.result.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
                   "mode": b.mode, "info": jsonable(tr.result.info), "artifact": artifact,
                   "bundle_source_sha256": (b.manifest.get("source") or {}).get("sha256"),
                   "checkpoint_sha256": sha256_file(checkpoint), "inputs_sha256": inputs_digest(
@@ -407,7 +412,7 @@ def _locate_candidates(b: Any, checkpoint: str | os.PathLike[str], template: Any
 
     for res in results:
         cand = res.candidate
-        if cand.io != "tensor" or (res.passed and not force) or not res.stages:
+        if cand.io != "tensor" or (res.passed and not force) or not res.stages or res.loaded_from is not None:
             continue
         art = _artifact_of(b, cand)
         if art is None:
@@ -457,12 +462,11 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     if segments[0].count < frames:
         notes.append(f"features hold {features.shape[0]} frames; comparing {segments[0].count}, not {frames}")
     plan = frame_plan(template, segments, b.mode)
-    saved = dict(_load_saved(b, list(load_outputs or []), plan))
+    saved = _load_saved(b, list(load_outputs or []), plan)
     if candidates is None:
-        candidates, notes_plan = ([], []) if saved else plan_candidates(b)
+        candidates, notes_plan = ([], []) if saved else plan_candidates(b, checkpoint=checkpoint)
         notes += notes_plan
-    candidates = [*candidates, *(c for c in saved if c not in candidates)]
-    if not candidates:
+    if not candidates and not saved:
         raise ParityError("no candidate backend to compare")
     unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
     if unknown:
@@ -478,7 +482,8 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     tensor = [c for c in candidates if c.io == "tensor"]
     image = [c for c in candidates if c.io == "image"]
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
-    trackers, backends = _open_candidates(b, checkpoint, tensor, tolerances, saved, save_outputs is not None)
+    trackers, backends = _open_candidates(b, checkpoint, [(c, None) for c in tensor] + saved, tolerances,
+                                          save_outputs is not None)
     try:
         std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
                                 keep_worst=heatmaps is not None, progress=progress)
@@ -509,6 +514,55 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                                                                       checkpoint=os.fspath(checkpoint)),
                         frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
                         candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path)
+
+
+def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
+               features: str | os.PathLike[str] | None = None, audio: str | os.PathLike[str] | None = None,
+               encoder: str | os.PathLike[str] | None = None, backends: str | None = None, frames: int = 8,
+               silence_frames: int = 1, start_frame: int = 0, batch: int | None = None,
+               heatmaps: str | os.PathLike[str] | None = None, skip_bad_boxes: bool = False,
+               progress: bool = False, tolerances: str = "derived", tolerance: list[str] | tuple[str, ...] = (),
+               profile: str | os.PathLike[str] | None = None, locate: bool | None = None,
+               save_outputs: str | os.PathLike[str] | None = None,
+               load_outputs: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
+               json: str | os.PathLike[str] | None = None) -> ParityReport:
+    """``framegen parity`` as one call, from paths: the bundle, the checkpoint, a template directory (or a ready
+    ``PreparedTemplate``), ``features`` or ``audio`` + ``encoder``; ``backends`` as ``NAME[:precision][:image],...``
+    (default: the planner's choice; none but the loaded runs when ``load_outputs`` is given). ``tolerance``:
+    ``STAGE.METRIC=VALUE`` overrides, ``profile``: a TOML/JSON file of them (applied first). ``json``: also write the
+    report there. See :func:`run_parity` for the rest."""
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.preprocess import PreparedTemplate
+    from framegen.toolkit.template import open_template
+    from framegen.toolkit.tolerance import load_profile_file, parse_tolerance
+
+    overrides = Overrides()
+    if profile is not None:
+        load_profile_file(profile, overrides)
+    for text in tolerance:
+        parse_tolerance(text, overrides)
+    b = load_bundle(bundle)
+    requested = parse_backends(backends)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
+    if requested is None and load_outputs:
+        candidates, notes = [], []
+    else:
+        candidates, notes = plan_candidates(b, requested, checkpoint=checkpoint)
+    if isinstance(template, PreparedTemplate):
+        prepared, where = template, os.fspath(template.template.root)
+    else:
+        prepared, where = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes), os.fspath(template)
+    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
+                        silence_frames=silence_frames, start_frame=start_frame, batch=batch, heatmaps=heatmaps,
+                        progress=progress, inputs={"template": where, **audio_input.source}, tolerances=tolerances,
+                        overrides=overrides, locate=locate, save_outputs=save_outputs,
+                        load_outputs=list(load_outputs))
+    report.notes[:0] = notes + prepared.warnings
+    if json is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(json, report.as_dict())
+    return report
 
 
 class _Progress:
@@ -595,13 +649,13 @@ def print_report(report: ParityReport, limits: bool = True) -> None:
                          no_wrap=True)
     for cand in report.candidates:
         if cand.error and not cand.stages:
-            table.add_row(cand.candidate.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
+            table.add_row(cand.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
             continue
         for s in cand.stages:
             m = s.metrics
             worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
             ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
-            table.add_row(cand.candidate.label, cand.profile, _SHORT.get(s.stage, s.stage), cell(m["max_abs"]),
+            table.add_row(cand.label, cand.profile, _SHORT.get(s.stage, s.stage), cell(m["max_abs"]),
                           cell(m["mean_abs"]), cell(m["p99_abs"]), cell(m["psnr_db"], "db"), cell(m["bias"]),
                           cell(m["spread_change"], "signed_pct"), cell(m["share_diff"], "pct"),
                           cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
@@ -613,7 +667,7 @@ def print_report(report: ParityReport, limits: bool = True) -> None:
         if cand.locate is not None:
             from framegen.toolkit.locate import print_locate
 
-            print_locate(cand.locate, cand.candidate.label)
+            print_locate(cand.locate, cand.label)
     for n in report.notes:
         _note(n)
     if report.saved_outputs:

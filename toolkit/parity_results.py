@@ -8,27 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from framegen.toolkit.files import jsonable
+from framegen.toolkit.plan import Candidate
 from framegen.toolkit.profiles import FINAL_FRAME, Profile
 from framegen.toolkit.tolerance import Tolerances
 
 REFERENCE = "torch-cpu"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One backend x artifact precision (x I/O variant) to compare against the reference."""
-
-    backend: str
-    precision: str = "fp32"
-    io: str = "tensor"
-    #: a saved-outputs file (``--load-outputs``) the candidate's outputs come from, instead of running it here
-    loaded_from: str | None = None
-
-    @property
-    def label(self) -> str:
-        """``ort-cpu/fp16`` (``/image`` appended for image-I/O variants, ``@file`` for loaded outputs)."""
-        base = f"{self.backend}/{self.precision}" + ("" if self.io == "tensor" else f"/{self.io}")
-        return base if self.loaded_from is None else f"{base}@{Path(self.loaded_from).name}"
 
 
 @dataclass
@@ -66,6 +50,14 @@ class CandidateResult:
     heatmap: str | None = None
     locate: Any = None  # a framegen.toolkit.locate.LocateResult when a layer search ran
     limits_profile: Profile | None = None
+    #: the saved-outputs file (``--load-outputs``) the outputs came from, instead of running the backend here
+    loaded_from: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The candidate's label (``ort-cpu:fp16``), ``@file`` appended for loaded outputs."""
+        base = self.candidate.label
+        return base if self.loaded_from is None else f"{base}@{Path(self.loaded_from).name}"
 
     @property
     def passed(self) -> bool:
@@ -74,17 +66,18 @@ class CandidateResult:
 
     def failures(self) -> list[str]:
         """One line per problem."""
-        lines = [f"{self.candidate.label}: {self.error}"] if self.error else []
+        lines = [f"{self.label}: {self.error}"] if self.error else []
         if self.outside_box_diffs:
-            lines.append(f"{self.candidate.label} {FINAL_FRAME}: {self.outside_box_diffs} value(s) outside the crop "
+            lines.append(f"{self.label} {FINAL_FRAME}: {self.outside_box_diffs} value(s) outside the crop "
                          f"box differ")
-        lines += [f"{self.candidate.label} {s.stage}: {'; '.join(s.failures)}" for s in self.stages if s.failures]
+        lines += [f"{self.label} {s.stage}: {'; '.join(s.failures)}" for s in self.stages if s.failures]
         return lines
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"backend": self.candidate.backend, "precision": self.candidate.precision, "io": self.candidate.io,
-                "label": self.candidate.label, "profile": self.profile, "passed": self.passed, "frames": self.frames,
+                "label": self.label, "loaded_from": self.loaded_from, "profile": self.profile, "passed": self.passed,
+                "frames": self.frames,
                 "error": self.error, "outside_box_diffs": self.outside_box_diffs, "heatmap": self.heatmap,
                 "info": jsonable(self.info), "stages": [s.as_dict() for s in self.stages],
                 "locate": self.locate.as_dict() if self.locate is not None else None,

@@ -20,7 +20,7 @@ PURPOSES = ("render", "parity", "bench", "demo", "golden")
 _CHECKS = ("parity", "golden")
 #: purposes whose default plan includes image-I/O variants (a render or a benchmark runs the tensor contract)
 _ALL_IOS = ("parity", "golden")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "pal6", "pal4")
 IOS = ("tensor", "image")
 
 

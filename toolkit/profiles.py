@@ -203,6 +203,11 @@ def known_stages() -> list[str]:
 
 def profile_for(precision: str, io: str = "tensor") -> Profile:
     """The profile for an artifact of ``precision`` (``fp32``/``fp16``) and I/O variant (``tensor``/``image``)."""
+    if io == "tensor" and precision not in ("fp32", "fp16"):
+        from framegen.toolkit.compress import COMPRESSED, compressed_profile  # int8 / pal6 / pal4 floors
+
+        if precision in COMPRESSED:
+            return compressed_profile(precision)
     if precision not in ("fp32", "fp16"):
         raise ProfileError(f"no tolerance profile for precision {precision!r} (fp32 or fp16)")
     if io not in ("tensor", "image"):

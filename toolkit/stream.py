@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 import weakref
 from collections import deque
@@ -276,6 +275,7 @@ class StreamSession:
 
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._n = 0
+        self.last_samples = np.zeros(0, np.float32)  # the last feed's samples at 16 kHz (what a muxer needs)
         self._samples = _Ring((), np.float32, 1 << 16)
         self._mel = _Ring((_N_MELS,), np.float32, 512)
         self._t = 0  # mel frames computed
@@ -308,6 +308,7 @@ class StreamSession:
         if self._total is not None or self._closed:
             raise StreamError("feed() after finish() or close()")
         x = self._to_16k(samples)
+        self.last_samples = x
         if x.size:
             self._samples.append(x)
             self._n += x.size
@@ -319,6 +320,8 @@ class StreamSession:
         if self._inflight and timeout != 0.0:
             with contextlib.suppress(TimeoutError):
                 self._inflight[0].exception(timeout=timeout)
+        elif timeout:
+            time.sleep(timeout)  # nothing in flight: no frame can finish before more audio
         return self._collect(block=False)
 
     def finish(self) -> list[StreamFrame]:
@@ -327,8 +330,10 @@ class StreamSession:
             raise StreamError("finish() after close()")
         if self._total is not None:
             return self._collect(block=True)
+        self.last_samples = np.zeros(0, np.float32)
         if self._resampler is not None:
             tail = self._resampled(None)
+            self.last_samples = tail
             if tail.size:
                 self._samples.append(tail)
                 self._n += tail.size
@@ -410,7 +415,7 @@ class StreamSession:
         """Recompute block ``self._block`` (frames up to ``t1``) as melspectrogram does; compare, replace, move on."""
         b0 = self._block * _MEL_BLOCK
         x, x0 = self._samples_x0()
-        exact = mel_frames(x, b0, t1, self._n if self._total is not None else _far(t1), x0)
+        exact = mel_frames(x, b0, t1, self._n, x0)  # complete frames never reach n: same as the final length
         done = self._t - b0
         if done > 0:
             if self.verify or self._total is not None:
@@ -430,7 +435,8 @@ class StreamSession:
             b1 = (self._block + 1) * _MEL_BLOCK
             t1 = min(target, b1)
             if final and target <= b1:
-                self._exact_block(target)  # the last block, exactly as the offline call
+                if target > self._block * _MEL_BLOCK:
+                    self._exact_block(target)  # the last block, exactly as the offline call
                 break
             if t1 == b1:
                 if self.verify:
@@ -561,7 +567,7 @@ class StreamSession:
             self._total = self._k + 2
             ready = self._total
         else:
-            ready = max(0, self._k - (WINDOW - WINDOW_LEFT - 1))  # frame i needs windows 0..i+6
+            ready = max(0, self._k - (WINDOW - WINDOW_LEFT - 2))  # frame i needs windows 0..i+6
         while self._i < ready:
             g1 = min(self._i + self.batch - self._i % self.batch, ready)
             if g1 - self._i < self.batch - self._i % self.batch and not final:
@@ -588,14 +594,6 @@ class StreamSession:
         return out
 
 
-def _far(t1: int) -> int:
-    """A signal length beyond every sample frames < t1 read: mid-stream, complete frames never see the end."""
-    return (t1 - 1) * _HOP + _HALF + 1
-
-
-_cv2_lock = threading.Lock()
-
-
 @contextlib.contextmanager
 def _cv2_single_thread() -> Iterator[None]:
     """The render's OpenCV setting (single-threaded resizes), shared with it: one process-wide counter."""
@@ -612,7 +610,6 @@ def iter_audio_file(path: str | os.PathLike[str], chunk: int) -> Iterator[np.nda
     """Decode any audio file PyAV reads to 16 kHz mono float32 chunks of ``chunk`` samples (the last shorter),
     sample for sample what :func:`framegen.toolkit.audio.decode_audio` returns, without holding the file."""
     import av
-
     from framegen.toolkit.audio import _first_line
 
     if chunk < 1:
@@ -673,20 +670,18 @@ def iter_audio_file(path: str | os.PathLike[str], chunk: int) -> Iterator[np.nda
 
 
 def iter_pcm(stream: BinaryIO, chunk: int, name: str = "stdin") -> Iterator[np.ndarray]:
-    """Raw little-endian s16 16 kHz mono PCM from a binary stream, as int16 chunks of ``chunk`` samples."""
+    """Raw little-endian s16 16 kHz mono PCM from a binary stream, as int16 chunks of ``chunk`` samples (the last
+    may be shorter); a stream that ends inside a sample is an error naming it."""
     if chunk < 1:
         raise StreamError(f"chunk of {chunk} samples: must be at least 1")
     carry = b""
     while True:
-        data = stream.read(2 * chunk - len(carry)) if hasattr(stream, "read") else b""
+        data = stream.read(2 * chunk)
         if not data:
             break
         data = carry + data
         whole = len(data) // 2 * 2
         carry = data[whole:]
-        if len(data) < 2 * chunk and whole and not carry:
-            # short read (a pipe): pass on what came, the session takes any size
-            pass
         if whole:
             yield np.frombuffer(data[:whole], dtype="<i2").astype(np.int16)
     if carry:
@@ -840,10 +835,9 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
             for f in frames:
                 if f.i != count:
                     raise StreamError(f"internal: frame {f.i} out of order (expected {count})")
-                while len(arrivals) > 1 and arrivals[1][0] <= f.context_samples:
-                    arrivals.popleft()
-                arrived = next((t for s, t in arrivals if s >= f.context_samples), now)
-                latencies.append(1000.0 * (now - arrived))
+                while arrivals and arrivals[0][0] < f.context_samples:
+                    arrivals.popleft()  # frames come in order: the first chunk left is the one that completed it
+                latencies.append(1000.0 * (now - (arrivals[0][1] if arrivals else now)))
                 if video is not None:
                     video.write(f.frame)
                 if pngs is not None:
@@ -853,10 +847,11 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                 count += 1
 
         t0 = time.perf_counter()
+        fed = 0  # input samples, at the input rate
         for chunk in chunks:
-            n_after = session.samples + (np.asarray(chunk).shape[0] if session.input_rate == SAMPLE_RATE else 0)
+            fed += np.asarray(chunk).shape[0]
             if realtime:
-                due = t0 + n_after / SAMPLE_RATE
+                due = t0 + fed / session.input_rate
                 while True:
                     wait = due - time.perf_counter()
                     if wait <= 0:
@@ -865,18 +860,16 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                 arrived_at = due  # a late feed (backend behind) still counts from when the sound was there
             else:
                 arrived_at = time.perf_counter()
-            before = session.samples
+            arrivals.append((session.samples + 0, arrived_at))
             frames = session.feed(chunk)
+            arrivals[-1] = (session.samples, arrived_at)
             if video is not None:
-                x16 = session._samples.view(max(before, session._samples.start), session.samples)
-                video.push_audio(x16.copy())
-            arrivals.append((session.samples, arrived_at))
+                video.push_audio(session.last_samples)
             emit(frames)
         end_at = time.perf_counter()
-        before = session.samples
         tail = session.finish()
-        if video is not None and session.samples > before:
-            video.push_audio(session._samples.view(before, session.samples).copy())
+        if video is not None:
+            video.push_audio(session.last_samples)
         arrivals.append((session.samples, end_at))
         emit(tail)
         seconds = time.perf_counter() - t0

@@ -8,13 +8,13 @@ gradients and texture, and moves with the track (the mouth opens and closes). Sa
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
+from framegen.models.atomic import atomic_output
 from framegen.models.contract import LMS_POINTS
 from framegen.toolkit.preprocess import check_box, crop_box
 from framegen.toolkit.template import (
@@ -219,10 +219,8 @@ def synth_template(out: Path, frames: int = 50, width: int = 1280, height: int =
         track = generate_track(frames, width, height, seed)
 
     painter = _Painter(width, height, seed)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / IMAGE_DIR).mkdir(parents=True)
+    with atomic_output(out, directory=True) as tmp:
+        (tmp / IMAGE_DIR).mkdir()
         (tmp / LANDMARK_DIR).mkdir()
 
         def write(k: int) -> None:
@@ -239,10 +237,4 @@ def synth_template(out: Path, frames: int = 50, width: int = 1280, height: int =
         # Drawing and JPEG encoding release the GIL: two threads keep both cores busy.
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(write, range(frames)))
-        if out.exists():
-            out.rmdir()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

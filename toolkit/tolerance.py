@@ -318,7 +318,12 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
     k32 = K["fp32"]
     r = _Rule(K[p], what)
     floors = p == "fp16"  # an fp16 limit never drops below what fp32 noise alone reaches
-    if kind == "uint8":
+    if kind == "uint8" and p == "fp32":
+        # fp32 noise is far below one level: it only flips truncations, so the bounds are structural, not scaled.
+        r.limits["max_abs"] = _U8_MAX_FLOOR[stage]
+        r.sources["max_abs"] = ("bound: one-level truncation flips" if stage == PRED_U8 else
+                                "bound: cubic resampling of one-level flips stays below 2 levels")
+    elif kind == "uint8":
         r.upper("max_abs", float(m["max_abs"]), "max", _U8_MAX_FLOOR[stage],
                 f"{_U8_MAX_FLOOR[stage]:g} level(s) of truncation flips")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", 1.0, "1 level")
@@ -483,7 +488,7 @@ class Tolerances:
 
     def profile(self, precision: str, io: str = "tensor") -> Profile:
         """The limits a candidate of this precision and I/O variant is judged by."""
-        if self.kind == "derived":
+        if self.kind == "derived" and precision in ("fp32", "fp16"):  # compressed ones: their floor (toolkit.compress)
             if self.measurement is None:
                 raise ToleranceError("derived tolerances need a measurement of the checkpoint")
             base = derive_profile(self.measurement, precision, io)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+from framegen.models.atomic import AtomicOutput
 from framegen.models.errors import FramegenError
 
 # Muxer per output suffix; the temporary name hides the suffix, so the format is given explicitly.
@@ -171,7 +171,8 @@ class VideoWriter(_CommitOnSuccess):
             raise VideoError(f"{self.path}: unknown x264 preset {preset!r}; one of {', '.join(PRESETS)}")
         if not self.path.parent.is_dir():
             raise VideoError(f"{self.path}: output folder {self.path.parent} does not exist")
-        self.tmp_path = self.path.with_name(f".{self.path.name}.partial")
+        self._output = AtomicOutput(self.path)
+        self.tmp_path = self._output.tmp
         self._container: Any = None
         self._audio: _AudioSource | None = None
         self._audio_sent = 0
@@ -263,8 +264,7 @@ class VideoWriter(_CommitOnSuccess):
             self._audio = None
         self._container.close()
         self._container = None
-        os.replace(self.tmp_path, self.path)
-        return self.path
+        return self._output.commit()
 
     @property
     def audio_seconds(self) -> float | None:
@@ -281,7 +281,7 @@ class VideoWriter(_CommitOnSuccess):
             with contextlib.suppress(Exception):
                 self._audio.close()
             self._audio = None
-        self.tmp_path.unlink(missing_ok=True)
+        self._output.abort()
 
 
 
@@ -302,12 +302,8 @@ class FramesDirWriter(_CommitOnSuccess):
         if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.10
             self._params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
         check_frames_dir(self.path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.partial")
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
-        try:
-            self.tmp_path.mkdir(parents=True)
-        except OSError as exc:
-            raise VideoError(f"{self.path}: cannot create frames folder ({exc.strerror})") from exc
+        self._output = AtomicOutput(self.path, directory=True)
+        self.tmp_path = self._output.tmp
         self.frames = 0
 
     def write(self, frame_bgr: np.ndarray) -> None:
@@ -321,17 +317,13 @@ class FramesDirWriter(_CommitOnSuccess):
         self.frames += 1
 
     def close(self) -> Path:
-        """Move the finished folder into place; returns the final path."""
+        """Move the finished folder into place (replacing an existing frames folder); returns the final path."""
         if self.path.exists():
             check_frames_dir(self.path)
-            for child in self.path.iterdir():
-                child.unlink()
-            self.path.rmdir()
-        os.replace(self.tmp_path, self.path)
-        return self.path
+        return self._output.commit()
 
     def _abort(self) -> None:
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self._output.abort()
 
 
 

@@ -19,7 +19,9 @@ def export(
     audio_encoder: Annotated[Path | None, typer.Option(
         "--audio-encoder", "-e", help="Also export this audio encoder checkpoint (audio_visual_encoder.pth).")] = None,
     formats: Annotated[str, typer.Option("--formats", "-f", help="Comma-separated: onnx, coreml.")] = "onnx,coreml",
-    precision: Annotated[str, typer.Option("--precision", "-p", help="Comma-separated: fp32, fp16.")] = "fp32,fp16",
+    precision: Annotated[str, typer.Option("--precision", "-p", help="Comma-separated: fp32, fp16, int8 (ONNX QDQ; "
+                                           "Core ML 8-bit weights), pal6, pal4 (Core ML palettized weights).")]
+    = "fp32,fp16",
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the measured choice).")] = None,
     mode: Annotated[str | None, typer.Option(
         "--mode", "-m", help="ave, hubert or wenet (ave and hubert checkpoints look alike; default ave).")] = None,
@@ -31,6 +33,19 @@ def export(
     triton_trt_fp16: Annotated[bool, typer.Option(
         "--triton-trt-fp16", help="In --triton configs, run the ONNX Runtime backend's TensorRT fp16 engine.")]
     = False,
+    audio_frontend: Annotated[bool, typer.Option(
+        "--audio-frontend", help="Also export the audio front-end (fp32): audio_frontend (16 kHz PCM -> mel) and "
+        "audio_features (PCM -> 'ave' features); needs --audio-encoder.")] = False,
+    template: Annotated[Path | None, typer.Option(
+        "--template", help="int8/pal: template whose crops calibrate and judge (default: a synthetic one).")] = None,
+    features: Annotated[Path | None, typer.Option(
+        "--features", help="int8/pal: features (.npy) for the audio windows (default: seeded 'ave'-like).")] = None,
+    int8_target: Annotated[str, typer.Option(
+        "--int8-target", help="int8 ONNX quantized for: openvino (S8S8) or ort (U8S8, reduce_range).")] = "openvino",
+    min_psnr: Annotated[float | None, typer.Option(
+        "--min-psnr", help="int8/pal quality floor: final-frame PSNR in dB (default 30).")] = None,
+    max_level_error: Annotated[float | None, typer.Option(
+        "--max-level-error", help="int8/pal quality floor: largest final-frame level error (default 96).")] = None,
 ) -> None:
     """Export, validate every artifact against PyTorch, and write the bundle with manifest.json.
 
@@ -41,8 +56,18 @@ def export(
 
     bundle = api_export(checkpoint, out, audio_encoder=audio_encoder, formats=formats, precisions=precision,
                         io=io, opset=opset, mode=mode, force=force, progress=note, triton=triton,
-                        triton_options=_triton_options(triton_trt_fp16) if triton is not None else None)
+                        triton_options=_triton_options(triton_trt_fp16) if triton is not None else None,
+                        audio_frontend=audio_frontend,
+                        compression=_compression(template, features, int8_target, min_psnr, max_level_error))
     _print_summary(bundle.manifest, bundle.root)
+
+
+def _compression(template: Path | None, features: Path | None, target: str, min_psnr: float | None,
+                 max_level: float | None) -> Any:
+    from framegen.toolkit.compress import CompressOptions
+
+    return CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
+                           max_level_error=max_level)
 
 
 def _triton_options(trt_fp16: bool) -> Any:

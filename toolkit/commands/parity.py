@@ -41,30 +41,40 @@ def parity(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
     triton_url: Annotated[str | None, typer.Option(
         "--triton-url", help="The server the triton backend runs on: grpc://HOST:PORT or http://HOST:PORT.")] = None,
+    silence_frames: Annotated[int, typer.Option(
+        "--silence-frames", min=0, help="Frames with silent audio (all-zero feature rows) compared after the "
+                                        "speech frames.")] = 1,
+    tolerances: Annotated[str, typer.Option(
+        "--tolerances", help="derived: limits measured on this checkpoint (independent fp16/fp64 PyTorch runs, "
+                             "cached per checkpoint digest); fixed: the profiles of docs/PARITY.md.")] = "derived",
+    tolerance: Annotated[list[str] | None, typer.Option(
+        "--tolerance", help="Override one limit: STAGE.METRIC=VALUE (e.g. model_output.max_abs=0.2); repeatable.")]
+    = None,
+    profile: Annotated[Path | None, typer.Option(
+        "--profile", help="A TOML or JSON file of limits ({stage: {metric: value}}), applied before --tolerance.")]
+    = None,
+    locate: Annotated[bool | None, typer.Option(
+        "--locate/--no-locate", help="Compare every layer of each ONNX / Core ML artifact with PyTorch and name the "
+                                     "first that departs (default: only for those that fail).")] = None,
+    save_outputs: Annotated[Path | None, typer.Option(
+        "--save-outputs", help="Save each backend's outputs (with input and artifact digests, runtime versions) "
+                               "to judge them on another machine.")] = None,
+    load_outputs: Annotated[list[Path] | None, typer.Option(
+        "--load-outputs", help="Judge outputs saved by --save-outputs (refused when made from other inputs); "
+                               "repeatable.")] = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.parity import parse_backends, plan_candidates, print_report, resolve_audio_input, run_parity
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.parity import parity_job, print_report
 
     if triton_url is not None:
         from framegen.runtimes.triton_backend import use_server
 
         use_server(triton_url)
-    b = load_bundle(bundle)
-    requested = parse_backends(backends)
-    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
-    candidates, notes = plan_candidates(b, requested)
-    prepared = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes)
-    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
-                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
-                        inputs={"template": str(template), **audio_input.source})
-    report.notes[:0] = notes + prepared.warnings
+    report = parity_job(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
+                        encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
+                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, skip_bad_boxes=skip_bad_boxes,
+                        progress=progress, tolerances=tolerances, tolerance=tolerance or [], profile=profile,
+                        locate=locate, save_outputs=save_outputs, load_outputs=load_outputs or [], json=json_path)
     print_report(report)
-    if json_path is not None:
-        from framegen.toolkit.files import write_json
-
-        write_json(json_path, report.as_dict())
     if not report.passed:
         raise typer.Exit(1)
