@@ -15,8 +15,12 @@ trace: the feature model's output length depends on a table lookup of the mel le
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,23 @@ def io_spec(kind: str) -> dict[str, Any]:
     raise ExportError(f"unknown front-end model {kind!r}; expected {', '.join(KINDS)}")
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the tracer's and converters' warnings, progress bars and prints during an export."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.jit", "coremltools")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+              contextlib.redirect_stderr(io.StringIO())):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _example(kind: str) -> tuple[Any, ...]:
     import torch
 
@@ -60,10 +81,9 @@ def _example(kind: str) -> tuple[Any, ...]:
 def trace(module: Any, kind: str) -> Any:
     """The TorchScript trace both formats convert (on zero PCM; the ops do not depend on the values)."""
     import torch
-    from framegen.exporters.onnx_export import _quiet_torch_onnx
 
     io_spec(kind)
-    with _quiet_torch_onnx(), torch.no_grad():
+    with _quiet(), torch.no_grad():
         return torch.jit.trace(module.eval(), _example(kind), check_trace=False)
 
 
@@ -73,20 +93,22 @@ def onnx_model(module: Any, kind: str, opset: int | None = None) -> Any:
     """``kind``'s fp32 graph as an ``onnx.ModelProto`` with the contract's names and symbolic dims."""
     import onnx
     import torch
-    from framegen.exporters.onnx_export import DEFAULT_OPSET, _quiet_torch_onnx, _strip_exporter_noise
+    from framegen.exporters.onnx_export import DEFAULT_OPSET
 
     spec = io_spec(kind)
     names = [t["name"] for t in (*spec["inputs"], *spec["outputs"])]
     dims = [t["shape"] for t in (*spec["inputs"], *spec["outputs"])]
     axes = {n: {i: d for i, d in enumerate(shape) if isinstance(d, str)} for n, shape in zip(names, dims, strict=True)}
     buf = io.BytesIO()
-    with _quiet_torch_onnx(), torch.no_grad():
+    with _quiet(), torch.no_grad():
         torch.onnx.export(module.eval(), _example(kind), buf, dynamo=False,
                           input_names=[t["name"] for t in spec["inputs"]],
                           output_names=[t["name"] for t in spec["outputs"]], dynamic_axes=axes,
                           opset_version=opset or DEFAULT_OPSET, do_constant_folding=True)
     model = onnx.load_from_string(buf.getvalue())
-    _strip_exporter_noise(model)
+    for node in model.graph.node:  # debug strings would make the bytes depend on the checkout's path
+        node.doc_string = ""
+    model.doc_string = ""
     # The exporter loses static sizes behind the Concat of the features; restate the contract's shapes.
     for vi, t in zip((*model.graph.input, *model.graph.output), (*spec["inputs"], *spec["outputs"]), strict=True):
         shape = vi.type.tensor_type.shape
@@ -127,7 +149,7 @@ def export_coreml(module: Any, kind: str, path: str | os.PathLike[str], metadata
                   traced: Any = None) -> Path:
     """Write ``kind`` as an fp32 ML program (.mlpackage) with ``metadata``; flexible batch / sample count."""
     import numpy as np
-    from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET, _quiet, save_package
+    from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET, save_package
     from framegen.models.imports import coremltools
     from framegen.models.version import __version__
 

@@ -3,11 +3,14 @@
 ONNX: :func:`quantize_onnx` statically quantizes an fp32 ONNX graph with ``onnxruntime.quantization`` in the QDQ
 format (QuantizeLinear / DequantizeLinear pairs around each quantized op, so any runtime that knows QDQ, ONNX Runtime
 and OpenVINO included, runs it), weights int8 per output channel, activation ranges calibrated on the inputs it is
-given (template crops and audio windows, chosen by the caller). The activation format depends on the runtime the
-artifact is for (:data:`INT8_TARGETS`); measured on this project's 2-core AVX2 machine (no VNNI), random-weight
-U-Net: OpenVINO ran an S8S8 QDQ model 2.3x faster than ONNX Runtime fp32, while ONNX Runtime ran S8S8 1.7x slower
-than its own fp32 and U8S8 with ``reduce_range`` (7-bit weights, no int16 overflow in its AVX2 u8 x s8 kernels) 1.55x
-faster.
+given (template crops and audio windows, chosen by the caller). The format depends on the runtime the artifact is
+for (:data:`INT8_TARGETS`). Measured on a 2-core AVX2 machine without VNNI (random-weight U-Net): OpenVINO ran an
+S8S8 QDQ model 2.3x faster than ONNX Runtime fp32, ONNX Runtime ran S8S8 1.7x slower than its own fp32 and U8S8
+with ``reduce_range`` (7-bit weights: no int16 saturation in its AVX2 u8 x s8 kernels) 1.55x faster. Measured on
+the calibrated seed-0 generator on a 2-core AVX-512 VNNI machine, one run, batch 1: OpenVINO ran S8S8 and U8S8 at
+the same speed (115 / 117 ms, fp32 294 ms), but S8S8 cost it 7.6 dB of PSNR (14.8 against 22.4 dB: symmetric int8
+spends a bit on the sign of post-ReLU activations), so the OpenVINO format is U8S8; ONNX Runtime ran U8S8 with
+reduce_range in 208 ms (fp32 431 ms, S8S8 657 ms).
 
 Core ML: :func:`compress_coreml` rewrites an fp16 ML program's weights with ``coremltools.optimize.coreml``: 8-bit
 linear (symmetric, per output channel) or n-bit palettization (k-means lookup table per tensor). Compute stays fp16;
@@ -19,6 +22,7 @@ Neither is validated here: :mod:`framegen.toolkit.compress` judges every compres
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -31,9 +35,9 @@ from framegen.exporters.errors import ExportError
 #: int8 ONNX activation formats, by the runtime an artifact is quantized for. Weights are int8 per channel in both.
 INT8_TARGETS: dict[str, dict[str, Any]] = {
     "openvino": {
-        "activations": "int8 (symmetric)", "weights": "int8 per channel (symmetric)", "reduce_range": False,
-        "why": "OpenVINO's CPU plugin runs S8S8 QDQ convolutions as int8 kernels (measured 2.3x ONNX Runtime fp32 "
-               "on 2 AVX2 cores)",
+        "activations": "uint8 (asymmetric)", "weights": "int8 per channel (symmetric)", "reduce_range": False,
+        "why": "OpenVINO's CPU plugin fuses QDQ convolutions into int8 kernels: U8S8 ran as fast as S8S8 "
+               "(2.5x its fp32 on 2 AVX-512 VNNI cores) and kept 7.6 dB more PSNR",
     },
     "ort": {
         "activations": "uint8 (asymmetric)", "weights": "int8 per channel (symmetric)", "reduce_range": True,
@@ -79,10 +83,13 @@ def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], targ
     if not calibration:
         raise ExportError("int8 quantization needs at least one calibration input")
     spec = INT8_TARGETS[target]
-    signed = target == "openvino"
+    signed = spec["activations"].startswith("int8")
     with tempfile.TemporaryDirectory(prefix="framegen-quant-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, os.fspath(src))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" warnings: the graph is already folded
         try:
             quantize_static(
                 os.fspath(src), os.fspath(dst), _feeds(calibration), quant_format=QuantFormat.QDQ,
@@ -94,6 +101,8 @@ def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], targ
         except Exception as exc:  # onnxruntime.quantization raises bare exceptions with long traces
             raise ExportError(f"int8 quantization failed: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}"
                               ) from None
+        finally:
+            root.setLevel(level)
         out = onnx.load(os.fspath(dst))
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
@@ -135,8 +144,9 @@ def compress_coreml(package: str | os.PathLike[str], out: str | os.PathLike[str]
     for key, value in sorted((metadata or {}).items()):
         compressed.user_defined_metadata[key] = value
     path = save_package(compressed, out)
-    record = {"tool": f"coremltools.optimize.coreml.{'linear_quantize_weights' if kind == 'linear' else 'palettize_weights'}",
-              "weights": (f"int8 linear symmetric per output channel" if kind == "linear"
+    tool = "linear_quantize_weights" if kind == "linear" else "palettize_weights"
+    record = {"tool": f"coremltools.optimize.coreml.{tool}",
+              "weights": ("int8 linear symmetric per output channel" if kind == "linear"
                           else f"{bits}-bit k-means palette per tensor"),
               "weight_threshold": COREML_WEIGHT_THRESHOLD, "compute_precision": "fp16",
               "ops": "constexpr_affine_dequantize" if kind == "linear" else "constexpr_lut_to_dense"}

@@ -228,6 +228,18 @@ def check_target(out: str | os.PathLike[str], force: bool = False) -> Path:
     return dest
 
 
+def precheck(out: str | os.PathLike[str], mode: str, options: TritonOptions | None = None,
+             force: bool = False) -> None:
+    """Everything :func:`write_repository` checks that needs no ONNX file: the target, the options and every
+    config parsed and held against the contract (``export --triton`` runs this before the slow export)."""
+    opts = options or TritonOptions()
+    opts.check()
+    check_target(out, force)
+    for kind, kind_mode in ((GENERATOR, mode), (AUDIO_ENCODER, "ave")):
+        where = f"{out}/{kind}/{CONFIG}"
+        check_config(parse_config(config_text(kind, kind_mode, "fp32", opts), where), kind, kind_mode, where)
+
+
 def write_repository(bundle: str | os.PathLike[str], out: str | os.PathLike[str], *, precision: str | None = None,
                      options: TritonOptions | None = None, force: bool = False,
                      progress: Callable[[str], None] | None = None) -> Path:

@@ -1,8 +1,8 @@
 """SyncTalk_2D's audio front-end as torch modules that export to ONNX and Core ML: PCM -> mel, PCM -> 'ave' features.
 
 :class:`AudioFrontend` restates :func:`framegen.toolkit.audio.melspectrogram` with graph-friendly ops, in float32:
-pre-emphasis as a 2-tap convolution, the centred STFT's zero padding as a pad, the 800-point STFT as one strided
-``conv1d`` whose 802 filters are the Hann-windowed cosine and sine rows of the DFT (401 real, 401 imaginary), the
+the 800-point STFT as strided ``conv1d`` whose 802 filters are the Hann-windowed cosine and sine rows of the DFT
+(401 real, 401 imaginary) with the pre-emphasis folded in, computed exactly split (see :func:`split_kernel`), the
 magnitude, the mel filter bank as a matmul, dB and the +-4 normalisation. :class:`AudioFeatures` chains it with the
 audio encoder and applies SyncTalk_2D's framing in the graph (window count, starts, the end-of-audio shift, the
 repeated first and last embedding).
@@ -68,42 +68,78 @@ def short_counts(max_mel_frames: int = MAX_MEL_FRAMES) -> np.ndarray:
 
 
 def dft_basis(window: np.ndarray) -> np.ndarray:
-    """(802, 1, 800) conv1d filters: ``w[n] cos(2 pi k n / N)`` for k = 0..400, then ``-w[n] sin(...)``.
-
-    The angle is reduced exactly (``k n mod N``) before the float64 cos/sin, and the product rounded once to
-    float32.
-    """
+    """(802, 800) float64 rows ``w[n] cos(2 pi k n / N)`` for k = 0..400, then ``-w[n] sin(...)`` (the angle
+    reduced exactly, ``k n mod N``, before cos / sin)."""
     n = np.arange(_N_FFT, dtype=np.int64)
     k = np.arange(_N_FFT // 2 + 1, dtype=np.int64)
     angle = 2.0 * np.pi * (np.outer(k, n) % _N_FFT) / _N_FFT
     w = np.asarray(window, dtype=np.float64)
     if w.shape != (_N_FFT,):
         raise ValueError(f"window has shape {w.shape}, expected ({_N_FFT},)")
-    rows = np.concatenate([np.cos(angle) * w, -np.sin(angle) * w])
-    return rows.astype(np.float32)[:, None, :]
+    return np.concatenate([np.cos(angle) * w, -np.sin(angle) * w])
+
+
+def preemphasis_dft_kernel(window: np.ndarray) -> np.ndarray:
+    """(802, 801) float64: the DFT rows with the pre-emphasis folded in, applied to x[j0 - 1 .. j0 + 799] of a frame
+    whose y-samples are j0 .. j0 + 799: ``K[q] = B[q - 1] - k B[q]`` (B[-1] = B[800] = 0)."""
+    b = dft_basis(window)
+    k = float(MEL["preemphasis"])
+    out = np.zeros((b.shape[0], _N_FFT + 1))
+    out[:, 1:] += b
+    out[:, :-1] -= k * b
+    return out
+
+
+# Exact splitting (after Ozaki's error-free matrix products): x = x1 + x2 + xr with x1 on a 2^-7 grid and x2 on a
+# 2^-14 grid, the kernel K = K1 + K2 + Kr with K1 on a 2^-6 grid and K2 on a 2^-13 grid. Every product of x1 or x2
+# with K1, and of x1 with K2, is an integer multiple of one power of two, and for |x| <= 1 the 801-term sums stay
+# below 2^24 of those units, so float32 convolutions compute them exactly in any order. The rest is small and
+# carries ordinary float32 error. A plain float32 STFT is off by ~1e-6 absolute in every bin, which far from a
+# strong tone (a chirp, a whistle) moves the mel by up to 3e-4; split, the STFT is ~1e-8 from float64.
+_X1, _X2 = 2.0 ** 7, 2.0 ** 14
+_K1, _K2 = 2.0 ** 6, 2.0 ** 13
+
+
+def split_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``K1, K2, Kr`` (float32, exactly ``K1 + K2`` plus the float32 rounding of the rest) of a float64 kernel."""
+    k1 = np.round(kernel * _K1) / _K1
+    k2 = np.round((kernel - k1) * _K2) / _K2
+    return k1.astype(np.float32), k2.astype(np.float32), (kernel - k1 - k2).astype(np.float32)
 
 
 class AudioFrontend(nn.Module):
     """16 kHz mono float32 PCM ``[batch, samples]`` -> SyncTalk_2D's normalised mel ``[batch, 1 + samples // 200,
-    80]`` (framegen.toolkit.audio.melspectrogram, in float32)."""
+    80]`` (framegen.toolkit.audio.melspectrogram, in float32 with an exactly split STFT)."""
 
     def __init__(self, mel_basis: np.ndarray, window: np.ndarray) -> None:
         super().__init__()
         basis = np.asarray(mel_basis, dtype=np.float32)
         if basis.shape != (int(MEL["n_mels"]), _N_FFT // 2 + 1):
             raise ValueError(f"mel basis has shape {basis.shape}, expected ({MEL['n_mels']}, {_N_FFT // 2 + 1})")
-        k = float(MEL["preemphasis"])
-        self.register_buffer("preemphasis", torch.tensor([[[-k, 1.0]]], dtype=torch.float32))
-        self.register_buffer("dft", torch.from_numpy(dft_basis(window)))
+        k1, k2, kr = split_kernel(preemphasis_dft_kernel(window))
+        self.register_buffer("k1", torch.from_numpy(k1[:, None, :]))
+        self.register_buffer("k2", torch.from_numpy(k2[:, None, :]))
+        self.register_buffer("k_rest", torch.from_numpy(np.stack([kr, k2 + kr, k1 + k2 + kr], axis=1)))
+        # The centred STFT pads y (after pre-emphasis) with zeros. With the pre-emphasis folded into the kernel the
+        # padding is on x instead: zeros on the left (y[j] = 0 there), and on the right the tail x[S + j] =
+        # k^(j+1) x[S-1], for which y[S + j] = x[S + j] - k x[S + j - 1] = 0.
+        pre = float(MEL["preemphasis"])
+        self.register_buffer("tail", torch.from_numpy(
+            (pre ** np.arange(1, _N_FFT // 2 + 1, dtype=np.float64)).astype(np.float32)[None, None, :]))
         self.register_buffer("mel_basis", torch.from_numpy(basis.copy()))
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
         """The normalised mel of each row of ``pcm``."""
         x = pcm.unsqueeze(1)
-        # y[n] = x[n] - k x[n-1] with x[-1] = 0, then the centred STFT's zero padding (librosa >= 0.10: constant).
-        y = F.conv1d(F.pad(x, (1, 0)), self.preemphasis)
-        y = F.pad(y, (_N_FFT // 2, _N_FFT // 2))
-        spec = F.conv1d(y, self.dft, stride=_HOP)  # [batch, 802, frames]
+        x = torch.cat([F.pad(x, (_N_FFT // 2 + 1, 0)), x[:, :, -1:] * self.tail], dim=2)
+        x1 = torch.round(x * _X1) / _X1
+        r = x - x1
+        x2 = torch.round(r * _X2) / _X2
+        xr = r - x2
+        exact = (F.conv1d(x1, self.k1, stride=_HOP), F.conv1d(x1, self.k2, stride=_HOP),
+                 F.conv1d(x2, self.k1, stride=_HOP))
+        small = F.conv1d(torch.cat([x1, x2, xr], dim=1), self.k_rest, stride=_HOP)
+        spec = exact[0] + ((exact[1] + exact[2]) + small)  # [batch, 802, frames]
         bins = _N_FFT // 2 + 1
         re, im = spec[:, :bins], spec[:, bins:]
         mag = torch.sqrt(re * re + im * im)

@@ -67,10 +67,12 @@ def real_ave_features() -> np.ndarray:
     return np.load(require_fixture("ave_features_522x512.npy"))
 
 from fx_audio import *  # noqa: E402, F403
+from fx_compress import *  # noqa: E402, F403
 from fx_export import *  # noqa: E402, F403
 from fx_frontend import *  # noqa: E402, F403
 from fx_parity import *  # noqa: E402, F403
 from fx_render import *  # noqa: E402, F403
 from fx_runtimes import *  # noqa: E402, F403
+from fx_stream import *  # noqa: E402, F403
 from fx_templates import *  # noqa: E402, F403
 from fx_triton import *  # noqa: E402, F403

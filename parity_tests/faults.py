@@ -55,7 +55,7 @@ def conv_index(checkpoint_or_model: Any, layer: str, mode: str | None = None) ->
 
     model = checkpoint_or_model if hasattr(checkpoint_or_model, "forward") else \
         load_generator(checkpoint_or_model, mode)
-    image = np.zeros((6, 32, 32), np.float32)
+    image = np.zeros((6, 320, 320), np.float32)
     audio = np.zeros(audio_shape(model.mode), np.float32)
     layers, _ = torch_layers(model, image, audio)
     convs = [t.name for t in layers if t.kind == CONV]

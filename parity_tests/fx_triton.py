@@ -99,7 +99,9 @@ def start_server(bundle: Path, workdir: Path, *extra: str) -> ServerProcess:
             if proc.poll() is not None:
                 raise AssertionError(f"framegen serve exited with {proc.returncode}: {server.output()[-3000:]}")
             try:
-                if client.is_server_ready() and client.is_model_ready("generator"):
+                # the ready line comes once every model is loaded (the server may answer ready before that)
+                if "serving generator" in server.output() and all(
+                        client.is_model_ready(m) for m in ("generator", "audio_encoder")):
                     return server
             except Exception:  # not listening yet
                 pass

@@ -21,6 +21,7 @@ from framegen.toolkit.validate_frontend import (
     FEATURES_MAX_REL,
     MEL_MAX_ABS,
     compare,
+    hann_window,
     open_runner,
     run_features,
     run_frontend,
@@ -99,6 +100,12 @@ def test_window_count_rule_matches_the_float64_reference_up_to_the_limit():
     assert np.array_equal(graph, ref)
     assert {384, 672, 752, 1328} <= table and 385 not in table
     assert max(table) <= MAX_MEL_FRAMES and all((v - 16) % 16 == 0 for v in table)
+
+
+def test_the_stft_window_is_the_numpy_mels():
+    from framegen.toolkit.audio import _hann
+
+    assert np.abs(hann_window() - _hann()).max() < 1e-15
 
 
 # ------------------------------------------------------------------------------------------------------- bundle
@@ -189,12 +196,12 @@ def test_export_refuses_a_frontend_with_an_altered_mel_filter_bank(tmp_path, enc
     left (neither the bundle nor a temporary directory)."""
     from framegen.exporters.errors import ExportValidationError
     from framegen.models.audio_frontend import AudioFrontend
-    from framegen.toolkit.audio import _hann, mel_basis
-    from framegen.toolkit.validate_frontend import export_audio_frontend
+    from framegen.toolkit.audio import mel_basis
+    from framegen.toolkit.export_frontend import export_audio_frontend
 
     basis = mel_basis().copy()
     basis[40] *= np.float32(1.001)
-    bad = AudioFrontend(basis, _hann())
+    bad = AudioFrontend(basis, hann_window())
     out = tmp_path / "fe"
     with pytest.raises(ExportValidationError, match=r"audio_frontend\.fp32\.onnx: validation failed: .*mel differs"):
         export_audio_frontend(encoder_ckpt, out, formats=("onnx",), frontend=bad)
@@ -231,3 +238,70 @@ def test_cli_export_adds_the_frontend_to_a_bundle(monkeypatch, capsys, tmp_path,
     b = load_bundle(out)
     assert b.has("audio_frontend", "onnx", "fp32") and b.has("audio_features", "onnx", "fp32")
     assert b.has("generator", "onnx", "fp32") and "audio_features.fp32.onnx" in captured.out
+
+
+# ------------------------------------------------------------------------------------------- parity and golden
+
+def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(frontend_bundle, encoder_ckpt,
+                                                                              tmp_path):
+    import shutil
+
+    import onnx
+    from framegen.toolkit.validate_frontend import frontend_parity
+    from onnx import numpy_helper
+
+    x = _speech_or_synthetic(33.0, 20_123, seed=108)
+    results = frontend_parity(frontend_bundle, x, encoder_ckpt)
+    assert [r.label for r in results] == ["ort-cpu:fp32:audio", "coreml-mil:fp32:audio"]
+    for r in results:
+        assert r.passed, r.failures()
+        assert [s.stage for s in r.stages] == ["mel", "features"]
+        assert r.stages[0].metrics["max_abs"] <= MEL_MAX_ABS
+
+    # The same bundle with one mel filter of the ONNX front-end 0.1 % too strong: parity names the mel stage.
+    bad = tmp_path / "bad"
+    shutil.copytree(frontend_bundle, bad)
+    path = bad / "audio_frontend.fp32.onnx"
+    model = onnx.load(str(path))
+    init = next(t for t in model.graph.initializer if numpy_helper.to_array(t).shape == (80, 401))
+    arr = numpy_helper.to_array(init).copy()
+    arr[40] *= np.float32(1.001)
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(path))
+    onnx_result = frontend_parity(bad, x)[0]  # without an encoder: the mel stage only
+    assert [s.stage for s in onnx_result.stages] == ["mel"]
+    assert not onnx_result.passed and "mel" in onnx_result.failures()[0]
+
+
+def test_golden_pcm_to_mel_stage(frontend_bundle, tmp_path):
+    from framegen.toolkit.golden import StageCheck, write_bin
+    from framegen.toolkit.validate_frontend import check_frontend_golden, write_frontend_golden
+
+    golden = tmp_path / "golden"
+    entry = write_frontend_golden(golden, _chirp(40_000, amp=0.8))
+    index = {"audio_frontend": entry}
+    pcm = np.fromfile(golden / entry["pcm"]["file"], dtype="<f4")
+    assert pcm.shape == (32_000,)
+
+    # A port that runs the exported front-end passes; one with a filter 0.1 % off fails; none: absent.
+    port = tmp_path / "port" / "audio_frontend"
+    port.mkdir(parents=True)
+    run = open_runner(_artifact(frontend_bundle, "audio_frontend", "onnx"), "onnx")
+    write_bin(port / "mel.bin", run_frontend(run, pcm), "float32")
+    known: set[str] = set()
+    ok = check_frontend_golden(index, golden, port.parent, known, stage_check=StageCheck)
+    assert ok.status == "pass" and known == {"audio_frontend/mel.bin"}
+
+    from framegen.models.audio_frontend import AudioFrontend
+    from framegen.toolkit.audio import mel_basis
+
+    basis = mel_basis().copy()
+    basis[10] *= np.float32(1.001)
+    import torch
+
+    with torch.no_grad():
+        wrong = AudioFrontend(basis, hann_window())(torch.from_numpy(pcm)[None])[0].numpy()
+    write_bin(port / "mel.bin", wrong, "float32")
+    assert check_frontend_golden(index, golden, port.parent, stage_check=StageCheck).status == "FAIL"
+    assert check_frontend_golden(index, golden, tmp_path, stage_check=StageCheck).status == "absent"
+    assert check_frontend_golden({}, golden, port.parent, stage_check=StageCheck) is None

@@ -157,7 +157,7 @@ def test_onnx_variant_matches_the_reference_pipeline_at_batch_1_and_3(image_bund
 
 def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle, crops, expected, tmp_path):
     """The limits can fail: RGB fed for BGR, or the output convolution scaled by 1 %."""
-    from framegen.toolkit.profiles import scale_onnx_output_conv
+    from faults import scale_onnx_output_conv
 
     rgb = _ort(image_bundle.path("onnx", "fp32")).run(None, {GEN_IMAGE: np.ascontiguousarray(crops.ref[..., ::-1]),
                                                              GEN_AUDIO: crops.audio})[0]
@@ -170,7 +170,7 @@ def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle
 
 
 def test_validation_accepts_the_variant_and_refuses_a_broken_one(image_bundle, calibrated_generator, tmp_path):
-    from framegen.toolkit.profiles import scale_onnx_output_conv
+    from faults import scale_onnx_output_conv
     from framegen.toolkit.validate import reference
 
     path = image_bundle.path("onnx", "fp32")
@@ -307,10 +307,10 @@ def test_coreml_fp16_variant_computes_in_fp16_within_the_export_limits(image_par
 def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_template, parity_features, tmp_path):
     import shutil
 
+    from faults import scale_onnx_output_conv
     from framegen.models.bundle import MANIFEST, sha256_path
     from framegen.toolkit.image_parity import run_image_parity
     from framegen.toolkit.parity import Candidate
-    from framegen.toolkit.profiles import scale_onnx_output_conv
 
     root = tmp_path / "broken"
     root.mkdir()

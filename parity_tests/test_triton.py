@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("pytriton")
+pytest.importorskip("tritonclient.grpc")  # the server tests also need pytriton (their fixture skips without it)
 
 from framegen.exporters.errors import ExportError
 from framegen.models.bundle import load_bundle, sha256_path
@@ -54,8 +53,16 @@ def _check(stage: str, ref: np.ndarray, cand: np.ndarray) -> None:
 
 
 def _stats(url: str) -> dict[str, int]:
+    """The server's counters once they stop moving (Triton counts an inference just after its response is sent)."""
     with _triton(url) as be:
-        return be.statistics()
+        last, deadline = be.statistics(), time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = be.statistics()
+            if now == last:
+                break
+            last = now
+        return last
 
 
 def _metric(server, name: str) -> float:
@@ -106,6 +113,7 @@ def test_tensorrt_fp16_and_cpu_instances_parse(triton_bundle, tmp_path):
         TritonOptions(max_batch_size=4, preferred_batch_sizes=(8,)).check()
 
 
+@pytest.mark.slow
 def test_invalid_config_fails_the_export_and_leaves_nothing(triton_bundle, generator_ckpt, tmp_path, monkeypatch):
     import framegen.exporters.triton as triton_export
     from framegen.toolkit.export import export_bundle
@@ -155,11 +163,16 @@ def test_render_through_triton_gives_the_local_frames(triton_server, triton_bund
     assert remote[0].pred.std() > 0.05  # a calibrated model: frames differ, so equality means something
 
 
-def test_mode_comes_from_the_server_and_a_wrong_mode_is_refused(triton_server):
+def test_mode_comes_from_the_server_and_a_wrong_mode_is_refused(triton_server, triton_bundle):
     from framegen.runtimes.base import BackendError
 
     with _triton(triton_server.grpc_url) as be:
         assert be.mode == "ave" and be.info.extra["max_batch_size"] == 16
+    image, audio = _inputs(1, seed=50)
+    with _triton(f"http://{triton_server.http_address}") as be, _local(triton_bundle.bundle) as local:
+        assert be.mode == "ave"  # KServe v2 over HTTP as well
+        _check(MODEL_OUTPUT, local.infer(image, audio), be.infer(image, audio))
+        assert be.statistics()["inference_count"] >= 1
     with pytest.raises(BackendError, match="'ave' mode, not the requested 'wenet'"):
         from framegen.runtimes.spec import OpenRequest
         from framegen.runtimes.triton_backend import TritonBackend
@@ -288,8 +301,10 @@ def test_malformed_requests_get_a_clear_error_and_the_server_keeps_serving(trito
         assert str(info.value).endswith("input 'audio' holds 1 NaN/Inf value(s); the contract's inputs are finite")
         assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
         http = httpclient.InferenceServerClient(triton_server.http_address)
-        assert http.is_server_live() and http.is_server_ready() and http.is_model_ready("generator")
-        http.close()
+        health = (http.is_server_live(), http.is_server_ready(), http.is_model_ready("generator"),
+                  http.is_model_ready("audio_encoder"))
+        http.close()  # an open HTTP connection holds Triton's shutdown for the whole exit timeout
+        assert health == (True, True, True, True), health
         with _local(triton_bundle.bundle) as local:
             _check(MODEL_OUTPUT, local.infer(image, audio), be.infer(image, audio))
 
@@ -314,7 +329,8 @@ def test_audio_encoder_is_served_with_the_contract_names(triton_server, triton_b
 def test_sigterm_drains_in_flight_requests_and_exits_0(triton_bundle, tmp_path):
     """A second server (the session's keeps serving the other tests): SIGTERM while one request executes and another
     waits in the queue behind it. Both complete, and the process exits 0."""
-    server = start_server(triton_bundle.bundle, tmp_path)
+    pytest.importorskip("pytriton")
+    server = start_server(triton_bundle.bundle, tmp_path, "--max-batch", "8")
     results: dict[str, object] = {}
 
     def request(tag: str, n: int) -> None:
@@ -325,11 +341,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(triton_bundle, tmp_path):
             results[tag] = exc
 
     try:
-        # 16 + 4 frames exceed the max batch of 16, so the second request waits in the queue behind the first
-        first = threading.Thread(target=request, args=("executing", 16))
+        # 8 + 2 frames exceed the max batch of 8, so the second request waits in the queue behind the first
+        first = threading.Thread(target=request, args=("executing", 8))
         first.start()
         time.sleep(0.3)
-        second = threading.Thread(target=request, args=("queued", 4))
+        second = threading.Thread(target=request, args=("queued", 2))
         second.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and second.is_alive():
@@ -342,6 +358,47 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(triton_bundle, tmp_path):
         second.join(60)
     finally:
         server.stop(10)
-    assert results == {"executing": (16, 3, 320, 320), "queued": (4, 3, 320, 320)}, results
+    assert results == {"executing": (8, 3, 320, 320), "queued": (2, 3, 320, 320)}, results
     assert code == 0, server.output()[-2000:]
     assert "server stopped" in server.output()
+
+
+def test_bench_reports_throughput_latency_and_batching_per_concurrency(triton_server, tmp_path, monkeypatch):
+    import json
+
+    from framegen.runtimes.triton_backend import URL_ENV
+    from framegen.toolkit.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv(URL_ENV, "")
+    result = CliRunner().invoke(app, ["bench", "--backends", "triton", "--streams", "1,3", "--iterations", "2",
+                                      "--triton-url", triton_server.grpc_url, "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    rows = {r["streams"]: r for r in report["results"]}
+    assert sorted(rows) == [1, 3] and report["model"]["mode"] == "ave"
+    for n, r in rows.items():
+        assert r["requests"] == r["frames"] == r["server_inferences"] == 2 * n
+        assert r["fps"] > 0 and r["latency_ms"]["p50"] > 0
+    assert rows[1]["server_executions"] == 2 and rows[1]["gain_over_1_stream"] == 1.0
+    assert rows[3]["gain_over_1_stream"] == round(rows[3]["fps"] / rows[1]["fps"], 3)
+    assert "gain" in result.output and "avg batch" in result.output
+
+
+def test_bad_serve_and_client_options_are_one_line_errors(triton_bundle):
+    pytest.importorskip("pytriton")
+    from framegen.runtimes.base import BackendError
+    from framegen.toolkit.serve import ServeError, serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(triton_bundle.bundle, backend="ort-cpu", http_port=0, grpc_port=port, metrics_port=0)
+    with pytest.raises(ServeError, match="must differ"):
+        serve(triton_bundle.bundle, http_port=9000, grpc_port=9000, metrics_port=9002)
+    with pytest.raises(BackendError, match="expected grpc://HOST:PORT"):
+        _triton("ftp://127.0.0.1:1")
+    with pytest.raises(BackendError, match="cannot reach the server"):
+        _triton(f"grpc://127.0.0.1:{port}", triton_timeout=2)

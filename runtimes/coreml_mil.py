@@ -560,7 +560,11 @@ def _open(req: OpenRequest) -> Backend:
     audio = program.inputs.get(GEN_AUDIO)
     detected = mode_from_audio_shape(audio.shape) if audio is not None and audio.shape else None
     mode = settle_mode(detected, art.mode, req.mode, os.fspath(art.path))
-    return CoreMLMilBackend(program, mode, art.source, check_finite=bool(req.options.get("check_finite")))
+    backend = CoreMLMilBackend(program, mode, art.source, check_finite=bool(req.options.get("check_finite")))
+    if art.precision in _COMPRESSED_COMPUTE:  # compressed weights: listed (and judged) as the artifact they are
+        backend.info.precision = art.precision
+        backend.info.extra["compute_precision"] = program.precision
+    return backend
 
 
 #: compressed-weight precisions (constexpr_* weights) and the compute precision of their programs

@@ -576,8 +576,17 @@ def op_range_1d(a: dict[str, Any]) -> torch.Tensor:
     return torch.arange(s, e, d, dtype=torch.int64).to(start.dtype)
 
 
+def op_round(a: dict[str, Any]) -> torch.Tensor:
+    """MIL ``round``: to the nearest integer, halves to even (numpy's rule, which coremltools' value inference
+    uses); exact in any float dtype."""
+    x = a["x"]
+    _need_float(x, "x")
+    return torch.round(_f32(x)).to(x.dtype)
+
+
 for _name, _kernel in {
-    "expand_dims": op_expand_dims, "transpose": op_transpose, "pad": op_pad, "slice_by_index": op_slice_by_index,
+    "round": op_round, "expand_dims": op_expand_dims, "transpose": op_transpose, "pad": op_pad,
+    "slice_by_index": op_slice_by_index,
     "sqrt": op_sqrt, "log": op_log, "matmul": op_matmul, "shape": op_shape, "gather": op_gather, "equal": op_equal,
     "reduce_sum": op_reduce_sum, "floor_div": op_floor_div, "range_1d": op_range_1d,
 }.items():

@@ -111,17 +111,20 @@ class TritonBackend(Backend):
         self._timeout = float(req.options.get("triton_timeout") or DEFAULT_TIMEOUT_S)
         self._mod = _module(self._scheme)
         where = f"triton {self._scheme}://{self._address}"
+        # gRPC calls take their deadline per call (the HTTP client has it from its constructor)
+        tmo = {"client_timeout": min(self._timeout, 30.0)} if self._scheme == "grpc" else {}
         try:
             self._client = _client(self._scheme, self._address, self._timeout)
-            ready = self._client.is_model_ready(self._model)
+            ready = self._client.is_model_ready(self._model, **tmo)
         except Exception as exc:
             raise BackendError(f"{where}: cannot reach the server ({server_message(exc)})") from None
         if not ready:
             self.close()
             raise BackendError(f"{where}: model {self._model!r} is not ready there")
         try:
-            meta = self._client.get_model_metadata(self._model, as_json=True)
-            config = self._client.get_model_config(self._model, as_json=True)
+            as_json = {"as_json": True, **tmo} if self._scheme == "grpc" else {}
+            meta = self._client.get_model_metadata(self._model, **as_json)
+            config = self._client.get_model_config(self._model, **as_json)
         except Exception as exc:
             self.close()
             raise BackendError(f"{where}: cannot read model {self._model!r} ({server_message(exc)})") from None

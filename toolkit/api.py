@@ -35,6 +35,8 @@ __all__ = [
     "render",
     "render_frames",
     "serve",
+    "stream",
+    "stream_session",
     "template_synth",
 ]
 
@@ -330,36 +332,31 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
 
 def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
            features: PathLike | None = None, audio: PathLike | None = None, encoder: PathLike | None = None,
-           backends: str | None = None, frames: int = 8, start_frame: int = 0, batch: int | None = None,
-           heatmaps: PathLike | None = None, skip_bad_boxes: bool = False, progress: bool = False,
-           json: PathLike | None = None) -> Any:
-    """Render the same frames through PyTorch fp32 (the reference) and every candidate backend x artifact, and
-    compare model outputs and final frames under tolerance profiles. Returns a
+           backends: str | None = None, frames: int = 8, silence_frames: int = 1, start_frame: int = 0,
+           batch: int | None = None, heatmaps: PathLike | None = None, skip_bad_boxes: bool = False,
+           progress: bool = False, tolerances: str = "derived", tolerance: Sequence[str] = (),
+           profile: PathLike | None = None, locate: bool | None = None, save_outputs: PathLike | None = None,
+           load_outputs: Sequence[PathLike] = (), json: PathLike | None = None) -> Any:
+    """Render the same frames (speech, then ``silence_frames`` silent ones) through PyTorch fp32 (the reference)
+    and every candidate backend x artifact, and compare model outputs and final frames. Returns a
     :class:`framegen.toolkit.parity.ParityReport`; ``report.passed`` is the verdict.
 
-    ``backends``: ``NAME[:precision][:image],...`` (default: every available backend x every generator artifact of
-    the bundle it runs). ``json``: also write the report there.
+    ``backends``: ``NAME[:precision][:image],...`` (default: the planner's choice). ``tolerances``: ``derived``
+    (measured on this checkpoint, cached) or ``fixed``; ``tolerance``: ``STAGE.METRIC=VALUE`` overrides, ``profile``
+    a TOML/JSON file of them. ``locate``: name the first departing layer of failing ONNX / Core ML artifacts (``True``:
+    of all, ``False``: never). ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
+    ``json``: also write the report there. See docs/PARITY.md.
     """
     bundle = _path(bundle)
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.parity import parse_backends, plan_candidates, resolve_audio_input, run_parity
+    from framegen.toolkit.parity import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
-    b = load_bundle(bundle)
-    requested = parse_backends(backends)
-    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
-    candidates, notes = plan_candidates(b, requested)
     prepared = _template(template, skip_bad_boxes)
-    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
-                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
-                        inputs={"template": os.fspath(getattr(getattr(prepared, "template", None), "root",
-                                                              template)), **audio_input.source})
-    report.notes[:0] = notes + prepared.warnings
-    if json is not None:
-        from framegen.toolkit.files import write_json
-
-        write_json(json, report.as_dict())
-    return report
+    return parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
+                      encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
+                      start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
+                      tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
+                      save_outputs=save_outputs, load_outputs=list(load_outputs), json=json)
 
 
 # ----------------------------------------------------------------------------------------------------- golden
@@ -432,10 +429,12 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", host: str = "127.0.0.1",
           http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
           queue_delay_us: int = 2000, exit_timeout: int = 30, log_file: PathLike | None = None,
-          on_ready: Callable[[Any], None] | None = None) -> int:
+          on_ready: Callable[[Any], None] | None = None, stop: Any = None) -> int:
     """Serve a bundle's generator and audio encoder on NVIDIA Triton Inference Server (dynamic batching, KServe v2
     HTTP / gRPC, metrics) through a framegen backend, until SIGTERM / SIGINT, which drain in-flight requests;
-    returns 0. Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
+    returns 0. A port of 0 picks a free one; ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
+    (ports, ``grpc_url``) once the models answer; ``stop`` (a ``threading.Event``) stops a server run in a thread.
+    Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
     bundle = _path(bundle)
     from framegen.toolkit.serve import ServeOptions
     from framegen.toolkit.serve import serve as run_serve
@@ -445,7 +444,7 @@ def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", h
                            max_queue_delay_us=queue_delay_us, exit_timeout_s=exit_timeout)
     return run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port,
                      grpc_port=grpc_port, metrics_port=metrics_port, options=options, log_file=log_file,
-                     on_ready=on_ready)
+                     on_ready=on_ready, stop=stop)
 
 
 def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: str | Sequence[str] = ("onnx", "coreml"),
@@ -457,7 +456,83 @@ def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: st
     written :class:`framegen.models.bundle.Bundle`. ``framegen export --audio-frontend`` adds the same artifacts to a
     full bundle."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.validate_frontend import export_audio_frontend as _export
+    from framegen.toolkit.export_frontend import export_audio_frontend as _export
 
     return load_bundle(_export(audio_encoder, out, formats=_split(formats), opset=opset, force=force, speech=speech,
                                progress=progress))
+
+
+# ----------------------------------------------------------------------------------------------------- stream
+
+def stream_session(template: PathLike | Any, *, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
+                   encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32",
+                   batch: int = 1, start_frame: int = 0, input_rate: int = 16000, skip_bad_boxes: bool = False,
+                   options: dict[str, Any] | None = None) -> Any:
+    """Open a live :class:`framegen.toolkit.stream.StreamSession`: ``feed(samples)`` 16 kHz mono float32 / int16
+    chunks of any size (``input_rate`` others are resampled), get rendered frames back as soon as their audio
+    context is complete (``StreamFrame``: ``i``, ``time`` = i/25 s, ``frame`` BGR uint8); ``finish()`` flushes the
+    end. Frames equal :func:`render`'s of the same whole audio bit for bit. The audio encoder is ``encoder`` (.pth,
+    .onnx, .mlpackage) or the bundle's exported one. Closing the session closes its backend."""
+    bundle = _path(bundle)
+    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.stream import StreamSession
+
+    if (checkpoint is None) == (bundle is None):
+        raise UsageError("stream: give exactly one of --checkpoint CKPT or --bundle DIR")
+    _exists(checkpoint=checkpoint, bundle=bundle, encoder=encoder)
+    encode, _ = resolve_encoder(encoder=encoder, bundle=bundle)
+    prepared = _template(template, skip_bad_boxes)
+    be = _open(backend, precision, "tensor", checkpoint, bundle, None, options)
+    try:
+        session = StreamSession(prepared, be, encode, start_frame=start_frame, batch=batch, input_rate=input_rate)
+    except BaseException:
+        be.close()
+        raise
+    session.owned_backend = be
+    return session
+
+
+def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | None = None,
+           frames_dir: PathLike | None = None, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
+           encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32", chunk_ms: float = 40.0,
+           realtime: bool = False, batch: int = 1, start_frame: int = 0, crf: int = 20, preset: str | None = None,
+           skip_bad_boxes: bool = False, stats: PathLike | None = None, options: dict[str, Any] | None = None,
+           note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
+    """Play ``audio`` (a file, or ``"-"``: raw s16le 16 kHz mono PCM on stdin) as a live source in chunks of
+    ``chunk_ms`` (paced at real time with ``realtime``) through a streaming session, writing an mp4 with the audio
+    in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.stream.StreamRunStats`
+    (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context)."""
+    bundle = _path(bundle)
+    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
+    from framegen.toolkit.video import check_frames_dir, container_format
+
+    if out is None and frames_dir is None:
+        raise UsageError("stream: give --out OUT.mp4 and/or --frames-dir DIR")
+    if (checkpoint is None) == (bundle is None):
+        raise UsageError("stream: give exactly one of --checkpoint CKPT or --bundle DIR")
+    from_stdin = os.fspath(audio) == "-"
+    _exists(checkpoint=checkpoint, bundle=bundle, encoder=encoder, audio=None if from_stdin else audio,
+            template=template if not hasattr(template, "template") else None)
+    if out is not None:
+        container_format(out)
+        if not Path(out).parent.is_dir():
+            raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    if frames_dir is not None:
+        check_frames_dir(frames_dir)
+    chunk = chunk_samples(chunk_ms)
+    encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
+    prepared = _template(template, skip_bad_boxes, warn)
+    with _open(backend, precision, "tensor", checkpoint, bundle, None, options) as be:
+        if note is not None:
+            note(f"{be.name} ({be.info.device}, {be.info.precision}); audio encoder {label}; chunks of {chunk} "
+                 f"samples ({chunk / 16:.1f} ms){', paced at real time' if realtime else ''}")
+        chunks = stdin_chunks(chunk) if from_stdin else iter_audio_file(audio, chunk)
+        result = stream_to_files(prepared, be, encode, chunks, out=out, frames_dir=frames_dir, realtime=realtime,
+                                 start_frame=start_frame, batch=batch, crf=crf, preset=preset,
+                                 chunk_samples=chunk)
+    if stats is not None:
+        from framegen.toolkit.files import write_json
+
+        write_json(stats, result.as_dict())
+    return result

@@ -54,6 +54,17 @@ def _open(url: str, mode: str | None) -> Any:
     return TritonBackend(OpenRequest(mode=mode, options={"triton_url": url, "workers": 1}))
 
 
+def _settled(client: Any, inferences: int, timeout: float = 2.0) -> dict[str, int]:
+    """The server's counters once they reach ``inferences`` (Triton counts an inference a moment after its response
+    has gone out), or as they are after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    stats = client.statistics()
+    while stats["inference_count"] < inferences and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stats = client.statistics()
+    return stats
+
+
 def measure_streams(url: str, streams: int, *, seconds: float = DEFAULT_SECONDS, requests: int | None = None,
                     frames_per_request: int = 1, mode: str | None = None) -> dict[str, Any]:
     """Run ``streams`` concurrent client streams against the server at ``url``; one ``results`` row."""
@@ -64,12 +75,15 @@ def measure_streams(url: str, streams: int, *, seconds: float = DEFAULT_SECONDS,
         inputs = [bench_inputs(clients[0].mode, frames_per_request, seed=k) for k in range(streams)]
         latencies: list[list[float]] = [[] for _ in range(streams)]
         errors: list[str] = []
+        # every stream warms up, then the server's counters are read, then all streams start together
+        ready = threading.Barrier(streams + 1)
         start = threading.Barrier(streams + 1)
         limit = requests if requests is not None else MAX_REQUESTS_PER_STREAM
 
         def stream(k: int) -> None:
             try:
                 clients[k].infer(*inputs[k])  # warm-up: connection set up, server-side buffers allocated
+                ready.wait()
                 start.wait()
                 deadline = time.perf_counter() + seconds
                 for _ in range(limit):
@@ -82,21 +96,26 @@ def measure_streams(url: str, streams: int, *, seconds: float = DEFAULT_SECONDS,
                 return
             except Exception as exc:  # reported after the run; the other streams finish
                 errors.append(f"stream {k}: {exc}")
+                ready.abort()
                 start.abort()
 
+        base = clients[0].statistics()
         threads = [threading.Thread(target=stream, args=(k,), daemon=True) for k in range(streams)]
         for t in threads:
             t.start()
+        before = None
         with contextlib.suppress(threading.BrokenBarrierError):  # a stream failed; its error is raised below
+            ready.wait()
+            before = _settled(clients[0], base["inference_count"] + streams * frames_per_request)
             start.wait()
-        before = clients[0].statistics()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        after = clients[0].statistics()
-        if errors:
-            raise TritonBenchError(f"triton bench at {streams} stream(s): {errors[0]}")
+        done_frames = sum(len(x) for x in latencies) * frames_per_request
+        after = _settled(clients[0], (before or base)["inference_count"] + done_frames)
+        if errors or before is None:
+            raise TritonBenchError(f"triton bench at {streams} stream(s): {errors[0] if errors else 'aborted'}")
     finally:
         for c in clients:
             c.close()

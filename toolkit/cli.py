@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "template",
     "audio",
     "serve",
+    "stream",
 )
 
 

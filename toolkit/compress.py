@@ -441,7 +441,7 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
     ``bundle``, all in one run; model-only timings are interleaved over ``rounds`` rounds (the median kept) so that
     load from other work falls on every row alike. Ratios are against the first backend's fp32."""
     from framegen.models.bundle import load_bundle
-    from framegen.runtimes.registry import availability, get_spec, open_backend, pipeline_options
+    from framegen.runtimes.registry import availability, get_spec, open_backend, render_options
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.bench import measure, measure_e2e
 
@@ -483,7 +483,7 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
         for name, prec, path in cells:
             runs = sorted(samples[(name, prec)], key=lambda r: r["fps"])
             model = runs[len(runs) // 2]
-            with open_backend(name, OpenRequest(artifact=path, mode=b.mode, options=pipeline_options(name))) as be:
+            with open_backend(name, OpenRequest(artifact=path, mode=b.mode, options=render_options(name))) as be:
                 e2e = measure_e2e(template, feats, be, frames=e2e_frames)
             rows.append({"backend": name, "precision": prec, "path": path.name,
                          "bytes": int(b.find("generator", "onnx", prec).entry.get("bytes") or path.stat().st_size),

@@ -112,16 +112,14 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     dest = Path(out)
     if dest.exists() and not force:
         raise ExportError(f"{dest}: already exists (use --force to replace it)")
-    if triton is not None:
-        from framegen.exporters.triton import check_target
-
-        check_target(triton, force)
-        if triton_options is not None:
-            triton_options.check()
     if dest.exists() and not (dest / MANIFEST).is_file() and any(dest.iterdir()):
         raise ExportError(f"{dest}: exists and is not a framegen bundle; refusing to replace it")
 
     generator = load_generator(checkpoint, mode)
+    if triton is not None:  # refuse a bad repository target or config before the slow work
+        from framegen.exporters.triton import precheck
+
+        precheck(triton, generator.mode, triton_options, force)
     if generator.mode_choice.note:
         say(generator.mode_choice.note)
     models: list[tuple[str, Any, Path]] = [("generator", generator, Path(checkpoint))]

@@ -73,7 +73,7 @@ def plan_candidates(bundle: Any, requested: list[Any] | None = None,
     """
     from framegen.toolkit.plan import plan_candidates as plan
 
-    root = getattr(bundle, "root", bundle)
+    root = bundle.root if hasattr(bundle, "artifacts") else bundle
     result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested)
     cands = result.candidates
     if requested is None:
@@ -291,25 +291,30 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
                                                                           mode=b.mode, for_render=True)
         except FramegenError as exc:
             result.error = f"cannot open: {exc}"
-            trackers.append(_Tracker(result, tolerances.profile(_precision(cand.precision), cand.io)))
+            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, cand.precision, cand.io)))
             continue
-        # The limits follow what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
-        prof = tolerances.profile(_precision(be.info.precision, cand.precision), cand.io)
         result.info = be.info.as_dict()
+        try:
+            # The limits follow what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
+            prof = tolerances.profile(be.info.precision, cand.io)
+        except FramegenError as exc:
+            result.error = f"no tolerances: {exc}"
+            be.close()
+            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, "fp32", cand.io)))
+            continue
         trackers.append(_Tracker(result, prof, saved={} if record and run is None else None))
         backends[k] = be
     return trackers, backends
 
 
-def _precision(actual: str, fallback: str = "fp32") -> str:
-    """The tolerance precision of a backend: fp16 or fp32 (int8 and other precisions are judged as ``fallback``'s
-    float profile until a profile of their own exists)."""
-    from framegen.toolkit.compress import COMPRESSED
+def _profile_or_fixed(tolerances: Tolerances, precision: str, io: str) -> Profile:
+    """Limits for a candidate that never ran (its result is a failure either way; the report still names them)."""
+    try:
+        return tolerances.profile(precision, io)
+    except FramegenError:
+        from framegen.toolkit.tolerance import fixed_profile
 
-    for p in (fallback, actual):  # a compressed artifact is judged by its own profile, whatever it computes in
-        if p in COMPRESSED:
-            return p
-    return actual if actual in ("fp32", "fp16") else (fallback if fallback in ("fp32", "fp16") else "fp32")
+        return fixed_profile("fp32", io)
 
 
 def _compare_segments(template: Any, segments: list[Segment], plan: list[dict[str, Any]], reference: Any,
@@ -425,6 +430,38 @@ def _locate_candidates(b: Any, checkpoint: str | os.PathLike[str], template: Any
                                      frame=worst)
 
 
+def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
+                plan: list[dict[str, Any]], cands: list[tuple[Candidate, Any]], tolerances: Tolerances,
+                notes: list[str], *, batch: int | None, heatmaps: str | os.PathLike[str] | None, progress: bool,
+                save_outputs: str | os.PathLike[str] | None) -> tuple[list[CandidateResult], dict[str, Any],
+                                                                       str | None]:
+    """Open, stream and judge the tensor candidates (live or loaded); returns their results, the reference's info
+    and the saved-outputs path."""
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+
+    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
+    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, save_outputs is not None)
+    try:
+        std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
+                                keep_worst=heatmaps is not None, progress=progress)
+    finally:
+        for be in backends.values():
+            be.close()
+        reference.close()
+    if std < _MIN_REFERENCE_STD:
+        notes.append(f"the reference output is nearly constant (std {std:.3f}): parity proves little; use a "
+                     f"trained or calibrated checkpoint")
+    for tr in trackers:
+        tr.finish()
+        if tr.result.error is None and tr.result.frames < len(plan):
+            tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
+    if heatmaps is not None:
+        _write_heatmaps(trackers, heatmaps)
+    saved_path = _save_runs(save_outputs, b, checkpoint, trackers, plan) if save_outputs is not None else None
+    return [t.result for t in trackers], reference.info.as_dict(), saved_path
+
+
 def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
                features: np.ndarray, *, candidates: list[Candidate] | None = None, frames: int = 8,
                silence_frames: int = 1, start_frame: int = 0, batch: int | None = None,
@@ -448,8 +485,6 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     bad usage raises.
     """
     from framegen.models.bundle import load_bundle
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.tolerance import resolve_tolerances
 
     if frames < 1:
@@ -479,29 +514,11 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                                         silence=1 if silence_frames else 0, overrides=overrides)
     elif overrides is not None:
         tolerances = Tolerances(tolerances.kind, tolerances.measurement, overrides)
-    tensor = [c for c in candidates if c.io == "tensor"]
+    tensor = [(c, None) for c in candidates if c.io == "tensor"] + saved
     image = [c for c in candidates if c.io == "image"]
-    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
-    trackers, backends = _open_candidates(b, checkpoint, [(c, None) for c in tensor] + saved, tolerances,
-                                          save_outputs is not None)
-    try:
-        std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
-                                keep_worst=heatmaps is not None, progress=progress)
-    finally:
-        for be in backends.values():
-            be.close()
-        reference.close()
-    if std < _MIN_REFERENCE_STD:
-        notes.append(f"the reference output is nearly constant (std {std:.3f}): parity proves little; use a "
-                     f"trained or calibrated checkpoint")
-    for tr in trackers:
-        tr.finish()
-        if tr.result.error is None and tr.result.frames < len(plan):
-            tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
-    if heatmaps is not None:
-        _write_heatmaps(trackers, heatmaps)
-    saved_path = _save_runs(save_outputs, b, checkpoint, trackers, plan) if save_outputs is not None else None
-    results = [t.result for t in trackers]
+    results, reference, saved_path = _run_tensor(b, checkpoint, template, segments, plan, tensor, tolerances, notes,
+                                                 batch=batch, heatmaps=heatmaps, progress=progress,
+                                                 save_outputs=save_outputs)
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
         from framegen.toolkit.image_parity import run_image_parity
@@ -510,7 +527,12 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                                     profile=lambda p: tolerances.profile(p, "image"))
     if locate is not False:
         _locate_candidates(b, checkpoint, template, segments, results, force=bool(locate))
-    return ParityReport(reference=reference.info.as_dict(), inputs=dict(inputs or {}, bundle=os.fspath(b.root),
+    if (inputs or {}).get("audio"):
+        # The bundle's audio front-end artifacts (--audio-frontend) on the run's audio: stages mel and features.
+        from framegen.toolkit.validate_frontend import frontend_parity
+
+        results += frontend_parity(b, inputs["audio"], inputs.get("encoder"))
+    return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
                         frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
                         candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path)

@@ -11,6 +11,7 @@ and compared exactly as the live ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,17 +45,23 @@ def inputs_digest(digests: list[str]) -> str:
 
 
 def runtime_versions() -> dict[str, str]:
-    """Versions of the packages a backend's numbers depend on (those installed here)."""
+    """Versions of what a backend's numbers depend on, as imported here (``onnxruntime`` whichever wheel carries it),
+    and the platform."""
+    import importlib
+    import platform
     from importlib import metadata
 
     out = {}
-    for name in ("framegen", "numpy", "torch", "onnxruntime", "onnxruntime-gpu", "coremltools", "openvino"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    import platform
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        out["framegen"] = metadata.version("framegen")
+    from framegen.models.imports import coremltools
 
+    for name in ("numpy", "torch", "onnxruntime", "coremltools", "openvino"):
+        try:
+            module = coremltools() if name == "coremltools" else importlib.import_module(name)
+            out[name] = str(module.__version__)
+        except Exception:  # not installed, or a broken install: the file just says less
+            continue
     out["platform"] = platform.platform()
     return out
 

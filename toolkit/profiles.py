@@ -1,4 +1,8 @@
-"""Tolerance profiles: how far a backend (or a port) may be from the PyTorch fp32 reference, per stage.
+"""Fixed tolerance profiles: how far a backend (or a port) may be from the PyTorch fp32 reference, per stage.
+
+``framegen parity`` derives its limits from the checkpoint under test by default (:mod:`framegen.toolkit.tolerance`);
+these fixed profiles are what ``--tolerances fixed`` uses, what golden-vector checks use, and what precisions the
+derivation does not cover keep.
 
 Every limit here was chosen by measurement (``scripts/measure_tolerances.py``; the numbers and the reasoning are in
 docs/PARITY.md, "Tolerance profiles"): the error of correct backends (ONNX Runtime fp32 / fp16, the ``coreml-mil``
@@ -22,13 +26,9 @@ implements before the model are held exact (integers) or to rounding noise (floa
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from framegen.models.atomic import atomic_output
 from framegen.models.errors import FramegenError
 
 MODEL_OUTPUT = "model_output"
@@ -269,79 +269,3 @@ EMBEDDING: dict[str, StageLimits] = {
 # uint8(trunc(x * 255)) of the port's own model output: a product taken in float64 instead of float32 crosses an
 # integer on a handful of values; rounding instead of truncating moves about half of them.
 TRUNCATED_U8 = StageLimits(max_abs=1, max_share_diff=0.005)
-
-
-# ------------------------------------------------------------------------- deliberately broken generators
-
-def output_conv_initializers(model: Any) -> list[Any]:
-    """The ONNX initializers of the generator's output convolution (``outc.conv`` weight and bias).
-
-    Found through the graph, not by name alone: the last Conv node before the final Sigmoid, whose weight and bias
-    inputs are initializers (exporters may rename them).
-    """
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    sig = next((n for n in reversed(graph.node) if n.op_type == "Sigmoid"), None)
-    node = producers.get(sig.input[0]) if sig is not None else None
-    # fp16 exports may put a Cast between the Conv and the Sigmoid.
-    while node is not None and node.op_type == "Cast":
-        node = producers.get(node.input[0])
-    if node is None or node.op_type != "Conv":
-        raise ProfileError("no Conv feeding the final Sigmoid: not a SyncTalk_2D generator graph")
-    found = []
-    for name in node.input[1:]:
-        src = name
-        # fp16 graphs may keep fp32 initializers behind a Cast (or DequantizeLinear-like) node.
-        while src not in inits and src in producers and producers[src].op_type in ("Cast", "Identity"):
-            src = producers[src].input[0]
-        if src not in inits:
-            raise ProfileError(f"output convolution input {name!r} is not an initializer")
-        found.append(inits[src])
-    return found
-
-
-def scale_onnx_output_conv(path: str | os.PathLike[str], factor: float) -> list[str]:
-    """Multiply the output convolution's weight and bias of an ONNX generator by ``factor``, in place.
-
-    Used by the tolerance measurement and the sensitivity tests: a generator broken so slightly that only the
-    numbers can tell. Returns the initializer names changed.
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(os.fspath(path))
-    names = []
-    for init in output_conv_initializers(model):
-        arr = numpy_helper.to_array(init)
-        scaled = (arr.astype(np.float64) * factor).astype(arr.dtype)
-        init.CopyFrom(numpy_helper.from_array(scaled, init.name))
-        names.append(init.name)
-    with atomic_output(path) as tmp:
-        onnx.save(model, os.fspath(tmp))
-    return names
-
-
-def broken_bundle(bundle: str | os.PathLike[str], out: str | os.PathLike[str], factor: float,
-                  precision: str = "fp32") -> Path:
-    """A copy of ``bundle`` at ``out`` whose ONNX ``precision`` generator has its output convolution scaled by
-    ``factor``, with the manifest's sha256 updated so that only the numbers reveal the change."""
-    import json
-
-    from framegen.models.bundle import MANIFEST, load_bundle, sha256_path
-
-    src = load_bundle(bundle)
-    dst = Path(out)
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src.root, dst)
-    art = load_bundle(dst).find("generator", "onnx", precision)
-    scale_onnx_output_conv(art.path, factor)
-    manifest = json.loads((dst / MANIFEST).read_text())
-    rel = art.path.relative_to(dst).as_posix()
-    for entry in manifest["artifacts"]:
-        if entry["path"] == rel:
-            entry["sha256"] = sha256_path(art.path)
-    (dst / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return dst

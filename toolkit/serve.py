@@ -87,6 +87,29 @@ def python_backend_env() -> dict[str, str]:
     return env
 
 
+def _pick_ports(host: str, ports: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Ports as given, each 0 replaced by a free one on ``host`` (held together while chosen, so they differ); a
+    port already taken is a one-line error now rather than tritonserver's startup timeout minutes later."""
+    import socket
+
+    socks = []
+    try:
+        chosen = []
+        for port in ports:
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver binds: TIME_WAIT is no clash
+            socks.append(s)
+            try:
+                s.bind((host, int(port)))
+            except OSError as exc:
+                raise ServeError(f"serve: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+            chosen.append(s.getsockname()[1])
+        return chosen[0], chosen[1], chosen[2]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
@@ -165,14 +188,16 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
 
     ``backend`` is any framegen backend that opens from the bundle (``auto`` picks as ``render`` does);
     ``log_file`` receives tritonserver's log (default: ``framegen-triton-<pid>.log`` in the temporary folder);
-    ``on_ready`` is called once the models are loaded and the endpoints answer. ``handle_signals`` installs the
-    SIGTERM / SIGINT handlers (only possible on the main thread).
+    ``on_ready`` is called once the models are loaded and the endpoints answer. A port of 0 picks a free one
+    (``on_ready``'s :class:`ServerInfo` tells which). ``handle_signals`` installs the SIGTERM / SIGINT handlers (on
+    the main thread only; a server run in another thread stops when ``stop`` is set).
     """
     opts = options or ServeOptions()
     opts.check()
     for label, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
-        if not 1 <= int(port) <= 65535:
+        if not 0 <= int(port) <= 65535:
             raise ServeError(f"{label} {port}: not a TCP port")
+    http_port, grpc_port, metrics_port = _pick_ports(host, (http_port, grpc_port, metrics_port))
     if len({http_port, grpc_port, metrics_port}) != 3:
         raise ServeError(f"serve: HTTP, gRPC and metrics ports must differ ({http_port}, {grpc_port}, "
                          f"{metrics_port})")
@@ -211,7 +236,8 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         return {ENC_OUTPUT: encoder(mel)}
 
     log_path = Path(log_file or Path(tempfile.gettempdir()) / f"framegen-triton-{os.getpid()}.log")
-    os.environ.update(python_backend_env())  # the tritonserver child inherits it (see python_backend_env)
+    stub_env = python_backend_env()
+    saved_env = {k: os.environ.get(k) for k in stub_env}
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=opts.exit_timeout_s,
                           strict_readiness=True, log_verbose=0, log_file=Path(log_path))
@@ -221,7 +247,7 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
     gen_in, gen_out = generator.info.inputs, generator.info.outputs
     stop_event = stop or threading.Event()
     previous: dict[int, Any] = {}
-    if handle_signals:
+    if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
     for noisy in ("pytriton", "sh"):  # a refused request is logged by pytriton with its traceback, as a warning
@@ -242,11 +268,18 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
                         outputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_out],
                         config=model_config, strict=True)
             models.append(AUDIO_ENCODER)
+        os.environ.update(stub_env)  # tritonserver copies this process's environment when it starts
         try:
             triton.run()
         except Exception as exc:
             raise ServeError(f"serve: Triton did not start on {host} ports {http_port}/{grpc_port}/{metrics_port} "
                              f"({_first_line(exc)})") from None
+        finally:
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         info = ServerInfo(host, http_port, grpc_port, metrics_port, name, generator.mode, generator.info.precision,
                           models, log_path)
         if on_ready is not None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -200,6 +201,12 @@ def encoder_batching(encode: Encoder, batch: int = ENCODER_BATCH, sizes: Iterabl
     return result
 
 
+def seed_batching(encode: Encoder, batching: EncoderBatching) -> None:
+    """Record ``batching`` for ``encode`` without probing (an encoder known to have the same weights and runtime
+    settings as one already measured)."""
+    _BATCHING_CACHE[encode] = batching
+
+
 # --------------------------------------------------------------------------------------------------- session
 
 
@@ -293,6 +300,8 @@ class StreamSession:
         self._limit = max_inflight or 2 * workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="framegen-stream")
         self._inflight: deque[Future[list[StreamFrame]]] = deque()
+        self._done: list[StreamFrame] = []  # finished frames not handed out yet (at most one group per slot)
+        self.owned_backend: Backend | None = None  # closed with the session (the API's stream_session sets it)
         self._cv2 = _cv2_single_thread()
         self._cv2.__enter__()
 
@@ -354,6 +363,8 @@ class StreamSession:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._inflight.clear()
         self._cv2.__exit__(None, None, None)
+        if self.owned_backend is not None:
+            self.owned_backend.close()
 
     def __enter__(self) -> StreamSession:
         return self
@@ -575,7 +586,8 @@ class StreamSession:
             idx = list(range(self._i, g1))
             audio = self._audio_for(idx, self._total)
             while len(self._inflight) >= self._limit:
-                self._inflight[0].exception()  # backpressure: wait for the oldest group instead of queueing
+                # Backpressure: wait for the oldest group instead of queueing more (its frames wait in _done).
+                self._done.extend(self._inflight.popleft().result())
             self._inflight.append(self._pool.submit(self._render, idx, audio, self._n))
             self._i = g1
         self._emb.drop_before(self._i - WINDOW_LEFT - 1)
@@ -587,20 +599,43 @@ class StreamSession:
         self._advance_frames(final)
 
     def _collect(self, block: bool) -> list[StreamFrame]:
-        out: list[StreamFrame] = []
+        out, self._done = self._done, []
         while self._inflight and (block or self._inflight[0].done()):
             out.extend(self._inflight.popleft().result())
         self.stats.frames += len(out)
         return out
 
 
+_cv2_state = {"users": 0, "before": 0}
+_cv2_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def _cv2_single_thread() -> Iterator[None]:
-    """The render's OpenCV setting (single-threaded resizes), shared with it: one process-wide counter."""
-    from framegen.toolkit.render import _cv2_single_thread as render_cv2
+    """OpenCV single-threaded while sessions run, as during a render: its resizes here are small and its thread pool
+    would compete with inference (per-pixel results do not depend on it). Process-wide, so counted."""
+    import cv2
 
-    with render_cv2():
+    with _cv2_guard:
+        if _cv2_state["users"] == 0:
+            _cv2_state["before"] = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv2_state["users"] += 1
+    try:
         yield
+    finally:
+        with _cv2_guard:
+            _cv2_state["users"] -= 1
+            if _cv2_state["users"] == 0:
+                cv2.setNumThreads(_cv2_state["before"])
+
+
+def _first_line(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -610,7 +645,6 @@ def iter_audio_file(path: str | os.PathLike[str], chunk: int) -> Iterator[np.nda
     """Decode any audio file PyAV reads to 16 kHz mono float32 chunks of ``chunk`` samples (the last shorter),
     sample for sample what :func:`framegen.toolkit.audio.decode_audio` returns, without holding the file."""
     import av
-    from framegen.toolkit.audio import _first_line
 
     if chunk < 1:
         raise StreamError(f"chunk of {chunk} samples: must be at least 1")
@@ -800,17 +834,82 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(a, 99)), 2), "max": round(float(a.max()), 2), "count": int(a.size)}
 
 
+@dataclass
+class PlayResult:
+    """What :func:`play` measured: frames, wall seconds, latency per frame (ms), largest in-flight count."""
+
+    frames: int
+    seconds: float
+    latencies_ms: list[float]
+    max_inflight: int
+
+
+def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool = False,
+         sink: Callable[[StreamFrame], None] | None = None,
+         on_samples: Callable[[np.ndarray], None] | None = None) -> PlayResult:
+    """Feed ``chunks`` to ``session`` as a live source, hand every frame to ``sink`` in order, finish; time it.
+
+    ``realtime`` paces the chunks at the speed of sound: chunk ``c`` is fed when its last sample would have been
+    captured, and frames that finish meanwhile leave at once. A frame's latency runs from the arrival of the chunk
+    that completed its context (its scheduled arrival when paced: a backend that falls behind is charged for the
+    backlog) to the frame leaving the session. Nothing queues: a session that is behind blocks ``feed``.
+    ``on_samples`` receives each chunk's 16 kHz samples (a muxer's audio track).
+    """
+    latencies: list[float] = []
+    arrivals: deque[tuple[int, float]] = deque()  # (samples after chunk, arrival time), bounded by the lookahead
+    count = 0
+    most = 0
+
+    def emit(frames: list[StreamFrame]) -> None:
+        nonlocal count
+        now = time.perf_counter()
+        for f in frames:
+            if f.i != count:
+                raise StreamError(f"internal: frame {f.i} out of order (expected {count})")
+            while arrivals and arrivals[0][0] < f.context_samples:
+                arrivals.popleft()  # frames come in order: the first chunk left is the one that completed it
+            latencies.append(1000.0 * (now - (arrivals[0][1] if arrivals else now)))
+            if sink is not None:
+                sink(f)
+            count += 1
+
+    t0 = time.perf_counter()
+    fed = 0  # input samples, at the input rate
+    for chunk in chunks:
+        fed += np.asarray(chunk).shape[0]
+        if realtime:
+            due = t0 + fed / session.input_rate
+            while True:
+                wait = due - time.perf_counter()
+                if wait <= 0:
+                    break
+                emit(session.poll(timeout=wait))
+            arrived_at = due
+        else:
+            arrived_at = time.perf_counter()
+        frames = session.feed(chunk)
+        arrivals.append((session.samples, arrived_at))
+        most = max(most, session.buffer_sizes()["inflight"])
+        if on_samples is not None:
+            on_samples(session.last_samples)
+        emit(frames)
+    end_at = time.perf_counter()
+    tail = session.finish()
+    if on_samples is not None:
+        on_samples(session.last_samples)
+    arrivals.append((session.samples, end_at))
+    emit(tail)
+    return PlayResult(count, time.perf_counter() - t0, latencies, most)
+
+
 def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encoder, chunks: Iterable[np.ndarray], *,
                     out: str | os.PathLike[str] | None = None, frames_dir: str | os.PathLike[str] | None = None,
                     realtime: bool = False, start_frame: int = 0, batch: int = 1, crf: int = 20,
                     preset: str | None = None, on_frame: Callable[[StreamFrame], None] | None = None,
-                    batching: EncoderBatching | None = None) -> StreamRunStats:
-    """Play ``chunks`` (16 kHz mono float32 / int16 arrays) through a :class:`StreamSession` as a live source and
-    write the frames to an mp4 (H.264 + the streamed audio as AAC, frame k at k/fps s) and/or PNGs.
-
-    ``realtime`` paces the chunks at the speed of sound (chunk ``c`` is fed when its last sample would have been
-    captured). Latency of a frame: from the arrival of the chunk that completed its context to the frame leaving
-    the session. Outputs appear only when complete (temporary names, renamed); an error or Ctrl-C leaves none.
+                    batching: EncoderBatching | None = None, chunk_samples: int = 0) -> StreamRunStats:
+    """Play ``chunks`` (16 kHz mono float32 / int16 arrays) through a :class:`StreamSession` as a live source (see
+    :func:`play`) and write the frames to an mp4 (H.264 + the streamed audio as AAC, frame k at k/fps s) and/or
+    PNGs. Outputs appear only when complete (temporary names, renamed); an error or Ctrl-C leaves none.
     """
     from framegen.toolkit.video import DEFAULT_PRESET, FramesDirWriter, check_video_size
 
@@ -819,66 +918,29 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
     width, height = template.template.width, template.template.height
     if out is not None:
         check_video_size(width, height, f"template {template.template.root}")
-    latencies: list[float] = []
-    arrivals: deque[tuple[int, float]] = deque()  # (samples after chunk, arrival time), bounded by lookahead
     with contextlib.ExitStack() as stack:
         video = stack.enter_context(_stream_writer(out, width, height, FPS[backend.mode], crf,
                                                    preset or DEFAULT_PRESET)) if out is not None else None
         pngs = stack.enter_context(FramesDirWriter(frames_dir)) if frames_dir is not None else None
         session = stack.enter_context(StreamSession(template, backend, encode, start_frame=start_frame,
                                                     batch=batch, batching=batching))
-        count = 0
 
-        def emit(frames: list[StreamFrame]) -> None:
-            nonlocal count
-            now = time.perf_counter()
-            for f in frames:
-                if f.i != count:
-                    raise StreamError(f"internal: frame {f.i} out of order (expected {count})")
-                while arrivals and arrivals[0][0] < f.context_samples:
-                    arrivals.popleft()  # frames come in order: the first chunk left is the one that completed it
-                latencies.append(1000.0 * (now - (arrivals[0][1] if arrivals else now)))
-                if video is not None:
-                    video.write(f.frame)
-                if pngs is not None:
-                    pngs.write(f.frame)
-                if on_frame is not None:
-                    on_frame(f)
-                count += 1
-
-        t0 = time.perf_counter()
-        fed = 0  # input samples, at the input rate
-        for chunk in chunks:
-            fed += np.asarray(chunk).shape[0]
-            if realtime:
-                due = t0 + fed / session.input_rate
-                while True:
-                    wait = due - time.perf_counter()
-                    if wait <= 0:
-                        break
-                    emit(session.poll(timeout=wait))  # frames leave while we wait for the microphone
-                arrived_at = due  # a late feed (backend behind) still counts from when the sound was there
-            else:
-                arrived_at = time.perf_counter()
-            arrivals.append((session.samples + 0, arrived_at))
-            frames = session.feed(chunk)
-            arrivals[-1] = (session.samples, arrived_at)
+        def sink(f: StreamFrame) -> None:
             if video is not None:
-                video.push_audio(session.last_samples)
-            emit(frames)
-        end_at = time.perf_counter()
-        tail = session.finish()
-        if video is not None:
-            video.push_audio(session.last_samples)
-        arrivals.append((session.samples, end_at))
-        emit(tail)
-        seconds = time.perf_counter() - t0
+                video.write(f.frame)
+            if pngs is not None:
+                pngs.write(f.frame)
+            if on_frame is not None:
+                on_frame(f)
+
+        result = play(session, chunks, realtime=realtime, sink=sink,
+                      on_samples=video.push_audio if video is not None else None)
         stats = session.stats
-    return StreamRunStats(frames=count, audio_seconds=round(stats.samples / SAMPLE_RATE, 4),
-                          seconds=round(seconds, 4), realtime=realtime, chunk_samples=0, backend=backend.name,
-                          out=os.fspath(out) if out is not None else None,
+    return StreamRunStats(frames=result.frames, audio_seconds=round(stats.samples / SAMPLE_RATE, 4),
+                          seconds=round(result.seconds, 4), realtime=realtime, chunk_samples=chunk_samples,
+                          backend=backend.name, out=os.fspath(out) if out is not None else None,
                           frames_dir=os.fspath(frames_dir) if frames_dir is not None else None,
-                          latency_ms=percentiles(latencies), session=stats.as_dict())
+                          latency_ms=percentiles(result.latencies_ms), session=stats.as_dict())
 
 
 def stdin_chunks(chunk: int) -> Iterator[np.ndarray]:

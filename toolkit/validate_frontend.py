@@ -8,17 +8,19 @@ with the PyTorch encoder). Limits (:data:`MEL_MAX_ABS`, :data:`FEATURES_MAX_REL`
 1e-4 on its +-4 scale, the features within 1e-4 of the clip's largest feature value. One departure fails the whole
 export and nothing is written.
 
-Measured (``framegen export --audio-frontend``, calibrated seeded encoder): mel max error 1.6e-6..3.8e-5 (the
-largest on speech, in mel bin 0 near the -4 floor, where a float32 STFT's absolute error is largest relative to the
-band's energy), features 3e-6 relative.
+Measured (``export_audio_frontend``, seeded encoder, ONNX Runtime and coreml-mil alike): mel max error
+7e-7..1.2e-6 (with the exactly split STFT of :mod:`framegen.models.audio_frontend`; a plain float32 STFT reached
+5.1e-5 on these signals and 2.9e-4 on a chirp), features 1.3e-6..3.4e-6 relative.
+
+The artifacts also take part in parity (:func:`frontend_parity`: stages ``mel`` and ``features``, hooked into
+``toolkit.parity.run_parity`` when it runs from audio) and golden vectors (:func:`write_frontend_golden` /
+:func:`check_frontend_golden`: the ``pcm_mel`` stage), and :func:`stream_features` is the live-chunking rule of
+docs/PORTS.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,11 +49,20 @@ SPEECH_FIXTURE = "speech_16k_mono.wav"
 SPEECH_SAMPLES = 150_200
 
 
-def frontend_module() -> AudioFrontend:
-    """The front-end module built from the numpy mel's own filter bank and window (one definition of each)."""
-    from framegen.toolkit.audio import _hann, mel_basis
+def hann_window() -> np.ndarray:
+    """The periodic 800-point Hann window of the STFT (scipy's ``get_window('hann', 800)``), float64."""
+    from framegen.models.contract import MEL
 
-    return AudioFrontend(mel_basis(), _hann()).eval()
+    n = int(MEL["n_fft"])
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def frontend_module() -> AudioFrontend:
+    """The front-end module built from the numpy mel's own filter bank (``toolkit.audio.mel_basis``) and the STFT
+    window."""
+    from framegen.toolkit.audio import mel_basis
+
+    return AudioFrontend(mel_basis(), hann_window()).eval()
 
 
 def features_module(encoder: Any) -> AudioFeatures:
@@ -62,11 +73,23 @@ def features_module(encoder: Any) -> AudioFeatures:
 # ---------------------------------------------------------------------------------------------------- signals
 
 def synthetic_speech(samples: int, seed: int = 0) -> np.ndarray:
-    """``samples`` of :func:`framegen.toolkit.demo.speech_like` (seeded speech-like sound), float32."""
-    from framegen.toolkit.demo import speech_like
-
-    x = speech_like(samples / SAMPLE_RATE + 0.01, seed=seed)[:samples]
-    return np.ascontiguousarray(x, dtype=np.float32)
+    """Speech-like float32 PCM: a gliding 95..230 Hz voice with 30 harmonics under three moving formants, about 4
+    syllables per second, fricative noise bursts and pauses, peak 0.5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / SAMPLE_RATE
+    f0 = 150 + 55 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)) + 20 * np.sin(2 * np.pi * 3.1 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    formants = [(700 + 250 * np.sin(2 * np.pi * 1.3 * t), 110), (1500 + 500 * np.sin(2 * np.pi * 0.9 * t + 1), 160),
+                (2600 + 200 * np.sin(2 * np.pi * 0.5 * t + 2), 250)]
+    voice = np.zeros(samples)
+    for h in range(1, 31):
+        gain = sum(np.exp(-0.5 * ((h * f0 - fc) / bw) ** 2) for fc, bw in formants) + 0.02
+        voice += gain * np.sin(h * phase) / h ** 0.5
+    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, None) ** 1.5
+    pauses = (np.sin(2 * np.pi * 0.31 * t + rng.uniform(0, 6)) > -0.6).astype(np.float64)
+    noise = rng.standard_normal(samples) * np.clip(np.sin(2 * np.pi * 1.7 * t + 0.5), 0, None) ** 8
+    x = (voice * syllables + 0.6 * noise) * pauses
+    return (x / max(float(np.abs(x).max()), 1e-9) * 0.5).astype(np.float32)
 
 
 def _speech(path: str | os.PathLike[str] | None) -> np.ndarray | None:
@@ -431,67 +454,127 @@ def _coreml_target() -> str:
     return MINIMUM_DEPLOYMENT_TARGET
 
 
-def export_audio_frontend(audio_encoder: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                          formats: Sequence[str] = FORMATS, opset: int | None = None, force: bool = False,
-                          speech: str | os.PathLike[str] | None = None,
-                          progress: Callable[[str], None] | None = None,
-                          frontend: AudioFrontend | None = None) -> Path:
-    """Export the audio front-end alone (``audio_frontend`` and ``audio_features`` for an encoder checkpoint) to a
-    validated front-end bundle at ``out`` (artifacts + ``manifest.json``, readable by ``load_bundle``).
+# ------------------------------------------------------------------------------------------------------ parity
 
-    Each artifact is validated as in :func:`export_frontend_entries`; one that departs fails the export with
-    ``ExportValidationError`` and nothing is left at ``out``. ``force`` replaces an existing bundle.
-    """
-    from framegen.models.bundle import MANIFEST
-    from framegen.models.checkpoint import load_audio_encoder, sha256_file
-    from framegen.models.metadata import contract_json
-    from framegen.toolkit.export import HASHING, MANIFEST_VERSION, tool_versions
+#: parity stage names of the front-end artifacts
+PARITY_STAGES = ("mel", "features")
+_PARITY_BACKEND = {"onnx": "ort-cpu", "coreml": "coreml-mil"}
 
-    fmts = []
-    for f in formats:
-        f = f.strip().lower()
-        if f not in FORMATS:
-            raise ExportError(f"unknown format {f!r} for the audio front-end; expected {', '.join(FORMATS)}")
-        if f not in fmts:
-            fmts.append(f)
-    if not fmts:
-        raise ExportError(f"no format given; expected some of {', '.join(FORMATS)}")
-    dest = Path(out)
-    if dest.exists() and not force:
-        raise ExportError(f"{dest}: already exists (use --force to replace it)")
-    if dest.exists() and not (dest / MANIFEST).is_file() and any(dest.iterdir()):
-        raise ExportError(f"{dest}: exists and is not a framegen bundle; refusing to replace it")
-    encoder = load_audio_encoder(audio_encoder)
-    sha = sha256_file(audio_encoder)
-    say = progress or (lambda _m: None)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
-        artifacts = export_frontend_entries(fmts, encoder, sha, work, dest, say, opset=opset, speech=speech,
-                                            frontend=frontend)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "contract": {**json.loads(contract_json("ave")), METADATA_KEY: frontend_contract()},
-            "source": {"checkpoint": Path(audio_encoder).name, "sha256": sha, "mode": "ave", "mode_assumed": False,
-                       "audio_encoder": {"checkpoint": Path(audio_encoder).name, "sha256": sha}},
-            "tools": tool_versions(),
-            "hashing": HASHING,
-            "artifacts": artifacts,
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-        os.replace(work, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except ExportValidationError as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        raise ExportValidationError(f"{exc}; export refused, nothing written") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    say(f"wrote {dest}")
-    return dest
+
+def frontend_parity(bundle: Any, audio: str | os.PathLike[str] | np.ndarray,
+                    encoder: str | os.PathLike[str] | None = None) -> list[Any]:
+    """Parity of a bundle's front-end artifacts on ``audio`` (a file, or float32 16 kHz mono PCM): stage ``mel``
+    (``audio_frontend`` against framegen's mel, limit 1e-4) and stage ``features`` (``audio_features`` against
+    framegen's features with the PyTorch ``encoder`` checkpoint, limit 1e-4 of their largest value; skipped
+    without ``encoder``), one :class:`framegen.toolkit.parity_results.CandidateResult` per format, labelled
+    ``ort-cpu:fp32:audio`` / ``coreml-mil:fp32:audio``. A bundle without front-end artifacts gives ``[]``."""
+    from framegen.models.bundle import Bundle, load_bundle
+    from framegen.models.checkpoint import load_audio_encoder
+    from framegen.models.errors import FramegenError
+    from framegen.toolkit.audio import ave_features, decode_audio, melspectrogram, torch_encoder_fn
+    from framegen.toolkit.metrics import ErrorStats
+    from framegen.toolkit.parity_results import CandidateResult, StageResult
+    from framegen.toolkit.plan import Candidate
+
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    arts = [a for a in b.artifacts if a.model in KINDS and a.format in FORMATS]
+    if not arts:
+        return []
+    pcm = np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else decode_audio(audio)
+    want = {"mel": melspectrogram(pcm)}
+    if encoder is not None:
+        want["features"] = ave_features(want["mel"], torch_encoder_fn(load_audio_encoder(encoder)))
+    results = []
+    for fmt in (f for f in FORMATS if any(a.format == f for a in arts)):
+        res = CandidateResult(Candidate(_PARITY_BACKEND[fmt], "fp32", "audio"), "audio-frontend",
+                              info={"artifacts": [a.path.name for a in arts if a.format == fmt]})
+        for stage, kind in zip(PARITY_STAGES, KINDS, strict=True):
+            art = next((a for a in arts if a.format == fmt and a.model == kind), None)
+            if art is None or stage not in want:
+                continue
+            try:
+                run = open_runner(art.path, fmt)
+                got = run_frontend(run, pcm) if kind == "audio_frontend" else run_features(run, pcm)
+                errs = compare(kind, got, want[stage])
+            except (FramegenError, ValueError) as exc:
+                res.error = f"{stage}: {exc}"
+                break
+            stats = ErrorStats("float")
+            stats.update(want[stage][None], got[None])
+            metrics = {**stats.summary(), "max_rel": errs["max_rel_err"], "scale": errs["scale"]}
+            bad = _limit_broken(kind, errs)
+            limits = {"max_abs": MEL_MAX_ABS} if kind == "audio_frontend" else {"max_rel": FEATURES_MAX_REL}
+            res.stages.append(StageResult(stage, "float", metrics, limits, [bad] if bad else []))
+        res.frames = int(want["mel"].shape[0])
+        results.append(res)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ golden
+
+#: golden stage of the front-end: a port's mel of ``audio_frontend/pcm.bin`` (its own code or audio_frontend)
+GOLDEN_STAGE = "pcm_mel"
+GOLDEN_DIR = "audio_frontend"
+GOLDEN_SECONDS = 2.0
+
+
+def write_frontend_golden(golden: str | os.PathLike[str], audio: str | os.PathLike[str] | np.ndarray,
+                          seconds: float = GOLDEN_SECONDS) -> dict[str, Any]:
+    """Write the PCM -> mel golden stage into a golden directory (``toolkit.golden.write_golden`` calls it with the
+    run's audio): ``audio_frontend/pcm.bin`` (the first ``seconds`` of the audio, float32 16 kHz mono) and
+    ``audio_frontend/mel.bin`` (framegen's mel of it, float32 [T, 80]), raw little-endian like every golden stage;
+    returns the entry for ``index.json``."""
+    from framegen.toolkit.audio import decode_audio, melspectrogram
+
+    root = Path(golden) / GOLDEN_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    pcm = np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else decode_audio(audio)
+    pcm = np.ascontiguousarray(pcm[: int(seconds * SAMPLE_RATE)])
+    mel = melspectrogram(pcm)
+    pcm.astype("<f4").tofile(root / "pcm.bin")
+    mel.astype("<f4").tofile(root / "mel.bin")
+    return {
+        "stage": GOLDEN_STAGE,
+        "pcm": {"file": f"{GOLDEN_DIR}/pcm.bin", "dtype": "float32", "shape": list(pcm.shape),
+                "meaning": "16 kHz mono PCM in [-1, 1]: the input of audio_frontend / of a port's own mel"},
+        "mel": {"file": f"{GOLDEN_DIR}/mel.bin", "dtype": "float32", "shape": list(mel.shape),
+                "meaning": "SyncTalk_2D's normalised mel of pcm (docs/CONTRACT.md §4), frames x 80 bins"},
+        "limits": {"max_abs": MEL_MAX_ABS},
+        "candidate": f"write your mel of {GOLDEN_DIR}/pcm.bin to {GOLDEN_DIR}/mel.bin in the candidate directory",
+    }
+
+
+def check_frontend_golden(index: dict[str, Any], golden: str | os.PathLike[str],
+                          candidate: str | os.PathLike[str], known: set[str] | None = None, *,
+                          stage_check: Any) -> Any:
+    """The ``pcm_mel`` stage of a golden check, or ``None`` when the golden has no front-end stage: the candidate's
+    ``audio_frontend/mel.bin`` against the golden mel within 1e-4 (absent when the candidate has no such file).
+    ``stage_check``: the class to return (``toolkit.golden.StageCheck``; passed in, so that this module does not
+    import the golden module, which imports this one). Adds the file to ``known`` (the candidate files the check
+    used)."""
+    from framegen.toolkit.metrics import ErrorStats
+    from framegen.toolkit.profiles import StageLimits
+
+    entry = index.get(GOLDEN_DIR)
+    if not entry:
+        return None
+    check = stage_check(GOLDEN_STAGE, StageLimits(**entry["limits"]), total_cases=1)
+    rel = entry["mel"]["file"]
+    path = Path(candidate) / rel
+    if not path.is_file():
+        return check
+    if known is not None:
+        known.add(rel)
+    check.cases = 1
+    shape = tuple(entry["mel"]["shape"])
+    want = np.fromfile(Path(golden) / rel, dtype="<f4").reshape(shape)
+    got = np.fromfile(path, dtype="<f4")
+    if got.size != want.size:
+        check.failures.append(f"{path}: {got.size} float32 values, expected {want.size} ({list(shape)})")
+        return check
+    stats = ErrorStats("float")
+    stats.update(want[None], got.reshape(shape)[None])
+    check.metrics = stats.summary()
+    check.vs_golden = check.metrics
+    check.failures += check.limits.check(check.metrics)
+    return check

@@ -120,10 +120,22 @@ def bench(
         "--streams", help="With --backends triton: concurrent client streams, e.g. 1,4,8 (the default).")] = None,
     triton_url: Annotated[str | None, typer.Option(
         "--triton-url", help="With --backends triton: the server, grpc://HOST:PORT or http://HOST:PORT.")] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Live-stream latency (p50/p99) and real-time factor per backend, paced at real time: "
+        "--seconds of --audio (default synthetic) in --chunk-ms chunks, through --template.")] = False,
+    audio: Annotated[Path | None, typer.Option("--audio", help="Speech for --stream.")] = None,
+    encoder: Annotated[Path | None, typer.Option(
+        "--encoder", help="Audio encoder for --stream (default: the bundle's).")] = None,
+    chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Chunk size of --stream, ms.")] = 40.0,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
     from framegen.toolkit.bench import BenchError, parse_batches, parse_list
+
+    if stream:
+        _stream_bench(bundle, checkpoint, backends, precisions, template, audio, encoder, seconds, chunk_ms,
+                      json_path)
+        return
 
     if e2e and (template is None or features is None):
         raise BenchError("bench: --e2e needs --template T and --features F")
@@ -155,3 +167,24 @@ def bench(
     if json_path is not None:
         note(f"report written to {json_path}")
     print_report(report)
+
+
+def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
+                  template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
+                  json_path: Path | None) -> None:
+    """`bench --stream`: see :mod:`framegen.toolkit.bench_stream`."""
+    from framegen.toolkit.bench import parse_list
+    from framegen.toolkit.bench_stream import print_stream_report, run_bench_stream
+    from framegen.toolkit.files import write_json
+    from rich.console import Console
+
+    names = parse_list(backends, "--backends")
+    precs = parse_list(precisions, "--precisions") or ["fp32"]
+    report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
+                              precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
+                              on_result=lambda r: note(f"{r['backend']} stream: RTF {r['rtf']:.2f}, p50 "
+                                                       f"{r['latency_ms']['p50']:.0f} ms, p99 "
+                                                       f"{r['latency_ms']['p99']:.0f} ms"))
+    if json_path is not None:
+        write_json(json_path, report)
+    print_stream_report(report, out if out.is_terminal else Console(width=200, highlight=False))

@@ -66,8 +66,10 @@ def _compression(template: Path | None, features: Path | None, target: str, min_
                  max_level: float | None) -> Any:
     from framegen.toolkit.compress import CompressOptions
 
-    return CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
+    opts = CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
                            max_level_error=max_level)
+    opts.check()  # before any tracing: a bad option costs nothing
+    return opts
 
 
 def _triton_options(trt_fp16: bool) -> Any:
@@ -95,6 +97,7 @@ def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
         v = a["validation"]
         numeric = v if "max_abs_err" in v else v.get("numeric")
         ran = "ort" if "max_abs_err" in v else "mil" if isinstance(numeric, dict) else "-"
+        ran = v.get("backend", ran)  # compressed artifacts: the runtime their quality gate ran on
         numeric = numeric if isinstance(numeric, dict) else {}
         table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:8], _fmt(numeric.get("max_abs_err")),
                       _fmt(numeric.get("mean_abs_err")), _fmt(v.get("weights_max_rel_err")), ran)

@@ -1,0 +1,213 @@
+"""Compressed generators (issue 18): int8 ONNX (QDQ), Core ML 8-bit and palettized weights, the coreml-mil kernels
+that expand them, the quality gate that refuses an artifact below its floor, and parity under their own profiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from framegen.models.bundle import load_bundle
+
+
+def _entry(bundle, fmt, precision):
+    return load_bundle(bundle).find("generator", fmt, precision).entry
+
+
+# ------------------------------------------------------------------------------------------------ kernels (no I/O)
+
+def test_unpack_bits_inverts_lsb_first_packing():
+    from framegen.runtimes.mil_ops import unpack_bits
+
+    rng = np.random.default_rng(0)
+    for nbits in (1, 2, 4, 6, 8):
+        values = rng.integers(0, 2 ** nbits, size=37)
+        bits = ((values[:, None] >> np.arange(nbits)) & 1).astype(np.uint8).reshape(-1)
+        packed = np.packbits(bits, bitorder="little")
+        assert np.array_equal(unpack_bits(packed, nbits, values.size), values)
+
+
+def test_affine_dequantize_per_channel_rounds_once_to_fp16():
+    import torch
+    from framegen.runtimes.mil_ops import op_constexpr_affine_dequantize
+
+    q = torch.tensor([[-128, 0, 127], [5, -5, 1]], dtype=torch.int8)
+    scale = torch.tensor([0.01, 3.0], dtype=torch.float16)
+    zp = torch.tensor([0, 1], dtype=torch.int8)
+    out = op_constexpr_affine_dequantize({"quantized_data": q, "zero_point": zp, "scale": scale,
+                                          "axis": torch.tensor(0, dtype=torch.int32)})
+    assert out.dtype == torch.float16
+    want = ((q.numpy().astype(np.float32) - np.array([[0], [1]], np.float32))
+            * scale.numpy().astype(np.float32)[:, None]).astype(np.float16)
+    assert np.array_equal(out.numpy(), want)
+
+
+def test_lut_to_dense_refuses_a_short_index_stream():
+    import torch
+    from framegen.runtimes.mil_ops import MilOpError, op_constexpr_lut_to_dense
+
+    with pytest.raises(MilOpError, match="index bytes"):
+        op_constexpr_lut_to_dense({"lut": torch.zeros(16, dtype=torch.float16),
+                                   "indices": torch.zeros(3, dtype=torch.uint8),
+                                   "shape": torch.tensor([2, 4], dtype=torch.int32)})
+
+
+# ------------------------------------------------------------------------------------------------ int8 ONNX
+
+def test_int8_onnx_is_under_30_percent_of_fp32_and_is_qdq(int8_onnx_bundle):
+    import onnx
+    from onnx import TensorProto
+
+    b = load_bundle(int8_onnx_bundle)
+    fp32, int8 = b.find("generator", "onnx", "fp32"), b.find("generator", "onnx", "int8")
+    assert int8.entry["bytes"] < 0.30 * fp32.entry["bytes"], (int8.entry["bytes"], fp32.entry["bytes"])
+    model = onnx.load(str(int8.path))
+    ops = [n.op_type for n in model.graph.node]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    inits = {i.name: i for i in model.graph.initializer}
+    # every convolution reads its weight through a DequantizeLinear of an int8 initializer (per-channel scales)
+    for c in convs:
+        node = dq[c.input[1]]
+        assert inits[node.input[0]].data_type == TensorProto.INT8
+        assert len(inits[node.input[1]].dims) == 1 and inits[node.input[1]].dims[0] > 1
+    assert ops.count("QuantizeLinear") > len(convs) // 2  # activations quantized too
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8"
+    assert json.loads(meta["quantization"])["target"] == "openvino"
+    q = int8.entry["quantization"]
+    assert q["format"] == "QDQ" and q["target"] == "openvino" and q["activations"].startswith("uint8")
+    assert q["calibration_inputs"] == 4 and "template" in q["calibration_source"]
+
+
+def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):
+    v = _entry(int8_onnx_bundle, "onnx", "int8")["validation"]
+    assert v["profile"] == "int8" and v["passed"] and v["backend"] == "openvino"
+    assert v["floor"] == {"min_psnr_db": 12.0, "max_level_error": 255.0}
+    assert v["frames"] == 2 and 12.0 <= v["final_frame"]["psnr_db"] < 60
+    assert v["size_vs_fp32"] < 0.30
+
+
+def test_gate_refuses_below_the_default_floor_and_says_by_how_much(int8_onnx_bundle, generator_ckpt,
+                                                                     compress_options, calibrated_generator):
+    from framegen.toolkit.compress import DEFAULT_FLOORS, QualityFloor, gate_data, judge, refusal
+
+    art = load_bundle(int8_onnx_bundle).find("generator", "onnx", "int8")
+    data = gate_data(calibrated_generator, "ave", compress_options)
+    lenient = judge(art.path, "onnx", "int8", data, QualityFloor(12.0, 255), backend="openvino", mode="ave")
+    assert lenient["passed"]
+    strict = judge(art.path, "onnx", "int8", data, QualityFloor(lenient["final_frame"]["psnr_db"] + 5.0, 255),
+                   backend="openvino", mode="ave")
+    assert not strict["passed"] and strict["shortfall"]["psnr_db"] == pytest.approx(5.0, abs=0.01)
+    line = refusal("b/generator.int8.onnx", strict)
+    assert "5.0 dB below the floor" in line and "--min-psnr" in line and "\n" not in line
+    default = judge(art.path, "onnx", "int8", data, DEFAULT_FLOORS["int8"], backend="openvino", mode="ave")
+    assert not default["passed"]  # a random-weight checkpoint's int8 ONNX: far below 30 dB (docs/PARITY.md)
+
+
+@pytest.mark.slow
+def test_export_refuses_an_artifact_below_its_floor_and_writes_nothing(tmp_path, generator_ckpt,
+                                                                        synth_template_dir):
+    from framegen.exporters.errors import ExportValidationError
+    from framegen.toolkit.compress import CompressOptions
+    from framegen.toolkit.export import export_bundle
+
+    out = tmp_path / "refused"
+    opts = CompressOptions(template=synth_template_dir, calibration_frames=2, gate_frames=1, min_psnr_db=99.0)
+    with pytest.raises(ExportValidationError, match=r"generator\.int8\.onnx: below the int8 quality floor.*"
+                                                    r"dB below the floor 99 dB.*nothing written"):
+        export_bundle(generator_ckpt, out, formats=("onnx",), precisions=("int8",), compression=opts)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_refuses_bad_compression_options_before_any_work(tmp_path, generator_ckpt, monkeypatch, capsys):
+    import sys
+
+    from framegen.toolkit import cli
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["framegen", "export", str(generator_ckpt), "-o", str(tmp_path / "b"),
+                                          "-f", "onnx", "-p", "int8", *args])
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        return exc.value.code, capsys.readouterr().err
+
+    code, err = run("--int8-target", "tflite")
+    assert code == 2 and "error: --int8-target 'tflite': expected openvino, ort" in err and "Traceback" not in err
+    code, err = run("--min-psnr", "-3")
+    assert code == 2 and "error: --min-psnr -3" in err
+    code, err = run("--template", str(tmp_path / "nowhere"))
+    assert code == 2 and "nowhere: no such template directory" in err
+    assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------------ Core ML
+
+def test_coreml_mil_expands_compressed_weights_exactly_as_coremltools(compressed_coreml_bundle):
+    from coremltools.converters.mil.frontend.milproto.load import load as load_mil
+    from coremltools.models.utils import load_spec
+    from framegen.runtimes.coreml_mil import MilProgram
+
+    b = load_bundle(compressed_coreml_bundle)
+    for precision, op_type in (("int8", "constexpr_affine_dequantize"), ("pal6", "constexpr_lut_to_dense")):
+        art = b.find("generator", "coreml", precision)
+        program = MilProgram(art.path)
+        assert program.op_counts.get(op_type, 0) > 40 and program.precision == "fp16"
+        spec = load_spec(str(art.path))
+        mil = load_mil(spec, specification_version=spec.specificationVersion,
+                       file_weights_dir=str(art.path / "Data" / "com.apple.CoreML" / "weights"))
+        checked = 0
+        for op in mil.functions["main"].operations:
+            if op.op_type != op_type:
+                continue
+            if op_type == "constexpr_affine_dequantize":
+                want = op.decompress(op.quantized_data.val, op.zero_point.val, op.scale.val, op.axis.val)
+            else:
+                want = op.decompress(op.lut.val, op.indices.val, op.shape.val)
+                assert len(np.unique(want)) <= 64
+            got = program._consts[op.outputs[0].name].numpy()
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+            checked += 1
+        assert checked == program.op_counts[op_type]
+        assert art.entry["compute_precision"] == "fp16" and art.entry["validation"]["backend"] == "coreml-mil"
+
+
+def test_coreml_compressed_sizes(compressed_coreml_bundle):
+    int8 = _entry(compressed_coreml_bundle, "coreml", "int8")
+    pal6 = _entry(compressed_coreml_bundle, "coreml", "pal6")
+    fp32_bytes = 48.9e6  # the generator's fp32 package (12.2 M parameters)
+    assert int8["bytes"] < 0.30 * fp32_bytes and pal6["bytes"] < 0.80 * int8["bytes"]  # 6 of 8 bits + LUTs
+    assert int8["validation"]["final_frame"]["psnr_db"] > pal6["validation"]["final_frame"]["psnr_db"]
+
+
+# ------------------------------------------------------------------------------------------------ parity
+
+@pytest.mark.slow
+def test_parity_judges_compressed_artifacts_under_their_profiles(int8_onnx_bundle, compressed_coreml_bundle,
+                                                                 generator_ckpt, prepared_template,
+                                                                 parity_features):
+    from framegen.toolkit.parity import Candidate, run_parity
+    from framegen.toolkit.tolerance import parse_tolerance
+
+    kw = {"frames": 2, "silence_frames": 0, "tolerances": "fixed", "locate": False}
+    cml = run_parity(compressed_coreml_bundle, generator_ckpt, prepared_template, parity_features,
+                     candidates=[Candidate("coreml-mil", "int8"), Candidate("coreml-mil", "pal6")], **kw)
+    by = {c.candidate.precision: c for c in cml.candidates}
+    for precision in ("int8", "pal6"):
+        c = by[precision]
+        assert c.profile.startswith(precision) and c.frames == 2
+        frame = next(s for s in c.stages if s.stage == "final_frame")
+        assert frame.limits == {"max_abs": 96, "min_psnr_db": 30.0}
+    assert by["int8"].passed, by["int8"].failures()  # 8-bit weights keep ~40 dB on this checkpoint
+
+    onnx = run_parity(int8_onnx_bundle, generator_ckpt, prepared_template, parity_features,
+                      candidates=[Candidate("openvino", "int8")], **kw)
+    c = onnx.candidates[0]
+    assert c.profile == "int8" and not c.passed
+    assert any("psnr_db" in line and "< 30" in line for line in c.failures())
+    # the user moves the floor: parity's --tolerance overrides apply to compressed profiles too
+    lowered = run_parity(int8_onnx_bundle, generator_ckpt, prepared_template, parity_features,
+                         candidates=[Candidate("openvino", "int8")],
+                         overrides=parse_tolerance("final_frame.max_abs=255",
+                                                   parse_tolerance("final_frame.min_psnr_db=10")), **kw)
+    assert lowered.candidates[0].passed, lowered.candidates[0].failures()

@@ -1,0 +1,412 @@
+"""Streaming: frames from chunked audio equal the offline render bit for bit (torch-cpu, ort-cpu; chunks of 1 sample,
+10 ms, 37 ms, 1 s), the encoders of a bundle, stdin PCM, the mp4's sync, atomic outputs, bounded memory.
+
+Cost control (2 cores): 0.6 s of speech (14 frames, of which the first and last seven depend on the start / end
+rules). Per backend one chunk size runs every inference for real; the others go through :class:`MemoBackend`, which
+returns a remembered output only for bit-identical inputs, so a stream that differs from the offline render in any
+input still runs the model and fails the frame comparison.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+from fx_audio import write_audio
+from fx_stream import MemoBackend, light_session, per_row_encoder, stream_peak_rss, synthetic_chunks
+
+CHUNKS = {"1-sample": 1, "10ms": 160, "37ms": 592, "1s": 16000}
+
+
+def offline_frames(template, wav, encode, backend):
+    from framegen.toolkit.audio import ave_features, melspectrogram
+    from framegen.toolkit.render import iter_frames
+
+    feats = ave_features(melspectrogram(wav), encode)
+    return [f.frame for f in iter_frames(template, feats, backend)], feats
+
+
+def stream_frames(template, wav, encode, backend, chunk, batching, **kw):
+    from framegen.toolkit.stream import StreamSession
+
+    got = []
+    with StreamSession(template, backend, encode, batching=batching, **kw) as s:
+        for a in range(0, wav.shape[0], chunk):
+            got += s.feed(wav[a:a + chunk])
+        got += s.finish()
+        return got, s.stats
+
+
+def assert_same_frames(got, ref, fps=25):
+    assert [f.i for f in got] == list(range(len(ref)))
+    assert [f.time for f in got] == [i / fps for i in range(len(ref))]
+    bad = [f.i for f, r in zip(got, ref, strict=True) if not np.array_equal(f.frame, r)]
+    assert not bad, f"frames {bad} differ from the offline render"
+
+
+@pytest.fixture(scope="module")
+def torch_offline(prepared_template, stream_speech, stream_torch_encoder, torch_memo):
+    encode, _ = stream_torch_encoder
+    return offline_frames(prepared_template, stream_speech, encode, torch_memo)
+
+
+@pytest.fixture(scope="module")
+def ort_encoder(bundle_dir):
+    from framegen.toolkit.encoders import bundle_encoder_fn
+    from framegen.toolkit.stream import encoder_batching
+
+    encode, label = bundle_encoder_fn(bundle_dir)
+    assert label.endswith("(onnx fp32)")
+    return encode, encoder_batching(encode)
+
+
+@pytest.fixture(scope="module")
+def ort_offline(prepared_template, stream_speech, ort_encoder, ort_memo):
+    return offline_frames(prepared_template, stream_speech, ort_encoder[0], ort_memo)
+
+
+@pytest.fixture(scope="module")
+def torch_memo(render_backend):
+    return MemoBackend(render_backend)
+
+
+@pytest.fixture(scope="module")
+def ort_memo(stream_ort_backend):
+    return MemoBackend(stream_ort_backend)
+
+
+# ------------------------------------------------------------------------------------------------ exactness
+
+
+@pytest.mark.parametrize("chunk", list(CHUNKS.values()), ids=list(CHUNKS))
+def test_stream_equals_offline_torch_cpu(chunk, prepared_template, stream_speech, stream_torch_encoder,
+                                         render_backend, torch_memo, torch_offline):
+    encode, batching = stream_torch_encoder
+    ref, _ = torch_offline
+    assert len(ref) == 14
+    backend = render_backend if chunk == CHUNKS["37ms"] else torch_memo
+    got, stats = stream_frames(prepared_template, stream_speech, encode, backend, chunk, batching)
+    assert_same_frames(got, ref)
+    assert stats.exact and stats.finished and stats.frames == len(ref)
+    # The probe found PyTorch's batch-1 path different (2 threads): the stream never calls it.
+    assert 1 not in stats.encoder_call_sizes or 1 in batching.canonical
+
+
+@pytest.mark.parametrize("chunk", list(CHUNKS.values()), ids=list(CHUNKS))
+def test_stream_equals_offline_ort_cpu(chunk, prepared_template, stream_speech, ort_encoder, stream_ort_backend,
+                                       ort_memo, ort_offline):
+    encode, batching = ort_encoder
+    ref, _ = ort_offline
+    backend = stream_ort_backend if chunk == CHUNKS["10ms"] else ort_memo
+    got, stats = stream_frames(prepared_template, stream_speech, encode, backend, chunk, batching)
+    assert_same_frames(got, ref)
+    assert stats.exact
+
+
+def test_memoized_streams_fed_the_offline_inputs(torch_memo, ort_memo, torch_offline, ort_offline):
+    """The memo only ran the model for the offline render: every memoized stream's inference inputs were
+    bit-identical to an offline frame's (a stronger statement than equal frames)."""
+    for memo, ref in ((torch_memo, torch_offline), (ort_memo, ort_offline)):
+        assert memo.calls - memo.hits == len(ref[0])
+
+
+def test_stream_int16_and_batch_grid(prepared_template, stream_speech, stream_torch_encoder):
+    """int16 input equals its float32 value / 32768; batch 3 follows the render's batch grid (last group partial)."""
+    from framegen.toolkit.audio import ave_features, melspectrogram
+    from framegen.toolkit.render import iter_frames
+    from fx_render import make_fake_backend
+
+    encode, batching = stream_torch_encoder
+    pcm = np.round(stream_speech * 20000).astype(np.int16)
+    wav = pcm.astype(np.float32) / 32768.0
+    feats = ave_features(melspectrogram(wav), encode)
+    backend = make_fake_backend()
+    ref = [f.frame for f in iter_frames(prepared_template, feats, backend, batch=3)]
+    calls = len(backend.calls)
+    got, stats = stream_frames(prepared_template, pcm, encode, backend, 592, batching, batch=3)
+    assert_same_frames(got, ref)
+    assert stats.exact
+    assert backend.calls[calls:] == backend.calls[:calls] == [3, 3, 3, 3, 2]
+
+
+def test_stream_lookahead_and_readiness(prepared_template, stream_speech):
+    """A frame leaves as soon as its context is complete: frame i is out once context_samples(i) arrived (plus the
+    encoder's batch hold-back), never before; its presentation time is i/25."""
+    from framegen.toolkit.stream import context_samples, lookahead_ms
+
+    with light_session(prepared_template) as s:
+        seen = {}
+        for n in range(0, stream_speech.shape[0], 40):
+            for f in s.feed(stream_speech[n:n + 40]):
+                seen[f.i] = f.context_samples
+        for f in s.finish():
+            seen[f.i] = None
+    mid = {i: c for i, c in seen.items() if c is not None}
+    assert mid, "no frame left before finish()"
+    for i, c in mid.items():
+        assert c >= context_samples(i)  # never before its context
+        assert c < context_samples(i) + 40 + 1  # and within one 40-sample chunk of it (batching is invariant)
+    assert [i for i, c in seen.items() if c is None] == list(range(max(mid) + 1, 14))
+    la = lookahead_ms()
+    assert 430 < la["min"] <= la["mean"] <= la["max"] < 470
+
+
+def test_stream_other_rate_is_resampled(prepared_template, stream_speech):
+    """48 kHz input: resampled to 16 kHz by PyAV; the mel is that of the resampled signal (close to the 16 kHz one)."""
+    import av
+    from framegen.toolkit.stream import StreamSession
+
+    up = av.AudioResampler(format="flt", layout="mono", rate=48000)
+    frame = av.AudioFrame.from_ndarray(stream_speech[None].copy(), format="flt", layout="mono")
+    frame.sample_rate = 16000
+    wav48 = np.concatenate([f.to_ndarray().reshape(-1) for f in up.resample(frame) + up.resample(None)])
+    from framegen.toolkit.stream import EncoderBatching
+    from fx_render import make_fake_backend
+
+    with StreamSession(prepared_template, make_fake_backend(), per_row_encoder(), input_rate=48000,
+                       batching=EncoderBatching(tuple(range(1, 65)), 1, True)) as s:
+        for a in range(0, wav48.shape[0], 1234):
+            s.feed(wav48[a:a + 1234])
+        frames = s.finish()
+        assert abs(s.samples - stream_speech.shape[0]) <= 64
+    assert frames
+
+
+def test_encoder_batching_probe_detects_batch_dependence():
+    from framegen.toolkit.stream import encoder_batching
+
+    rows = per_row_encoder(1)
+
+    def odd_one_out(windows):
+        return rows(windows) + (1e-3 if windows.shape[0] < 5 else 0.0)  # an 'algorithm switch' below batch 5
+
+    bt = encoder_batching(odd_one_out)
+    assert bt.min_batch == 5 and bt.shift_invariant and bt.call_size(1) == 5 and bt.call_size(64) == 64
+    assert encoder_batching(per_row_encoder()).min_batch == 1
+    w = np.random.default_rng(1).normal(size=(80 * 16, 512)).astype(np.float32)
+    blas = encoder_batching(lambda x: x.reshape(x.shape[0], -1) @ w)  # one matmul: BLAS rounds by batch shape
+    assert blas.min_batch > 1 and 64 in blas.canonical
+
+
+def test_session_errors(prepared_template):
+    from framegen.models.errors import FramegenError
+    from framegen.toolkit.stream import EncoderBatching, StreamSession
+    from fx_render import make_fake_backend
+
+    bt = EncoderBatching((1, 64), 1, True)
+    with StreamSession(prepared_template, make_fake_backend(), per_row_encoder(), batching=bt) as s:
+        with pytest.raises(FramegenError, match="float32 or int16"):
+            s.feed(np.zeros(10, np.int32))
+        with pytest.raises(FramegenError, match="not finite"):
+            s.feed(np.array([0.0, np.nan], np.float32))
+        s.feed(np.zeros(100, np.float32))
+        with pytest.raises(FramegenError, match="too short"):
+            s.finish()
+    with pytest.raises(FramegenError, match="'ave'"):
+        StreamSession(prepared_template, make_fake_backend("hubert"), per_row_encoder(), batching=bt)
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def test_iter_audio_file_equals_decode_audio(tmp_path, stream_speech):
+    from framegen.toolkit.audio import decode_audio
+    from framegen.toolkit.stream import iter_audio_file
+
+    for name, rate, codec in (("a.wav", 16000, "pcm_s16le"), ("b.m4a", 44100, "aac")):
+        src = write_audio(tmp_path / name, np.stack([stream_speech, 0.5 * stream_speech]), rate, codec)
+        parts = list(iter_audio_file(src, 777))
+        assert all(p.shape[0] == 777 for p in parts[:-1]) and 0 < parts[-1].shape[0] <= 777
+        assert np.array_equal(np.concatenate(parts), decode_audio(src))
+
+
+def test_iter_pcm_reads_s16le_and_refuses_half_samples():
+    from framegen.models.errors import FramegenError
+    from framegen.toolkit.stream import iter_pcm
+
+    pcm = np.arange(-500, 500, dtype="<i2")
+    parts = list(iter_pcm(io.BytesIO(pcm.tobytes()), 300))
+    assert np.array_equal(np.concatenate(parts), pcm) and [p.shape[0] for p in parts] == [300, 300, 300, 100]
+    with pytest.raises(FramegenError, match="odd number of bytes"):
+        list(iter_pcm(io.BytesIO(pcm.tobytes() + b"\x01"), 300))
+
+
+# ------------------------------------------------------------------------------------------------ CLI, mp4
+
+
+def run_cli(monkeypatch, capsys, *args, stdin: bytes | None = None):
+    from framegen.toolkit import cli
+
+    monkeypatch.setattr(sys, "argv", ["framegen", *args])
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    cap = capsys.readouterr()
+    code = exc.value.code if isinstance(exc.value.code, int) else (0 if exc.value.code is None else 1)
+    return code, cap.out, cap.err
+
+
+def test_cli_stream_stdin_pcm_mp4_in_sync(tmp_path, monkeypatch, capsys, synth_template_dir, generator_ckpt,
+                                         encoder_ckpt, stream_speech, stream_torch_encoder, prepared_template,
+                                         torch_memo):
+    """`--audio -` (s16le on stdin) -> mp4 + PNGs: PNG frames equal the offline render of the same samples, the mp4
+    has N+2 frames at 25 fps starting at t=0 and the fed audio, in sync (cross-correlation peak at lag 0)."""
+    import av
+    import cv2
+    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.stream import seed_batching
+    from framegen.toolkit.video import probe_video
+
+    pcm = np.round(stream_speech * 32767).astype("<i2")
+    out, pngs = tmp_path / "live.mp4", tmp_path / "frames"
+    # The CLI loads the encoder .pth (the fixture's weights) anew: seed its batching probe with the fixture's.
+    seed_batching(resolve_encoder(encoder=encoder_ckpt)[0], stream_torch_encoder[1])
+    code, stdout, err = run_cli(monkeypatch, capsys, "stream", "--template", str(synth_template_dir), "--audio", "-",
+                                "--checkpoint", str(generator_ckpt), "--encoder", str(encoder_ckpt),
+                                "--backend", "torch-cpu", "--chunk-ms", "37", "--out", str(out), "--frames-dir",
+                                str(pngs), stdin=pcm.tobytes())
+    assert code == 0, err
+    assert "14 frames" in stdout and "latency p50" in stdout
+    wav = pcm.astype(np.float32) / 32768.0
+    ref, _ = offline_frames(prepared_template, wav, stream_torch_encoder[0], torch_memo)
+    files = sorted(pngs.iterdir())
+    assert len(files) == len(ref) == 14
+    for f, r in zip(files, ref, strict=True):
+        assert np.array_equal(cv2.imread(str(f)), r), f.name
+    info = probe_video(out)
+    assert info["frames"] == 14 and info["fps"] == 25.0 and info["audio_codec"] == "aac"
+    assert abs(info["audio_seconds"] - 14 / 25) < 0.07
+    with av.open(str(out)) as c:
+        vs, aus = c.streams.video[0], c.streams.audio[0]
+        assert float(vs.start_time * vs.time_base) == 0.0
+        assert abs(float(aus.start_time * aus.time_base)) < 1 / 25
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for fr in c.decode(aus)
+                                  for f in resampler.resample(fr)])
+    n = min(decoded.shape[0], wav.shape[0])
+    lags = range(-400, 401, 8)
+    score = [float(np.dot(decoded[max(0, k):n + min(0, k)], wav[max(0, -k):n - max(0, k)])) for k in lags]
+    assert abs(list(lags)[int(np.argmax(score))]) <= 80  # within 5 ms: sound and picture start together
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "live.mp4"]
+
+
+def test_stream_outputs_are_atomic_on_error(tmp_path, prepared_template, stream_speech):
+    """A backend that fails (or a Ctrl-C) mid-stream leaves no mp4, no PNG folder and no temporary file."""
+    from framegen.toolkit.stream import EncoderBatching, stream_to_files
+    from fx_render import make_fake_backend
+
+    bt = EncoderBatching(tuple(range(1, 65)), 1, True)
+    for exc in (RuntimeError, KeyboardInterrupt):
+        backend = make_fake_backend(fail_at_call=4, exc=exc)
+        chunks = (stream_speech[a:a + 1600] for a in range(0, stream_speech.shape[0], 1600))
+        with pytest.raises(exc, match="fails at call 4"):
+            stream_to_files(prepared_template, backend, per_row_encoder(), chunks, out=tmp_path / "x.mp4",
+                            frames_dir=tmp_path / "f", batching=bt)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_stream_bad_input_is_one_line(tmp_path, monkeypatch, capsys, synth_template_dir, generator_ckpt):
+    code, _, err = run_cli(monkeypatch, capsys, "stream", "--template", str(synth_template_dir), "--audio",
+                           str(tmp_path / "missing.wav"), "--checkpoint", str(generator_ckpt), "--out",
+                           str(tmp_path / "o.mp4"))
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(monkeypatch, capsys, "stream", "--template", str(synth_template_dir), "--audio", "-",
+                           "--checkpoint", str(generator_ckpt), "--out", str(tmp_path / "o.mp4"))
+    assert code == 2 and "--encoder" in err  # a checkpoint alone has no audio encoder
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+
+
+def test_bundle_encoders_match_pytorch(bundle_dir, speech_wav, audio_encoder):
+    """'ave' features of 3 s of speech through the bundle's ONNX (ORT CPU) and Core ML (coreml-mil) encoders vs
+    PyTorch: fp32 within 1e-4 (the export validation's bound; measured ~1e-6), fp16 within 0.1."""
+    from framegen.toolkit.audio import ave_features, melspectrogram, torch_encoder_fn
+    from framegen.toolkit.encoders import bundle_encoder_fn
+
+    mel = melspectrogram(speech_wav[16000 * 5:16000 * 8])
+    ref = ave_features(mel, torch_encoder_fn(audio_encoder))
+    diffs = {}
+    for fmt in ("onnx", "coreml"):
+        for prec in ("fp32", "fp16"):
+            encode, _ = bundle_encoder_fn(bundle_dir, fmt, prec)
+            got = ave_features(mel, encode)
+            assert got.shape == ref.shape and got.dtype == np.float32
+            diffs[(fmt, prec)] = float(np.abs(got - ref).max())
+    print("features max |diff| vs PyTorch:", diffs)  # shown with pytest -s (the figures in toolkit/encoders.py)
+    assert diffs[("onnx", "fp32")] <= 1e-4 and diffs[("coreml", "fp32")] <= 1e-4, diffs
+    assert diffs[("onnx", "fp16")] <= 0.1 and diffs[("coreml", "fp16")] <= 0.1, diffs
+    assert max(diffs.values()) > 0  # a real second implementation, not PyTorch again
+
+
+def test_resolve_encoder_needs_one(tmp_path, bundle_dir):
+    from framegen.models.errors import FramegenError
+    from framegen.toolkit.encoders import resolve_encoder
+
+    with pytest.raises(FramegenError, match="needs --encoder"):
+        resolve_encoder()
+    _, label = resolve_encoder(bundle=bundle_dir)
+    assert label.endswith("(onnx fp32)")
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def test_buffers_stay_flat_on_a_long_stream(prepared_template):
+    """3 minutes vs 1 minute of audio: every buffer's allocation is the same and what it holds is bounded by the
+    lookahead (the session keeps no history); verification on, 1 s chunks."""
+    sizes = {}
+    for minutes in (1, 3):
+        biggest: dict[str, int] = {}
+        with light_session(prepared_template) as s:
+            for chunk in synthetic_chunks(60 * minutes, 16000, seed=minutes):
+                s.feed(chunk)
+                for k, v in s.buffer_sizes().items():
+                    biggest[k] = max(biggest.get(k, 0), v)
+            s.finish()
+            assert s.stats.mel_blocks_verified >= 2 * minutes and s.stats.exact
+        sizes[minutes] = biggest
+    capacity = {m: {k: v for k, v in d.items() if k.endswith("capacity") or k == "inflight"} for m, d in sizes.items()}
+    assert capacity[3] == capacity[1], sizes
+    for d in sizes.values():
+        assert d["samples"] <= 2048 * 200 + 401 + 16000  # one mel block of samples (plus a chunk): 1.7 MB
+        assert d["mel_rows"] <= 48 and d["embeddings"] <= 16
+
+
+@pytest.mark.slow
+def test_peak_rss_20_minutes_vs_1_minute(synth_template_dir):
+    from framegen.toolkit.audio import mel_frame_count, window_count
+
+    one = stream_peak_rss(60, synth_template_dir)
+    twenty = stream_peak_rss(1200, synth_template_dir)
+    for got, seconds in ((one, 60), (twenty, 1200)):
+        assert got["frames"] == window_count(mel_frame_count(seconds * 16000)) + 2  # 1499 and 29999
+    assert twenty["peak_rss_mb"] <= 1.3 * one["peak_rss_mb"], (one, twenty)
+
+
+# ------------------------------------------------------------------------------------------------ bench --stream
+
+
+def test_bench_stream_reports_slow_backends_and_stays_bounded(prepared_template, stream_speech):
+    """Paced at real time: a fast backend keeps up (RTF ~1, latency near the compute time); one slower than real time
+    (0.1 s per frame = 10 fps < 25 fps) is reported as such, with its latency growing but never more than
+    2 x workers groups in flight, and frames still in order and complete."""
+    from framegen.toolkit.bench_stream import bench_stream
+    from fx_render import make_fake_backend
+
+    wav = np.concatenate([stream_speech, stream_speech])  # 1.2 s: 29 frames
+    report = bench_stream(prepared_template, [make_fake_backend(), make_fake_backend(delay=0.1)], per_row_encoder(),
+                          wav, chunk_ms=40)
+    fast, slow = report["results"]
+    assert fast["frames"] == slow["frames"] == 29 and fast["exact"] and slow["exact"]
+    assert slow["rtf"] > 1.5 and not slow["realtime"]
+    assert slow["rtf"] > fast["rtf"] and slow["latency_ms"]["p99"] > fast["latency_ms"]["p99"]
+    assert slow["latency_ms"]["max"] > 1000  # the backlog: behind by more than a second at the end
+    assert 1 <= slow["max_inflight"] <= 2 and fast["max_inflight"] <= 2
+    assert fast["rtf"] >= 0.99  # paced: cannot finish before the audio has been spoken
+    la = report["lookahead_ms"]
+    assert la["max"] == 452.5
