@@ -22,10 +22,13 @@ Neither is validated here: :mod:`framegen.toolkit.compress` judges every compres
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,20 @@ def _feeds(calibration: Sequence[dict[str, np.ndarray]]) -> Any:
             return next(self._it, None)
 
     return _Reader()
+
+
+@contextlib.contextmanager
+def _quiet_coremltools() -> Iterator[None]:
+    """Hide coremltools' progress bars (tqdm, on stderr) and warnings while it compresses."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], target: str = DEFAULT_INT8_TARGET,
@@ -120,7 +137,7 @@ def compress_coreml(package: str | os.PathLike[str], out: str | os.PathLike[str]
     ``int8`` (8-bit linear, symmetric, per output channel), ``pal6`` or ``pal4`` (6- / 4-bit k-means palettization
     per tensor). ``metadata`` replaces the given user-defined metadata keys. Returns the path and a JSON-able record.
     """
-    from framegen.exporters.coreml_export import _quiet, save_package
+    from framegen.exporters.coreml_export import save_package
     from framegen.models.imports import coremltools
 
     if precision not in COREML_COMPRESSIONS:
@@ -130,7 +147,7 @@ def compress_coreml(package: str | os.PathLike[str], out: str | os.PathLike[str]
     import coremltools.optimize.coreml as cto
 
     kind, bits = COREML_COMPRESSIONS[precision]
-    with _quiet():
+    with _quiet_coremltools():
         ml = ct.models.MLModel(os.fspath(package), skip_model_load=True)
         if kind == "linear":
             op_config: Any = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",

@@ -113,8 +113,8 @@ def light_session(template, **kw):
             assert audio.shape == (len(idx), 32, 16, 16)
             return [StreamFrame(i, i / self.fps, 0, np.zeros((1, 1, 3), np.uint8), ctx) for i in idx]
 
-    return LightSession(template, make_fake_backend(), per_row_encoder(),
-                        batching=EncoderBatching(tuple(range(1, 65)), 1, True), **kw)
+    kw.setdefault("batching", EncoderBatching(tuple(range(1, 65)), 1, True))
+    return LightSession(template, make_fake_backend(), per_row_encoder(), **kw)
 
 
 def stream_memory_probe(seconds: float, template_dir: str) -> dict[str, float]:

@@ -79,10 +79,10 @@ def test_demo_cli_quick(tmp_path, monkeypatch, capsys):
         assert f"video {name}" in stdout and f"{stats[name]['fps']:.2f} fps" in stdout
     report = json.loads((out / "parity.json").read_text())
     labels = sorted(c["label"] for c in report["candidates"])
-    assert {"ort-cpu/fp16", "ort-cpu/fp32"} <= set(labels) and report["passed"] is True
+    assert {"ort-cpu:fp16", "ort-cpu:fp32"} <= set(labels) and report["passed"] is True
     assert not any(lb.startswith("coreml") for lb in labels)  # no Core ML artifact in a quick bundle
-    assert len(report["frames"]) == 2
-    assert f"parity: PASS - {len(labels)} candidate(s) on 2 frames" in stdout
+    assert len(report["frames"]) == 3  # 2 speech frames and 1 of silence
+    assert f"parity: PASS - {len(labels)} candidate(s) on 3 frames" in stdout
     assert (out / MARKER).exists() and not list(out.glob(".*partial*"))
 
 
@@ -104,12 +104,12 @@ def test_parity_step_on_full_bundle(tmp_path, demo_inputs, capsys):
     ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs), steps)
     report = ctx.results["parity"]
     labels = sorted(c.candidate.label for c in report.candidates)
-    assert {"coreml-mil/fp16", "coreml-mil/fp32", "ort-cpu/fp16", "ort-cpu/fp32"} <= set(labels)
+    assert {"coreml-mil:fp16", "coreml-mil:fp32", "ort-cpu:fp16", "ort-cpu:fp32"} <= set(labels)
     assert report.passed and exit_code(ctx) == 0
-    assert all(c.frames == 2 and c.stages for c in report.candidates)
+    assert all(c.frames == 3 and c.stages for c in report.candidates)  # 2 speech frames, 1 of silence
     table = capsys.readouterr().out
-    assert "parity against PyTorch fp32" in table and "coreml-mil/fp16" in table
-    assert any(ln.startswith(f"parity: PASS - {len(labels)} candidate(s) on 2 frames") for ln in summary_lines(ctx))
+    assert "parity against PyTorch fp32" in table and "coreml-mil:fp16" in table
+    assert any(ln.startswith(f"parity: PASS - {len(labels)} candidate(s) on 3 frames") for ln in summary_lines(ctx))
 
 
 def test_parity_failure_exits_nonzero(tmp_path, demo_inputs):

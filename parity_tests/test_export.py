@@ -333,8 +333,8 @@ def test_bad_options_and_existing_output_are_refused(tmp_path, generator_ckpt, e
     out = tmp_path / "B"
     with pytest.raises(ExportError, match="unknown format 'tflite'"):
         export_bundle(generator_ckpt, out, formats=("onnx", "tflite"))
-    with pytest.raises(ExportError, match="unknown precision 'int8'"):
-        export_bundle(generator_ckpt, out, precisions=("int8",))
+    with pytest.raises(ExportError, match="unknown precision 'int3'"):
+        export_bundle(generator_ckpt, out, precisions=("int3",))
     with pytest.raises(ExportError, match="opset 9"):
         export_bundle(generator_ckpt, out, opset=9)
     with pytest.raises(ExportError, match="'ave' features; a hubert generator"):

@@ -281,23 +281,23 @@ def image_parity(image_bundle, generator_ckpt, prepared_template, parity_feature
 
 def test_parity_plans_every_image_variant_on_the_backends_here(image_parity):
     labels = {r.candidate.label for r in image_parity}
-    assert {"ort-cpu/fp32/image", "ort-cpu/fp16/image", "coreml-mil/fp32/image", "coreml-mil/fp16/image"} <= labels
+    assert {"ort-cpu:fp32:image", "ort-cpu:fp16:image", "coreml-mil:fp32:image", "coreml-mil:fp16:image"} <= labels
 
 
 def test_fp32_variants_and_onnx_fp16_pass_parity_on_the_uint8_stages(image_parity):
     by = {r.candidate.label: r for r in image_parity}
-    for label in ("ort-cpu/fp32/image", "coreml-mil/fp32/image", "ort-cpu/fp16/image"):
+    for label in ("ort-cpu:fp32:image", "coreml-mil:fp32:image", "ort-cpu:fp16:image"):
         r = by[label]
         assert r.passed, r.failures()
         assert r.frames == 2 and r.outside_box_diffs == 0
         assert [s.stage for s in r.stages] == [MODEL_OUTPUT, FINAL_FRAME] and r.profile.startswith("image-")
-    for label in ("ort-cpu/fp32/image", "coreml-mil/fp32/image"):
+    for label in ("ort-cpu:fp32:image", "coreml-mil:fp32:image"):
         out = next(s for s in by[label].stages if s.stage == MODEL_OUTPUT).metrics
         assert out["max_abs"] <= 1 and out["share_diff"] < 0.01, out
 
 
 def test_coreml_fp16_variant_computes_in_fp16_within_the_export_limits(image_parity):
-    r = next(r for r in image_parity if r.candidate.label == "coreml-mil/fp16/image")
+    r = next(r for r in image_parity if r.candidate.label == "coreml-mil:fp16:image")
     assert r.error is None and r.frames == 2 and r.outside_box_diffs == 0
     out = next(s for s in r.stages if s.stage == MODEL_OUTPUT).metrics
     assert out["share_diff"] > 0.2, out  # fp16 really computed

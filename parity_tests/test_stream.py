@@ -131,12 +131,14 @@ def test_stream_int16_and_batch_grid(prepared_template, stream_speech, stream_to
     assert backend.calls[calls:] == backend.calls[:calls] == [3, 3, 3, 3, 2]
 
 
-def test_stream_lookahead_and_readiness(prepared_template, stream_speech):
-    """A frame leaves as soon as its context is complete: frame i is out once context_samples(i) arrived (plus the
-    encoder's batch hold-back), never before; its presentation time is i/25."""
-    from framegen.toolkit.stream import context_samples, lookahead_ms
+@pytest.mark.parametrize("min_batch", [1, 2])
+def test_stream_lookahead_and_readiness(prepared_template, stream_speech, min_batch):
+    """A frame leaves as soon as its context is complete: frame i is out once context_samples(i) arrived, never
+    before; an encoder that must not run batch 1 (PyTorch on 2 threads) costs no extra wait."""
+    from framegen.toolkit.stream import EncoderBatching, context_samples, lookahead_ms
 
-    with light_session(prepared_template) as s:
+    batching = EncoderBatching(tuple(range(min_batch, 65)), min_batch, True)
+    with light_session(prepared_template, batching=batching) as s:
         seen = {}
         for n in range(0, stream_speech.shape[0], 40):
             for f in s.feed(stream_speech[n:n + 40]):
@@ -410,3 +412,24 @@ def test_bench_stream_reports_slow_backends_and_stays_bounded(prepared_template,
     assert fast["rtf"] >= 0.99  # paced: cannot finish before the audio has been spoken
     la = report["lookahead_ms"]
     assert la["max"] == 452.5
+
+
+def test_api_stream_with_a_bundle_alone_equals_render_frames(tmp_path, bundle_dir, prepared_template, stream_speech):
+    """`framegen.stream(bundle=B, audio=A)` with no encoder: the bundle's ONNX encoder and ort-cpu opened as `render`
+    opens it; PNG frames equal `render_frames` of the same audio through the same encoder, bit for bit."""
+    import cv2
+    import framegen
+    from framegen.toolkit.audio import audio_to_features
+    from framegen.toolkit.encoders import resolve_encoder
+
+    src = write_audio(tmp_path / "speech.wav", stream_speech[None], 16000)
+    stats = framegen.stream(prepared_template, audio=src, bundle=bundle_dir, backend="ort-cpu",
+                            frames_dir=tmp_path / "frames", chunk_ms=25)
+    assert stats.frames == 14 and stats.session["exact"] and stats.backend == "ort-cpu"
+    feats = audio_to_features(src, resolve_encoder(bundle=bundle_dir)[0])
+    ref = [f.frame for f in framegen.render_frames(prepared_template, features=feats, bundle=bundle_dir,
+                                                   backend="ort-cpu")]
+    files = sorted((tmp_path / "frames").iterdir())
+    assert len(files) == len(ref) == 14
+    for f, r in zip(files, ref, strict=True):
+        assert np.array_equal(cv2.imread(str(f)), r), f.name

@@ -210,34 +210,43 @@ def _template(template: PathLike | Any, skip_bad_boxes: bool = False,
 
 
 def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike | None,
-              encoder: PathLike | None, note: Callable[[str], None] | None = None) -> np.ndarray:
-    """Feature rows from an array, a file, or computed from speech with the audio encoder ('ave' only)."""
+              encoder: PathLike | None, note: Callable[[str], None] | None = None,
+              bundle: PathLike | None = None) -> np.ndarray:
+    """Feature rows from an array, a file, or computed from speech ('ave' only) with ``encoder`` (a .pth checkpoint,
+    or an exported .onnx / .mlpackage) or, without one, the bundle's own exported audio encoder."""
     from framegen.toolkit.features import FeatureError, load_features, validate_features
 
     if features is not None:
         if isinstance(features, np.ndarray):
             return validate_features(features, mode, "features")
         return load_features(features, mode)
-    if audio is None or encoder is None:
-        raise UsageError("give features, or audio with an audio encoder to compute them")
+    if audio is None:
+        raise UsageError("give features, or audio to compute them from")
     if mode != "ave":
-        raise FeatureError(f"--encoder computes 'ave' features; the generator is {mode!r}: give --features")
-    from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
+        raise FeatureError(f"audio makes 'ave' features; the generator is {mode!r}: give --features")
+    from framegen.toolkit.audio import audio_to_features
+    from framegen.toolkit.encoders import resolve_encoder
 
+    encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     if note is not None:
-        note(f"computing 'ave' features from {audio} with {encoder}")
-    return audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), progress=False)
+        note(f"computing 'ave' features from {audio} with {label}")
+    return audio_to_features(audio, encode, progress=False)
 
 
 def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features: Any, audio: PathLike | None,
                    encoder: PathLike | None) -> None:
     if (checkpoint is None) == (bundle is None):
         raise UsageError("render: give exactly one of --checkpoint CKPT or --bundle DIR")
-    if (features is None) == (encoder is None):
-        raise UsageError("render: give --features F, or --audio A with --encoder ENC to compute them")
+    if features is not None and encoder is not None:
+        raise UsageError("render: give --features F, or --audio A with --encoder ENC to compute them, not both")
     if encoder is not None and audio is None:
         raise UsageError("render: --encoder computes features from --audio; --audio is missing")
+    if features is None and audio is None:
+        raise UsageError("render: give --features F, or --audio A (features from --encoder ENC or the bundle's "
+                         "own audio encoder)")
+    if features is None and encoder is None and bundle is None:
+        raise UsageError("render: computing features from --audio needs --encoder ENC (or a --bundle with an "
+                         "audio encoder)")
     _exists(checkpoint=checkpoint, bundle=bundle, audio=audio, encoder=encoder,
             features=None if isinstance(features, np.ndarray) else features)
 
@@ -267,7 +276,7 @@ def render_frames(template: PathLike | Any, *, features: PathLike | np.ndarray |
     _check_sources(checkpoint, bundle, features, audio, encoder)
     prepared = _template(template, skip_bad_boxes)
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
-        feats = _features(be.mode, features, audio, encoder)
+        feats = _features(be.mode, features, audio, encoder, bundle=bundle)
         yield from iter_frames(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)
 
 
@@ -284,7 +293,8 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
 
     ``template``: a template folder (``full_body_img/`` + ``landmarks/``) or a ``PreparedTemplate``. Features come
     from ``features`` (a ``.npy`` / ``.bin`` file or an array, one row per video frame) or are computed from
-    ``audio`` with the ``encoder`` checkpoint. The model comes from ``checkpoint`` or ``bundle``; ``backend`` is a
+    ``audio`` with the ``encoder`` (a .pth checkpoint or an exported encoder) or, without one, the bundle's own
+    exported audio encoder. The model comes from ``checkpoint`` or ``bundle``; ``backend`` is a
     registry name or ``auto``, ``io`` ``tensor`` or ``image`` (the bundle's image-I/O variant). Everything is
     checked before the first frame; outputs appear (renamed from temporary names) only when complete.
     ``stats``: also write the timing stats as JSON there. ``note`` / ``warn`` receive progress lines.
@@ -309,7 +319,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
         if be.info.extra.get("mode_note") and note is not None:
             note(str(be.info.extra["mode_note"]))
-        feats = _features(be.mode, features, audio, encoder, note)
+        feats = _features(be.mode, features, audio, encoder, note, bundle=bundle)
         if note is not None:
             note(f"{be.name} ({be.info.device}, {be.info.precision}, mode {be.mode}, {be.io} I/O); {len(prepared)} "
                  f"template frames {prepared.template.width}x{prepared.template.height}; {feats.shape[0]} feature "

@@ -12,9 +12,9 @@
 Every compressed artifact then passes the quality gate (:func:`judge`) or the export is refused: on held-out
 template frames (not the calibration ones) the artifact, on the runtime it is for (OpenVINO or ONNX Runtime for
 ONNX, the coreml-mil verifier for Core ML), renders final frames that are compared with PyTorch fp32's inside the
-crop box under the artifact's named profile (:data:`PROFILES`): a floor on PSNR and a ceiling on the largest level
-error, which the user can move (``--min-psnr``, ``--max-level-error``). ``framegen parity`` judges the same
-artifacts under the same profiles.
+crop box under the artifact's named profile (``int8``, ``pal6``, ``pal4``; floors in
+:mod:`framegen.toolkit.compress_floors`): a floor on PSNR and a ceiling on the largest level error, which the user can
+move (``--min-psnr``, ``--max-level-error``). ``framegen parity`` judges the same artifacts under the same profiles.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 from framegen.models.errors import FramegenError
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, StageLimits
+from framegen.toolkit.compress_floors import COMPRESSED
+from framegen.toolkit.compress_floors import DEFAULT_FLOORS as _FLOORS
+from framegen.toolkit.profiles import FINAL_FRAME, Profile, StageLimits
 
-#: compressed precision tags and the formats each exists in
-COMPRESSED: dict[str, tuple[str, ...]] = {"int8": ("onnx", "coreml"), "pal6": ("coreml",), "pal4": ("coreml",)}
 CALIBRATION_FRAMES = 8
 GATE_FRAMES = 4
 _SYNTH_FRAMES = CALIBRATION_FRAMES + GATE_FRAMES
@@ -61,41 +61,21 @@ class QualityFloor:
         return {"min_psnr_db": self.min_psnr_db, "max_level_error": self.max_level_error}
 
 
-# The floors are a quality demand, not a measurement of what these stand-in checkpoints reach: a final frame at
-# 30 dB inside the crop box with no pixel off by more than 96 levels (of 255) is the least this project offers as
-# "compressed but usable". Measured on the calibrated seed-0 'ave' generator (docs/PARITY.md, "Compressed
-# artifacts"): Core ML int8 weights keep ~40 dB, 6-bit palettes ~30 dB, 4-bit ~22 dB; int8 ONNX (weights and
-# activations) ~22 dB, so with random-but-calibrated weights it is refused at the default floor. Real weights need
-# their own measurement: run the export and read the verdict.
-DEFAULT_FLOORS: dict[str, QualityFloor] = {
-    "int8": QualityFloor(min_psnr_db=30.0, max_level_error=96),
-    "pal6": QualityFloor(min_psnr_db=30.0, max_level_error=96),
-    "pal4": QualityFloor(min_psnr_db=30.0, max_level_error=96),
-}
-_DESCRIPTIONS = {
-    "int8": "int8 artifacts (ONNX QDQ weights + activations; Core ML 8-bit weights, fp16 compute) against PyTorch fp32",
-    "pal6": "Core ML 6-bit palettized weights (fp16 compute) against PyTorch fp32",
-    "pal4": "Core ML 4-bit palettized weights (fp16 compute) against PyTorch fp32",
-}
+DEFAULT_FLOORS: dict[str, QualityFloor] = {p: QualityFloor(min_psnr_db=v[0], max_level_error=v[1])
+                                          for p, v in _FLOORS.items()}
 
 
 def compressed_profile(precision: str, floor: QualityFloor | None = None) -> Profile:
-    """The named parity profile of a compressed precision: the quality floor on the final frame; the model output
-    is reported and must be finite, with no limit of its own (the floor is what a viewer sees)."""
+    """The named parity profile of a compressed precision (:func:`framegen.toolkit.profiles.profile_for`'s), with
+    ``floor`` in place of its default final-frame floor when given."""
+    from framegen.toolkit.profiles import profile_for
+
     if precision not in COMPRESSED:
         raise CompressError(f"no compressed precision {precision!r}; known: {', '.join(COMPRESSED)}")
-    fl = floor or DEFAULT_FLOORS[precision]
-    return Profile(precision, _DESCRIPTIONS[precision], {MODEL_OUTPUT: StageLimits(), FINAL_FRAME: fl.limits()})
-
-
-#: the profiles :mod:`framegen.toolkit.profiles` registers under their precision names
-PROFILES: dict[str, Profile] = {p: compressed_profile(p) for p in COMPRESSED}
-
-
-def register_profiles(registry: dict[str, Profile]) -> None:
-    """Add the compressed profiles to a profile registry (``toolkit.profiles.PROFILES``)."""
-    for name, prof in PROFILES.items():
-        registry.setdefault(name, prof)
+    base = profile_for(precision)
+    if floor is None:
+        return base
+    return Profile(base.name, base.description, {**base.stages, FINAL_FRAME: floor.limits()})
 
 
 def floor_for(precision: str, min_psnr_db: float | None = None, max_level_error: float | None = None
@@ -357,9 +337,9 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
     entries; raises ``ExportValidationError`` when one is below its floor."""
     from framegen.exporters import coreml_export, onnx_export, quantize
     from framegen.exporters.errors import ExportValidationError
+    from framegen.exporters.registry import get_exporter
     from framegen.models.bundle import sha256_path
     from framegen.models.metadata import artifact_metadata
-    from framegen.toolkit.export import _size, _tensor_entries, artifact_name
 
     if kind != "generator":
         say(f"{kind}: {', '.join(precisions)} apply to the generator only; {kind} exported at fp32 / fp16 as asked")
@@ -373,14 +353,16 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
     if not wanted:
         return []
     data = gate_data(module, mode, opts)
-    ins, outs = _tensor_entries(ref)
+    ins = [{"name": n, "shape": ["batch", *s], "dtype": "float32"}
+           for n, s in zip(ref.input_names, ref.input_shapes, strict=True)]
+    outs = [{"name": ref.output_name, "shape": ["batch", *ref.output_shape], "dtype": "float32"}]
     entries = []
     fp32_bytes = None
     fp16_pkg: Path | None = None
     try:
         for prec in wanted:
             t1 = time.perf_counter()
-            name = artifact_name("generator", fmt, prec)
+            name = f"generator.{prec}{get_exporter(fmt).suffix}"
             path = work / name
             label = f"{dest}/{name}"
             if fmt == "onnx":
@@ -414,7 +396,8 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
                 f"{verdict['floor']['min_psnr_db']:g} dB / {verdict['floor']['max_level_error']:g})")
             if not verdict["passed"]:
                 raise ExportValidationError(refusal(label, verdict))
-            size = _size(path)
+            size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*")
+                                                                  if f.is_file())
             if fmt == "onnx" and fp32_bytes:
                 verdict["size_vs_fp32"] = round(size / fp32_bytes, 4)
             entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "tensor", "path": name,

@@ -191,25 +191,44 @@ class AudioInput:
     mel_windows: np.ndarray | None = None
 
 
-def resolve_audio_input(mode: str, features: str | os.PathLike[str] | None, audio: str | os.PathLike[str] | None,
-                        encoder: str | os.PathLike[str] | None, progress: bool = False) -> AudioInput:
-    """Feature rows from ``--features F`` or from ``--audio A --encoder ENC`` (exactly one; ParityError otherwise).
+def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray | None,
+                        audio: str | os.PathLike[str] | None, encoder: str | os.PathLike[str] | None,
+                        progress: bool = False, bundle: str | os.PathLike[str] | None = None) -> AudioInput:
+    """Feature rows from ``--features F`` (a file or an array) or from ``--audio A`` (exactly one; ParityError
+    otherwise).
 
-    Audio goes through framegen's mel (:mod:`framegen.toolkit.audio`) and the PyTorch audio encoder checkpoint (the
-    reference encoder), which makes 'ave' features only.
+    Audio goes through framegen's mel (:mod:`framegen.toolkit.audio`) and the PyTorch audio encoder checkpoint
+    ``encoder`` (the reference encoder; 'ave' features only) or, without one, the ``bundle``'s own exported encoder
+    (a self-contained bundle; its artifacts are then what parity's features rest on, and the encoder check against
+    PyTorch needs the checkpoint).
     """
     if (features is None) == (audio is None):
-        raise ParityError("give either --features F or --audio A with --encoder ENC")
+        raise ParityError("give either --features F or --audio A (with --encoder ENC, or a bundle with an encoder)")
     if features is not None:
         if encoder is not None:
             raise ParityError("--encoder goes with --audio, not --features")
-        from framegen.toolkit.features import load_features
+        from framegen.toolkit.features import load_features, validate_features
 
+        if isinstance(features, np.ndarray):
+            return AudioInput(validate_features(features, mode, "features"), {"features": "array"})
         return AudioInput(load_features(features, mode), {"features": os.fspath(features)})
-    if encoder is None:
-        raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
     if mode != "ave":
         raise ParityError(f"--audio makes 'ave' features; the bundle's generator is {mode!r} mode (use --features)")
+    if encoder is None or Path(encoder).suffix in (".onnx", ".mlpackage"):
+        from framegen.toolkit.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
+        from framegen.toolkit.encoders import resolve_encoder
+
+        if encoder is None and bundle is None:
+            raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
+        encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
+        wav = decode_audio(audio)
+        try:
+            mel = melspectrogram(wav)
+            windows = mel_windows(mel)
+        except ValueError as exc:
+            raise AudioError(f"{audio}: {exc}") from None
+        return AudioInput(ave_features(mel, encode, progress=progress),
+                          {"audio": os.fspath(audio), "embedding_from": label, "encoder_kind": "artifact"}, windows)
     from framegen.models.checkpoint import load_audio_encoder, sha256_file
     from framegen.toolkit.audio import (
         AudioError,
@@ -228,7 +247,7 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | None, audi
         raise AudioError(f"{audio}: {exc}") from None
     feats = ave_features(mel, torch_encoder_fn(load_audio_encoder(encoder)), progress=progress)
     return AudioInput(feats, {"audio": os.fspath(audio), "encoder": os.fspath(encoder),
-                              "encoder_sha256": sha256_file(encoder),
+                              "encoder_sha256": sha256_file(encoder), "encoder_kind": "checkpoint",
                               "embedding_from": "PyTorch audio encoder checkpoint (fp32, CPU)"}, windows)
 
 
@@ -469,7 +488,8 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                inputs: dict[str, Any] | None = None, tolerances: str | Tolerances = "derived",
                overrides: Overrides | None = None, measure_frames: int = 2, locate: bool | None = None,
                save_outputs: str | os.PathLike[str] | None = None,
-               load_outputs: list[str | os.PathLike[str]] | None = None) -> ParityReport:
+               load_outputs: list[str | os.PathLike[str]] | None = None,
+               mel_windows: np.ndarray | None = None) -> ParityReport:
     """Compare every candidate with the PyTorch fp32 reference on ``frames`` speech and ``silence_frames`` silent
     output frames.
 
@@ -532,6 +552,11 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         from framegen.toolkit.validate_frontend import frontend_parity
 
         results += frontend_parity(b, inputs["audio"], inputs.get("encoder"))
+    if (inputs or {}).get("audio") and (inputs or {}).get("encoder_kind") == "checkpoint" and mel_windows is not None:
+        # The bundle's exported audio encoders against the PyTorch checkpoint on the run's mel windows.
+        from framegen.toolkit.encoder_parity import encoder_parity
+
+        results += encoder_parity(b, mel_windows, inputs["encoder"])
     return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
                         frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
@@ -565,7 +590,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
         parse_tolerance(text, overrides)
     b = load_bundle(bundle)
     requested = parse_backends(backends)
-    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress, bundle=b.root)
     if requested is None and load_outputs:
         candidates, notes = [], []
     else:
@@ -578,7 +603,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
                         silence_frames=silence_frames, start_frame=start_frame, batch=batch, heatmaps=heatmaps,
                         progress=progress, inputs={"template": where, **audio_input.source}, tolerances=tolerances,
                         overrides=overrides, locate=locate, save_outputs=save_outputs,
-                        load_outputs=list(load_outputs))
+                        load_outputs=list(load_outputs), mel_windows=audio_input.mel_windows)
     report.notes[:0] = notes + prepared.warnings
     if json is not None:
         from framegen.toolkit.files import write_json

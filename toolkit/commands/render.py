@@ -43,10 +43,12 @@ def render(
     features: Annotated[Path | None, typer.Option(
         "--features", "-f", help="Audio features (.npy, or raw float32 .bin), one row per video frame.")] = None,
     audio: Annotated[Path | None, typer.Option(
-        "--audio", "-a", help="Speech to mux into the video (and, with --encoder, to compute 'ave' features from).")]
+        "--audio", "-a", help="Speech to mux into the video; without --features, 'ave' features are computed from it "
+                              "(with --encoder, or the bundle's own exported audio encoder).")]
     = None,
     encoder: Annotated[Path | None, typer.Option(
-        "--encoder", help="SyncTalk_2D audio_visual_encoder.pth: compute 'ave' features from --audio.")] = None,
+        "--encoder", help="Audio encoder for --audio: SyncTalk_2D audio_visual_encoder.pth or an exported .onnx / "
+                          ".mlpackage (default with --bundle: the bundle's own).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="SyncTalk_2D generator .pth.")] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="An exported framegen bundle folder.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Backend name (see `framegen backends`) or auto.")]
