@@ -692,8 +692,11 @@ def print_report(report: ParityReport, limits: bool = True) -> None:
     table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("backend", "profile", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠",
                 ">1", "worst: frame @ index", "result"):
+        # Names and verdicts are never cut: the numbers give way when the table is wider than the console.
+        keep = {"backend": max([len(c.label) for c in report.candidates] or [7]), "result": 6,
+                "profile": max([len(c.profile or "-") for c in report.candidates] or [7]), "stage": 6}
         table.add_column(col, justify="left" if col in ("backend", "profile", "stage", "result") else "right",
-                         no_wrap=True)
+                         no_wrap=True, min_width=keep.get(col))
     for cand in report.candidates:
         if cand.error and not cand.stages:
             table.add_row(cand.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
