@@ -15,12 +15,8 @@ trace: the feature model's output length depends on a table lookup of the mel le
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,7 @@ from framegen.models.audio_frontend import (
     MIN_SAMPLES,
 )
 from framegen.models.contract import FEATURE_WIDTH, MEL
+from framegen.models.imports import quiet
 
 KINDS = ("audio_frontend", "audio_features")
 MAX_BATCH = 64  # Core ML batch range of audio_frontend, as for the encoder
@@ -53,23 +50,6 @@ def io_spec(kind: str) -> dict[str, Any]:
     raise ExportError(f"unknown front-end model {kind!r}; expected {', '.join(KINDS)}")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the tracer's and converters' warnings, progress bars and prints during an export."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.jit", "coremltools")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
-              contextlib.redirect_stderr(io.StringIO())):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _example(kind: str) -> tuple[Any, ...]:
     import torch
 
@@ -83,7 +63,7 @@ def trace(module: Any, kind: str) -> Any:
     import torch
 
     io_spec(kind)
-    with _quiet(), torch.no_grad():
+    with quiet("torch.onnx", "torch.jit", "coremltools", stdout=True), torch.no_grad():
         return torch.jit.trace(module.eval(), _example(kind), check_trace=False)
 
 
@@ -100,7 +80,7 @@ def onnx_model(module: Any, kind: str, opset: int | None = None) -> Any:
     dims = [t["shape"] for t in (*spec["inputs"], *spec["outputs"])]
     axes = {n: {i: d for i, d in enumerate(shape) if isinstance(d, str)} for n, shape in zip(names, dims, strict=True)}
     buf = io.BytesIO()
-    with _quiet(), torch.no_grad():
+    with quiet("torch.onnx", "torch.jit", "coremltools", stdout=True), torch.no_grad():
         torch.onnx.export(module.eval(), _example(kind), buf, dynamo=False,
                           input_names=[t["name"] for t in spec["inputs"]],
                           output_names=[t["name"] for t in spec["outputs"]], dynamic_axes=axes,
@@ -162,7 +142,7 @@ def export_coreml(module: Any, kind: str, path: str | os.PathLike[str], metadata
         if kind == "audio_frontend" else (samples,)
     in_name, out_name = spec["inputs"][0]["name"], spec["outputs"][0]["name"]
     try:
-        with _quiet():
+        with quiet("torch.onnx", "torch.jit", "coremltools", stdout=True):
             ml = ct.convert(program, inputs=[ct.TensorType(name=in_name, shape=shape, dtype=np.float32)],
                             outputs=[ct.TensorType(name=out_name, dtype=np.float32)], convert_to="mlprogram",
                             compute_precision=ct.precision.FLOAT32,

@@ -9,39 +9,20 @@ identifiers derived from the item paths.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import uuid
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from framegen.exporters.errors import ExportError
 from framegen.models.atomic import atomic_output
-from framegen.models.imports import coremltools
+from framegen.models.imports import coremltools, quiet
 
 MINIMUM_DEPLOYMENT_TARGET = "iOS16"  # macOS 13; the ML program opset the coreml-mil verifier implements
 MAX_BATCH = 64
 _DROPPED_METADATA = ("com.github.apple.coremltools.conversion_date",)
 _PRECISIONS = ("fp32", "fp16")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide coremltools' progress bars (tqdm writes to stderr) and warnings during a conversion."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def exported_program(model: Any, kind: str) -> Any:
@@ -52,7 +33,7 @@ def exported_program(model: Any, kind: str) -> Any:
 
     args = generator_example(model.mode) if kind == "generator" else encoder_example()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with _quiet(), torch.no_grad():
+    with quiet("coremltools"), torch.no_grad():
         ep = torch.export.export(model.eval(), args, dynamic_shapes=tuple({0: batch} for _ in args))
         return ep.run_decompositions({})
 
@@ -85,7 +66,7 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
     ct = coremltools()
     ins, outs = _io_spec(kind, mode)
     batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1, symbol="batch")
-    with _quiet():
+    with quiet("coremltools"):
         ml = ct.convert(
             program,
             inputs=[ct.TensorType(name=n, shape=(batch, *tail), dtype=np.float32) for n, tail, _ in ins],
@@ -120,7 +101,7 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
 def save_package(ml: Any, path: str | os.PathLike[str]) -> Path:
     """Save an MLModel as a reproducible .mlpackage: under a temporary name, normalised, then renamed into place."""
     with atomic_output(path, suffix=".mlpackage") as tmp:  # coremltools insists on the suffix
-        with _quiet():
+        with quiet("coremltools"):
             ml.save(os.fspath(tmp))
         normalise_package(tmp)
     return Path(path)

@@ -24,18 +24,14 @@ error flips a value by one level. :data:`LIMITS` holds the measured bounds expor
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from framegen.exporters.errors import ExportError
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, MASK_COLS, MASK_ROWS, audio_shape
+from framegen.models.imports import quiet
 
 IO = "image"
 # Core ML image outputs of ML programs need iOS 16 / macOS 13 (coremltools refuses them for older targets).
@@ -187,22 +183,6 @@ def _coreml_wrapper(model: Any) -> Any:
     return ImageIOGenerator(model).eval()
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide coremltools' and torch.export's progress bars and warnings during a conversion."""
-    loggers = [logging.getLogger(n) for n in ("coremltools", "torch.export", "torch._dynamo")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def coreml_image_model(model: Any, precision: str = "fp16") -> Any:
     """Convert the image-I/O variant to an in-memory ``coremltools.models.MLModel`` (ML program, not loaded)."""
     import torch
@@ -217,7 +197,7 @@ def coreml_image_model(model: Any, precision: str = "fp16") -> Any:
     # not what the reference computes (see the module docstring).
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(["common::divide_to_multiply"])
-    with _quiet(), torch.no_grad():
+    with quiet("coremltools", "torch.export", "torch._dynamo"), torch.no_grad():
         program = torch.export.export(wrapper, example).run_decompositions({})
         ml = ct.convert(
             program,

@@ -22,18 +22,16 @@ Neither is validated here: :mod:`framegen.toolkit.compress` judges every compres
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from framegen.exporters.errors import ExportError
+from framegen.models.imports import quiet
 
 #: int8 ONNX activation formats, by the runtime an artifact is quantized for. Weights are int8 per channel in both.
 INT8_TARGETS: dict[str, dict[str, Any]] = {
@@ -68,20 +66,6 @@ def _feeds(calibration: Sequence[dict[str, np.ndarray]]) -> Any:
             return next(self._it, None)
 
     return _Reader()
-
-
-@contextlib.contextmanager
-def _quiet_coremltools() -> Iterator[None]:
-    """Hide coremltools' progress bars (tqdm, on stderr) and warnings while it compresses."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], target: str = DEFAULT_INT8_TARGET,
@@ -147,7 +131,7 @@ def compress_coreml(package: str | os.PathLike[str], out: str | os.PathLike[str]
     import coremltools.optimize.coreml as cto
 
     kind, bits = COREML_COMPRESSIONS[precision]
-    with _quiet_coremltools():
+    with quiet("coremltools"):
         ml = ct.models.MLModel(os.fspath(package), skip_model_load=True)
         if kind == "linear":
             op_config: Any = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",

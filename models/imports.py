@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -16,3 +20,24 @@ def coremltools() -> Any:
     finally:
         logger.setLevel(level)
     return ct
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str, stdout: bool = False) -> Iterator[None]:
+    """Hide the progress bars (tqdm writes to stderr), warnings and log records below ERROR of the named loggers
+    (and, with ``stdout``, prints) while a converter or tracer runs: the CLI's own lines stay readable."""
+    found = [logging.getLogger(n) for n in loggers]
+    levels = [lg.level for lg in found]
+    for lg in found:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            if stdout:
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            yield
+    finally:
+        for lg, level in zip(found, levels, strict=True):
+            lg.setLevel(level)

@@ -56,7 +56,7 @@ def encoder_parity(bundle: Any, mel_windows: np.ndarray, encoder: str | os.PathL
         stats = ErrorStats("float")
         stats.update(want[None], got[None])
         err = float(np.abs(got - want).max())
-        metrics = {**stats.summary(), "max_rel": err / scale, "scale": scale}
+        metrics = {**stats.summary(), "max_rel": err / scale, "scale": scale}  # max_rel: of the largest value
         bad = []
         if "max_rel" in limits and err / scale > limits["max_rel"]:
             bad.append(f"max |d| {err:.3g} is {err / scale:.3g} of the largest embedding value > {limits['max_rel']}")

@@ -214,30 +214,11 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray
         return AudioInput(load_features(features, mode), {"features": os.fspath(features)})
     if mode != "ave":
         raise ParityError(f"--audio makes 'ave' features; the bundle's generator is {mode!r} mode (use --features)")
-    if encoder is None or Path(encoder).suffix in (".onnx", ".mlpackage"):
-        from framegen.toolkit.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
-        from framegen.toolkit.encoders import resolve_encoder
-
-        if encoder is None and bundle is None:
-            raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
-        encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
-        wav = decode_audio(audio)
-        try:
-            mel = melspectrogram(wav)
-            windows = mel_windows(mel)
-        except ValueError as exc:
-            raise AudioError(f"{audio}: {exc}") from None
-        return AudioInput(ave_features(mel, encode, progress=progress),
-                          {"audio": os.fspath(audio), "embedding_from": label, "encoder_kind": "artifact"}, windows)
-    from framegen.models.checkpoint import load_audio_encoder, sha256_file
-    from framegen.toolkit.audio import (
-        AudioError,
-        ave_features,
-        decode_audio,
-        mel_windows,
-        melspectrogram,
-        torch_encoder_fn,
-    )
+    if encoder is None and bundle is None:
+        raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
+    from framegen.models.checkpoint import sha256_file
+    from framegen.toolkit.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
+    from framegen.toolkit.encoders import resolve_encoder
 
     wav = decode_audio(audio)
     try:
@@ -245,7 +226,11 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray
         windows = mel_windows(mel)
     except ValueError as exc:
         raise AudioError(f"{audio}: {exc}") from None
-    feats = ave_features(mel, torch_encoder_fn(load_audio_encoder(encoder)), progress=progress)
+    encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
+    feats = ave_features(mel, encode, progress=progress)
+    if encoder is None or Path(encoder).suffix in (".onnx", ".mlpackage"):
+        return AudioInput(feats, {"audio": os.fspath(audio), "embedding_from": label, "encoder_kind": "artifact"},
+                          windows)
     return AudioInput(feats, {"audio": os.fspath(audio), "encoder": os.fspath(encoder),
                               "encoder_sha256": sha256_file(encoder), "encoder_kind": "checkpoint",
                               "embedding_from": "PyTorch audio encoder checkpoint (fp32, CPU)"}, windows)
