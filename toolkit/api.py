@@ -233,6 +233,18 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
     return audio_to_features(audio, encode, progress=False)
 
 
+def _check_outputs(out: PathLike | None, frames_dir: PathLike | None) -> None:
+    """Refuse an output video or frames folder that cannot be written, before any work."""
+    from framegen.toolkit.video import check_frames_dir, container_format
+
+    if out is not None:
+        container_format(out)
+        if not Path(out).parent.is_dir():
+            raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    if frames_dir is not None:
+        check_frames_dir(frames_dir)
+
+
 def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features: Any, audio: PathLike | None,
                    encoder: PathLike | None) -> None:
     if (checkpoint is None) == (bundle is None):
@@ -301,7 +313,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     """
     bundle = _path(bundle)
     from framegen.toolkit.render import render as run_render
-    from framegen.toolkit.video import DEFAULT_PRESET, check_frames_dir, container_format
+    from framegen.toolkit.video import DEFAULT_PRESET
 
     if out is None and frames_dir is None:
         raise UsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -309,12 +321,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
         raise UsageError("render: --audio is muxed into the video, which needs --out")
     _check_sources(checkpoint, bundle, features, audio, encoder)
     _exists(template=template if not hasattr(template, "template") else None)
-    if out is not None:
-        container_format(out)
-        if not Path(out).parent.is_dir():
-            raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
-    if frames_dir is not None:
-        check_frames_dir(frames_dir)
+    _check_outputs(out, frames_dir)
     prepared = _template(template, skip_bad_boxes, warn)
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
         if be.info.extra.get("mode_note") and note is not None:
@@ -515,7 +522,6 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     bundle = _path(bundle)
     from framegen.toolkit.encoders import resolve_encoder
     from framegen.toolkit.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
-    from framegen.toolkit.video import check_frames_dir, container_format
 
     if out is None and frames_dir is None:
         raise UsageError("stream: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -524,12 +530,7 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     from_stdin = os.fspath(audio) == "-"
     _exists(checkpoint=checkpoint, bundle=bundle, encoder=encoder, audio=None if from_stdin else audio,
             template=template if not hasattr(template, "template") else None)
-    if out is not None:
-        container_format(out)
-        if not Path(out).parent.is_dir():
-            raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
-    if frames_dir is not None:
-        check_frames_dir(frames_dir)
+    _check_outputs(out, frames_dir)
     chunk = chunk_samples(chunk_ms)
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     prepared = _template(template, skip_bad_boxes, warn)

@@ -43,7 +43,7 @@ class _Growable:
     """A float32 buffer filled in order; grows geometrically so decoding never holds a list of chunks."""
 
     def __init__(self, capacity: int) -> None:
-        self.data = np.empty(max(capacity, 1 << 14), dtype=np.float32)
+        self.data = np.empty(max(capacity, 1 << 18), dtype=np.float32)
         self.size = 0
 
     def append(self, chunk: np.ndarray) -> None:
@@ -61,22 +61,12 @@ class _Growable:
         return self.data[: self.size]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     strerror = getattr(exc, "strerror", None)  # FFmpeg errors: the message without errno and file name
     if isinstance(strerror, str) and strerror:
         return strerror
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else type(exc).__name__
-
-
-def _expected_samples(container: object, stream: object) -> int:
-    """A guess of the decoded length at 16 kHz (container metadata; 0 when unknown)."""
-    seconds = 0.0
-    if getattr(stream, "duration", None) and getattr(stream, "time_base", None):
-        seconds = float(stream.duration * stream.time_base)
-    elif getattr(container, "duration", None):
-        seconds = container.duration / 1_000_000  # AV_TIME_BASE
-    return int(seconds * SAMPLE_RATE) + SAMPLE_RATE
 
 
 def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
@@ -87,6 +77,18 @@ def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
     :class:`AudioError` (one line naming the file) for a missing file, a file that is not audio or video, a file
     without an audio stream, undecodable data or an empty stream.
     """
+    buf = _Growable(0)
+    for block in decoded_blocks(path):
+        buf.append(block)
+    if buf.size == 0:
+        raise AudioError(f"{Path(path)}: audio stream holds no samples")
+    return buf.result()
+
+
+def decoded_blocks(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """The first audio stream of ``path`` as it decodes: float32 mono 16 kHz blocks of whatever length FFmpeg's
+    resampler hands out, never the whole file at once (:func:`decode_audio` joins them; the live stream re-chunks
+    them). Same errors as :func:`decode_audio`; an empty stream yields nothing."""
     import av
 
     p = Path(path)
@@ -97,38 +99,34 @@ def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         container = av.open(str(p), mode="r")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise AudioError(f"{p}: not an audio or video file FFmpeg can read ({_first_line(exc)})") from None
+        raise AudioError(f"{p}: not an audio or video file FFmpeg can read ({first_line(exc)})") from None
     with container:
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise AudioError(f"{p}: has no audio stream (found: {', '.join(kinds)})")
         stream = container.streams.audio[0]
-        buf = _Growable(_expected_samples(container, stream))
         resampler = None
         setup = None
+
+        def mono(frames: list) -> Iterator[np.ndarray]:
+            for out in frames:
+                planes = out.to_ndarray()  # (channels, samples) float32 planar
+                yield planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
+
         try:
             for frame in container.decode(stream):
                 # A new resampler when the input changes mid-stream (rare: some broadcast AAC switches layout).
                 key = (frame.layout.name, frame.format.name, frame.sample_rate)
                 if resampler is None or key != setup:
                     if resampler is not None:
-                        _drain(resampler.resample(None), buf)
+                        yield from mono(resampler.resample(None))
                     setup = key
                     resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
-                _drain(resampler.resample(frame), buf)
+                yield from mono(resampler.resample(frame))
             if resampler is not None:
-                _drain(resampler.resample(None), buf)
+                yield from mono(resampler.resample(None))
         except (av.FFmpegError, ValueError) as exc:
-            raise AudioError(f"{p}: audio stream cannot be decoded ({_first_line(exc)})") from None
-    if buf.size == 0:
-        raise AudioError(f"{p}: audio stream holds no samples")
-    return buf.result()
-
-
-def _drain(frames: list, buf: _Growable) -> None:
-    for out in frames:
-        planes = out.to_ndarray()  # (channels, samples) float32 planar
-        buf.append(planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32))
+            raise AudioError(f"{p}: audio stream cannot be decoded ({first_line(exc)})") from None
 
 
 # --------------------------------------------------------------------------------------------------------- mel

@@ -630,77 +630,31 @@ def _cv2_single_thread() -> Iterator[None]:
                 cv2.setNumThreads(_cv2_state["before"])
 
 
-def _first_line(exc: BaseException) -> str:
-    strerror = getattr(exc, "strerror", None)
-    if isinstance(strerror, str) and strerror:
-        return strerror
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
-
-
 # --------------------------------------------------------------------------------------------------- sources
 
 
 def iter_audio_file(path: str | os.PathLike[str], chunk: int) -> Iterator[np.ndarray]:
     """Decode any audio file PyAV reads to 16 kHz mono float32 chunks of ``chunk`` samples (the last shorter),
     sample for sample what :func:`framegen.toolkit.audio.decode_audio` returns, without holding the file."""
-    import av
+    from framegen.toolkit.audio import decoded_blocks
 
     if chunk < 1:
         raise StreamError(f"chunk of {chunk} samples: must be at least 1")
-    p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"{p}: no such audio file")
-    try:
-        container = av.open(str(p), mode="r")
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise AudioError(f"{p}: not an audio or video file FFmpeg can read ({_first_line(exc)})") from None
     pending: list[np.ndarray] = []
-    held = 0
-    got = 0
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"{p}: has no audio stream")
-        stream = container.streams.audio[0]
-        resampler, setup = None, None
-
-        def planes(frames: list) -> Iterator[np.ndarray]:
-            for out in frames:
-                a = out.to_ndarray()
-                yield a[0] if a.shape[0] == 1 else a.mean(axis=0, dtype=np.float32)
-
-        try:
-            for frame in container.decode(stream):
-                key = (frame.layout.name, frame.format.name, frame.sample_rate)
-                blocks: list[np.ndarray] = []
-                if resampler is None or key != setup:
-                    if resampler is not None:
-                        blocks += planes(resampler.resample(None))
-                    setup = key
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
-                blocks += planes(resampler.resample(frame))
-                for b in blocks:
-                    pending.append(b)
-                    held += b.shape[0]
-                    got += b.shape[0]
-                while held >= chunk:
-                    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                    yield joined[:chunk]
-                    rest = joined[chunk:]
-                    pending, held = ([rest] if rest.size else []), rest.size
-            if resampler is not None:
-                for b in planes(resampler.resample(None)):
-                    pending.append(b)
-                    held += b.shape[0]
-                    got += b.shape[0]
-        except (av.FFmpegError, ValueError) as exc:
-            raise AudioError(f"{p}: audio stream cannot be decoded ({_first_line(exc)})") from None
+    held = got = 0
+    for block in decoded_blocks(path):
+        pending.append(block)
+        held += block.shape[0]
+        got += block.shape[0]
+        while held >= chunk:
+            joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield joined[:chunk]
+            rest = joined[chunk:]
+            pending, held = ([rest] if rest.size else []), rest.size
     if got == 0:
-        raise AudioError(f"{p}: audio stream holds no samples")
+        raise AudioError(f"{Path(path)}: audio stream holds no samples")
     if held:
-        joined = np.concatenate(pending)
-        for s in range(0, joined.shape[0], chunk):
-            yield joined[s:s + chunk]
+        yield np.concatenate(pending)
 
 
 def iter_pcm(stream: BinaryIO, chunk: int, name: str = "stdin") -> Iterator[np.ndarray]:
