@@ -76,3 +76,4 @@ from fx_runtimes import *  # noqa: E402, F403
 from fx_stream import *  # noqa: E402, F403
 from fx_templates import *  # noqa: E402, F403
 from fx_triton import *  # noqa: E402, F403
+from fx_validate import *  # noqa: E402, F403

@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from framegen.exporters.errors import ExportValidationError
-from framegen.exporters.image_io import METADATA_KEY, image_metadata, wrap_onnx_generator
-from framegen.exporters.registry import get_exporter
+from framegen.exporters.image_io import METADATA_KEY, wrap_onnx_generator
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
 from framegen.runtimes.base import BackendError
 from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
@@ -32,33 +31,6 @@ def _image_model(path):
     return open_backend(name, OpenRequest(artifact=path, io="image"))
 
 FRAMES = (0, 1, 2)  # output frames: template frames 1-3 (ping-pong), audio windows from zero-padded to nearly full
-
-
-@pytest.fixture(scope="session")
-def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
-    """A bundle holding the four image-I/O generator variants (ONNX / Core ML x fp32 / fp16), and the tensor ONNX
-    graphs they wrap (serialized), exported once."""
-    from framegen.exporters.onnx_export import generator_onnx_model, to_float16
-    from framegen.models.bundle import MANIFEST, sha256_path
-    from framegen.models.checkpoint import sha256_file
-
-    root = tmp_path_factory.mktemp("image_bundle")
-    sha = sha256_file(generator_ckpt)
-    base = generator_onnx_model(calibrated_generator, "fp32")
-    tensor = {"fp32": base.SerializeToString(), "fp16": to_float16(base).SerializeToString()}
-    entries = []
-    for fmt, suffix in (("onnx", ".onnx"), ("coreml", ".mlpackage")):
-        for prec in ("fp32", "fp16"):
-            path = root / f"generator.{prec}.image{suffix}"
-            meta = image_metadata("generator", "ave", prec, fmt, sha)
-            get_exporter(fmt).build_image(calibrated_generator, prec, path, meta, base if fmt == "onnx" else None,
-                                          None)
-            entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "image",
-                            "path": path.name, "sha256": sha256_path(path), "metadata": meta})
-    (root / MANIFEST).write_text(json.dumps({"source": {"mode": "ave", "sha256": sha}, "artifacts": entries}))
-    suffix = {"onnx": ".onnx", "coreml": ".mlpackage"}
-    return SimpleNamespace(root=root, tensor=tensor, base=base,
-                           path=lambda fmt, prec: root / f"generator.{prec}.image{suffix[fmt]}")
 
 
 @pytest.fixture(scope="session")

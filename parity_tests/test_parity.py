@@ -21,7 +21,7 @@ from framegen.toolkit.cli import app
 from framegen.toolkit.metrics import ErrorStats
 from framegen.toolkit.parity import parse_backends, plan_candidates, run_parity, verify_checksums
 from framegen.toolkit.plan import Candidate, Request
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, get_profile
+from framegen.toolkit.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, StageLimits, get_profile
 from typer.testing import CliRunner
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.
@@ -49,7 +49,10 @@ def test_clean_bundle_passes_on_every_available_backend(clean_parity):
     assert all(c.ok for c in report.checksums) and report.checksums
     for cand in report.candidates:
         assert cand.frames == len(report.frames) >= 2
-        assert [s.stage for s in cand.stages] == [MODEL_OUTPUT, FINAL_FRAME]
+        # Every bundle artifact's layers are judged too, each against its own derived limit.
+        assert [s.stage for s in cand.stages] == [MODEL_OUTPUT, FINAL_FRAME, LAYERS]
+        layers = _stage(cand, LAYERS).metrics
+        assert layers["layers"] > 90 and layers["outside"] == 0 and 0 < layers["excess"] <= 1, layers
         assert cand.outside_box_diffs == 0
         assert cand.profile == f"derived-{cand.candidate.precision}"
     # Real-looking inputs: ping-pong from template frame 1, speech then silence, a reference output spread over [0, 1].
@@ -174,14 +177,17 @@ def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_
     assert report["tolerance_rule"]["kind"] == "derived"
     assert report["tolerance_rule"]["measurement"]["checkpoint_sha256"]
     assert "limits in force" in result.output and "30 x fp32 noise" in result.output
-    assert {s["stage"] for s in cand["stages"]} == {MODEL_OUTPUT, FINAL_FRAME}
-    for s in cand["stages"]:
+    assert [s["stage"] for s in cand["stages"]] == [MODEL_OUTPUT, FINAL_FRAME, LAYERS]
+    for s in cand["stages"][:2]:
         assert {"max_abs", "mean_abs", "p99_abs", "max_rel", "cosine", "psnr_db", "share_diff", "share_diff_gt1",
                 "worst_frame", "worst_index"} <= set(s["metrics"])
     png = cv2.imread(cand["heatmap"])
     assert png is not None and png.shape[1] > 3 * png.shape[0] / 2  # three panels side by side
     assert [p.name for p in heat.iterdir()] == ["ort-cpu_fp32.png"]
-    assert cand["locate"] is None  # it passed: no layer search unless asked
+    # It passed: every layer inside its limit, and the per-layer table printed only when asked (--locate).
+    assert cand["first_divergence"] is None and len(cand["locate"]["layers"]) > 90
+    assert "layers ort-cpu:fp32: " in result.output and "first divergence" not in result.output
+    assert "every layer of" not in result.output
 
 
 def test_audio_input_runs_through_the_reference_encoder(tmp_path, bundle_dir, generator_ckpt, synth_template_dir,
@@ -435,7 +441,8 @@ def test_save_and_load_outputs_round_trip(bundle_dir, generator_ckpt, prepared_t
     (cand,) = loaded.candidates
     assert cand.loaded_from == str(saved) and cand.label == "ort-cpu:fp16@outputs.npz"
     assert cand.passed and loaded.passed
-    for a, b in zip(live.candidates[0].stages, cand.stages, strict=True):
+    assert [s.stage for s in cand.stages] == [MODEL_OUTPUT, FINAL_FRAME, LAYERS]  # its artifact's layers, here
+    for a, b in zip(live.candidates[0].stages[:2], cand.stages[:2], strict=True):
         assert a.metrics["max_abs"] == b.metrics["max_abs"] and a.metrics["mean_abs"] == b.metrics["mean_abs"]
     # Other inputs (another start frame): refused with one line before anything runs.
     with pytest.raises(OutputsFileError, match="made from other inputs") as exc:

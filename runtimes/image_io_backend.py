@@ -80,7 +80,7 @@ class OrtImageBackend(Backend):
         self.session = None  # type: ignore[assignment]
 
 
-def _color_layouts(path: Path) -> tuple[str, str]:
+def color_layouts(path: Path | str | os.PathLike[str]) -> tuple[str, str]:
     """Colour layouts (``BGR``/``RGB``) of the package's image input ``image`` and image output ``output``."""
     from framegen.models.imports import coremltools
 
@@ -132,7 +132,7 @@ class MilImageBackend(Backend):
         self.program = MilProgram(art.path)
         if GEN_IMAGE not in self.program.image_inputs:
             raise BackendError(f"{art.path}: input {GEN_IMAGE!r} is not an image: not an image-I/O generator")
-        self.layouts = _color_layouts(art.path)
+        self.layouts = color_layouts(art.path)
         self.path = art.path
         audio = self.program.inputs.get(GEN_AUDIO)
         detected = mode_from_audio_shape(audio.shape) if audio is not None and audio.shape else None

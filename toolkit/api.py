@@ -360,8 +360,9 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
 
     ``backends``: ``NAME[:precision][:image],...`` (default: the planner's choice). ``tolerances``: ``derived``
     (measured on this checkpoint, cached) or ``fixed``; ``tolerance``: ``STAGE.METRIC=VALUE`` overrides, ``profile``
-    a TOML/JSON file of them. ``locate``: name the first departing layer of failing ONNX / Core ML artifacts (``True``:
-    of all, ``False``: never). ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
+    a TOML/JSON file of them. ``locate``: the ``layers`` stage (every layer of each ONNX / Core ML artifact against
+    PyTorch) runs unless ``False``; ``True`` prints every per-layer table, not only failed candidates'.
+    ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
     ``json``: also write the report there. See docs/PARITY.md.
     """
     bundle = _path(bundle)

@@ -223,6 +223,9 @@ def _summary(v: dict[str, Any]) -> str:
     parts = []
     if isinstance(numeric, dict):
         parts.append(f"max err {numeric['max_abs_err']:.2g}, mean {numeric['mean_abs_err']:.2g}")
+        if isinstance(v.get("tolerance_sources"), dict):  # limits in force and where they came from (validate.py)
+            parts.append("limits " + ", ".join(f"{k} {v['tolerance'][k]:.3g} ({v['tolerance_sources'][k]})"
+                                               for k in ("max_abs", "mean_abs")))
     parts.append(f"weights rel err {v['weights_max_rel_err']:.2g}")
     return "; ".join(parts)
 

@@ -10,9 +10,11 @@ final frame (uint8, inside the crop box; outside it the frame must be bit-identi
 Limits are derived from the checkpoint under test (:mod:`framegen.toolkit.tolerance`: independent fp16 and fp64
 PyTorch executions, cached per checkpoint digest), or are the fixed profiles of :mod:`framegen.toolkit.profiles`
 (``tolerances='fixed'``); ``--tolerance`` / ``--profile`` overrides apply on top, and the report records every limit
-in force and where it came from. The bundle's sha256 checksums are verified too. When an ONNX or Core ML candidate
-fails (or with ``locate=True``), :mod:`framegen.toolkit.locate` names the first layer that departs. Outputs can be
-saved and judged on another machine (:mod:`framegen.toolkit.parity_io`).
+in force and where it came from. The bundle's sha256 checksums are verified too. A third stage, ``layers``, compares
+every convolution and upsample of each ONNX or Core ML artifact with PyTorch on the first frame
+(:mod:`framegen.toolkit.locate`), each against its own derived limit: it sees a wrong weight that fp16's rounding
+noise hides at the output, and names the first layer that departs. Outputs can be saved and judged on another
+machine (:mod:`framegen.toolkit.parity_io`); the layers of their artifact are still compared here.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from framegen.toolkit.parity_results import (
     StageResult,
     judge_stages,
 )
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile
+from framegen.toolkit.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
 from framegen.toolkit.tolerance import Overrides, Tolerances
 
 __all__ = ["REFERENCE", "STAGES", "AudioInput", "Candidate", "CandidateResult", "ChecksumResult", "ParityError",
@@ -413,25 +415,42 @@ def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLi
     return os.fspath(save_outputs(path, runs))
 
 
-def _locate_candidates(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
-                       results: list[CandidateResult], force: bool) -> None:
-    """Name the first departing layer of every ONNX / Core ML candidate that failed (of all of them with
-    ``force``), on its worst frame."""
+def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
+                  plan: list[dict[str, Any]], results: list[CandidateResult]) -> None:
+    """The ``layers`` stage of every fp32 / fp16 candidate that runs a bundle's ONNX or Core ML artifact (loaded
+    outputs included): each of the artifact's layers against PyTorch on the run's first frame
+    (:mod:`framegen.toolkit.locate`). An artifact shared by several candidates is compared once."""
     from framegen.toolkit.locate import locate_artifact
 
+    image, audio = frame_inputs(template, segments, b.mode, 0)
+    crop = np.ascontiguousarray(template.prepared(plan[0]["template_index"]).crop328[4:-4, 4:-4])
+    done: dict[tuple[str, str, str], Any] = {}
     for res in results:
         cand = res.candidate
-        if cand.io != "tensor" or (res.passed and not force) or not res.stages or res.loaded_from is not None:
+        profile = res.limits_profile
+        if res.error or profile is None or LAYERS not in profile.stages or cand.precision not in ("fp32", "fp16"):
             continue
         art = _artifact_of(b, cand)
         if art is None:
             continue
-        out = next((s for s in res.stages if s.stage == MODEL_OUTPUT), None)
-        worst = int(out.metrics["worst_frame"]) if out is not None and out.metrics.get("worst_frame") is not None \
-            else 0
-        image, audio = frame_inputs(template, segments, b.mode, worst)
-        res.locate = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
-                                     frame=worst)
+        key = (os.fspath(art.path), cand.precision, cand.io)
+        if key not in done:
+            done[key] = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
+                                        frame=0, io=cand.io, crop=crop)
+        loc = res.locate = done[key]
+        limits = profile.limits(LAYERS)
+        metrics = loc.stage_metrics()
+        scale = limits.max_excess if limits.max_excess is not None else 1.0
+        outside = [r for r in loc.layers if r.local_rel_rms > scale * r.local_limit]
+        if loc.error:
+            failures = [f"cannot compare the layers: {loc.error}"]
+        elif outside:
+            r = outside[0]
+            failures = [f"{len(outside)} of {len(loc.layers)} layers outside their limit; first {r.layer} "
+                        f"({r.kind}): local rel_rms {r.local_rel_rms:.3g} > {scale * r.local_limit:.3g}"]
+        else:
+            failures = []
+        res.stages.append(StageResult(LAYERS, "layers", metrics, limits.as_dict(), failures))
 
 
 def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
@@ -483,8 +502,9 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     given). ``start_frame``: the template frame the ping-pong walk starts at; ``batch`` overrides each backend's.
     ``tolerances``: ``derived`` (from ``measure_frames`` speech frames and one silent frame of this checkpoint,
     :mod:`framegen.toolkit.tolerance`, cached), ``fixed``, or a ready :class:`Tolerances`; ``overrides`` apply on
-    top. ``locate``: ``None`` searches the first departing layer of failed ONNX / Core ML candidates, ``True`` of
-    every one, ``False`` never. ``save_outputs``: write each live candidate's outputs there; ``load_outputs``: judge
+    top. ``locate``: the ``layers`` stage of ONNX / Core ML candidates runs unless ``False``; ``True`` also prints
+    every per-layer table (by default only failed candidates').
+    ``save_outputs``: write each live candidate's outputs there; ``load_outputs``: judge
     saved runs (refused, ParityError, when made from other inputs or another artifact). ``heatmaps``: a directory
     for one PNG per candidate. Candidates that cannot be opened or fail while running are failures in the report;
     bad usage raises.
@@ -531,7 +551,9 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         results += run_image_parity(b.root, checkpoint, template, features, image, segments=segments,
                                     profile=lambda p: tolerances.profile(p, "image"))
     if locate is not False:
-        _locate_candidates(b, checkpoint, template, segments, results, force=bool(locate))
+        _judge_layers(b, checkpoint, template, segments, plan, results)
+    else:
+        notes.append("layers stage skipped (--no-locate): a wrong weight inside fp16 rounding noise goes unseen")
     if (inputs or {}).get("audio"):
         # The bundle's audio front-end artifacts (--audio-frontend) on the run's audio: stages mel and features.
         from framegen.toolkit.validate_frontend import frontend_parity
@@ -545,7 +567,8 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
                         frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
-                        candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path)
+                        candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path,
+                        show_layers=bool(locate))
 
 
 def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
@@ -628,7 +651,7 @@ class _Progress:
 _SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
 _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=",
                 "min_psnr_db": "PSNR>=", "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
-                "max_spread_change": "|spread|"}
+                "max_spread_change": "|spread|", "max_excess": "x own limit"}
 
 
 def print_tolerances(report: ParityReport) -> None:
@@ -654,6 +677,23 @@ def print_tolerances(report: ParityReport) -> None:
                 table.add_row(prof.name, _SHORT.get(stage, stage), _LIMIT_SHORT.get(metric, metric), cell(value),
                               prof.sources.get(stage, {}).get(metric, ""))
     wide_console().print(table)
+
+
+def _print_layers(cand: CandidateResult, table: bool) -> None:
+    """One line for a candidate's ``layers`` stage, and its per-layer table when it failed (or ``table``)."""
+    from framegen.toolkit.console import out
+    from framegen.toolkit.locate import print_locate
+
+    stage = next((s for s in cand.stages if s.stage == LAYERS), None)
+    if stage is None or cand.locate is None:
+        return
+    m = stage.metrics
+    if m.get("worst_layer") is not None:
+        out.print(f"layers {cand.label}: {m['layers']} layers on frame {m['frame']}, the closest to its limit "
+                  f"{m['worst_layer']} at {m['excess']:.2f} of it (local rel rms {cell(m['worst_local_rel_rms'])}): "
+                  + ("[green]pass[/green]" if stage.passed else "[red]FAIL[/red]"), soft_wrap=True)
+    if table or not cand.passed:
+        print_locate(cand.locate, cand.label)
 
 
 def print_report(report: ParityReport, limits: bool = True) -> None:
@@ -687,6 +727,8 @@ def print_report(report: ParityReport, limits: bool = True) -> None:
             table.add_row(cand.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
             continue
         for s in cand.stages:
+            if s.stage == LAYERS:
+                continue  # one line each below the table
             m = s.metrics
             worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
             ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
@@ -699,10 +741,7 @@ def print_report(report: ParityReport, limits: bool = True) -> None:
     if limits:
         print_tolerances(report)
     for cand in report.candidates:
-        if cand.locate is not None:
-            from framegen.toolkit.locate import print_locate
-
-            print_locate(cand.locate, cand.label)
+        _print_layers(cand, report.show_layers)
     for n in report.notes:
         _note(n)
     if report.saved_outputs:

@@ -118,6 +118,8 @@ class ParityReport:
     notes: list[str] = field(default_factory=list)
     tolerances: Tolerances | None = None
     saved_outputs: str | None = None
+    #: print every candidate's per-layer table, not only failed ones' (``--locate``)
+    show_layers: bool = False
 
     @property
     def passed(self) -> bool:

@@ -33,6 +33,9 @@ from framegen.models.errors import FramegenError
 
 MODEL_OUTPUT = "model_output"
 FINAL_FRAME = "final_frame"
+#: Every convolution and upsample of an ONNX / Core ML artifact, each against its own derived limit
+#: (:mod:`framegen.toolkit.locate`); ``max_excess`` 1 means every layer within its limit.
+LAYERS = "layers"
 
 
 class ProfileError(FramegenError):
@@ -56,6 +59,8 @@ class StageLimits:
     max_share_diff_gt1: float | None = None
     max_bias: float | None = None  # on |bias|
     max_spread_change: float | None = None  # on |spread_change|
+    #: stage ``layers``: the worst layer's local error as a multiple of its own derived limit (toolkit.locate)
+    max_excess: float | None = None
 
     def check(self, summary: dict[str, Any]) -> list[str]:
         """Each broken limit as one line (``mean_abs 1.2e-03 > 1.0e-04``); empty when all hold."""
@@ -89,7 +94,8 @@ class StageLimits:
 
 # Limit field -> summary key, where they differ.
 _KEYS = {"min_cosine": "cosine", "min_psnr_db": "psnr_db", "max_share_diff": "share_diff",
-         "max_share_diff_gt1": "share_diff_gt1", "max_bias": "bias", "max_spread_change": "spread_change"}
+         "max_share_diff_gt1": "share_diff_gt1", "max_bias": "bias", "max_spread_change": "spread_change",
+         "max_excess": "excess"}
 
 
 def _fmt(v: float) -> str:
@@ -101,6 +107,8 @@ def _fmt(v: float) -> str:
 
 
 EXACT = StageLimits(max_abs=0)
+#: The ``layers`` stage of every fp32 / fp16 profile: each layer within the limit derived for it.
+LAYER_LIMITS = StageLimits(max_excess=1.0)
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,7 @@ _FP32 = Profile(
         # outc x1.01: 31 % of values differ, mean 0.32, bias 0.048, spread +0.66 %.
         FINAL_FRAME: StageLimits(max_abs=2, mean_abs=0.03, max_share_diff=0.03, max_share_diff_gt1=0.001,
                                  max_bias=0.02, max_spread_change=1e-3),
+        LAYERS: LAYER_LIMITS,
     },
 )
 
@@ -160,6 +169,7 @@ _FP16 = Profile(
         # 0.039 %. outc x1.01 on ORT fp16: spread +0.67 %.
         FINAL_FRAME: StageLimits(max_abs=32, mean_abs=2.0, p99_abs=8, min_psnr_db=40.0, max_share_diff_gt1=0.5,
                                  max_bias=0.15, max_spread_change=2e-3),
+        LAYERS: LAYER_LIMITS,
     },
 )
 
@@ -171,7 +181,7 @@ def _image_profile(base: Profile, output: StageLimits) -> Profile:
     the truncation, like the final frame's; the final frame keeps the float profile's limits."""
     return Profile(f"image-{base.name}",
                    f"image-I/O {base.name} variants (uint8 in/out) against the reference pipeline's uint8 prediction",
-                   {MODEL_OUTPUT: output, FINAL_FRAME: base.stages[FINAL_FRAME]})
+                   {MODEL_OUTPUT: output, FINAL_FRAME: base.stages[FINAL_FRAME], LAYERS: LAYER_LIMITS})
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (

@@ -45,7 +45,16 @@ from typing import Any
 import numpy as np
 from framegen.models.errors import FramegenError
 from framegen.toolkit.metrics import ErrorStats
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, ProfileError, StageLimits, known_stages
+from framegen.toolkit.profiles import (
+    FINAL_FRAME,
+    LAYER_LIMITS,
+    LAYERS,
+    MODEL_OUTPUT,
+    Profile,
+    ProfileError,
+    StageLimits,
+    known_stages,
+)
 
 #: Bump when what is measured or how changes: older cache entries are then ignored.
 METHOD_VERSION = 1
@@ -276,6 +285,10 @@ def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame]
 
 # ----------------------------------------------------------------------------------------------- the rule
 
+#: Where the ``layers`` stage's per-layer limits come from (they are derived where the layers are compared).
+LAYER_SOURCE = ("each layer: local error <= max(K_LOCAL x the independent execution's local error there, floor) "
+                "(toolkit/locate.py)")
+
 # uint8 resolution floors: one truncation level for the prediction, two in the final frame (cubic resampling of
 # one-level flips stays below 1.89 levels).
 _U8_MAX_FLOOR = {PRED_U8: 1.0, FINAL_FRAME: 2.0}
@@ -370,6 +383,10 @@ def derive_profile(measurement: NoiseMeasurement, precision: str, io: str = "ten
     for name, source, kind in ((MODEL_OUTPUT, out_stage, out_kind), (FINAL_FRAME, FINAL_FRAME, "uint8")):
         stages[name], sources[name] = _stage_limits(source, kind, precision, stats[source], fp32[source],
                                                     float(fp32[MODEL_OUTPUT]["mean_abs"]), measurement.reference_std)
+    # Each layer's own limit is derived where it is compared (toolkit.locate, on the same checkpoint); the stage
+    # limit is the multiple of it that may be reached.
+    stages[LAYERS] = LAYER_LIMITS
+    sources[LAYERS] = {"max_excess": LAYER_SOURCE}
     name = f"derived-{precision}" if io == "tensor" else f"derived-image-{precision}"
     return Profile(name, f"{precision}{'' if io == 'tensor' else ' image-I/O'} limits derived from checkpoint "
                          f"{measurement.checkpoint_sha256[:12]}… ({measurement.method} fp16 / fp64 measurement)",
@@ -472,7 +489,8 @@ def fixed_profile(precision: str, io: str = "tensor") -> Profile:
     from framegen.toolkit.profiles import profile_for
 
     base = profile_for(precision, io)
-    sources = {stage: dict.fromkeys(lim.as_dict(), f"fixed profile {base.name} (docs/PARITY.md)")
+    sources = {stage: dict.fromkeys(lim.as_dict(), LAYER_SOURCE if stage == LAYERS else
+                                    f"fixed profile {base.name} (docs/PARITY.md)")
                for stage, lim in base.stages.items()}
     return Profile(base.name, base.description, dict(base.stages), sources)
 

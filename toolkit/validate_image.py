@@ -47,11 +47,45 @@ class ImageLimits:
 #: artifact bit for bit), so the limits are the tensor artifacts' tolerances (toolkit.validate) carried through
 #: ``x * 255`` and the truncation. fp32: errors below one level can only flip a truncation boundary: one level,
 #: measured on 0.03-0.05 % of the values (ONNX Runtime and coreml-mil alike). fp16: the tensor fp16 tolerance (max
-#: 0.1, mean 0.01) in levels plus the level a truncation adds; measured max 6-14, mean 0.56-1.14 levels.
+#: 0.1, mean 0.01) in levels plus the level a truncation adds; measured max 6-14, mean 0.56-1.14 levels. The fp16
+#: limits are floors: validation raises them to follow the checkpoint (:func:`image_limits_for`).
 LIMITS: dict[str, ImageLimits] = {
     "fp32": ImageLimits(max_abs=1, max_share_diff=0.01),
     "fp16": ImageLimits(max_abs=27, mean_abs=3.6),
 }
+FIXED = "fixed (toolkit/validate_image.py LIMITS)"
+
+
+def image_limits_for(model: Any, precision: str, crops: np.ndarray, audio: np.ndarray, expected: np.ndarray,
+                     batches: tuple[int, ...], cache: dict[str, Any] | None = None
+                     ) -> tuple[ImageLimits, dict[str, str], dict[str, Any] | None]:
+    """The limits an image-I/O artifact of ``precision`` checked at ``batches`` on ``crops``/``audio`` is held to,
+    where each came from, and the fp16 emulation's figures (``None`` for fp32).
+
+    fp16 follows the checkpoint, by the rule of :func:`framegen.toolkit.validate.tolerance_for`: the reference
+    pipeline (:func:`reference_uint8`) run with the fp16 emulation of ``model`` instead of the module on all the
+    cases, its uint8 output compared with ``expected`` like the artifact's (worst over ``batches``), and
+    ``max_abs`` / ``mean_abs`` set to ``max(fixed, K["fp16"] x its levels)``. ``cache``: a
+    :attr:`Reference.emulations`, so that one export emulates once for all its image-I/O artifacts.
+    """
+    from framegen.toolkit.tolerance import K
+    from framegen.toolkit.validate import EMULATION, derived_limit, emulated_fp16
+
+    base = LIMITS[precision]
+    sources = dict.fromkeys(base.as_dict(), FIXED)
+    if precision != "fp16":
+        return base, sources, None
+    # All the cases, whatever the batches: every format's artifact then reuses the one emulation.
+    got, seconds = emulated_fp16(model, (crops, audio), lambda emu: reference_uint8(emu, crops, audio), cache,
+                                 tag="image-uint8")
+    stats = [compare_uint8(expected[:b], got[:b]) for b in batches]
+    mx, mean = max(st["max_abs"] for st in stats), max(st["mean_abs"] for st in stats)
+    max_abs, sources["max_abs"] = derived_limit(base.max_abs, mx, " levels")
+    mean_abs, sources["mean_abs"] = derived_limit(float(base.mean_abs or 0.0), mean, " levels")
+    limits = ImageLimits(max_abs=int(max_abs), mean_abs=mean_abs, max_share_diff=base.max_share_diff)
+    emu = {"method": EMULATION + ", then pred_to_uint8", "K": K["fp16"], "batches": list(batches), "max_abs": mx,
+           "mean_abs": mean, "share_diff": max(st["share_diff"] for st in stats), "seconds": seconds}
+    return limits, sources, emu
 
 
 def reference_uint8(model: Any, reference: np.ndarray, audio: np.ndarray) -> np.ndarray:
@@ -167,7 +201,8 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     Checks its names, dtypes and shapes (image layouts for Core ML), its ``metadata`` when given, its convolution
     weights against the module's (``ref``: an :func:`toolkit.validate.reference` of the module, when given), and
     its numbers: real-looking uint8 crops through the artifact against the reference float pipeline
-    (:func:`reference_uint8`) under :data:`LIMITS`. ONNX runs in a fresh ONNX Runtime CPU session at ``batches``
+    (:func:`reference_uint8`) under :data:`LIMITS` (fp16: raised to follow the checkpoint, :func:`image_limits_for`).
+    ONNX runs in a fresh ONNX Runtime CPU session at ``batches``
     (default 1 and 3); Core ML in the ``coreml-mil`` verifier (default batch 1: one image per call). ``label``
     names the artifact in errors (default: ``path``; the bundle writer passes the final path, not the temporary one).
     ``cases``: ``(crops, audio, expected)`` from :func:`validation_cases`, to share the reference run between
@@ -182,9 +217,8 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     name = label or os.fspath(p)
     if precision not in LIMITS:
         raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")
-    limits = LIMITS[precision]
-    result: dict[str, Any] = {"limits": limits.as_dict(), "levels": "uint8 levels against pred_to_uint8 of the "
-                              "PyTorch fp32 module on model_input(crop)"}
+    result: dict[str, Any] = {"levels": "uint8 levels against pred_to_uint8 of the PyTorch fp32 module on "
+                              "model_input(crop)"}
     if fmt == "onnx":
         onnx_model, meta = _check_onnx_structure(p, model.mode, name)
         convs = onnx_convs(onnx_model)
@@ -203,6 +237,11 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     crops, audio, want = cases if cases is not None else validation_cases(model, max(batches))
     if crops.shape[0] < max(batches):
         raise ValueError(f"{crops.shape[0]} validation cases for batch {max(batches)}")
+    limits, sources, emulation = image_limits_for(model, precision, crops, audio, want, batches,
+                                                  ref.emulations if ref is not None else None)
+    result.update({"limits": limits.as_dict(), "limit_sources": sources})
+    if emulation is not None:
+        result["fp16_emulation"] = emulation
     runs = []
     try:
         runner_name = "ort-cpu" if fmt == "onnx" else "coreml-mil"
@@ -259,8 +298,9 @@ def export_image_entries(exporter: Any, model: Any, mode: str, precisions: list[
                                              cases=cases)
         if say is not None:
             say(f"{name}: built in {t1 - t0:.1f} s, validated in {time.perf_counter() - t1:.1f} s (max "
-                f"{validation['max_abs']} levels, {100 * validation['share_diff']:.2g}% of values differ from the "
-                f"reference pipeline; weights rel err {validation['weights_max_rel_err']:.2g})")
+                f"{validation['max_abs']} levels, limit {validation['limits']['max_abs']} "
+                f"({validation['limit_sources']['max_abs']}), {100 * validation['share_diff']:.2g}% of values "
+                f"differ from the reference pipeline; weights rel err {validation['weights_max_rel_err']:.2g})")
         size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         entries.append({"model": "generator", "format": fmt, "precision": prec, "io": IO, "path": name,
                         "sha256": sha256_path(path), "bytes": size, "inputs": ins, "outputs": outs, **extra,

@@ -54,8 +54,9 @@ def parity(
         "--profile", help="A TOML or JSON file of limits ({stage: {metric: value}}), applied before --tolerance.")]
     = None,
     locate: Annotated[bool | None, typer.Option(
-        "--locate/--no-locate", help="Compare every layer of each ONNX / Core ML artifact with PyTorch and name the "
-                                     "first that departs (default: only for those that fail).")] = None,
+        "--locate/--no-locate", help="The layers stage compares every layer of each ONNX / Core ML artifact with "
+                                     "PyTorch and names the first that departs; --locate prints every per-layer "
+                                     "table (default: failed candidates'), --no-locate skips the stage.")] = None,
     save_outputs: Annotated[Path | None, typer.Option(
         "--save-outputs", help="Save each backend's outputs (with input and artifact digests, runtime versions) "
                                "to judge them on another machine.")] = None,
