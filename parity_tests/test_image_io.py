@@ -368,3 +368,39 @@ def test_export_refuses_an_unknown_io_variant_before_writing(generator_ckpt, tmp
                           check=False)
     assert proc.returncode == 2 and "unknown I/O variant 'pixels'" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_image_variant_outputs_are_judged_on_another_machine(image_bundle, generator_ckpt, prepared_template,
+                                                             parity_features, tmp_path):
+    """--save-outputs / --load-outputs for an image-I/O variant: its uint8 predictions travel, are judged like a live
+    run's (the layers of its artifact compared here), and a file made from other inputs is refused."""
+    from framegen.toolkit.parity import Candidate, run_parity
+    from framegen.toolkit.parity_io import OutputsFileError, load_outputs, save_outputs
+    from framegen.toolkit.profiles import LAYERS
+
+    saved = tmp_path / "image.npz"
+    kw = {"frames": 1, "silence_frames": 1}
+    live = run_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features,
+                      candidates=[Candidate("ort-cpu", "fp16", "image")], save_outputs=saved, locate=False, **kw)
+    assert live.passed, live.failures()
+    (run,) = load_outputs(saved)
+    assert run.header["io"] == "image" and run.header["artifact"]["sha256"]
+    assert len(run.outputs) == 2 and all(v.dtype == np.uint8 and v.shape == (320, 320, 3)
+                                         for v in run.outputs.values())
+    loaded = run_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, candidates=[],
+                        load_outputs=[saved], **kw)
+    (cand,) = loaded.candidates
+    assert cand.label == "ort-cpu:fp16:image@image.npz" and cand.passed, cand.failures()
+    assert [s.stage for s in cand.stages] == [MODEL_OUTPUT, FINAL_FRAME, LAYERS]
+    for a, b in zip(live.candidates[0].stages, cand.stages, strict=False):
+        assert a.metrics == b.metrics
+    # The loaded numbers are what is judged: the same file with every prediction 40 levels brighter fails.
+    bright = {k: np.clip(v.astype(np.int16) + 40, 0, 255).astype(np.uint8) for k, v in run.outputs.items()}
+    header = {k: v for k, v in run.header.items() if k != "keys"}
+    save_outputs(tmp_path / "bright.npz", [{"header": header, "outputs": bright}])
+    worse = run_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, candidates=[],
+                       load_outputs=[tmp_path / "bright.npz"], locate=False, **kw)
+    assert not worse.passed and any(MODEL_OUTPUT in line for line in worse.failures()), worse.failures()
+    with pytest.raises(OutputsFileError, match="made from other inputs"):
+        run_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, candidates=[],
+                   load_outputs=[saved], start_frame=3, **kw)

@@ -45,17 +45,20 @@ def plan_image_candidates(bundle: Any) -> tuple[list[Candidate], list[str]]:
 
 def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
                      features: np.ndarray, candidates: list[Any], *, frames: int = 8, start_frame: int = 0,
-                     segments: list[Any] | None = None,
-                     profile: Callable[[str], Profile] | None = None) -> list[CandidateResult]:
+                     segments: list[Any] | None = None, profile: Callable[[str], Profile] | None = None,
+                     loaded: list[Any] | None = None, record: bool = False) -> list[CandidateResult]:
     """Compare image-I/O candidates (:class:`framegen.toolkit.parity_results.Candidate` with ``io='image'``) with
     the PyTorch fp32 reference pipeline; one :class:`CandidateResult` each.
 
     ``segments`` (:class:`framegen.toolkit.parity.Segment`, speech and silence) are the frames parity compares; by
     default the first ``frames`` output frames of ``features`` from ``start_frame``. ``profile(precision)`` gives the
-    limits (default: the fixed ``image-*`` profiles). A candidate that cannot be opened or fails while running is a
-    failed result (its error says why).
+    limits (default: the fixed ``image-*`` profiles). ``loaded``: per candidate a
+    :class:`framegen.toolkit.parity_io.SavedRun` to replay instead of running it here (or ``None``); ``record``:
+    keep each live candidate's predictions by frame digest in its ``recorded``, for ``--save-outputs``. A candidate
+    that cannot be opened or fails while running is a failed result (its error says why).
     """
     from framegen.models.bundle import load_bundle
+    from framegen.toolkit.parity_io import ReplayBackend
     from framegen.toolkit.plan import open_candidate
 
     b = load_bundle(bundle)
@@ -65,10 +68,14 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
     results: list[CandidateResult] = []
     models: dict[int, Any] = {}
     stats: dict[int, tuple[ErrorStats, ErrorStats]] = {}
-    for k, cand in enumerate(candidates):
-        results.append(CandidateResult(cand, limits(cand.precision).name))
+    runs = list(loaded or []) + [None] * (len(candidates) - len(loaded or []))
+    for k, (cand, run) in enumerate(zip(candidates, runs, strict=True)):
+        results.append(CandidateResult(cand, limits(cand.precision).name,
+                                       loaded_from=os.fspath(run.path) if run is not None else None,
+                                       recorded={} if record and run is None else None))
         try:
-            models[k] = open_candidate(cand, bundle=b.root, checkpoint=checkpoint, mode=b.mode, for_render=True)
+            models[k] = ReplayBackend(run) if run is not None else open_candidate(
+                cand, bundle=b.root, checkpoint=checkpoint, mode=b.mode, for_render=True)
         except FramegenError as exc:
             results[k].error = f"cannot open: {exc}"
             continue
@@ -104,6 +111,7 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.parity_io import frame_digest
     from framegen.toolkit.preprocess import paste_back
     from framegen.toolkit.render import iter_frames
 
@@ -119,6 +127,7 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
                 ref_u8 = pred_to_uint8(ref_pred)
                 crop = np.ascontiguousarray(prepared.crop328[_INNER, _INNER])[None]
                 audio = audio_windows(seg.features, [j], b.mode)
+                digest = frame_digest(prepared.image_input(), audio[0])
                 x0, y0, x1, y1 = box = prepared.box
                 for k in list(models):
                     try:
@@ -134,6 +143,8 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
                                        offset=(y0, x0, 0))
                     results[k].outside_box_diffs += outside_box_diffs(ref_frame, frame, box)
                     results[k].frames += 1
+                    if results[k].recorded is not None:
+                        results[k].recorded[digest] = np.array(got, copy=True)
     finally:
         reference.close()
     return total

@@ -273,7 +273,7 @@ def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str
     for path in paths:
         for run in load_outputs(path):
             h = run.header
-            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), "tensor")
+            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), str(h.get("io", "tensor")))
             art = _artifact_of(b, cand)
             check_saved(run, digests, art.entry.get("sha256") if art is not None else None)
             out.append((cand, run))
@@ -389,27 +389,30 @@ def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) 
         tr.result.heatmap = os.fspath(path)
 
 
-def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str], trackers: list[_Tracker],
-               plan: list[dict[str, Any]]) -> str | None:
+def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str],
+               recorded: list[tuple[CandidateResult, dict[str, np.ndarray] | None]], plan: list[dict[str, Any]]
+               ) -> str | None:
+    """Write every live candidate's recorded outputs (tensor: float model outputs; image-I/O: uint8 predictions)
+    with the header that lets another machine's run be checked against this one's inputs and artifact."""
     from framegen.models.checkpoint import sha256_file
     from framegen.toolkit.parity_io import inputs_digest, runtime_versions, save_outputs
 
     runs = []
     versions = runtime_versions()
-    for tr in trackers:
-        if tr.saved is None or tr.result.error is not None:
+    for result, saved in recorded:
+        if saved is None or result.error is not None:
             continue
-        cand = tr.result.candidate
+        cand = result.candidate
         art = _artifact_of(b, cand)
         artifact = ({"path": art.path.relative_to(b.root).as_posix(), "format": art.format,
                      "sha256": art.entry.get("sha256")} if art is not None
                     else {"checkpoint": os.fspath(checkpoint), "sha256": None})
-        header = {"label": tr.result.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
-                  "mode": b.mode, "info": jsonable(tr.result.info), "artifact": artifact,
+        header = {"label": result.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
+                  "mode": b.mode, "info": jsonable(result.info), "artifact": artifact,
                   "bundle_source_sha256": (b.manifest.get("source") or {}).get("sha256"),
                   "checkpoint_sha256": sha256_file(checkpoint), "inputs_sha256": inputs_digest(
                       [f["sha256"] for f in plan]), "frames": plan, "runtime_versions": versions}
-        runs.append({"header": header, "outputs": tr.saved})
+        runs.append({"header": header, "outputs": saved})
     if not runs:
         return None
     return os.fspath(save_outputs(path, runs))
@@ -456,15 +459,15 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
 def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
                 plan: list[dict[str, Any]], cands: list[tuple[Candidate, Any]], tolerances: Tolerances,
                 notes: list[str], *, batch: int | None, heatmaps: str | os.PathLike[str] | None, progress: bool,
-                save_outputs: str | os.PathLike[str] | None) -> tuple[list[CandidateResult], dict[str, Any],
-                                                                       str | None]:
+                record: bool) -> tuple[list[CandidateResult], dict[str, Any],
+                                       list[tuple[CandidateResult, dict[str, np.ndarray] | None]]]:
     """Open, stream and judge the tensor candidates (live or loaded); returns their results, the reference's info
-    and the saved-outputs path."""
+    and, with ``record``, each live candidate's outputs by frame digest."""
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
 
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
-    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, save_outputs is not None)
+    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record)
     try:
         std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
                                 keep_worst=heatmaps is not None, progress=progress)
@@ -481,8 +484,7 @@ def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segme
             tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
     if heatmaps is not None:
         _write_heatmaps(trackers, heatmaps)
-    saved_path = _save_runs(save_outputs, b, checkpoint, trackers, plan) if save_outputs is not None else None
-    return [t.result for t in trackers], reference.info.as_dict(), saved_path
+    return [t.result for t in trackers], reference.info.as_dict(), [(t.result, t.saved) for t in trackers]
 
 
 def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
@@ -539,17 +541,21 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                                         silence=1 if silence_frames else 0, overrides=overrides)
     elif overrides is not None:
         tolerances = Tolerances(tolerances.kind, tolerances.measurement, overrides)
-    tensor = [(c, None) for c in candidates if c.io == "tensor"] + saved
-    image = [c for c in candidates if c.io == "image"]
-    results, reference, saved_path = _run_tensor(b, checkpoint, template, segments, plan, tensor, tolerances, notes,
-                                                 batch=batch, heatmaps=heatmaps, progress=progress,
-                                                 save_outputs=save_outputs)
+    tensor = [(c, None) for c in candidates if c.io == "tensor"] + [(c, r) for c, r in saved if c.io == "tensor"]
+    image = [(c, None) for c in candidates if c.io == "image"] + [(c, r) for c, r in saved if c.io == "image"]
+    results, reference, recorded = _run_tensor(b, checkpoint, template, segments, plan, tensor, tolerances, notes,
+                                               batch=batch, heatmaps=heatmaps, progress=progress,
+                                               record=save_outputs is not None)
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
         from framegen.toolkit.image_parity import run_image_parity
 
-        results += run_image_parity(b.root, checkpoint, template, features, image, segments=segments,
-                                    profile=lambda p: tolerances.profile(p, "image"))
+        image_results = run_image_parity(b.root, checkpoint, template, features, [c for c, _ in image],
+                                         segments=segments, profile=lambda p: tolerances.profile(p, "image"),
+                                         loaded=[r for _, r in image], record=save_outputs is not None)
+        results += image_results
+        recorded += [(r, r.recorded) for r in image_results]
+    saved_path = _save_runs(save_outputs, b, checkpoint, recorded, plan) if save_outputs is not None else None
     if locate is not False:
         _judge_layers(b, checkpoint, template, segments, plan, results)
     else:

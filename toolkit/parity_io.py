@@ -1,9 +1,10 @@
 """Parity across machines: a backend's outputs saved on one machine (``--save-outputs``), judged on another
 (``--load-outputs``), for example a Mac's ``coreml`` run judged by Linux CI.
 
-The file is an ``.npz``: the model output of every compared frame (float32 3x320x320) keyed by the sha256 of that
-frame's exact model inputs (image and audio window bytes), plus a JSON header with the digest of all inputs, the
-artifact's sha256, the checkpoint the bundle came from, the backend's info and the versions of the runtimes. Loading
+The file is an ``.npz``: the model output of every compared frame (float32 3x320x320; for an image-I/O variant the
+uint8 320x320x3 prediction) keyed by the sha256 of that frame's exact model inputs (image and audio window bytes),
+plus a JSON header with the digest of all inputs, the artifact's sha256, the checkpoint the bundle came from, the
+backend's info and the versions of the runtimes. Loading
 refuses, with one line, a file made from other inputs or another artifact; a loaded run then goes through the same
 pipeline as a live backend (:class:`ReplayBackend` answers each batch from the file), so its final frames are pasted
 and compared exactly as the live ones.
@@ -72,7 +73,7 @@ class SavedRun:
 
     path: Path
     header: dict[str, Any]
-    outputs: dict[str, np.ndarray]  # frame digest -> float32 (3, 320, 320)
+    outputs: dict[str, np.ndarray]  # frame digest -> float32 (3, 320, 320), or uint8 (320, 320, 3) for image I/O
 
     @property
     def label(self) -> str:
@@ -89,7 +90,8 @@ def save_outputs(path: str | os.PathLike[str], runs: list[dict[str, Any]]) -> Pa
     for n, run in enumerate(runs):
         keys = list(run["outputs"])
         for j, key in enumerate(keys):
-            arrays[f"r{n}_{j}"] = np.asarray(run["outputs"][key], dtype=np.float32)
+            value = np.asarray(run["outputs"][key])  # image-I/O predictions stay uint8
+            arrays[f"r{n}_{j}"] = value if value.dtype == np.uint8 else value.astype(np.float32)
         headers.append(dict(run["header"], keys=keys))
     meta = {"format": FORMAT, "version": VERSION, "runs": headers}
     arrays["header"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -140,13 +142,27 @@ def check_saved(run: SavedRun, digests: list[str], artifact_sha256: str | None) 
                                f"{artifact_sha256[:12]}…")
 
 
+def crop_digest(crop: np.ndarray, audio: np.ndarray) -> str:
+    """:func:`frame_digest` of the model inputs an image-I/O variant's uint8 (320, 320, 3) ``crop`` stands for."""
+    from framegen.models.contract import INNER_OFFSET, INNER_SIZE
+    from framegen.models.pixels import model_input
+
+    full = np.zeros((INNER_SIZE + 2 * INNER_OFFSET,) * 2 + (3,), np.uint8)  # model_input reads only the inner part
+    full[INNER_OFFSET:INNER_OFFSET + INNER_SIZE, INNER_OFFSET:INNER_OFFSET + INNER_SIZE] = crop
+    return frame_digest(model_input(full), audio)
+
+
 class ReplayBackend(Backend):
-    """A saved run as a backend: each batch item's output is looked up by the digest of its inputs."""
+    """A saved run as a backend: each batch item's output is looked up by the digest of its inputs (tensor I/O:
+    the float image; image I/O: the model inputs its uint8 crop stands for)."""
 
     def __init__(self, run: SavedRun) -> None:
         h = run.header
         mode = str(h.get("mode", "ave"))
-        inputs, outputs = generator_io(mode)
+        io = str(h.get("io", "tensor"))
+        if io not in ("tensor", "image"):
+            raise OutputsFileError(f"{run.path}: {run.label} has unknown I/O variant {io!r}")
+        inputs, outputs = generator_io(mode, io)
         info = dict(h.get("info") or {})
         super().__init__(BackendInfo(f"{h.get('backend')} (loaded)", str(info.get("device", "?")),
                                      str(h.get("precision", "fp32")), mode, os.fspath(run.path), inputs, outputs,
@@ -157,8 +173,8 @@ class ReplayBackend(Backend):
     def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
         out = []
         for img, aud in zip(image, audio, strict=True):
-            key = frame_digest(img, aud)
+            key = crop_digest(img, aud) if self.io == "image" else frame_digest(img, aud)
             if key not in self.run.outputs:
                 raise BackendError(f"{self.run.path}: no saved output for these inputs (made from other inputs)")
             out.append(self.run.outputs[key])
-        return np.stack(out).astype(np.float32, copy=False)
+        return np.stack(out) if self.io == "image" else np.stack(out).astype(np.float32, copy=False)

@@ -52,6 +52,8 @@ class CandidateResult:
     limits_profile: Profile | None = None
     #: the saved-outputs file (``--load-outputs``) the outputs came from, instead of running the backend here
     loaded_from: str | None = None
+    #: with ``--save-outputs``: this live candidate's outputs by frame digest, until they are written
+    recorded: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
