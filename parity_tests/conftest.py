@@ -29,20 +29,30 @@ def require_fixture(name: str) -> Path:
     return path
 
 
+def calibrated(seed: int, mode: str = "ave"):
+    """A calibrated seeded generator module, in eval mode."""
+    from framegen.models.init import init_generator
+
+    return init_generator(mode, seed=seed, calibrate=True)
+
+
+def saved_checkpoint(tmp_path_factory, module, name: str) -> Path:
+    """``module`` saved in SyncTalk_2D's checkpoint format, in a fresh session folder."""
+    from framegen.models.io import save_generator
+
+    return save_generator(module, tmp_path_factory.mktemp("ckpt") / name)
+
+
 @pytest.fixture(scope="session")
 def calibrated_generator():
     """The calibrated seeded 'ave' generator module (seed 0), in eval mode."""
-    from framegen.models.init import init_generator
-
-    return init_generator("ave", seed=0, calibrate=True)
+    return calibrated(0)
 
 
 @pytest.fixture(scope="session")
 def generator_ckpt(tmp_path_factory, calibrated_generator) -> Path:
     """A calibrated seeded 'ave' checkpoint in SyncTalk_2D's format."""
-    from framegen.models.io import save_generator
-
-    return save_generator(calibrated_generator, tmp_path_factory.mktemp("ckpt") / "generator_ave.pth")
+    return saved_checkpoint(tmp_path_factory, calibrated_generator, "generator_ave.pth")
 
 
 @pytest.fixture(scope="session")

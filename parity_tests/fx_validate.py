@@ -15,17 +15,17 @@ __all__ = ["seed2_export", "seed2_generator", "seed2_generator_ckpt"]
 @pytest.fixture(scope="session")
 def seed2_generator():
     """The calibrated seeded 'ave' generator, seed 2: its correct image-I/O fp16 ONNX export reaches 28 levels."""
-    from framegen.models.init import init_generator
+    from conftest import calibrated
 
-    return init_generator("ave", seed=2, calibrate=True)
+    return calibrated(2)
 
 
 @pytest.fixture(scope="session")
 def seed2_generator_ckpt(tmp_path_factory, seed2_generator) -> Path:
     """``seed2_generator`` in SyncTalk_2D's checkpoint format."""
-    from framegen.models.io import save_generator
+    from conftest import saved_checkpoint
 
-    return save_generator(seed2_generator, tmp_path_factory.mktemp("ckpt_s2") / "generator_ave_s2.pth")
+    return saved_checkpoint(tmp_path_factory, seed2_generator, "generator_ave_s2.pth")
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,16 @@ uses): export a bundle with every artifact kind (ONNX and Core ML, fp32 and fp16
 ``framegen parity`` (derived tolerances, the checkpoint measured on the parity frames) on every kind through ort-cpu
 and the coreml-mil verifier, and count false failures; then break every artifact in four ways (``parity_tests/
 faults.py``: the output convolution x1.01, one mid-network convolution x1.02, the audio input ignored, the colour
-channels swapped; checksums updated) and count the drifts each kind lets through. Features: SyncTalk_2D's real 'ave'
-features (../shared) for 'ave', seeded stand-ins with their spread for 'hubert' / 'wenet'.
+channels swapped; checksums updated) and count the drifts each kind lets through (one speech frame per drifted run).
+Features: SyncTalk_2D's real 'ave' features (../shared) for 'ave', seeded stand-ins with their spread for
+'hubert' / 'wenet'.
 
     python scripts/measure_parity.py [--seeds ...] [--frames 1] [--silence-frames 1] [--work DIR] [--json out.json]
 
 One line per checkpoint and kind as it goes (flushed, so a background run can be followed), then the summary table.
-About four minutes per checkpoint on two busy cores (the export and the coreml-mil verifier dominate).
+Every run judges all three stages, ``layers`` included (every layer of each artifact against its own derived limit);
+each line also says how many drifts the output stages alone caught. About 8 minutes per checkpoint on two free cores,
+12-15 when two such processes share them (the coreml-mil verifier and the layer comparisons dominate).
 """
 
 from __future__ import annotations
