@@ -136,7 +136,7 @@ def export_generator_coreml(model: Any, path: str | os.PathLike[str], precision:
     """Export a generator to an .mlpackage (``image``, ``audio`` -> ``output``) at ``path``.
 
     ``program``: a ready :func:`exported_program` of the same module (saves the slow export when converting both
-    precisions). Not validated here; :func:`framegen.toolkit.export.export_bundle` validates what it writes.
+    precisions). Not validated here; :func:`framegen.toolkit.export.bundle.export_bundle` validates what it writes.
     """
     prog = program if program is not None else exported_program(model, "generator")
     return convert(prog, "generator", model.mode, path, precision, metadata)

@@ -10,7 +10,8 @@ paste back, both as 8-bit BGR images:
 - Core ML: ``image`` an image (320x320, BGR colour layout, scale 1) and ``audio`` float32 ``[1, *mode shape]`` ->
   ``output`` an image (320x320, BGR): a Swift app passes a CVPixelBuffer and gets one back. Batch 1.
 
-Inside, both compute the operations of the reference float pipeline (``framegen.toolkit.preprocess.model_input`` then
+Inside, both compute the operations of the reference float pipeline
+(``framegen.toolkit.inputs.preprocess.model_input`` then
 ``pred_to_uint8``), in the artifact's precision: ``float32(pixel) / 255`` (a true division: a multiply by 1/255
 differs in the last bit for 126 of the 256 levels), the reference and its copy with rows 5..309 / columns 5..314 set
 to 0, concatenated as 6 planes, the generator, then ``floor(clip(output * 255, 0, 255))``. The floor makes the

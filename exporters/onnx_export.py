@@ -271,7 +271,7 @@ def export_generator_onnx(model: Any, path: str | os.PathLike[str], precision: s
     """Export a generator module to ``path`` (.onnx) with the contract's names, a dynamic batch axis, float32 I/O
     and ``metadata`` (default: :func:`framegen.models.metadata.artifact_metadata` without a source sha256).
 
-    Not validated here; :func:`framegen.toolkit.export.export_bundle` validates what it writes.
+    Not validated here; :func:`framegen.toolkit.export.bundle.export_bundle` validates what it writes.
     """
     proto = generator_onnx_model(model, precision, opset, exporter)
     set_metadata(proto, _default_metadata("generator", model.mode, precision, metadata))

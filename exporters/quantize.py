@@ -17,7 +17,7 @@ linear (symmetric, per output channel) or n-bit palettization (k-means lookup ta
 the weights become ``constexpr_affine_dequantize`` / ``constexpr_lut_to_dense`` ops over the stored compressed
 data (iOS16 opset), which Core ML expands when it loads the model.
 
-Neither is validated here: :mod:`framegen.toolkit.compress` judges every compressed artifact against PyTorch.
+Neither is validated here: :mod:`framegen.toolkit.export.compress` judges every compressed artifact against PyTorch.
 """
 
 from __future__ import annotations

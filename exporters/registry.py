@@ -1,7 +1,7 @@
 """One exporter per artifact format, behind one interface (after Optimum's exporters: a config per format, export
-apart from validation, which :mod:`framegen.toolkit.validate` does).
+apart from validation, which :mod:`framegen.toolkit.export.validate` does).
 
-``framegen.toolkit.export.export_bundle`` asks the registry for each requested format and never branches on a
+``framegen.toolkit.export.bundle.export_bundle`` asks the registry for each requested format and never branches on a
 format's name. A format exporter traces a module once (:meth:`FormatExporter.trace`, the slow step, shared by every
 precision), builds each precision's artifact from that trace (:meth:`FormatExporter.build`) and the image-I/O
 variants (:meth:`FormatExporter.build_image`), and describes itself for the manifest (:meth:`FormatExporter.tools`).

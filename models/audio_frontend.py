@@ -1,6 +1,7 @@
 """SyncTalk_2D's audio front-end as torch modules that export to ONNX and Core ML: PCM -> mel, PCM -> 'ave' features.
 
-:class:`AudioFrontend` restates :func:`framegen.toolkit.audio.melspectrogram` with graph-friendly ops, in float32:
+:class:`AudioFrontend` restates :func:`framegen.toolkit.inputs.audio.melspectrogram` with graph-friendly ops, in
+float32:
 the 800-point STFT as strided ``conv1d`` whose 802 filters are the Hann-windowed cosine and sine rows of the DFT
 (401 real, 401 imaginary) with the pre-emphasis folded in, computed exactly split (see :func:`split_kernel`), the
 magnitude, the mel filter bank as a matmul, dB and the +-4 normalisation. :class:`AudioFeatures` chains it with the
@@ -8,7 +9,8 @@ audio encoder and applies SyncTalk_2D's framing in the graph (window count, star
 repeated first and last embedding).
 
 The filter bank and the window are constructor arguments, not recomputed here: the toolkit passes the very arrays
-its numpy mel uses (``framegen.toolkit.audio.mel_basis`` and its Hann window), so there is one definition of each.
+its numpy mel uses (``framegen.toolkit.inputs.audio.mel_basis`` and its Hann window), so there is one definition of
+each.
 
 The window count is SyncTalk_2D's ``int((T - 16) / 80 * 25) + 2``, evaluated in float64 by the reference. For
 ``T - 16`` a multiple of 16 the exact quotient is an integer and float64 sometimes lands just below it, so the count
@@ -109,7 +111,7 @@ def split_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 class AudioFrontend(nn.Module):
     """16 kHz mono float32 PCM ``[batch, samples]`` -> SyncTalk_2D's normalised mel ``[batch, 1 + samples // 200,
-    80]`` (framegen.toolkit.audio.melspectrogram, in float32 with an exactly split STFT)."""
+    80]`` (framegen.toolkit.inputs.audio.melspectrogram, in float32 with an exactly split STFT)."""
 
     def __init__(self, mel_basis: np.ndarray, window: np.ndarray) -> None:
         super().__init__()
@@ -184,7 +186,7 @@ def frontend_contract() -> dict[str, object]:
                                         "meaning": f"{SAMPLE_RATE} Hz mono PCM in [-1, 1] (as decoded, no scaling)"}},
             "outputs": {FRONTEND_OUTPUT: {"shape": ["batch", "frames", int(MEL["n_mels"])], "dtype": "float32",
                                           "meaning": "SyncTalk_2D's normalised mel, frames = 1 + samples // 200"}},
-            "equals": "framegen.toolkit.audio.melspectrogram within 1e-4 (values in [-4, 4])",
+            "equals": "framegen.toolkit.inputs.audio.melspectrogram within 1e-4 (values in [-4, 4])",
         },
         "audio_features": {
             "inputs": {FEATURES_INPUT: {"shape": ["samples"], "dtype": "float32",
@@ -196,7 +198,7 @@ def frontend_contract() -> dict[str, object]:
             "windows": "window k = mel[s:s+16] with s = min(int(80 * k / 25), T - 16), k = 0..N-1",
             "count_in_graph": "(T - 16) * 5 // 16 + 2, minus 1 for the T listed in short_counts() (where float64 "
                               f"rounds the reference's count down), exact up to T = {MAX_MEL_FRAMES}",
-            "equals": "framegen.toolkit.audio.ave_features(melspectrogram(pcm), encoder) within 1e-4 of its "
+            "equals": "framegen.toolkit.inputs.audio.ave_features(melspectrogram(pcm), encoder) within 1e-4 of its "
                       "largest value",
         },
     }

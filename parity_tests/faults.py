@@ -3,7 +3,8 @@
 Every drift edits one convolution's weight (and bias) inside the exported artifacts themselves, ONNX initializers or
 the Core ML package's weight blob, with the manifest's sha256 updated so that only the numbers can tell. Layers are
 named by their module path in the checkpoint and found in an artifact by execution order (the i-th convolution of a
-graph is the i-th ``Conv2d`` PyTorch runs: :mod:`framegen.toolkit.locate`'s matching), so the same drift applies to
+graph is the i-th ``Conv2d`` PyTorch runs: :mod:`framegen.toolkit.parity.layers`'s matching), so the same drift
+applies to
 ONNX fp32/fp16, Core ML fp32/fp16 and the image-I/O variants alike.
 """
 
@@ -51,7 +52,7 @@ def conv_index(checkpoint_or_model: Any, layer: str, mode: str | None = None) ->
     """Position of the ``Conv2d`` at module path ``layer`` in PyTorch's execution order."""
     from framegen.models.checkpoint import load_generator
     from framegen.models.contract import audio_shape
-    from framegen.toolkit.locate import CONV, torch_layers
+    from framegen.toolkit.parity.layers import CONV, torch_layers
 
     model = checkpoint_or_model if hasattr(checkpoint_or_model, "forward") else \
         load_generator(checkpoint_or_model, mode)

@@ -80,7 +80,7 @@ def speech_path() -> Path:
 @pytest.fixture(scope="session")
 def speech_wav(speech_path) -> np.ndarray:
     """The speech clip decoded by framegen (PyAV)."""
-    from framegen.toolkit.audio import decode_audio
+    from framegen.toolkit.inputs.audio import decode_audio
 
     return decode_audio(speech_path)
 
@@ -88,7 +88,7 @@ def speech_wav(speech_path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def speech_mel(speech_wav) -> np.ndarray:
     """framegen's numpy mel of the speech clip, float32 (T, 80)."""
-    from framegen.toolkit.audio import melspectrogram
+    from framegen.toolkit.inputs.audio import melspectrogram
 
     return melspectrogram(speech_wav)
 
@@ -103,6 +103,6 @@ def speech_reference_mel(speech_path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def speech_features(speech_mel, audio_encoder) -> np.ndarray:
     """framegen's 'ave' features of the whole speech clip through the seeded encoder, float32 (N, 512)."""
-    from framegen.toolkit.audio import ave_features, torch_encoder_fn
+    from framegen.toolkit.inputs.audio import ave_features, torch_encoder_fn
 
     return ave_features(speech_mel, torch_encoder_fn(audio_encoder))

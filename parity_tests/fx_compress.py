@@ -18,7 +18,7 @@ FIXTURE_FLOOR = {"min_psnr_db": 12.0, "max_level_error": 255.0}
 @pytest.fixture(scope="session")
 def compress_options(synth_template_dir, parity_features_path):
     """Calibration on 4 template crops with real(-looking) feature windows, gate on 2 held-out frames."""
-    from framegen.toolkit.compress import CompressOptions
+    from framegen.toolkit.export.compress import CompressOptions
 
     return CompressOptions(template=synth_template_dir, features=parity_features_path, calibration_frames=4,
                            gate_frames=2, **FIXTURE_FLOOR)
@@ -27,7 +27,7 @@ def compress_options(synth_template_dir, parity_features_path):
 @pytest.fixture(scope="session")
 def int8_onnx_bundle(tmp_path_factory, generator_ckpt, compress_options) -> Path:
     """ONNX fp32 + fp16 + int8 (QDQ for OpenVINO) generators."""
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     return export_bundle(generator_ckpt, tmp_path_factory.mktemp("int8") / "bundle", formats=("onnx",),
                          precisions=("fp32", "fp16", "int8"), compression=compress_options)
@@ -36,7 +36,7 @@ def int8_onnx_bundle(tmp_path_factory, generator_ckpt, compress_options) -> Path
 @pytest.fixture(scope="session")
 def compressed_coreml_bundle(tmp_path_factory, generator_ckpt, compress_options) -> Path:
     """Core ML generators with 8-bit linear and 6-bit palettized weights (fp16 compute)."""
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     return export_bundle(generator_ckpt, tmp_path_factory.mktemp("cmlc") / "bundle", formats=("coreml",),
                          precisions=("int8", "pal6"), compression=compress_options)

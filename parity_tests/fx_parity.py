@@ -39,7 +39,7 @@ def parity_features_path(tmp_path_factory, parity_features) -> Path:
 @pytest.fixture(scope="session")
 def clean_parity(bundle_dir, generator_ckpt, prepared_template, parity_features):
     """The parity report of every backend available here x every precision the bundle holds, on a clean bundle."""
-    from framegen.toolkit.parity import run_parity
+    from framegen.toolkit.parity.engine import run_parity
 
     return run_parity(bundle_dir, generator_ckpt, prepared_template, parity_features, frames=PARITY_FRAMES)
 
@@ -47,7 +47,7 @@ def clean_parity(bundle_dir, generator_ckpt, prepared_template, parity_features)
 @pytest.fixture(scope="session")
 def golden_dir(tmp_path_factory, bundle_dir, prepared_template, parity_features) -> Path:
     """Golden vectors from the clean bundle: two cases, frame 0 and the last frame (both zero-padded windows)."""
-    from framegen.toolkit.golden import write_golden
+    from framegen.toolkit.parity.golden import write_golden
 
     return write_golden(bundle_dir, prepared_template, parity_features,
                         tmp_path_factory.mktemp("golden") / "G", cases=2)

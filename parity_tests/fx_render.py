@@ -78,9 +78,9 @@ def memory_probe(template_dir: str, frames: int, out_dir: str) -> dict[str, floa
 
     Runs in a fresh subprocess (see :func:`peak_rss_mb`), so the peak belongs to this render alone.
     """
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.render import render
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.frames.render import render
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
 
     backend = make_fake_backend()
     feats = (np.abs(np.random.default_rng(0).normal(size=(frames, 512))) * 0.5).astype(np.float32)

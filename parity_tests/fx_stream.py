@@ -29,8 +29,8 @@ def stream_speech(speech_wav) -> np.ndarray:
 @pytest.fixture(scope="session")
 def stream_torch_encoder(audio_encoder):
     """(encode, batching): the seeded PyTorch encoder and its measured batch-size behaviour (probed once)."""
-    from framegen.toolkit.audio import torch_encoder_fn
-    from framegen.toolkit.stream import encoder_batching
+    from framegen.toolkit.frames.stream import encoder_batching
+    from framegen.toolkit.inputs.audio import torch_encoder_fn
 
     encode = torch_encoder_fn(audio_encoder)
     return encode, encoder_batching(encode)
@@ -105,7 +105,7 @@ def light_session(template, **kw):
     """A StreamSession whose frames skip the image work (crop, model, paste): what grows with the stream's length is
     the audio and feature path and the queues, and this measures exactly those (the per-frame image work is the
     render's, whose memory is flat per frame: ``test_render``'s peak-RSS test)."""
-    from framegen.toolkit.stream import EncoderBatching, StreamFrame, StreamSession
+    from framegen.toolkit.frames.stream import EncoderBatching, StreamFrame, StreamSession
     from fx_render import make_fake_backend
 
     class LightSession(StreamSession):
@@ -120,8 +120,8 @@ def light_session(template, **kw):
 def stream_memory_probe(seconds: float, template_dir: str) -> dict[str, float]:
     """Stream ``seconds`` of synthetic audio through a :func:`light_session` (1 s chunks) in this process; report
     peak RSS (MB) and the largest size of each buffer. Run in a fresh subprocess by :func:`stream_peak_rss`."""
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
 
     frames = 0
     biggest: dict[str, int] = {}

@@ -22,7 +22,7 @@ def real_landmarks_dir() -> Path | None:
 @pytest.fixture(scope="session")
 def synth_template_dir(tmp_path_factory) -> Path:
     """A 12-frame 1280x720 synthetic template (following the real landmark track when ../shared is present)."""
-    from framegen.toolkit.synth import synth_template
+    from framegen.toolkit.inputs.synth import synth_template
 
     out = tmp_path_factory.mktemp("templates") / "synth12"
     return synth_template(out, frames=SYNTH_FRAMES, width=1280, height=720, landmarks_dir=real_landmarks_dir())
@@ -31,7 +31,7 @@ def synth_template_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_template(synth_template_dir):
     """``PreparedTemplate`` over ``synth_template_dir`` (shared; its caches fill as tests use it)."""
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
 
     return PreparedTemplate(open_template(synth_template_dir))

@@ -117,7 +117,7 @@ def triton_bundle(tmp_path_factory, generator_ckpt, encoder_ckpt) -> TritonExpor
     """ONNX fp32 generator + audio encoder of the calibrated seeded checkpoints, exported with ``triton=`` (the
     path ``framegen export --triton`` takes): the bundle and its Triton model repository."""
     pytest.importorskip("tritonclient.grpc")
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     base = tmp_path_factory.mktemp("triton")
     bundle = export_bundle(generator_ckpt, base / "bundle", audio_encoder=encoder_ckpt, formats=("onnx",),

@@ -31,9 +31,9 @@ def seed2_generator_ckpt(tmp_path_factory, seed2_generator) -> Path:
 @pytest.fixture(scope="session")
 def seed2_export(tmp_path_factory, seed2_generator_ckpt) -> tuple[Path, int]:
     """``(bundle, emulations)``: ONNX fp16 generators, tensor and image I/O, from ``seed2_generator_ckpt``, and how
-    many times the export ran :func:`framegen.toolkit.tolerance.fp16_emulation`."""
-    import framegen.toolkit.tolerance as tolerance
-    from framegen.toolkit.export import export_bundle
+    many times the export ran :func:`framegen.toolkit.compare.tolerance.fp16_emulation`."""
+    import framegen.toolkit.compare.tolerance as tolerance
+    from framegen.toolkit.export.bundle import export_bundle
 
     calls = []
     real = tolerance.fp16_emulation

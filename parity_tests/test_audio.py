@@ -12,7 +12,7 @@ import wave
 import numpy as np
 import pytest
 import torch
-from framegen.toolkit.audio import (
+from framegen.toolkit.inputs.audio import (
     MIN_SAMPLES,
     AudioError,
     audio_to_features,

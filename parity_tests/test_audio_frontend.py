@@ -16,8 +16,7 @@ from framegen.models.audio_frontend import (
     reference_window_count,
     short_counts,
 )
-from framegen.toolkit.audio import ave_features, melspectrogram, torch_encoder_fn
-from framegen.toolkit.validate_frontend import (
+from framegen.toolkit.export.validate_frontend import (
     FEATURES_MAX_REL,
     MEL_MAX_ABS,
     compare,
@@ -28,6 +27,7 @@ from framegen.toolkit.validate_frontend import (
     stream_features,
     synthetic_speech,
 )
+from framegen.toolkit.inputs.audio import ave_features, melspectrogram, torch_encoder_fn
 
 FORMATS = ("onnx", "coreml")
 SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
@@ -42,7 +42,7 @@ def _speech_or_synthetic(start_s: float, samples: int, seed: int) -> np.ndarray:
     or synthetic speech with a seed validation does not use."""
     base = fixtures_dir()
     if base is not None and (base / "speech_16k_mono.wav").is_file():
-        from framegen.toolkit.audio import decode_audio
+        from framegen.toolkit.inputs.audio import decode_audio
 
         x = decode_audio(base / "speech_16k_mono.wav")
         a = int(start_s * 16000)
@@ -103,7 +103,7 @@ def test_window_count_rule_matches_the_float64_reference_up_to_the_limit():
 
 
 def test_the_stft_window_is_the_numpy_mels():
-    from framegen.toolkit.audio import _hann
+    from framegen.toolkit.inputs.audio import _hann
 
     assert np.abs(hann_window() - _hann()).max() < 1e-15
 
@@ -196,8 +196,8 @@ def test_export_refuses_a_frontend_with_an_altered_mel_filter_bank(tmp_path, enc
     left (neither the bundle nor a temporary directory)."""
     from framegen.exporters.errors import ExportValidationError
     from framegen.models.audio_frontend import AudioFrontend
-    from framegen.toolkit.audio import mel_basis
-    from framegen.toolkit.export_frontend import export_audio_frontend
+    from framegen.toolkit.export.frontend import export_audio_frontend
+    from framegen.toolkit.inputs.audio import mel_basis
 
     basis = mel_basis().copy()
     basis[40] *= np.float32(1.001)
@@ -247,7 +247,7 @@ def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(fr
     import shutil
 
     import onnx
-    from framegen.toolkit.validate_frontend import frontend_parity
+    from framegen.toolkit.export.validate_frontend import frontend_parity
     from onnx import numpy_helper
 
     x = _speech_or_synthetic(33.0, 20_123, seed=108)
@@ -274,8 +274,8 @@ def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(fr
 
 
 def test_golden_pcm_to_mel_stage(frontend_bundle, tmp_path):
-    from framegen.toolkit.golden import StageCheck, write_bin
-    from framegen.toolkit.validate_frontend import check_frontend_golden, write_frontend_golden
+    from framegen.toolkit.export.validate_frontend import check_frontend_golden, write_frontend_golden
+    from framegen.toolkit.parity.golden import StageCheck, write_bin
 
     golden = tmp_path / "golden"
     entry = write_frontend_golden(golden, _chirp(40_000, amp=0.8))
@@ -293,7 +293,7 @@ def test_golden_pcm_to_mel_stage(frontend_bundle, tmp_path):
     assert ok.status == "pass" and known == {"audio_frontend/mel.bin"}
 
     from framegen.models.audio_frontend import AudioFrontend
-    from framegen.toolkit.audio import mel_basis
+    from framegen.toolkit.inputs.audio import mel_basis
 
     basis = mel_basis().copy()
     basis[10] *= np.float32(1.001)

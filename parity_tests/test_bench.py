@@ -43,7 +43,7 @@ def bench_cli(tmp_path_factory, generator_ckpt, runtime_bundle, synth_template_d
 # ------------------------------------------------------------------------------------------- arithmetic
 
 def test_flop_count_ave_is_9_77_gflop():
-    from framegen.toolkit.bench import generator_flops
+    from framegen.toolkit.bench.core import generator_flops
 
     assert generator_flops("ave") / 1e9 == pytest.approx(9.77, abs=0.01)
 
@@ -53,7 +53,7 @@ def test_flop_count_matches_torch_flop_counter(mode):
     """An independent count: PyTorch's FlopCounterMode over the same forward pass (shapes only, meta device)."""
     import torch
     from framegen.models.unet import AUDIO_SHAPES, Model
-    from framegen.toolkit.bench import generator_flops
+    from framegen.toolkit.bench.core import generator_flops
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
@@ -65,7 +65,7 @@ def test_flop_count_matches_torch_flop_counter(mode):
 
 def test_bench_inputs_are_image_like_and_never_zero():
     from framegen.models.contract import MASK_COLS, MASK_ROWS
-    from framegen.toolkit.bench import bench_inputs
+    from framegen.toolkit.bench.core import bench_inputs
 
     image, audio = bench_inputs("ave", 2)
     assert image.shape == (2, 6, 320, 320) and audio.shape == (2, 32, 16, 16)
@@ -82,7 +82,7 @@ def test_bench_inputs_are_image_like_and_never_zero():
 
 
 def test_peak_rss_sees_an_allocation():
-    from framegen.toolkit.bench import PeakRss
+    from framegen.toolkit.bench.core import PeakRss
 
     with PeakRss() as rss:
         block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
@@ -91,7 +91,7 @@ def test_peak_rss_sees_an_allocation():
 
 
 def test_latency_percentiles():
-    from framegen.toolkit.bench import latency_summary
+    from framegen.toolkit.bench.core import latency_summary
 
     s = latency_summary([0.001 * k for k in range(1, 101)])  # 1..100 ms
     assert s["min"] == 1.0 and s["max"] == 100.0 and s["mean"] == pytest.approx(50.5)
@@ -99,7 +99,7 @@ def test_latency_percentiles():
 
 
 def test_machine_peak_estimates():
-    from framegen.toolkit.machine import cpu_flop_per_cycle, gpu_peak_tflops, peak_gflops
+    from framegen.toolkit.bench.machine import cpu_flop_per_cycle, gpu_peak_tflops, peak_gflops
 
     zen4 = {"avx", "avx2", "fma", "avx512f"}
     assert cpu_flop_per_cycle(zen4, "AuthenticAMD", 0x19, "x86_64", "AMD EPYC")[0] == 32
@@ -117,7 +117,7 @@ def test_machine_peak_estimates():
 
 
 def test_describe_machine_here():
-    from framegen.toolkit.machine import describe_machine
+    from framegen.toolkit.bench.machine import describe_machine
 
     m = describe_machine()
     cpu = m["cpu"]
@@ -194,7 +194,7 @@ def test_cli_table(bench_cli):
 # ------------------------------------------------------------------------------------------- errors
 
 def test_option_errors():
-    from framegen.toolkit.bench import BenchError, parse_batches, plan, run_bench
+    from framegen.toolkit.bench.core import BenchError, parse_batches, plan, run_bench
 
     with pytest.raises(BenchError, match="--batch '1,x'"):
         parse_batches("1,x")
@@ -210,7 +210,7 @@ def test_option_errors():
 
 
 def test_plan_skips_what_the_source_cannot_feed(generator_ckpt):
-    from framegen.toolkit.bench import plan
+    from framegen.toolkit.bench.core import plan
 
     runs, skipped = plan(generator_ckpt, None, ["torch-cpu", "ort-cpu"])
     assert runs == [("torch-cpu", "fp32")]

@@ -17,7 +17,7 @@ def _entry(bundle, fmt, precision):
 # ------------------------------------------------------------------------------------------------ kernels (no I/O)
 
 def test_unpack_bits_inverts_lsb_first_packing():
-    from framegen.runtimes.mil_ops import unpack_bits
+    from framegen.runtimes.mil.ops import unpack_bits
 
     rng = np.random.default_rng(0)
     for nbits in (1, 2, 4, 6, 8):
@@ -29,7 +29,7 @@ def test_unpack_bits_inverts_lsb_first_packing():
 
 def test_affine_dequantize_per_channel_rounds_once_to_fp16():
     import torch
-    from framegen.runtimes.mil_ops import op_constexpr_affine_dequantize
+    from framegen.runtimes.mil.ops import op_constexpr_affine_dequantize
 
     q = torch.tensor([[-128, 0, 127], [5, -5, 1]], dtype=torch.int8)
     scale = torch.tensor([0.01, 3.0], dtype=torch.float16)
@@ -44,7 +44,7 @@ def test_affine_dequantize_per_channel_rounds_once_to_fp16():
 
 def test_lut_to_dense_refuses_a_short_index_stream():
     import torch
-    from framegen.runtimes.mil_ops import MilOpError, op_constexpr_lut_to_dense
+    from framegen.runtimes.mil.ops import MilOpError, op_constexpr_lut_to_dense
 
     with pytest.raises(MilOpError, match="index bytes"):
         op_constexpr_lut_to_dense({"lut": torch.zeros(16, dtype=torch.float16),
@@ -90,7 +90,7 @@ def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):
 
 def test_gate_refuses_below_the_default_floor_and_says_by_how_much(int8_onnx_bundle, generator_ckpt,
                                                                      compress_options, calibrated_generator):
-    from framegen.toolkit.compress import DEFAULT_FLOORS, QualityFloor, gate_data, judge, refusal
+    from framegen.toolkit.export.compress import DEFAULT_FLOORS, QualityFloor, gate_data, judge, refusal
 
     art = load_bundle(int8_onnx_bundle).find("generator", "onnx", "int8")
     data = gate_data(calibrated_generator, "ave", compress_options)
@@ -109,8 +109,8 @@ def test_gate_refuses_below_the_default_floor_and_says_by_how_much(int8_onnx_bun
 def test_export_refuses_an_artifact_below_its_floor_and_writes_nothing(tmp_path, generator_ckpt,
                                                                         synth_template_dir):
     from framegen.exporters.errors import ExportValidationError
-    from framegen.toolkit.compress import CompressOptions
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.export.compress import CompressOptions
 
     out = tmp_path / "refused"
     opts = CompressOptions(template=synth_template_dir, calibration_frames=2, gate_frames=1, min_psnr_db=99.0)
@@ -146,7 +146,7 @@ def test_cli_refuses_bad_compression_options_before_any_work(tmp_path, generator
 def test_coreml_mil_expands_compressed_weights_exactly_as_coremltools(compressed_coreml_bundle):
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
     from coremltools.models.utils import load_spec
-    from framegen.runtimes.coreml_mil import MilProgram
+    from framegen.runtimes.mil.program import MilProgram
 
     b = load_bundle(compressed_coreml_bundle)
     for precision, op_type in (("int8", "constexpr_affine_dequantize"), ("pal6", "constexpr_lut_to_dense")):
@@ -186,8 +186,8 @@ def test_coreml_compressed_sizes(compressed_coreml_bundle):
 def test_parity_judges_compressed_artifacts_under_their_profiles(int8_onnx_bundle, compressed_coreml_bundle,
                                                                  generator_ckpt, prepared_template,
                                                                  parity_features):
-    from framegen.toolkit.parity import Candidate, run_parity
-    from framegen.toolkit.tolerance import parse_tolerance
+    from framegen.toolkit.compare.tolerance import parse_tolerance
+    from framegen.toolkit.parity.engine import Candidate, run_parity
 
     kw = {"frames": 2, "silence_frames": 0, "tolerances": "fixed", "locate": False}
     cml = run_parity(compressed_coreml_bundle, generator_ckpt, prepared_template, parity_features,

@@ -18,7 +18,8 @@ ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
-from framegen.runtimes.coreml_mil import (  # noqa: E402
+from framegen.runtimes.mil.ops import bilinear_grid  # noqa: E402
+from framegen.runtimes.mil.program import (  # noqa: E402
     NAME,
     MilError,
     MilNonFiniteError,
@@ -27,7 +28,6 @@ from framegen.runtimes.coreml_mil import (  # noqa: E402
     encoder_fn,
     run_mlpackage,
 )
-from framegen.runtimes.mil_ops import bilinear_grid  # noqa: E402
 
 # Measured on the calibrated seed-0 'ave' generator, exporter's packages, image-like frames: fp32 program vs PyTorch
 # max 1.3e-4..1.5e-4, mean 1.1e-5 -- as PyTorch vs PyTorch with BatchNorm folded into the convolutions (max 1.9e-4,

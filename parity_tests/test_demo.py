@@ -21,7 +21,7 @@ from framegen.toolkit.demo import (
     step_parity,
     summary_lines,
 )
-from framegen.toolkit.video import probe_video
+from framegen.toolkit.frames.video import probe_video
 
 
 def test_speech_like_signal():

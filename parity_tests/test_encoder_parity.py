@@ -21,8 +21,8 @@ def test_exported_encoders_agree_with_pytorch_and_an_altered_one_fails(bundle_di
                                                                         tmp_path):
     import onnx
     from framegen.models.bundle import load_bundle, sha256_path
-    from framegen.toolkit.audio import decode_audio, mel_windows, melspectrogram
-    from framegen.toolkit.encoder_parity import LIMITS, encoder_parity
+    from framegen.toolkit.inputs.audio import decode_audio, mel_windows, melspectrogram
+    from framegen.toolkit.parity.encoder import LIMITS, encoder_parity
     from onnx import numpy_helper
 
     windows = mel_windows(melspectrogram(decode_audio(short_speech)))
@@ -56,7 +56,7 @@ def test_parity_from_audio_with_the_bundles_own_encoder(bundle_dir, encoder_ckpt
                                                         prepared_template):
     """--bundle B --audio A with no --encoder: features from the bundle's ONNX fp32 encoder, as render and stream
     compute them; with the checkpoint, parity adds the encoder artifacts' own check."""
-    from framegen.toolkit.parity import parity_job, resolve_audio_input
+    from framegen.toolkit.parity.engine import parity_job, resolve_audio_input
 
     own = resolve_audio_input("ave", None, short_speech, None, bundle=bundle_dir)
     ref = resolve_audio_input("ave", None, short_speech, encoder_ckpt)

@@ -50,7 +50,7 @@ def bundle(bundle_dir):
 @pytest.fixture(scope="module")
 def gen_reference(calibrated_generator):
     """PyTorch's output on the validation inputs and its folded convolutions (one forward pass)."""
-    from framegen.toolkit.validate import reference
+    from framegen.toolkit.export.validate import reference
 
     return reference(calibrated_generator, "generator", "ave")
 
@@ -179,7 +179,7 @@ def test_fp32_onnx_generator_at_batch_3_matches_pytorch(bundle, calibrated_gener
 
 
 def test_encoder_onnx_matches_pytorch_within_1e4(bundle, audio_encoder):
-    from framegen.toolkit.validate import validation_inputs
+    from framegen.toolkit.export.validate import validation_inputs
 
     (mel,) = validation_inputs("audio_encoder", "ave", 3, seed=99)
     with torch.no_grad():
@@ -193,7 +193,7 @@ def test_encoder_onnx_matches_pytorch_within_1e4(bundle, audio_encoder):
 
 def test_fp16_artifacts_hold_half_weights_and_take_float32(bundle):
     import onnx
-    from framegen.toolkit.validate import coreml_convs
+    from framegen.toolkit.export.validate import coreml_convs
     from onnx import TensorProto
 
     for model in ("generator", "audio_encoder"):
@@ -237,7 +237,7 @@ def _scale_onnx_conv(src: Path, dst: Path, factor: float, which: int = 0) -> Non
 
 def test_a_slightly_wrong_weight_fails_fp16_validation(bundle, gen_reference, tmp_path):
     """A 1 % error in the output convolution stays within fp16's output limits; the weight check refuses it."""
-    from framegen.toolkit.validate import TOLERANCES, check_numbers, validate_onnx
+    from framegen.toolkit.export.validate import TOLERANCES, check_numbers, validate_onnx
 
     bad = tmp_path / "generator.fp16.onnx"
     _scale_onnx_conv(bundle.find("generator", "onnx", "fp16").path, bad, 1.01, which=-1)
@@ -251,7 +251,7 @@ def test_a_slightly_wrong_weight_fails_fp16_validation(bundle, gen_reference, tm
 
 def test_a_wrong_coreml_weight_fails_validation(bundle, gen_reference, tmp_path):
     from coremltools.models.utils import load_spec
-    from framegen.toolkit.validate import validate_coreml
+    from framegen.toolkit.export.validate import validate_coreml
 
     src = bundle.find("generator", "coreml", "fp32").path
     bad = tmp_path / src.name
@@ -274,7 +274,7 @@ def test_a_wrong_coreml_weight_fails_validation(bundle, gen_reference, tmp_path)
 def test_a_corrupt_export_leaves_no_bundle(monkeypatch, capsys, tmp_path, generator_ckpt, bundle, gen_reference):
     """The exporter is made to produce a generator with one weight off; `framegen export` exits 2 with one line
     naming the artifact, and neither the bundle nor its temporary directory remains."""
-    import framegen.toolkit.export as ex
+    import framegen.toolkit.export.bundle as ex
     from framegen.toolkit.cli import main
 
     good = bundle.find("generator", "onnx", "fp32").path
@@ -317,7 +317,7 @@ def _bad_checkpoints(tmp_path: Path, calibrated_generator) -> dict[str, Path]:
 
 
 def test_bad_checkpoints_fail_before_anything_is_written(tmp_path, calibrated_generator):
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     expect = {"missing": "missing key", "shape": "shape mismatch for 'outc.conv.weight'", "garbage": "junk.pth"}
     for kind, path in _bad_checkpoints(tmp_path, calibrated_generator).items():
@@ -328,7 +328,7 @@ def test_bad_checkpoints_fail_before_anything_is_written(tmp_path, calibrated_ge
 
 
 def test_bad_options_and_existing_output_are_refused(tmp_path, generator_ckpt, encoder_ckpt, bundle_dir):
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     out = tmp_path / "B"
     with pytest.raises(ExportError, match="unknown format 'tflite'"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from framegen.models.contract import audio_shape
-from framegen.toolkit.features import (
+from framegen.toolkit.inputs.features import (
     FeatureError,
     audio_window,
     audio_windows,

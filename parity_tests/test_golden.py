@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from framegen.toolkit.cli import app
-from framegen.toolkit.golden import STAGE_NAMES, check_golden, copy_candidate, load_index, read_stage
+from framegen.toolkit.parity.golden import STAGE_NAMES, check_golden, copy_candidate, load_index, read_stage
 from typer.testing import CliRunner
 
 
@@ -75,7 +75,7 @@ def test_layout_index_and_readme(golden_dir, bundle_dir):
 def test_golden_is_what_the_render_pipeline_produces(golden_dir, bundle_dir, prepared_template, parity_features):
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.frames.render import iter_frames
 
     case = load_index(golden_dir)["cases"][0]
     with open_backend("ort-cpu", OpenRequest(bundle=bundle_dir, precision="fp32")) as backend:
@@ -103,7 +103,7 @@ def test_write_refuses_existing_output_and_bad_inputs(golden_dir, bundle_dir, sy
 def test_write_from_audio_records_mel_windows_and_embeddings(tmp_path, bundle_dir, synth_template_dir, encoder_ckpt,
                                                              speech_wav, audio_encoder):
     import torch
-    from framegen.toolkit.audio import decode_audio, mel_windows, melspectrogram
+    from framegen.toolkit.inputs.audio import decode_audio, mel_windows, melspectrogram
     from fx_audio import write_audio
 
     clip = write_audio(tmp_path / "clip.wav", speech_wav[16000:16000 * 3][None], 16000)

@@ -16,8 +16,8 @@ from framegen.exporters.errors import ExportValidationError
 from framegen.exporters.image_io import METADATA_KEY, wrap_onnx_generator
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
 from framegen.runtimes.base import BackendError
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
-from framegen.toolkit.validate_image import LIMITS, compare_uint8, reference_uint8, validate_image_artifact
+from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
+from framegen.toolkit.export.validate_image import LIMITS, compare_uint8, reference_uint8, validate_image_artifact
 
 ct = pytest.importorskip("coremltools")
 
@@ -37,7 +37,7 @@ FRAMES = (0, 1, 2)  # output frames: template frames 1-3 (ping-pong), audio wind
 def crops(prepared_template, parity_features):
     """Three real-looking 320x320 reference crops (uint8 BGR) with their audio windows and the reference
     pipeline's uint8 predictions."""
-    from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.inputs.features import audio_windows
 
     ref = np.stack([prepared_template.prepared(prepared_template.template_index(i)).crop328[4:324, 4:324]
                     for i in FRAMES])
@@ -143,7 +143,7 @@ def test_swapped_channels_or_a_broken_generator_fail_the_fp32_limit(image_bundle
 
 def test_validation_accepts_the_variant_and_refuses_a_broken_one(image_bundle, calibrated_generator, tmp_path):
     from faults import scale_onnx_output_conv
-    from framegen.toolkit.validate import reference
+    from framegen.toolkit.export.validate import reference
 
     path = image_bundle.path("onnx", "fp32")
     meta = json.loads((image_bundle.root / "manifest.json").read_text())["artifacts"][0]["metadata"]
@@ -192,7 +192,7 @@ def test_coreml_variant_has_bgr_image_input_and_output_and_the_contract_metadata
 
 
 def test_coreml_program_divides_by_255_and_floors_in_its_own_precision(image_bundle):
-    from framegen.runtimes.coreml_mil import MilProgram
+    from framegen.runtimes.mil.program import MilProgram
 
     for prec in ("fp32", "fp16"):
         prog = MilProgram(image_bundle.path("coreml", prec))
@@ -221,7 +221,7 @@ def test_image_conversion_of_the_verifier_refuses_values_core_ml_would_have_to_r
 
 def test_floor_op_follows_the_spec(tmp_path):
     from coremltools.converters.mil import Builder as mb
-    from framegen.runtimes.coreml_mil import MilProgram
+    from framegen.runtimes.mil.program import MilProgram
 
     x = np.array([[-1.5, -0.0, 0.25, 0.999, 1.0, 254.999, 255.0, 3e4]], dtype=np.float32)
 
@@ -245,7 +245,7 @@ def test_floor_op_follows_the_spec(tmp_path):
 def image_parity(image_bundle, generator_ckpt, prepared_template, parity_features):
     """Parity of the four variants (ort-cpu and coreml-mil, fp32 and fp16) on the first two output frames."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.image_parity import plan_image_candidates, run_image_parity
+    from framegen.toolkit.parity.image import plan_image_candidates, run_image_parity
 
     cands, _ = plan_image_candidates(load_bundle(image_bundle.root))
     return run_image_parity(image_bundle.root, generator_ckpt, prepared_template, parity_features, cands, frames=2)
@@ -281,8 +281,8 @@ def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_te
 
     from faults import scale_onnx_output_conv
     from framegen.models.bundle import MANIFEST, sha256_path
-    from framegen.toolkit.image_parity import run_image_parity
-    from framegen.toolkit.parity import Candidate
+    from framegen.toolkit.parity.engine import Candidate
+    from framegen.toolkit.parity.image import run_image_parity
 
     root = tmp_path / "broken"
     root.mkdir()
@@ -305,15 +305,15 @@ def test_a_broken_variant_fails_parity(image_bundle, generator_ckpt, prepared_te
 @pytest.fixture(scope="session")
 def image_golden(tmp_path_factory, image_bundle, generator_ckpt, prepared_template, parity_features):
     """Golden vectors of the plain float pipeline (PyTorch fp32 model output), two cases."""
-    from framegen.toolkit.golden import write_golden
+    from framegen.toolkit.parity.golden import write_golden
 
     return write_golden(image_bundle.root, prepared_template, parity_features,
                         tmp_path_factory.mktemp("image_golden") / "G", cases=2, checkpoint=generator_ckpt)
 
 
 def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_path):
-    from framegen.toolkit.golden import check_golden
-    from framegen.toolkit.image_parity import write_image_candidate
+    from framegen.toolkit.parity.golden import check_golden
+    from framegen.toolkit.parity.image import write_image_candidate
 
     with _image_model(image_bundle.path("onnx", "fp32")) as m:
         fp32 = write_image_candidate(image_golden, m, tmp_path / "fp32")
@@ -374,9 +374,9 @@ def test_image_variant_outputs_are_judged_on_another_machine(image_bundle, gener
                                                              parity_features, tmp_path):
     """--save-outputs / --load-outputs for an image-I/O variant: its uint8 predictions travel, are judged like a live
     run's (the layers of its artifact compared here), and a file made from other inputs is refused."""
-    from framegen.toolkit.parity import Candidate, run_parity
-    from framegen.toolkit.parity_io import OutputsFileError, load_outputs, save_outputs
-    from framegen.toolkit.profiles import LAYERS
+    from framegen.toolkit.compare.profiles import LAYERS
+    from framegen.toolkit.parity.engine import Candidate, run_parity
+    from framegen.toolkit.parity.replay import OutputsFileError, load_outputs, save_outputs
 
     saved = tmp_path / "image.npz"
     kw = {"frames": 1, "silence_frames": 1}

@@ -30,7 +30,7 @@ FACTOR = 1.02
 
 @pytest.fixture(scope="module")
 def frame_inputs(prepared_template, parity_features):
-    from framegen.toolkit.features import audio_windows
+    from framegen.toolkit.inputs.features import audio_windows
 
     return prepared_template.prepared(1).image_input(), audio_windows(parity_features, [0], "ave")[0]
 
@@ -38,7 +38,7 @@ def frame_inputs(prepared_template, parity_features):
 @pytest.mark.parametrize(("fmt", "precision"), KINDS, ids=[f"{f}-{p}" for f, p in KINDS])
 def test_each_scaled_layer_is_named(fmt, precision, bundle_dir, generator_ckpt, frame_inputs, tmp_path):
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.locate import locate_artifact
+    from framegen.toolkit.parity.layers import locate_artifact
 
     if fmt == "coreml":
         pytest.importorskip("coremltools")
@@ -79,7 +79,7 @@ def _assert_named(result, layer):
 @pytest.mark.parametrize("fmt", ["onnx", "coreml"])
 def test_image_io_fp16_variant_names_a_scaled_middle_layer(fmt, image_bundle, generator_ckpt, prepared_template,
                                                            frame_inputs, tmp_path):
-    from framegen.toolkit.locate import locate_artifact
+    from framegen.toolkit.parity.layers import locate_artifact
 
     if fmt == "coreml":
         pytest.importorskip("coremltools")
@@ -123,7 +123,7 @@ def test_cli_locates_automatically_when_an_artifact_fails(bundle_dir, generator_
 
 def test_locate_refuses_an_artifact_it_cannot_match(generator_ckpt, frame_inputs, tmp_path):
     import onnx
-    from framegen.toolkit.locate import locate_artifact
+    from framegen.toolkit.parity.layers import locate_artifact
     from onnx import helper
 
     x = helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 6, 320, 320])

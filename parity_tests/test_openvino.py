@@ -75,7 +75,7 @@ def test_runs_int8_and_auto_picks_it_only_for_int8(int8_onnx_bundle):
 
 @pytest.mark.slow
 def test_fp32_and_fp16_parity(int8_onnx_bundle, generator_ckpt, prepared_template, parity_features):
-    from framegen.toolkit.parity import Candidate, run_parity
+    from framegen.toolkit.parity.engine import Candidate, run_parity
 
     report = run_parity(int8_onnx_bundle, generator_ckpt, prepared_template, parity_features,
                         candidates=[Candidate("openvino", "fp32"), Candidate("openvino", "fp16")], frames=3,
@@ -89,7 +89,7 @@ def test_fp32_and_fp16_parity(int8_onnx_bundle, generator_ckpt, prepared_templat
 
 @pytest.mark.slow
 def test_bench_table_from_one_run(int8_onnx_bundle, synth_template_dir):
-    from framegen.toolkit.compress import bench_compressed
+    from framegen.toolkit.export.compress import bench_compressed
 
     report = bench_compressed(int8_onnx_bundle, template=synth_template_dir, e2e_frames=3, seconds=0.5, rounds=1)
     cells = {(r["backend"], r["precision"]): r for r in report["rows"]}

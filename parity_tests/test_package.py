@@ -69,25 +69,38 @@ def test_every_import_goes_down_a_layer():
 def test_the_layer_check_catches_an_upward_import(tmp_path):
     """The check above can fail: an exporters module importing the runtimes is reported."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from framegen.runtimes.coreml_mil import run_mlpackage\n")
+    probe.write_text("def f():\n    from framegen.runtimes.mil.program import run_mlpackage\n")
     names = [n for _, n in _imports(probe)]
-    assert "framegen.runtimes.coreml_mil" in names
+    assert "framegen.runtimes.mil.program" in names
 
 
-def _toolkit_graph() -> dict[str, set[str]]:
+#: The toolkit's sub-packages, bottom to top: a module may import its own sub-package and the ones below it.
+TOOLKIT_LAYERS = ("common", "inputs", "frames", "compare", "bench", "export", "parity", "demo", "serve", "api",
+                  "cli", "commands")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph(packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module -> the framegen modules it imports (at any depth), over every product package."""
     graph: dict[str, set[str]] = {}
-    for path in _modules("toolkit"):
-        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        deps = set()
-        for _, name in _imports(path):
-            parts = name.split(".")
-            if parts[:2] == ["framegen", "toolkit"] and len(parts) > 2:
+    for package in packages:
+        for path in _modules(package):
+            mod = _module_name(path)
+            deps = set()
+            for _, name in _imports(path):
+                parts = name.split(".")
+                if parts[0] != "framegen" or len(parts) < 3 or parts[1] not in PACKAGES:
+                    continue
                 for cut in range(len(parts), 2, -1):
-                    candidate = ".".join(parts[1:cut])
-                    if (ROOT / Path(*candidate.split("."))).with_suffix(".py").is_file():
-                        deps.add(candidate)
+                    candidate = Path(*parts[1:cut])
+                    if (ROOT / candidate).with_suffix(".py").is_file() or (ROOT / candidate / "__init__.py").is_file():
+                        deps.add(".".join(parts[1:cut]))
                         break
-        graph[mod] = deps - {mod}
+            graph[mod] = deps - {mod}
     return graph
 
 
@@ -109,9 +122,37 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_no_import_circles_inside_the_toolkit():
-    cycles = _cycles({k: v for k, v in _toolkit_graph().items() if not k.startswith("toolkit.commands")})
+def test_no_import_circles_anywhere_in_the_product():
+    """Every module of models, exporters, runtimes and toolkit, the CLI included."""
+    cycles = _cycles(_graph())
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_circle_check_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def _toolkit_layer(module: str) -> int:
+    return TOOLKIT_LAYERS.index(module.split(".")[1])
+
+
+def test_toolkit_sub_packages_import_only_down():
+    """common < inputs < frames < compare < bench < export < parity < demo/serve < api < cli: the map in
+    DEVELOPERS.md."""
+    bad = []
+    for mod, deps in _graph(("toolkit",)).items():
+        if mod == "toolkit":
+            continue
+        for dep in deps:
+            if dep.startswith("toolkit.") and dep.split(".")[1] != mod.split(".")[1] and \
+                    _toolkit_layer(dep) > _toolkit_layer(mod):
+                bad.append(f"{mod} imports {dep}")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_every_toolkit_module_sits_in_a_known_sub_package():
+    stray = [m for m in _graph(("toolkit",)) if m != "toolkit" and m.split(".")[1] not in TOOLKIT_LAYERS]
+    assert not stray, stray
 
 
 def test_no_private_names_imported_across_modules():

@@ -18,10 +18,10 @@ import pytest
 from conftest import ROOT
 from faults import broken_bundle
 from framegen.toolkit.cli import app
-from framegen.toolkit.metrics import ErrorStats
-from framegen.toolkit.parity import parse_backends, plan_candidates, run_parity, verify_checksums
-from framegen.toolkit.plan import Candidate, Request
-from framegen.toolkit.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, StageLimits, get_profile
+from framegen.toolkit.compare.metrics import ErrorStats
+from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, StageLimits, get_profile
+from framegen.toolkit.frames.plan import Candidate, Request
+from framegen.toolkit.parity.engine import parse_backends, plan_candidates, run_parity, verify_checksums
 from typer.testing import CliRunner
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.
@@ -207,7 +207,7 @@ def test_audio_input_runs_through_the_reference_encoder(tmp_path, bundle_dir, ge
 
 
 def test_heatmap_marks_where_frames_differ():
-    from framegen.toolkit.heatmap import difference_panel, heatmap_image
+    from framegen.toolkit.compare.heatmap import difference_panel, heatmap_image
 
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
@@ -323,7 +323,7 @@ def test_non_finite_candidate_fails_every_profile():
 
 def _measurement(scale: float = 1.0):
     """A synthetic measurement: fp16 errors ``scale`` x a baseline, fp32 noise fixed."""
-    from framegen.toolkit.tolerance import PRED_U8, NoiseMeasurement
+    from framegen.toolkit.compare.tolerance import PRED_U8, NoiseMeasurement
 
     def summary(max_abs, mean, p99, psnr, bias, spread, share, gt1):
         return {"max_abs": max_abs, "mean_abs": mean, "p99_abs": p99, "psnr_db": psnr, "bias": bias,
@@ -341,7 +341,7 @@ def _measurement(scale: float = 1.0):
 
 
 def test_derived_limits_scale_with_the_checkpoint_and_say_where_they_come_from():
-    from framegen.toolkit.tolerance import K, derive_profile
+    from framegen.toolkit.compare.tolerance import K, derive_profile
 
     calm, noisy = derive_profile(_measurement(1.0), "fp16"), derive_profile(_measurement(2.0), "fp16")
     a, b = calm.limits(MODEL_OUTPUT), noisy.limits(MODEL_OUTPUT)
@@ -362,7 +362,7 @@ def test_derived_limits_scale_with_the_checkpoint_and_say_where_they_come_from()
 
 def test_measurement_is_cached_per_checkpoint_digest(tmp_path, generator_ckpt, prepared_template, parity_features):
     from framegen.models.checkpoint import sha256_file
-    from framegen.toolkit.tolerance import measure_noise, measurement_frames
+    from framegen.toolkit.compare.tolerance import measure_noise, measurement_frames
 
     frames = measurement_frames(prepared_template, parity_features, "ave", speech=1, silence=1)
     assert [f.audio for f in frames] == ["speech", "silence"] and not frames[1].window.any()
@@ -378,7 +378,7 @@ def test_measurement_is_cached_per_checkpoint_digest(tmp_path, generator_ckpt, p
 
 
 def test_overrides_from_the_command_line_and_profile_files(tmp_path):
-    from framegen.toolkit.tolerance import (
+    from framegen.toolkit.compare.tolerance import (
         Overrides,
         ToleranceError,
         Tolerances,
@@ -428,7 +428,7 @@ def test_a_tolerance_override_changes_the_verdict_and_is_recorded(bundle_dir, ge
 
 
 def test_save_and_load_outputs_round_trip(bundle_dir, generator_ckpt, prepared_template, parity_features, tmp_path):
-    from framegen.toolkit.parity_io import OutputsFileError, load_outputs
+    from framegen.toolkit.parity.replay import OutputsFileError, load_outputs
 
     saved = tmp_path / "outputs.npz"
     live = run_parity(bundle_dir, generator_ckpt, prepared_template, parity_features,
@@ -460,7 +460,7 @@ def test_a_checkpoint_the_fixed_profile_false_fails_passes_clean_and_fails_drift
     from faults import DRIFTS, drifted_bundle
     from framegen.models.init import init_generator
     from framegen.models.io import save_generator
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     ckpt = save_generator(init_generator("ave", seed=2, calibrate=True), tmp_path / "g.pth")
     bundle = export_bundle(ckpt, tmp_path / "bundle", formats=("onnx",), precisions=("fp32", "fp16"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import require_fixture
 from framegen.models.contract import MASK_COLS, MASK_ROWS
-from framegen.toolkit.preprocess import (
+from framegen.toolkit.inputs.preprocess import (
     PreparedTemplate,
     PreprocessError,
     check_box,
@@ -23,7 +23,7 @@ from framegen.toolkit.preprocess import (
     pingpong_index,
     pred_to_uint8,
 )
-from framegen.toolkit.template import open_template, read_landmarks
+from framegen.toolkit.inputs.template import open_template, read_landmarks
 
 # ---- SyncTalk_2D, restated line by line from inference_328.py (the numbers every port must reproduce) ----
 

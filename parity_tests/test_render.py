@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import pytest
 from framegen.models.pixels import model_input
-from framegen.toolkit.features import audio_windows
-from framegen.toolkit.pipeline import Pipeline, PipelineTimings, Stage
-from framegen.toolkit.preprocess import PreprocessError, frame_order, paste_back
-from framegen.toolkit.render import RenderError, iter_frames, render
-from framegen.toolkit.video import probe_video
+from framegen.toolkit.frames.pipeline import Pipeline, PipelineTimings, Stage
+from framegen.toolkit.frames.render import RenderError, iter_frames, render
+from framegen.toolkit.frames.video import probe_video
+from framegen.toolkit.inputs.features import audio_windows
+from framegen.toolkit.inputs.preprocess import PreprocessError, frame_order, paste_back
 from fx_render import fake_prediction, make_fake_backend, peak_rss_mb
 
 # ------------------------------------------------------------------------------------------------ the pipeline
@@ -151,7 +151,7 @@ def test_interleaved_streams_and_opencv_threads_restored(prepared_template, fake
 
 
 def test_bad_arguments_fail_before_any_output(tmp_path, prepared_template, fake_features):
-    from framegen.toolkit.features import FeatureError
+    from framegen.toolkit.inputs.features import FeatureError
 
     backend = make_fake_backend()
     out = tmp_path / "o.mp4"

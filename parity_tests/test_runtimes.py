@@ -467,7 +467,7 @@ def test_fp16_onnx_vs_torch(runtime_bundle, runtime_inputs, torch_reference):
 def test_rendered_frames_torch_cpu_vs_ort_cpu(prepared_template, parity_features, torch_cpu, ort_cpu):
     """The issue's criterion end to end: the same template and features rendered through the pipeline with
     torch-cpu and ort-cpu give full frames whose pixels differ by at most 1 level."""
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.frames.render import iter_frames
 
     def render(backend):
         return [(f.template_index, f.frame) for f in iter_frames(prepared_template, parity_features, backend,

@@ -21,15 +21,15 @@ CHUNKS = {"1-sample": 1, "10ms": 160, "37ms": 592, "1s": 16000}
 
 
 def offline_frames(template, wav, encode, backend):
-    from framegen.toolkit.audio import ave_features, melspectrogram
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.frames.render import iter_frames
+    from framegen.toolkit.inputs.audio import ave_features, melspectrogram
 
     feats = ave_features(melspectrogram(wav), encode)
     return [f.frame for f in iter_frames(template, feats, backend)], feats
 
 
 def stream_frames(template, wav, encode, backend, chunk, batching, **kw):
-    from framegen.toolkit.stream import StreamSession
+    from framegen.toolkit.frames.stream import StreamSession
 
     got = []
     with StreamSession(template, backend, encode, batching=batching, **kw) as s:
@@ -54,8 +54,8 @@ def torch_offline(prepared_template, stream_speech, stream_torch_encoder, torch_
 
 @pytest.fixture(scope="module")
 def ort_encoder(bundle_dir):
-    from framegen.toolkit.encoders import bundle_encoder_fn
-    from framegen.toolkit.stream import encoder_batching
+    from framegen.toolkit.frames.stream import encoder_batching
+    from framegen.toolkit.inputs.encoders import bundle_encoder_fn
 
     encode, label = bundle_encoder_fn(bundle_dir)
     assert label.endswith("(onnx fp32)")
@@ -114,8 +114,8 @@ def test_memoized_streams_fed_the_offline_inputs(torch_memo, ort_memo, torch_off
 
 def test_stream_int16_and_batch_grid(prepared_template, stream_speech, stream_torch_encoder):
     """int16 input equals its float32 value / 32768; batch 3 follows the render's batch grid (last group partial)."""
-    from framegen.toolkit.audio import ave_features, melspectrogram
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.frames.render import iter_frames
+    from framegen.toolkit.inputs.audio import ave_features, melspectrogram
     from fx_render import make_fake_backend
 
     encode, batching = stream_torch_encoder
@@ -135,7 +135,7 @@ def test_stream_int16_and_batch_grid(prepared_template, stream_speech, stream_to
 def test_stream_lookahead_and_readiness(prepared_template, stream_speech, min_batch):
     """A frame leaves as soon as its context is complete: frame i is out once context_samples(i) arrived, never
     before; an encoder that must not run batch 1 (PyTorch on 2 threads) costs no extra wait."""
-    from framegen.toolkit.stream import EncoderBatching, context_samples, lookahead_ms
+    from framegen.toolkit.frames.stream import EncoderBatching, context_samples, lookahead_ms
 
     batching = EncoderBatching(tuple(range(min_batch, 65)), min_batch, True)
     with light_session(prepared_template, batching=batching) as s:
@@ -158,13 +158,13 @@ def test_stream_lookahead_and_readiness(prepared_template, stream_speech, min_ba
 def test_stream_other_rate_is_resampled(prepared_template, stream_speech):
     """48 kHz input: resampled to 16 kHz by PyAV; the mel is that of the resampled signal (close to the 16 kHz one)."""
     import av
-    from framegen.toolkit.stream import StreamSession
+    from framegen.toolkit.frames.stream import StreamSession
 
     up = av.AudioResampler(format="flt", layout="mono", rate=48000)
     frame = av.AudioFrame.from_ndarray(stream_speech[None].copy(), format="flt", layout="mono")
     frame.sample_rate = 16000
     wav48 = np.concatenate([f.to_ndarray().reshape(-1) for f in up.resample(frame) + up.resample(None)])
-    from framegen.toolkit.stream import EncoderBatching
+    from framegen.toolkit.frames.stream import EncoderBatching
     from fx_render import make_fake_backend
 
     with StreamSession(prepared_template, make_fake_backend(), per_row_encoder(), input_rate=48000,
@@ -177,7 +177,7 @@ def test_stream_other_rate_is_resampled(prepared_template, stream_speech):
 
 
 def test_encoder_batching_probe_detects_batch_dependence():
-    from framegen.toolkit.stream import encoder_batching
+    from framegen.toolkit.frames.stream import encoder_batching
 
     rows = per_row_encoder(1)
 
@@ -194,7 +194,7 @@ def test_encoder_batching_probe_detects_batch_dependence():
 
 def test_session_errors(prepared_template):
     from framegen.models.errors import FramegenError
-    from framegen.toolkit.stream import EncoderBatching, StreamSession
+    from framegen.toolkit.frames.stream import EncoderBatching, StreamSession
     from fx_render import make_fake_backend
 
     bt = EncoderBatching((1, 64), 1, True)
@@ -214,8 +214,8 @@ def test_session_errors(prepared_template):
 
 
 def test_iter_audio_file_equals_decode_audio(tmp_path, stream_speech):
-    from framegen.toolkit.audio import decode_audio
-    from framegen.toolkit.stream import iter_audio_file
+    from framegen.toolkit.frames.stream import iter_audio_file
+    from framegen.toolkit.inputs.audio import decode_audio
 
     for name, rate, codec in (("a.wav", 16000, "pcm_s16le"), ("b.m4a", 44100, "aac")):
         src = write_audio(tmp_path / name, np.stack([stream_speech, 0.5 * stream_speech]), rate, codec)
@@ -226,7 +226,7 @@ def test_iter_audio_file_equals_decode_audio(tmp_path, stream_speech):
 
 def test_iter_pcm_reads_s16le_and_refuses_half_samples():
     from framegen.models.errors import FramegenError
-    from framegen.toolkit.stream import iter_pcm
+    from framegen.toolkit.frames.stream import iter_pcm
 
     pcm = np.arange(-500, 500, dtype="<i2")
     parts = list(iter_pcm(io.BytesIO(pcm.tobytes()), 300))
@@ -258,9 +258,9 @@ def test_cli_stream_stdin_pcm_mp4_in_sync(tmp_path, monkeypatch, capsys, synth_t
     has N+2 frames at 25 fps starting at t=0 and the fed audio, in sync (cross-correlation peak at lag 0)."""
     import av
     import cv2
-    from framegen.toolkit.encoders import resolve_encoder
-    from framegen.toolkit.stream import seed_batching
-    from framegen.toolkit.video import probe_video
+    from framegen.toolkit.frames.stream import seed_batching
+    from framegen.toolkit.frames.video import probe_video
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     pcm = np.round(stream_speech * 32767).astype("<i2")
     out, pngs = tmp_path / "live.mp4", tmp_path / "frames"
@@ -297,7 +297,7 @@ def test_cli_stream_stdin_pcm_mp4_in_sync(tmp_path, monkeypatch, capsys, synth_t
 
 def test_stream_outputs_are_atomic_on_error(tmp_path, prepared_template, stream_speech):
     """A backend that fails (or a Ctrl-C) mid-stream leaves no mp4, no PNG folder and no temporary file."""
-    from framegen.toolkit.stream import EncoderBatching, stream_to_files
+    from framegen.toolkit.frames.stream import EncoderBatching, stream_to_files
     from fx_render import make_fake_backend
 
     bt = EncoderBatching(tuple(range(1, 65)), 1, True)
@@ -327,8 +327,8 @@ def test_cli_stream_bad_input_is_one_line(tmp_path, monkeypatch, capsys, synth_t
 def test_bundle_encoders_match_pytorch(bundle_dir, speech_wav, audio_encoder):
     """'ave' features of 3 s of speech through the bundle's ONNX (ORT CPU) and Core ML (coreml-mil) encoders vs
     PyTorch: fp32 within 1e-4 (the export validation's bound; measured ~1e-6), fp16 within 0.1."""
-    from framegen.toolkit.audio import ave_features, melspectrogram, torch_encoder_fn
-    from framegen.toolkit.encoders import bundle_encoder_fn
+    from framegen.toolkit.inputs.audio import ave_features, melspectrogram, torch_encoder_fn
+    from framegen.toolkit.inputs.encoders import bundle_encoder_fn
 
     mel = melspectrogram(speech_wav[16000 * 5:16000 * 8])
     ref = ave_features(mel, torch_encoder_fn(audio_encoder))
@@ -339,7 +339,7 @@ def test_bundle_encoders_match_pytorch(bundle_dir, speech_wav, audio_encoder):
             got = ave_features(mel, encode)
             assert got.shape == ref.shape and got.dtype == np.float32
             diffs[(fmt, prec)] = float(np.abs(got - ref).max())
-    print("features max |diff| vs PyTorch:", diffs)  # shown with pytest -s (the figures in toolkit/encoders.py)
+    print("features max |diff| vs PyTorch:", diffs)  # shown with pytest -s (the figures in toolkit/inputs/encoders.py)
     assert diffs[("onnx", "fp32")] <= 1e-4 and diffs[("coreml", "fp32")] <= 1e-4, diffs
     assert diffs[("onnx", "fp16")] <= 0.1 and diffs[("coreml", "fp16")] <= 0.1, diffs
     assert max(diffs.values()) > 0  # a real second implementation, not PyTorch again
@@ -347,7 +347,7 @@ def test_bundle_encoders_match_pytorch(bundle_dir, speech_wav, audio_encoder):
 
 def test_resolve_encoder_needs_one(tmp_path, bundle_dir):
     from framegen.models.errors import FramegenError
-    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     with pytest.raises(FramegenError, match="needs --encoder"):
         resolve_encoder()
@@ -381,7 +381,7 @@ def test_buffers_stay_flat_on_a_long_stream(prepared_template):
 
 @pytest.mark.slow
 def test_peak_rss_20_minutes_vs_1_minute(synth_template_dir):
-    from framegen.toolkit.audio import mel_frame_count, window_count
+    from framegen.toolkit.inputs.audio import mel_frame_count, window_count
 
     one = stream_peak_rss(60, synth_template_dir)
     twenty = stream_peak_rss(1200, synth_template_dir)
@@ -397,7 +397,7 @@ def test_bench_stream_reports_slow_backends_and_stays_bounded(prepared_template,
     """Paced at real time: a fast backend keeps up (RTF ~1, latency near the compute time); one slower than real time
     (0.1 s per frame = 10 fps < 25 fps) is reported as such, with its latency growing but never more than
     2 x workers groups in flight, and frames still in order and complete."""
-    from framegen.toolkit.bench_stream import bench_stream
+    from framegen.toolkit.bench.stream import bench_stream
     from fx_render import make_fake_backend
 
     wav = np.concatenate([stream_speech, stream_speech])  # 1.2 s: 29 frames
@@ -419,8 +419,8 @@ def test_api_stream_with_a_bundle_alone_equals_render_frames(tmp_path, bundle_di
     opens it; PNG frames equal `render_frames` of the same audio through the same encoder, bit for bit."""
     import cv2
     import framegen
-    from framegen.toolkit.audio import audio_to_features
-    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.inputs.audio import audio_to_features
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     src = write_audio(tmp_path / "speech.wav", stream_speech[None], 16000)
     stats = framegen.stream(prepared_template, audio=src, bundle=bundle_dir, backend="ort-cpu",

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import require_fixture
-from framegen.toolkit.preprocess import crop_328, crop_box
-from framegen.toolkit.synth import generate_track, synth_template
-from framegen.toolkit.template import TemplateError, open_template, read_landmarks
-from framegen.toolkit.template_check import inspect_template
+from framegen.toolkit.inputs.preprocess import crop_328, crop_box
+from framegen.toolkit.inputs.synth import generate_track, synth_template
+from framegen.toolkit.inputs.template import TemplateError, open_template, read_landmarks
+from framegen.toolkit.inputs.template_check import inspect_template
 
 
 def build(src: Path, dst: Path, count: int, image_base: int = 0, lms_base: int = 0, ext: str = ".jpg") -> Path:

@@ -17,7 +17,7 @@ pytest.importorskip("tritonclient.grpc")  # the server tests also need pytriton 
 
 from framegen.exporters.errors import ExportError
 from framegen.models.bundle import load_bundle, sha256_path
-from framegen.toolkit.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
+from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, profile_for
 from fx_triton import start_server
 
 FP32 = profile_for("fp32")
@@ -38,13 +38,13 @@ def _local(bundle: Path):
 
 
 def _inputs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from framegen.toolkit.bench import bench_inputs
+    from framegen.toolkit.bench.core import bench_inputs
 
     return bench_inputs("ave", n, seed=seed)
 
 
 def _check(stage: str, ref: np.ndarray, cand: np.ndarray) -> None:
-    from framegen.toolkit.metrics import ErrorStats
+    from framegen.toolkit.compare.metrics import ErrorStats
 
     stats = ErrorStats("float" if stage == MODEL_OUTPUT else "uint8")
     stats.update(ref, cand)
@@ -116,7 +116,7 @@ def test_tensorrt_fp16_and_cpu_instances_parse(triton_bundle, tmp_path):
 @pytest.mark.slow
 def test_invalid_config_fails_the_export_and_leaves_nothing(triton_bundle, generator_ckpt, tmp_path, monkeypatch):
     import framegen.exporters.triton as triton_export
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     good = triton_export.config_text
     monkeypatch.setattr(triton_export, "config_text", lambda *a, **k: good(*a, **k).replace("dims:", "dimz:"))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from faults import conv_index, edit_onnx_conv, scale
 from framegen.exporters.errors import ExportValidationError
-from framegen.toolkit.tolerance import K
-from framegen.toolkit.validate import TOLERANCES, check_numbers, reference, tolerance_for
-from framegen.toolkit.validate_image import LIMITS, compare_uint8, validate_image_artifact, validation_cases
+from framegen.toolkit.compare.tolerance import K
+from framegen.toolkit.export.validate import TOLERANCES, check_numbers, reference, tolerance_for
+from framegen.toolkit.export.validate_image import LIMITS, compare_uint8, validate_image_artifact, validation_cases
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_tensor_fp16_limits_follow_the_checkpoint_and_still_catch_drift(seed2_ex
     fixed = TOLERANCES[("generator", "fp16")]
     assert tolerance_for(ref, "fp32", (1, 3)) == (TOLERANCES[("generator", "fp32")],
                                                   dict.fromkeys(("max_abs", "mean_abs", "weight_rel"),
-                                                                "fixed (toolkit/validate.py TOLERANCES)"), None)
+                                                                "fixed (toolkit/export/validate.py TOLERANCES)"), None)
     assert not ref.emulations  # fp32 measures nothing
     tol, sources, emu = tolerance_for(ref, "fp16", (1, 3))
     # The emulation's error, measured here, against PyTorch fp32 on the validation inputs.

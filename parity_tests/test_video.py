@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from framegen.toolkit.video import FramesDirWriter, VideoError, VideoWriter, probe_video
+from framegen.toolkit.frames.video import FramesDirWriter, VideoError, VideoWriter, probe_video
 from fx_audio import tone, write_audio
 
 W, H = 320, 240

@@ -30,7 +30,7 @@ from framegen.runtimes.spec import OpenRequest
 _ORT_PROVIDERS = {"ort-cpu": ["CPUExecutionProvider"], "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-def _checked_artifact(req: OpenRequest, fmt: str, name: str) -> Any:
+def checked_artifact(req: OpenRequest, fmt: str, name: str) -> Any:
     """The image-I/O artifact ``req`` names, its sha256 checked against the bundle manifest (when from a bundle)."""
     from framegen.models.bundle import sha256_path
 
@@ -46,7 +46,7 @@ class OrtImageBackend(Backend):
     def __init__(self, name: str, req: OpenRequest) -> None:
         import onnxruntime as ort
 
-        art = _checked_artifact(req, "onnx", name)
+        art = checked_artifact(req, "onnx", name)
         providers = _ORT_PROVIDERS[name]
         if providers[0] not in ort.get_available_providers():
             raise BackendError(f"{name}: ONNX Runtime here has no {providers[0]}")
@@ -121,45 +121,6 @@ def planes_to_pixels(planes: np.ndarray, layout: str, where: str) -> np.ndarray:
     return np.ascontiguousarray(hwc if layout == "BGR" else hwc[..., ::-1])
 
 
-class MilImageBackend(Backend):
-    """The Core ML image-I/O variant in the ``coreml-mil`` VERIFIER (not Core ML: no CVPixelBuffer conversion,
-    no Apple kernels; see :mod:`framegen.runtimes.coreml_mil`). The image holds one picture: a batch runs one by one."""
-
-    def __init__(self, req: OpenRequest) -> None:
-        from framegen.runtimes.coreml_mil import NAME, MilProgram
-
-        art = _checked_artifact(req, "coreml", NAME)
-        self.program = MilProgram(art.path)
-        if GEN_IMAGE not in self.program.image_inputs:
-            raise BackendError(f"{art.path}: input {GEN_IMAGE!r} is not an image: not an image-I/O generator")
-        self.layouts = color_layouts(art.path)
-        self.path = art.path
-        audio = self.program.inputs.get(GEN_AUDIO)
-        detected = mode_from_audio_shape(audio.shape) if audio is not None and audio.shape else None
-        mode = settle_mode(detected, art.mode, req.mode, os.fspath(art.path))
-        precision = art.precision or self.program.precision
-        if self.program.precision != precision:
-            raise BackendError(f"{art.path}: listed as {precision} but the program computes in "
-                               f"{self.program.precision}")
-        inputs, outputs = generator_io(mode, "image")
-        super().__init__(BackendInfo(NAME, "cpu", precision, mode, art.source, inputs, outputs,
-                                     {"io": "image", "verifier": True, "color_layouts": list(self.layouts),
-                                      "ops": dict(self.program.op_counts)}))
-
-    def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        if self.program is None:
-            raise BackendError(f"{self.name}: used after close()")
-        outs = []
-        for bgr, aud in zip(image, audio, strict=True):
-            res = self.program.run({GEN_IMAGE: pixels_to_planes(bgr, self.layouts[0]), GEN_AUDIO: aud[None]})
-            outs.append(planes_to_pixels(res[GEN_OUTPUT], self.layouts[1], os.fspath(self.path)))
-        return np.stack(outs)
-
-    def close(self) -> None:
-        """Drop the program's weights."""
-        self.program = None  # type: ignore[assignment]
-
-
 class CoreMLImageBackend(Backend):
     """The Core ML image-I/O variant in Core ML itself (macOS only; images go in and out as PIL images, which
     coremltools turns into CVPixelBuffers). Not exercised on Linux."""
@@ -167,7 +128,7 @@ class CoreMLImageBackend(Backend):
     def __init__(self, req: OpenRequest) -> None:
         import sys
 
-        art = _checked_artifact(req, "coreml", "coreml")
+        art = checked_artifact(req, "coreml", "coreml")
         if sys.platform != "darwin":
             raise BackendError(f"coreml: Core ML runs only on macOS; use coreml-mil to verify {art.path} here")
         from framegen.models.imports import coremltools

@@ -13,7 +13,7 @@ _RUNTIME_MODULES = (
     "framegen.runtimes.torch_backend",
     "framegen.runtimes.ort_backend",
     "framegen.runtimes.coreml_backend",
-    "framegen.runtimes.coreml_mil",
+    "framegen.runtimes.mil.backend",
     "framegen.runtimes.triton_backend",
     "framegen.runtimes.openvino_backend",
 )

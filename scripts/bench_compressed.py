@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    from framegen.toolkit.compress import bench_compressed
+    from framegen.toolkit.export.compress import bench_compressed
 
     load0 = os.getloadavg()
     report = bench_compressed(args.bundle, template=args.template, features=args.features,

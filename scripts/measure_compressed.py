@@ -5,7 +5,8 @@ artifacts") reports.
 
 For each seed: a calibrated seeded 'ave' checkpoint, exported as int8 ONNX for both int8 targets (openvino: U8S8,
 ort: U8S8 with reduce_range) and as Core ML int8 / pal6 / pal4, each judged by the export's own quality gate
-(:func:`framegen.toolkit.compress.judge`) on held-out template frames, with the floor lowered to nothing so that every
+(:func:`framegen.toolkit.export.compress.judge`) on held-out template frames, with the floor lowered to nothing so
+that every
 verdict is measured rather than refused. The int8 ONNX artifact is also judged on the other CPU runtime. Prints one
 markdown row per artifact: size, runtime, final-frame PSNR and largest level error, and the verdict at the default
 floor.
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from framegen.models.bundle import load_bundle
     from framegen.models.init import init_generator
     from framegen.models.io import save_generator
-    from framegen.toolkit.compress import DEFAULT_FLOORS, CompressOptions, gate_data, judge, release
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.export.compress import DEFAULT_FLOORS, CompressOptions, gate_data, judge, release
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="framegen-mc-") as tmp:

@@ -59,7 +59,7 @@ def measure(candidates: tuple[tuple[str, int], ...] = CANDIDATES, rounds: int = 
     import torch
     from framegen.exporters.onnx_export import encoder_onnx_model, generator_onnx_model, to_float16
     from framegen.models.init import init_audio_encoder, init_generator
-    from framegen.toolkit.validate import TOLERANCES, validation_inputs
+    from framegen.toolkit.export.validate import TOLERANCES, validation_inputs
 
     gen = init_generator("ave", seed=0, calibrate=True)
     enc = init_audio_encoder(seed=0)

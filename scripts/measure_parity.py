@@ -1,4 +1,5 @@
-"""Measure the derived-tolerance rule (toolkit/tolerance.py) over many seeded checkpoints; table in docs/PARITY.md.
+"""Measure the derived-tolerance rule (toolkit/compare/tolerance.py) over many seeded checkpoints; table in
+docs/PARITY.md.
 
 For every seeded calibrated checkpoint (``--seeds ave:100-111,hubert:100-103,wenet:100-103``, seeds the suite never
 uses): export a bundle with every artifact kind (ONNX and Core ML, fp32 and fp16, tensor and image-I/O), run
@@ -82,8 +83,8 @@ def margin(result, skip: str | None = None) -> float:
 def _skip_export_validation() -> None:
     """Export without validation: it runs every artifact against PyTorch on several batches (the coreml-mil ones
     dominate); this script judges every artifact with parity instead."""
-    import framegen.toolkit.export as export
-    import framegen.toolkit.validate_image as vi
+    import framegen.toolkit.export.bundle as export
+    import framegen.toolkit.export.validate_image as vi
 
     skipped = {"skipped": "scripts/measure_parity.py", "weights_max_rel_err": 0.0, "max_abs": 0, "share_diff": 0.0,
                "limits": {"max_abs": 0, "mean_abs": 0}, "limit_sources": {"max_abs": "skipped", "mean_abs": "skipped"}}
@@ -112,12 +113,12 @@ def main() -> int:
     from faults import DRIFTS, drifted_bundle
     from framegen.models.init import init_generator
     from framegen.models.io import save_generator
-    from framegen.toolkit.export import export_bundle
-    from framegen.toolkit.parity import plan_candidates, run_parity
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.synth import synth_template
-    from framegen.toolkit.template import open_template
-    from framegen.toolkit.tolerance import resolve_tolerances
+    from framegen.toolkit.compare.tolerance import resolve_tolerances
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.synth import synth_template
+    from framegen.toolkit.inputs.template import open_template
+    from framegen.toolkit.parity.engine import plan_candidates, run_parity
 
     _skip_export_validation()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Measure what the tolerance profiles (toolkit/profiles.py) are chosen from; the results are in docs/PARITY.md.
+"""Measure what the tolerance profiles (toolkit/compare/profiles.py) are chosen from; the results are in docs/PARITY.md.
 
 1. Correct backends against the PyTorch fp32 reference, through the parity engine, on real-looking frames: a
    calibrated seeded 'ave' generator, a synthetic 1280x720 template on the real landmark track, SyncTalk_2D's real
@@ -95,7 +95,7 @@ def float_cubic_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def mel_float32(wav: np.ndarray) -> np.ndarray:
     """The mel spectrogram computed in float32 throughout (float32 FFT, filterbank and log), as a port might."""
-    from framegen.toolkit.audio import mel_basis
+    from framegen.toolkit.inputs.audio import mel_basis
     from scipy import fft
 
     x = wav.astype(np.float32)
@@ -127,11 +127,11 @@ def main() -> int:
     from framegen.models.init import init_audio_encoder, init_generator
     from framegen.models.io import save_audio_encoder, save_generator
     from framegen.models.pixels import pred_to_uint8
-    from framegen.toolkit.export import export_bundle
-    from framegen.toolkit.parity import Candidate, plan_candidates, run_parity
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.synth import synth_template
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.synth import synth_template
+    from framegen.toolkit.inputs.template import open_template
+    from framegen.toolkit.parity.engine import Candidate, plan_candidates, run_parity
 
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -192,7 +192,7 @@ def main() -> int:
         # 3b. float32 vs float64 product before truncation, on the reference's real outputs
         from framegen.runtimes.registry import open_backend
         from framegen.runtimes.spec import OpenRequest
-        from framegen.toolkit.features import audio_windows
+        from framegen.toolkit.inputs.features import audio_windows
 
         with open_backend("torch-cpu", OpenRequest(checkpoint=ckpt, mode="ave")) as ref:
             imgs = np.stack([prepared.prepared(prepared.template_index(i)).image_input() for i in range(4)])
@@ -213,7 +213,7 @@ def main() -> int:
         if speech is not None:
             import torch
             from framegen.models.checkpoint import load_audio_encoder
-            from framegen.toolkit.audio import decode_audio, mel_windows, melspectrogram
+            from framegen.toolkit.inputs.audio import decode_audio, mel_windows, melspectrogram
 
             wav = decode_audio(speech)
             m64, m32 = melspectrogram(wav), mel_float32(wav)
@@ -239,7 +239,7 @@ def main() -> int:
                                  "mean_abs": float(d.mean())})
                 if b.has("audio_encoder", "coreml", precision):
                     try:
-                        from framegen.runtimes.coreml_mil import encoder_fn
+                        from framegen.runtimes.mil.program import encoder_fn
                     except ImportError:
                         continue
                     emb = encoder_fn(b.find("audio_encoder", "coreml", precision).path)(windows)

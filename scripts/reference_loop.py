@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from framegen.models.checkpoint import load_generator
 from framegen.models.contract import FPS, audio_shape
-from framegen.toolkit.preprocess import pingpong_index
+from framegen.toolkit.inputs.preprocess import pingpong_index
 
 
 def parse_lms(path: str) -> np.ndarray:

@@ -40,7 +40,7 @@ REFERENCE_TARGET = 3.0
 
 
 def _load() -> dict[str, Any]:
-    from framegen.toolkit.machine import load_now
+    from framegen.toolkit.bench.machine import load_now
 
     return load_now()
 
@@ -60,14 +60,14 @@ def prepare_inputs(workdir: Path, template_frames: int, bundle: Path | None = No
     if bundle is None:
         bundle = workdir / "bundle"
         if not (bundle / "manifest.json").exists():
-            from framegen.toolkit.export import export_bundle
+            from framegen.toolkit.export.bundle import export_bundle
 
             print("exporting the ONNX fp32 bundle", file=sys.stderr)
             export_bundle(ckpt, bundle, formats=("onnx",), precisions=("fp32",))
     shared = ROOT.parent / "shared" / "fixtures"
     template = workdir / f"template_{template_frames}"
     if not template.exists():
-        from framegen.toolkit.synth import synth_template
+        from framegen.toolkit.inputs.synth import synth_template
 
         lms = shared / "landmarks_1280x720"
         print(f"drawing a {template_frames}-frame 1280x720 template", file=sys.stderr)

@@ -85,8 +85,8 @@ def template_synth(out: PathLike, *, frames: int | None = None, width: int = 128
                    landmarks: PathLike | None = None, seed: int = 0) -> Path:
     """Write a deterministic synthetic template (face-like frames drawn from a landmark track, or following the real
     track in ``landmarks``) to ``out``; ``frames`` defaults to 50, or every file of ``landmarks``. Returns ``out``."""
-    from framegen.toolkit.synth import synth_template
-    from framegen.toolkit.template import LANDMARK_SUFFIX, numbered_files
+    from framegen.toolkit.inputs.synth import synth_template
+    from framegen.toolkit.inputs.template import LANDMARK_SUFFIX, numbered_files
 
     if frames is None:
         frames = 50
@@ -103,8 +103,8 @@ def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None =
     video frame, computed with the audio encoder checkpoint exactly as SyncTalk_2D's inference does. ``out``: also
     save them as ``.npy`` there."""
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
-    from framegen.toolkit.features import save_npy
+    from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
+    from framegen.toolkit.inputs.features import save_npy
 
     feats = audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), batch=batch, progress=progress)
     if out is not None:
@@ -127,11 +127,11 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
     image (uint8 BGR image I/O variants for ports). ``triton``: also write a Triton model repository there
     (``triton_options``: a :class:`framegen.exporters.triton.TritonOptions`). ``precisions`` int8 / pal6 / pal4
     add compressed generators, calibrated and judged as ``compression`` (a
-    :class:`framegen.toolkit.compress.CompressOptions`) says. Returns the written
+    :class:`framegen.toolkit.export.compress.CompressOptions`) says. Returns the written
     :class:`framegen.models.bundle.Bundle`.
     """
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
                          precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
@@ -173,7 +173,7 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
     bundle = _path(bundle)
     from framegen.runtimes.registry import list_backends
     from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.plan import PRECISIONS
+    from framegen.toolkit.frames.plan import PRECISIONS
 
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -197,8 +197,8 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
 
 def _template(template: PathLike | Any, skip_bad_boxes: bool = False,
               warn: Callable[[str], None] | None = None) -> Any:
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
 
     if isinstance(template, PreparedTemplate):
         return template
@@ -214,7 +214,7 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
               bundle: PathLike | None = None) -> np.ndarray:
     """Feature rows from an array, a file, or computed from speech ('ave' only) with ``encoder`` (a .pth checkpoint,
     or an exported .onnx / .mlpackage) or, without one, the bundle's own exported audio encoder."""
-    from framegen.toolkit.features import FeatureError, load_features, validate_features
+    from framegen.toolkit.inputs.features import FeatureError, load_features, validate_features
 
     if features is not None:
         if isinstance(features, np.ndarray):
@@ -224,8 +224,8 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
         raise UsageError("give features, or audio to compute them from")
     if mode != "ave":
         raise FeatureError(f"audio makes 'ave' features; the generator is {mode!r}: give --features")
-    from framegen.toolkit.audio import audio_to_features
-    from framegen.toolkit.encoders import resolve_encoder
+    from framegen.toolkit.inputs.audio import audio_to_features
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     if note is not None:
@@ -235,7 +235,7 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
 
 def _check_outputs(out: PathLike | None, frames_dir: PathLike | None) -> None:
     """Refuse an output video or frames folder that cannot be written, before any work."""
-    from framegen.toolkit.video import check_frames_dir, container_format
+    from framegen.toolkit.frames.video import check_frames_dir, container_format
 
     if out is not None:
         container_format(out)
@@ -265,7 +265,7 @@ def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, feature
 
 def _open(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
           mode: str | None, options: dict[str, Any] | None) -> Any:
-    from framegen.toolkit.plan import Request, open_candidate, plan_candidates
+    from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
 
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
                            requested=[Request(backend, precision, io)])
@@ -279,11 +279,12 @@ def render_frames(template: PathLike | Any, *, features: PathLike | np.ndarray |
                   start_frame: int = 0, max_frames: int | None = None, skip_bad_boxes: bool = False,
                   options: dict[str, Any] | None = None) -> Iterator[Any]:
     """Yield every rendered frame in order, as arrays (no file written): each a
-    :class:`framegen.toolkit.render.RenderedFrame` with ``i``, ``template_index``, ``pred`` (the backend's output)
+    :class:`framegen.toolkit.frames.render.RenderedFrame` with ``i``, ``template_index``, ``pred`` (the backend's
+    output)
     and ``frame`` (uint8 BGR, H x W x 3). The backend stays open while the iterator runs and closes when it ends
     or is closed. Arguments as :func:`render`."""
     bundle = _path(bundle)
-    from framegen.toolkit.render import iter_frames
+    from framegen.toolkit.frames.render import iter_frames
 
     _check_sources(checkpoint, bundle, features, audio, encoder)
     prepared = _template(template, skip_bad_boxes)
@@ -301,7 +302,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
            stats: PathLike | None = None, options: dict[str, Any] | None = None,
            note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
     """Render a lip-synced video: template frames in ping-pong order, one per feature row, through a backend, to an
-    mp4 (H.264 + AAC of ``audio``) and/or a folder of PNGs. Returns :class:`framegen.toolkit.render.RenderStats`.
+    mp4 (H.264 + AAC of ``audio``) and/or a folder of PNGs. Returns :class:`framegen.toolkit.frames.render.RenderStats`.
 
     ``template``: a template folder (``full_body_img/`` + ``landmarks/``) or a ``PreparedTemplate``. Features come
     from ``features`` (a ``.npy`` / ``.bin`` file or an array, one row per video frame) or are computed from
@@ -312,8 +313,8 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     ``stats``: also write the timing stats as JSON there. ``note`` / ``warn`` receive progress lines.
     """
     bundle = _path(bundle)
-    from framegen.toolkit.render import render as run_render
-    from framegen.toolkit.video import DEFAULT_PRESET
+    from framegen.toolkit.frames.render import render as run_render
+    from framegen.toolkit.frames.video import DEFAULT_PRESET
 
     if out is None and frames_dir is None:
         raise UsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -339,7 +340,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     if warn is not None and audio_s is not None and video_s is not None and audio_s + 0.5 < video_s:
         warn(f"{audio}: {audio_s:.2f} s of audio for {video_s:.2f} s of video; the end is silent")
     if stats is not None:
-        from framegen.toolkit.files import write_json
+        from framegen.toolkit.common.files import write_json
 
         write_json(stats, result.as_dict())
     return result
@@ -356,7 +357,7 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
            load_outputs: Sequence[PathLike] = (), json: PathLike | None = None) -> Any:
     """Render the same frames (speech, then ``silence_frames`` silent ones) through PyTorch fp32 (the reference)
     and every candidate backend x artifact, and compare model outputs and final frames. Returns a
-    :class:`framegen.toolkit.parity.ParityReport`; ``report.passed`` is the verdict.
+    :class:`framegen.toolkit.parity.engine.ParityReport`; ``report.passed`` is the verdict.
 
     ``backends``: ``NAME[:precision][:image],...`` (default: the planner's choice). ``tolerances``: ``derived``
     (measured on this checkpoint, cached) or ``fixed``; ``tolerance``: ``STAGE.METRIC=VALUE`` overrides, ``profile``
@@ -366,7 +367,7 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     ``json``: also write the report there. See docs/PARITY.md.
     """
     bundle = _path(bundle)
-    from framegen.toolkit.parity import parity_job
+    from framegen.toolkit.parity.engine import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
     prepared = _template(template, skip_bad_boxes)
@@ -387,8 +388,8 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
     fp32 ONNX generator on ort-cpu. Returns the golden directory."""
     bundle = _path(bundle)
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.golden import AudioSource, write_golden
-    from framegen.toolkit.parity import resolve_audio_input
+    from framegen.toolkit.parity.engine import resolve_audio_input
+    from framegen.toolkit.parity.golden import AudioSource, write_golden
 
     b = load_bundle(bundle)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder)
@@ -402,12 +403,12 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
 def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32",
                  json: PathLike | None = None) -> Any:
     """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage. Returns a
-    :class:`framegen.toolkit.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
-    from framegen.toolkit.golden import check_golden
+    :class:`framegen.toolkit.parity.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
+    from framegen.toolkit.parity.golden import check_golden
 
     report = check_golden(golden, candidate, profile=profile)
     if json is not None:
-        from framegen.toolkit.files import write_json
+        from framegen.toolkit.common.files import write_json
 
         write_json(json, report.as_dict())
     return report
@@ -426,7 +427,7 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
     peak, memory); with ``template`` + ``features`` also one end-to-end render each. Returns the report dict (the
     schema of ``framegen bench --json``)."""
     bundle = _path(bundle)
-    from framegen.toolkit.bench import DEFAULT_E2E_FRAMES, parse_batches, run_bench
+    from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
 
     batch_list = parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
     report = run_bench(checkpoint=checkpoint, bundle=bundle,
@@ -436,7 +437,7 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
                        features=features, e2e_frames=e2e_frames if e2e_frames is not None else DEFAULT_E2E_FRAMES,
                        e2e_batch=e2e_batch, on_result=on_result)
     if json is not None:
-        from framegen.toolkit.files import write_json
+        from framegen.toolkit.common.files import write_json
 
         write_json(json, report)
     return report
@@ -474,7 +475,7 @@ def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: st
     written :class:`framegen.models.bundle.Bundle`. ``framegen export --audio-frontend`` adds the same artifacts to a
     full bundle."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.export_frontend import export_audio_frontend as _export
+    from framegen.toolkit.export.frontend import export_audio_frontend as _export
 
     return load_bundle(_export(audio_encoder, out, formats=_split(formats), opset=opset, force=force, speech=speech,
                                progress=progress))
@@ -486,14 +487,14 @@ def stream_session(template: PathLike | Any, *, checkpoint: PathLike | None = No
                    encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32",
                    batch: int = 1, start_frame: int = 0, input_rate: int = 16000, skip_bad_boxes: bool = False,
                    options: dict[str, Any] | None = None) -> Any:
-    """Open a live :class:`framegen.toolkit.stream.StreamSession`: ``feed(samples)`` 16 kHz mono float32 / int16
+    """Open a live :class:`framegen.toolkit.frames.stream.StreamSession`: ``feed(samples)`` 16 kHz mono float32 / int16
     chunks of any size (``input_rate`` others are resampled), get rendered frames back as soon as their audio
     context is complete (``StreamFrame``: ``i``, ``time`` = i/25 s, ``frame`` BGR uint8); ``finish()`` flushes the
     end. Frames equal :func:`render`'s of the same whole audio bit for bit. The audio encoder is ``encoder`` (.pth,
     .onnx, .mlpackage) or the bundle's exported one. Closing the session closes its backend."""
     bundle = _path(bundle)
-    from framegen.toolkit.encoders import resolve_encoder
-    from framegen.toolkit.stream import StreamSession
+    from framegen.toolkit.frames.stream import StreamSession
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     if (checkpoint is None) == (bundle is None):
         raise UsageError("stream: give exactly one of --checkpoint CKPT or --bundle DIR")
@@ -518,11 +519,11 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
            note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
     """Play ``audio`` (a file, or ``"-"``: raw s16le 16 kHz mono PCM on stdin) as a live source in chunks of
     ``chunk_ms`` (paced at real time with ``realtime``) through a streaming session, writing an mp4 with the audio
-    in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.stream.StreamRunStats`
+    in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.frames.stream.StreamRunStats`
     (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context)."""
     bundle = _path(bundle)
-    from framegen.toolkit.encoders import resolve_encoder
-    from framegen.toolkit.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
+    from framegen.toolkit.frames.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
+    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     if out is None and frames_dir is None:
         raise UsageError("stream: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -544,7 +545,7 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
                                  start_frame=start_frame, batch=batch, crf=crf, preset=preset,
                                  chunk_samples=chunk)
     if stats is not None:
-        from framegen.toolkit.files import write_json
+        from framegen.toolkit.common.files import write_json
 
         write_json(stats, result.as_dict())
     return result

@@ -14,7 +14,6 @@ earlier steps (or the caller) put in ``ctx.artifacts``, so a subset of steps run
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ import numpy as np
 from framegen.models.atomic import atomic_output
 from framegen.models.contract import SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.toolkit.inputs.speech import speech_like
 
 MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replace it
 DEFAULT_SECONDS = 3.0
@@ -75,78 +75,6 @@ class Step:
 # ---------------------------------------------------------------------------------------------- the speech
 
 
-# Formant frequencies (F1, F2, F3 in Hz) of a few vowels of an adult voice.
-_VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410),
-           "u": (300, 870, 2240)}
-_BANDWIDTHS = (80.0, 100.0, 140.0)
-
-
-def speech_like(seconds: float = DEFAULT_SECONDS, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
-    """A seeded speech-like float32 signal: words of 2-4 syllables (vowel formants gliding between syllables, a
-    falling pitch contour with intonation, fricative noise at some onsets) separated by short pauses."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    # Syllable plan: (start, end, vowel) in samples; words separated by pauses.
-    plan: list[tuple[int, int, str]] = []
-    t = int(0.15 * rate)
-    while t < n - int(0.2 * rate):
-        for _ in range(int(rng.integers(2, 5))):
-            length = int(rng.uniform(0.12, 0.24) * rate)
-            if t + length > n - int(0.05 * rate):
-                break
-            plan.append((t, t + length, str(rng.choice(list(_VOWELS)))))
-            t += length
-        t += int(rng.uniform(0.12, 0.3) * rate)
-    time_s = np.arange(n) / rate
-    f0 = 150.0 - 40.0 * time_s / max(seconds, 1e-6) + 12.0 * np.sin(2 * math.pi * 0.9 * time_s + rng.uniform(0, 6))
-    f0 *= 1.0 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(np.arange(1, n + 1))  # slow jitter
-    phase = np.cumsum(f0 / rate) % 1.0
-    source = (2.0 * phase - 1.0) - 0.5 * np.sin(2 * math.pi * phase)  # a bright, sawtooth-like glottal wave
-    envelope = np.zeros(n)
-    formants = np.tile(np.array(_VOWELS["a"], dtype=np.float64), (n, 1))
-    noise_env = np.zeros(n)
-    for s0, s1, vowel in plan:
-        length = s1 - s0
-        ramp = np.minimum(1.0, np.minimum(np.arange(length) / (0.03 * rate), (length - np.arange(length)) /
-                                          (0.05 * rate)))
-        envelope[s0:s1] = np.maximum(envelope[s0:s1], ramp)
-        target = np.array(_VOWELS[vowel], dtype=np.float64)
-        glide = np.minimum(1.0, np.arange(length) / (0.04 * rate))[:, None]
-        formants[s0:s1] = formants[s0 - 1] * (1 - glide) + target * glide if s0 else target
-        formants[s1:] = target
-        if rng.random() < 0.4:  # a fricative onset ('s', 'f', 'sh'-like noise) before the vowel
-            k = int(0.06 * rate)
-            lo = max(0, s0 - k)
-            noise_env[lo:s0] = np.hanning(2 * k)[k - (s0 - lo):k]
-    voiced = _formant_filter(source * envelope, formants, rate)
-    noise = rng.standard_normal(n)
-    hiss = np.diff(noise, prepend=0.0) * noise_env * 0.25  # differenced noise: energy up high, like fricatives
-    room = 0.004 * rng.standard_normal(n)  # a quiet room: pauses are not digital silence
-    wav = voiced + hiss + room
-    peak = float(np.abs(wav).max()) or 1.0
-    return (0.6 * wav / peak).astype(np.float32)
-
-
-def _formant_filter(x: np.ndarray, formants: np.ndarray, rate: int) -> np.ndarray:
-    """Cascade of three time-varying two-pole resonators (coefficients updated every 5 ms)."""
-    y = x.astype(np.float64)
-    hop = max(1, rate // 200)
-    for j, bw in enumerate(_BANDWIDTHS):
-        r = math.exp(-math.pi * bw / rate)
-        out = np.empty_like(y)
-        y1 = y2 = 0.0
-        for s0 in range(0, y.size, hop):
-            theta = 2 * math.pi * formants[s0, j] / rate
-            a1, a2 = 2 * r * math.cos(theta), -r * r
-            gain = 1 - a1 - a2  # unit gain at DC keeps the level steady as the formant moves
-            for s in range(s0, min(s0 + hop, y.size)):
-                v = gain * y[s] + a1 * y1 + a2 * y2
-                out[s] = v
-                y2, y1 = y1, v
-        y = out
-    return y
-
-
 def write_wav(path: Path, wav: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """16-bit PCM mono WAV, written to a temporary sibling and renamed."""
     pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype("<i2")
@@ -163,7 +91,7 @@ def write_wav(path: Path, wav: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
 
 def step_template(ctx: DemoContext) -> str:
     """A synthetic talking-head template."""
-    from framegen.toolkit.synth import synth_template
+    from framegen.toolkit.inputs.synth import synth_template
 
     path = synth_template(ctx.out / "template", frames=ctx.template_frames, width=ctx.width, height=ctx.height,
                           seed=ctx.seed)
@@ -193,8 +121,8 @@ def step_speech(ctx: DemoContext) -> str:
 def step_features(ctx: DemoContext) -> str:
     """'ave' features of the speech through the audio encoder, as SyncTalk_2D computes them."""
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.audio import audio_to_features, torch_encoder_fn
-    from framegen.toolkit.features import save_npy
+    from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
+    from framegen.toolkit.inputs.features import save_npy
 
     feats = audio_to_features(ctx.artifacts["speech"], torch_encoder_fn(load_audio_encoder(ctx.artifacts["encoder"])))
     path = save_npy(ctx.out / "features.npy", feats)
@@ -206,11 +134,11 @@ def step_features(ctx: DemoContext) -> str:
 def render_on(ctx: DemoContext, backend_name: str, *, bundle: Any = None) -> Any:
     """Render the demo video on one backend (fp32, opened by the planner as ``framegen render`` opens it) to
     ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
-    from framegen.toolkit.files import write_json
-    from framegen.toolkit.plan import Candidate, open_candidate
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.render import render
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.common.files import write_json
+    from framegen.toolkit.frames.plan import Candidate, open_candidate
+    from framegen.toolkit.frames.render import render
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     out = ctx.out / f"demo-{backend_name}.mp4"
@@ -240,7 +168,7 @@ def step_render(ctx: DemoContext) -> str:
 def step_export(ctx: DemoContext) -> str:
     """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.export import export_bundle
+    from framegen.toolkit.export.bundle import export_bundle
 
     # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
     spent = {"coreml": 0.0, "other": 0.0}
@@ -265,7 +193,7 @@ def step_export(ctx: DemoContext) -> str:
 def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
     """Backends the planner renders with from the bundle and checkpoint (fp32), and ``name (why)`` for each one
     left out (verifiers, backends the bundle does not feed, those not available here)."""
-    from framegen.toolkit.plan import plan_candidates
+    from framegen.toolkit.frames.plan import plan_candidates
 
     plan = plan_candidates("demo", checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"),
                            precisions=["fp32"])
@@ -285,10 +213,10 @@ def step_render_backends(ctx: DemoContext) -> str:
 def step_parity(ctx: DemoContext) -> str:
     """The parity table: a few frames through every available backend and precision against PyTorch fp32."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.files import write_json
-    from framegen.toolkit.parity import parse_backends, plan_candidates, print_report, run_parity
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.common.files import write_json
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
+    from framegen.toolkit.parity.engine import parse_backends, plan_candidates, print_report, run_parity
 
     bundle = load_bundle(ctx.artifacts["bundle"])
     candidates, notes = plan_candidates(bundle, parse_backends(ctx.parity_backends))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.toolkit.console import out
+from framegen.toolkit.common.console import out
 
 _AUDIO_HELP = "Any audio file FFmpeg reads (wav, mp3, m4a, flac, ogg) or a video with an audio track."
 
@@ -24,8 +24,8 @@ def mel(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the (T, 80) float32 .npy.")],
 ) -> None:
     """Write SyncTalk_2D's normalised log-mel spectrogram (16 kHz, 80 bins, 80 frames/s) as (T, 80) float32."""
-    from framegen.toolkit.audio import SAMPLE_RATE, decode_audio, melspectrogram
-    from framegen.toolkit.features import save_npy
+    from framegen.toolkit.inputs.audio import SAMPLE_RATE, decode_audio, melspectrogram
+    from framegen.toolkit.inputs.features import save_npy
 
     wav = decode_audio(audio)
     spec = melspectrogram(wav)
@@ -42,7 +42,7 @@ def features(
 ) -> None:
     """Write 'ave' features (N, 512) float32, one row per 25 fps video frame, as SyncTalk_2D's inference makes them."""
     from framegen.toolkit.api import audio_features
-    from framegen.toolkit.features import fps
+    from framegen.toolkit.inputs.features import fps
 
     feats = audio_features(audio, encoder, out=out_path, batch=batch, progress=progress)
     out.print(f"wrote {out_path} {feats.shape[0]}x{feats.shape[1]} float32 "

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from framegen.toolkit.console import out
+from framegen.toolkit.common.console import out
 
 
 def register(app: typer.Typer) -> None:

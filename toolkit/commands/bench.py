@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from framegen.toolkit.console import note, out, warn
+from framegen.toolkit.common.console import note, out, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -130,7 +130,7 @@ def bench(
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
-    from framegen.toolkit.bench import BenchError, parse_batches, parse_list
+    from framegen.toolkit.bench.core import BenchError, parse_batches, parse_list
 
     if stream:
         _stream_bench(bundle, checkpoint, backends, precisions, template, audio, encoder, seconds, chunk_ms,
@@ -145,7 +145,7 @@ def bench(
     if json_path is not None and not json_path.parent.is_dir():
         raise BenchError(f"--json {json_path}: folder {json_path.parent} does not exist")
     if (backends or "").strip() == "triton" or streams is not None:
-        from framegen.toolkit.bench_triton import bench_triton_cli
+        from framegen.toolkit.bench.triton import bench_triton_cli
 
         bench_triton_cli(url=triton_url, streams=streams, seconds=seconds, iterations=iterations, mode=mode,
                          json_path=json_path, batch=batch)
@@ -172,10 +172,10 @@ def bench(
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
                   json_path: Path | None) -> None:
-    """`bench --stream`: see :mod:`framegen.toolkit.bench_stream`."""
-    from framegen.toolkit.bench import parse_list
-    from framegen.toolkit.bench_stream import print_stream_report, run_bench_stream
-    from framegen.toolkit.files import write_json
+    """`bench --stream`: see :mod:`framegen.toolkit.bench.stream`."""
+    from framegen.toolkit.bench.core import parse_list
+    from framegen.toolkit.bench.stream import print_stream_report, run_bench_stream
+    from framegen.toolkit.common.files import write_json
     from rich.console import Console
 
     names = parse_list(backends, "--backends")

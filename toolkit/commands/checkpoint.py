@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.toolkit.console import note, out
+from framegen.toolkit.common.console import note, out
 
 
 class Kind(str, Enum):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.toolkit.console import err, out
+from framegen.toolkit.common.console import err, out
 
 
 def register(app: typer.Typer) -> None:

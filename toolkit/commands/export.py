@@ -52,7 +52,7 @@ def export(
     An artifact that fails validation fails the export (exit 2) and leaves no bundle behind.
     """
     from framegen.toolkit.api import export as api_export
-    from framegen.toolkit.console import note
+    from framegen.toolkit.common.console import note
 
     bundle = api_export(checkpoint, out, audio_encoder=audio_encoder, formats=formats, precisions=precision,
                         io=io, opset=opset, mode=mode, force=force, progress=note, triton=triton,
@@ -64,7 +64,7 @@ def export(
 
 def _compression(template: Path | None, features: Path | None, target: str, min_psnr: float | None,
                  max_level: float | None) -> Any:
-    from framegen.toolkit.compress import CompressOptions
+    from framegen.toolkit.export.compress import CompressOptions
 
     opts = CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
                            max_level_error=max_level)
@@ -83,7 +83,7 @@ def _fmt(value: Any) -> str:
 
 
 def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
-    from framegen.toolkit.console import out
+    from framegen.toolkit.common.console import out
     from rich.table import Table
 
     src = manifest["source"]

@@ -42,11 +42,11 @@ def write(
 ) -> None:
     """Write every stage of the pipeline for a few frames as raw little-endian files plus index.json and README."""
     from framegen.models.bundle import load_bundle
-    from framegen.toolkit.console import out as console
-    from framegen.toolkit.golden import AudioSource, write_golden
-    from framegen.toolkit.parity import resolve_audio_input
-    from framegen.toolkit.preprocess import PreparedTemplate
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.common.console import out as console
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
+    from framegen.toolkit.parity.engine import resolve_audio_input
+    from framegen.toolkit.parity.golden import AudioSource, write_golden
 
     b = load_bundle(bundle)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder)
@@ -55,7 +55,7 @@ def write(
     dest = write_golden(b.root, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
                         checkpoint=checkpoint, audio=source, force=force,
                         source={"template": str(template), **audio_input.source})
-    from framegen.toolkit.golden import load_index
+    from framegen.toolkit.parity.golden import load_index
 
     index = load_index(dest)
     console.print(f"wrote {dest}: {len(index['cases'])} case(s) (frames "
@@ -70,8 +70,8 @@ def check(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
-    from framegen.toolkit.files import write_json
-    from framegen.toolkit.golden import check_golden, print_golden_report
+    from framegen.toolkit.common.files import write_json
+    from framegen.toolkit.parity.golden import check_golden, print_golden_report
 
     report = check_golden(golden, candidate, profile=profile)
     print_golden_report(report)

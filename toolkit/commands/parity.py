@@ -65,7 +65,7 @@ def parity(
                                "repeatable.")] = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
-    from framegen.toolkit.parity import parity_job, print_report
+    from framegen.toolkit.parity.engine import parity_job, print_report
 
     if triton_url is not None:
         from framegen.runtimes.triton_backend import use_server

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from framegen.toolkit.console import note, out, warn
+from framegen.toolkit.common.console import note, out, warn
 
 
 def register(app: typer.Typer) -> None:

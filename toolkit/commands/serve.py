@@ -43,7 +43,7 @@ def serve(
     = None,
 ) -> None:
     """Serve until SIGTERM / Ctrl-C, which drain in-flight requests and exit 0."""
-    from framegen.toolkit.console import note
+    from framegen.toolkit.common.console import note
     from framegen.toolkit.serve import ServeOptions, ready_line
     from framegen.toolkit.serve import serve as run_serve
 

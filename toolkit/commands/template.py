@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.toolkit.console import note, out, warn
+from framegen.toolkit.common.console import note, out, warn
 
 PREVIEW_TILES = 16
 
@@ -34,8 +34,8 @@ def inspect(
     Exits non-zero when the template is unusable: files missing or malformed, an image that cannot be decoded,
     a crop box outside the frame.
     """
-    from framegen.toolkit.template import TemplateError
-    from framegen.toolkit.template_check import inspect_template
+    from framegen.toolkit.inputs.template import TemplateError
+    from framegen.toolkit.inputs.template_check import inspect_template
 
     try:
         report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
@@ -83,9 +83,9 @@ def _print_report(report: dict) -> None:
 
 
 def _write_preview(directory: Path, report: dict, path: Path) -> None:
-    from framegen.toolkit.files import write_png
-    from framegen.toolkit.preprocess import contact_sheet
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.common.files import write_png
+    from framegen.toolkit.inputs.preprocess import contact_sheet
+    from framegen.toolkit.inputs.template import open_template
 
     good = [f["index"] for f in report["frames"] if "error" not in f]
     if not good:
@@ -112,7 +112,7 @@ def synth(
     import time
 
     from framegen.toolkit.api import template_synth
-    from framegen.toolkit.template import open_template
+    from framegen.toolkit.inputs.template import open_template
 
     start = time.perf_counter()
     template_synth(out_dir, frames=frames, width=width, height=height, landmarks=landmarks, seed=seed)

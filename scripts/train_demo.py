@@ -1,0 +1,180 @@
+"""Train the demo generator: SyncTalk_2D's own 'ave' U-Net, on synthetic talking clips it makes itself.
+
+    python scripts/train_demo.py --work /tmp/train-demo --out models/data/demo_generator_ave.npz
+
+The setup is SyncTalk_2D's: for frame k of a clip, the input is a reference crop (another frame) beside frame k's
+crop under the mask rectangle, plus the 16-frame audio window of frame k; the target is frame k's crop. The audio
+features come from the demo's own seeded audio encoder (``init_audio_encoder(0)``), so ``framegen demo`` feeds the
+generator exactly the features it was trained on. Half the references are another frame of the clip (SyncTalk_2D's
+choice); the other half show frame k's own head pose with another frame's mouth, which is what a template frame is
+at inference time (its own pose, a mouth unrelated to the speech), and teaches the network to ignore the
+reference's mouth.
+
+Loss: L1 over the crop plus L1 over the mouth box (weight ``--mouth-weight``); no perceptual or sync network (none
+can be downloaded here). bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
+(data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
+it prints the time it took. The result is stored compactly (fp16 .npz, no pickle) and loads as an ordinary fp32
+SyncTalk_2D state dict (``framegen.models.demo.load_demo_generator``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from framegen.models.contract import MASK_COLS, MASK_ROWS
+from framegen.models.demo import save_compact_state
+from framegen.models.init import init_audio_encoder
+from framegen.models.unet import Model
+from framegen.toolkit.inputs.audio import torch_encoder_fn
+from framegen.toolkit.inputs.features import audio_windows
+from framegen.toolkit.inputs.speech import synthesize_speech
+from framegen.toolkit.inputs.talking import same_pose_other_mouth, talking_clip
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+#: Training utterances use seeds TRAIN_SEED0 + c; evaluation uses seeds far from them (scripts/eval_demo.py).
+TRAIN_SEED0 = 1000
+
+
+def voice(rng: np.random.Generator) -> dict[str, float]:
+    """A random voice: pitch, tempo, peak level and noise floor, so the network sees more than one speaker."""
+    return {"f0": float(rng.uniform(85, 240)), "tempo": float(rng.uniform(0.7, 1.4)),
+            "level": float(rng.uniform(0.2, 0.95)), "room": float(rng.uniform(0.0005, 0.012))}
+
+
+def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Render the training clips once and cache them in ``--work``."""
+    cache = args.work / f"data-{args.clips}x{args.clip_seconds:g}s-seed{args.seed}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    encode = torch_encoder_fn(init_audio_encoder(0))
+    rng = np.random.default_rng(args.seed)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("target", "other", "box", "window", "clip")}
+    t0 = time.time()
+    for c in range(args.clips):
+        speech = synthesize_speech(args.clip_seconds, seed=TRAIN_SEED0 + args.seed + c, **voice(rng))
+        clip = talking_clip(speech, encode, track_seed=TRAIN_SEED0 + c)
+        parts["target"].append(clip.crops)
+        parts["other"].append(same_pose_other_mouth(TRAIN_SEED0 + c, clip.opening, clip.spread, seed=c))
+        parts["box"].append(clip.mouth_boxes)
+        parts["window"].append(audio_windows(clip.features, np.arange(len(clip.crops)), "ave"))
+        parts["clip"].append(np.full(len(clip.crops), c, dtype=np.int32))
+        print(f"clip {c + 1}/{args.clips}: {len(clip.crops)} frames ({time.time() - t0:.0f} s)", flush=True)
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.partial.npz")
+    np.savez(tmp, **data)
+    tmp.replace(cache)
+    return data
+
+
+def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
+                  device: torch.device, mouth_weight: float) -> tuple[torch.Tensor, ...]:
+    """Inputs (reference + masked, audio), the target and the per-pixel loss weight for frames ``idx``."""
+    target = data["target"][idx]
+    starts = np.flatnonzero(np.r_[True, data["clip"][1:] != data["clip"][:-1]])
+    ref = np.empty_like(target)
+    for b, k in enumerate(idx):
+        if rng.random() < 0.5:
+            ref[b] = data["other"][k]
+        else:  # another frame of the same clip
+            c = data["clip"][k]
+            lo = starts[c]
+            hi = starts[c + 1] if c + 1 < len(starts) else len(data["clip"])
+            ref[b] = data["target"][rng.integers(lo, hi)]
+    tgt = torch.from_numpy(target).permute(0, 3, 1, 2).float().div_(255)
+    refs = torch.from_numpy(ref).permute(0, 3, 1, 2).float().div_(255)
+    masked = tgt.clone()
+    masked[:, :, MASK_ROWS, MASK_COLS] = 0
+    weight = torch.ones(len(idx), 1, tgt.shape[2], tgt.shape[3])
+    for b, (x0, y0, x1, y1) in enumerate(data["box"][idx]):
+        weight[b, :, y0:y1, x0:x1] += mouth_weight
+    audio = torch.from_numpy(data["window"][idx])
+    x = torch.cat([refs, masked], 1).to(device).contiguous(memory_format=torch.channels_last)
+    return x, audio.to(device), tgt.to(device), weight.to(device)
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train, checkpointing to ``--work/state.pt`` every ``--save-every`` steps; resume from it when present."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    data = build_data(args)
+    n = len(data["target"])
+    model = Model(6, "ave").to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    step = 0
+    state_path = args.work / "state.pt"
+    spent = 0.0
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["seconds"]
+        print(f"resumed at step {step} ({spent / 60:.1f} min spent)", flush=True)
+    rng = np.random.default_rng([args.seed, step])
+    model.train()
+    amp = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
+    ema = None
+    t_start = time.time()
+    columns = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("train", total=args.steps, completed=step, loss=float("nan"))
+        while step < args.steps:
+            lr = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, audio, tgt, weight = batch_tensors(data, rng.integers(0, n, args.batch), rng, device,
+                                                 args.mouth_weight)
+            with torch.autocast(device.type, dtype=amp):
+                out = model(x, audio)
+            loss = ((out.float() - tgt).abs() * weight).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = loss.item()
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            bar.update(task, completed=step, loss=ema)
+            if step % args.save_every == 0 or step == args.steps:
+                tmp = state_path.with_name(f".state.{os.getpid()}.partial")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "seconds": spent + time.time() - t_start}, tmp)
+                tmp.replace(state_path)
+    total = spent + time.time() - t_start
+    model.eval()
+    save_compact_state(model.float().cpu().state_dict(), args.out)
+    device_name = torch.cuda.get_device_name() if cuda else "CPU"
+    print(f"trained {args.steps} steps x batch {args.batch} on {device_name} in {total / 60:.1f} min "
+          f"(final loss {ema:.4f}) -> {args.out}", flush=True)
+
+
+def main() -> None:
+    """Parse the command line and train."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, default=Path("train-demo"), help="data cache and resumable state")
+    p.add_argument("--out", type=Path, default=Path("models/data/demo_generator_ave.npz"))
+    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--mouth-weight", type=float, default=4.0)
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--clip-seconds", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=25)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Seeded speech-like audio by formant synthesis, with the articulation that produced it.
+
+The demo speaks with it, the benchmarks stream it, and the demo generator is trained on it: because the signal is
+synthesised from a plan (syllables, vowels, loudness), the mouth shape that belongs to every 25 fps video frame is
+known exactly (:func:`articulation`), which gives the training targets and the lip-sync ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from framegen.models.contract import SAMPLE_RATE
+
+#: Formant frequencies (F1, F2, F3 in Hz) of a few vowels of an adult voice.
+VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410),
+          "u": (300, 870, 2240)}
+_BANDWIDTHS = (80.0, 100.0, 140.0)
+VIDEO_FPS = 25
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A synthesised utterance: the float32 signal and, per sample, the voicing envelope and the formants."""
+
+    wav: np.ndarray
+    envelope: np.ndarray
+    formants: np.ndarray
+    rate: int
+
+
+def synthesize_speech(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, *, f0: float = 150.0,
+                      tempo: float = 1.0, level: float = 0.6, room: float = 0.004) -> Speech:
+    """Words of 2-4 syllables (vowel formants gliding between syllables, a falling pitch contour with intonation,
+    fricative noise at some onsets) separated by short pauses; ``f0`` (Hz), ``tempo`` (syllable-length factor),
+    ``level`` (peak) and ``room`` (noise floor) vary the voice. The defaults give the demo's own speech."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    plan: list[tuple[int, int, str]] = []  # (start, end, vowel) in samples
+    t = int(0.15 * rate)
+    while t < n - int(0.2 * rate):
+        for _ in range(int(rng.integers(2, 5))):
+            length = int(rng.uniform(0.12, 0.24) * tempo * rate)
+            if t + length > n - int(0.05 * rate):
+                break
+            plan.append((t, t + length, str(rng.choice(list(VOWELS)))))
+            t += length
+        t += int(rng.uniform(0.12, 0.3) * tempo * rate)
+    time_s = np.arange(n) / rate
+    swing = f0 / 150.0
+    contour = f0 - 40.0 * swing * time_s / max(seconds, 1e-6)
+    pitch = contour + 12.0 * swing * np.sin(2 * math.pi * 0.9 * time_s + rng.uniform(0, 6))
+    pitch *= 1.0 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(np.arange(1, n + 1))  # slow jitter
+    phase = np.cumsum(pitch / rate) % 1.0
+    source = (2.0 * phase - 1.0) - 0.5 * np.sin(2 * math.pi * phase)  # a bright, sawtooth-like glottal wave
+    envelope = np.zeros(n)
+    formants = np.tile(np.array(VOWELS["a"], dtype=np.float64), (n, 1))
+    noise_env = np.zeros(n)
+    for s0, s1, vowel in plan:
+        length = s1 - s0
+        ramp = np.minimum(1.0, np.minimum(np.arange(length) / (0.03 * rate), (length - np.arange(length)) /
+                                          (0.05 * rate)))
+        envelope[s0:s1] = np.maximum(envelope[s0:s1], ramp)
+        target = np.array(VOWELS[vowel], dtype=np.float64)
+        glide = np.minimum(1.0, np.arange(length) / (0.04 * rate))[:, None]
+        formants[s0:s1] = formants[s0 - 1] * (1 - glide) + target * glide if s0 else target
+        formants[s1:] = target
+        if rng.random() < 0.4:  # a fricative onset ('s', 'f', 'sh'-like noise) before the vowel
+            k = int(0.06 * rate)
+            lo = max(0, s0 - k)
+            noise_env[lo:s0] = np.hanning(2 * k)[k - (s0 - lo):k]
+    voiced = _formant_filter(source * envelope, formants, rate)
+    noise = rng.standard_normal(n)
+    hiss = np.diff(noise, prepend=0.0) * noise_env * 0.25  # differenced noise: energy up high, like fricatives
+    wav = voiced + hiss + room * rng.standard_normal(n)  # a quiet room: pauses are not digital silence
+    peak = float(np.abs(wav).max()) or 1.0
+    return Speech((level * wav / peak).astype(np.float32), envelope, formants, rate)
+
+
+def speech_like(seconds: float = 3.0, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """The demo's seeded speech-like float32 signal (see :func:`synthesize_speech`)."""
+    return synthesize_speech(seconds, rate, seed).wav
+
+
+def articulation(speech: Speech, fps: int = VIDEO_FPS) -> tuple[np.ndarray, np.ndarray]:
+    """The mouth of every video frame: ``opening`` in [0, 1] and ``spread`` in [-1, 1], float32 each.
+
+    Loudness opens the mouth (the voicing envelope, averaged over the frame's samples) and the vowel shapes it: the
+    first formant follows jaw opening (/a/ open, /i/ and /u/ nearly closed), the second formant lip spreading
+    (/i/ and /e/ wide, /o/ and /u/ rounded).
+    """
+    per_frame = speech.rate // fps
+    frames = speech.envelope.size // per_frame
+    env = speech.envelope[: frames * per_frame].reshape(frames, per_frame).mean(axis=1)
+    f1, f2 = (speech.formants[: frames * per_frame, j].reshape(frames, per_frame).mean(axis=1) for j in (0, 1))
+    jaw = np.clip((f1 - 250.0) / (730.0 - 250.0), 0.0, 1.0)
+    opening = env * (0.35 + 0.65 * jaw)
+    spread = np.clip((f2 - 1300.0) / 1000.0, -1.0, 1.0) * np.minimum(1.0, 2.0 * env)
+    return opening.astype(np.float32), spread.astype(np.float32)
+
+
+def _formant_filter(x: np.ndarray, formants: np.ndarray, rate: int) -> np.ndarray:
+    """Cascade of three time-varying two-pole resonators (coefficients updated every 5 ms)."""
+    y = x.astype(np.float64)
+    hop = max(1, rate // 200)
+    for j, bw in enumerate(_BANDWIDTHS):
+        r = math.exp(-math.pi * bw / rate)
+        out = np.empty_like(y)
+        y1 = y2 = 0.0
+        for s0 in range(0, y.size, hop):
+            theta = 2 * math.pi * formants[s0, j] / rate
+            a1, a2 = 2 * r * math.cos(theta), -r * r
+            gain = 1 - a1 - a2  # unit gain at DC keeps the level steady as the formant moves
+            for s in range(s0, min(s0 + hop, y.size)):
+                v = gain * y[s] + a1 * y1 + a2 * y2
+                out[s] = v
+                y2, y1 = y1, v
+        y = out
+    return y

@@ -1,0 +1,109 @@
+"""Synthetic talking clips with known ground truth: the demo face speaking a synthesised utterance.
+
+A clip is the demo's face (``synth.Painter``) following a seeded head track whose mouth follows the articulation of
+the speech (:func:`framegen.toolkit.inputs.speech.articulation`), cropped exactly as SyncTalk_2D crops (landmark box,
+cubic
+resize to 328, inner 320), with the utterance's 'ave' features. It is what the demo generator is trained on, and,
+for utterances the training never saw, the ground truth its lip sync is measured against.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from framegen.models.contract import CROP_SIZE, INNER_SIZE, SAMPLE_RATE
+from framegen.toolkit.inputs.audio import ave_features, melspectrogram
+from framegen.toolkit.inputs.preprocess import crop_328, crop_box
+from framegen.toolkit.inputs.speech import Speech, articulation
+from framegen.toolkit.inputs.synth import JPEG_QUALITY, LIPS_OUTER, Painter, generate_track
+
+WIDTH, HEIGHT = 1280, 720
+_BORDER = (CROP_SIZE - INNER_SIZE) // 2
+
+
+@dataclass
+class Clip:
+    """One talking clip: per video frame the inner 320x320 BGR crop, the mouth box in it, opening and spread."""
+
+    crops: np.ndarray  # (N, 320, 320, 3) uint8
+    mouth_boxes: np.ndarray  # (N, 4) int32: x0, y0, x1, y1 in crop pixels
+    opening: np.ndarray  # (N,) float32
+    spread: np.ndarray  # (N,) float32
+    features: np.ndarray  # (N, 512) float32
+    wav: np.ndarray  # int16-exact float32 samples
+
+
+def quantize_pcm(wav: np.ndarray) -> np.ndarray:
+    """The float samples a 16-bit PCM WAV of ``wav`` decodes to (what the demo's features are computed from)."""
+    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767)
+    return (pcm / 32768.0).astype(np.float32)
+
+
+def frame_crop(painter: Painter, lms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inner 320 crop of one drawn frame (through JPEG, as a template stores it) and its mouth box."""
+    ok, jpeg = cv2.imencode(".jpg", painter.draw(lms), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    img = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    box = crop_box(lms)
+    crop = crop_328(img, box)[_BORDER:_BORDER + INNER_SIZE, _BORDER:_BORDER + INNER_SIZE]
+    x0, y0, x1, _ = box
+    scale = CROP_SIZE / (x1 - x0)
+    lips = (lms[LIPS_OUTER].astype(np.float64) - np.array([x0, y0])) * scale - _BORDER
+    lo = np.floor(lips.min(axis=0)).astype(np.int32) - 6
+    hi = np.ceil(lips.max(axis=0)).astype(np.int32) + 6
+    mbox = np.clip(np.r_[lo, hi], 0, INNER_SIZE)
+    return crop, mbox.astype(np.int32)
+
+
+def talking_clip(speech: Speech, encode, track_seed: int, face_seed: int = 0) -> Clip:
+    """Render ``speech`` as a talking clip of the demo face ``face_seed`` on head track ``track_seed``."""
+    wav = quantize_pcm(speech.wav)
+    feats = ave_features(melspectrogram(wav), encode)
+    opening, spread = articulation(speech)
+    n = min(len(feats), len(opening))
+    opening = np.pad(opening, (0, max(0, n - len(opening))))[:n]
+    spread = np.pad(spread, (0, max(0, n - len(spread))))[:n]
+    track = generate_track(n, WIDTH, HEIGHT, track_seed, mouth=opening, spread=spread)
+    painter = Painter(WIDTH, HEIGHT, face_seed)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # drawing and JPEG coding release the GIL
+        results = list(pool.map(lambda k: frame_crop(painter, track[k]), range(n)))
+    crops = np.stack([c for c, _ in results])
+    boxes = np.stack([b for _, b in results])
+    return Clip(crops, boxes, opening, spread, np.asarray(feats[:n], dtype=np.float32), wav)
+
+
+def same_pose_other_mouth(speech_track_seed: int, opening: np.ndarray, spread: np.ndarray, face_seed: int = 0,
+                          seed: int = 0) -> np.ndarray:
+    """Crops of the clip's head poses with the mouth of another, random frame: references that differ from the
+    target only in the mouth, which is what a template frame is at inference (its own mouth, not the speech's)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(opening))
+    track = generate_track(len(opening), WIDTH, HEIGHT, speech_track_seed, mouth=opening[perm], spread=spread[perm])
+    painter = Painter(WIDTH, HEIGHT, face_seed)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return np.stack(list(pool.map(lambda k: frame_crop(painter, track[k])[0], range(len(opening)))))
+
+
+def mouth_opening_pixels(crops: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """A pixel measure of how open each crop's mouth is: the share of dark mouth-interior pixels in its mouth box.
+
+    The drawn mouth interior is dark purple (BGR ~ 40, 20, 60) and the lips red; skin is much brighter, so the
+    count of pixels darker than the lips inside the box grows with the opening, whoever drew the crop.
+    """
+    out = np.empty(len(crops), dtype=np.float64)
+    for k, (crop, (x0, y0, x1, y1)) in enumerate(zip(crops, boxes, strict=True)):
+        roi = crop[y0:y1, x0:x1].astype(np.int32)
+        if roi.size == 0:
+            out[k] = 0.0
+            continue
+        luma = roi[..., 0] * 0.114 + roi[..., 1] * 0.587 + roi[..., 2] * 0.299
+        out[k] = float((luma < 55.0).mean())
+    return out
+
+
+__all__ = ["HEIGHT", "SAMPLE_RATE", "WIDTH", "Clip", "frame_crop", "mouth_opening_pixels", "quantize_pcm",
+           "same_pose_other_mouth", "talking_clip"]

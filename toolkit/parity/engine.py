@@ -1,0 +1,764 @@
+"""The parity engine: the same frames through the PyTorch fp32 reference and every candidate backend, compared.
+
+Each backend renders through :func:`toolkit.render.iter_frames`, the pipeline ``framegen render`` runs (template
+crops in ping-pong order, the real audio windows, the backend's own batch size, paste-back), so parity checks what
+users get. The frames are the first ``frames`` output frames of the speech features and ``silence_frames`` more with
+silent audio (all-zero feature rows, what SyncTalk_2D feeds at a clip's edges). They are compared as they stream
+(nothing is held but the worst frame for the heat map) at two stages: the model output (float, 3x320x320) and the
+final frame (uint8, inside the crop box; outside it the frame must be bit-identical).
+
+Limits are derived from the checkpoint under test (:mod:`framegen.toolkit.compare.tolerance`: independent fp16 and fp64
+PyTorch executions, cached per checkpoint digest), or are the fixed profiles of :mod:`framegen.toolkit.compare.profiles`
+(``tolerances='fixed'``); ``--tolerance`` / ``--profile`` overrides apply on top, and the report records every limit
+in force and where it came from. The bundle's sha256 checksums are verified too. A third stage, ``layers``, compares
+every convolution and upsample of each ONNX or Core ML artifact with PyTorch on the first frame
+(:mod:`framegen.toolkit.parity.layers`), each against its own derived limit: it sees a wrong weight that fp16's rounding
+noise hides at the output, and names the first layer that departs. Outputs can be saved and judged on another
+machine (:mod:`framegen.toolkit.parity.replay`); the layers of their artifact are still compared here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from framegen.models.errors import FramegenError
+from framegen.toolkit.common.files import jsonable
+from framegen.toolkit.compare.metrics import ErrorStats, cell, outside_box_diffs, wide_console
+from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
+from framegen.toolkit.compare.results import (
+    REFERENCE,
+    Candidate,
+    CandidateResult,
+    ChecksumResult,
+    ParityReport,
+    StageResult,
+    judge_stages,
+)
+from framegen.toolkit.compare.tolerance import Overrides, Tolerances
+
+__all__ = ["REFERENCE", "STAGES", "AudioInput", "Candidate", "CandidateResult", "ChecksumResult", "ParityError",
+           "ParityReport", "Segment", "StageResult", "judge_stages", "parity_job", "parse_backends", "plan_candidates",
+           "plan_segments", "print_report", "resolve_audio_input", "run_parity", "verify_checksums"]
+
+STAGES = (MODEL_OUTPUT, FINAL_FRAME)
+# Below this output spread the generator is nearly constant (an uncalibrated checkpoint) and parity proves little.
+_MIN_REFERENCE_STD = 0.05
+
+
+class ParityError(FramegenError):
+    """Parity cannot run as asked (unknown backend, nothing to compare, inputs that cannot be used)."""
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+def parse_backends(text: str | None) -> list[Any] | None:
+    """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> the planner's requests
+    (:func:`framegen.toolkit.frames.plan.parse_candidates`); ``None`` for the default plan."""
+    from framegen.toolkit.frames.plan import parse_candidates
+
+    return parse_candidates(text)
+
+
+def plan_candidates(bundle: Any, requested: list[Any] | None = None,
+                    checkpoint: str | os.PathLike[str] | None = None) -> tuple[list[Candidate], list[str]]:
+    """The candidates to compare, chosen by the one planner (:func:`framegen.toolkit.frames.plan.plan_candidates`,
+    purpose
+    ``parity``), and notes on the backends left out.
+
+    ``requested`` ``None``: every available backend x every precision and I/O variant the bundle (and checkpoint)
+    feeds it, verifiers included, the fp32 reference itself excepted. Otherwise exactly the named ones; anything
+    that cannot run is a :class:`framegen.toolkit.frames.plan.PlanError` naming it.
+    """
+    from framegen.toolkit.frames.plan import plan_candidates as plan
+
+    root = bundle.root if hasattr(bundle, "artifacts") else bundle
+    result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested)
+    cands = result.candidates
+    if requested is None:
+        cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
+        if not cands:
+            raise ParityError(f"{root}: no available backend can run any of its generators; "
+                              f"{'; '.join(result.notes)}")
+    return cands, list(result.notes)
+
+
+def verify_checksums(bundle: Any) -> list[ChecksumResult]:
+    """Every artifact's sha256 against the manifest (all of them, not just the first mismatch)."""
+    from framegen.models.bundle import sha256_path
+
+    results = []
+    for a in bundle.artifacts:
+        expected = a.entry.get("sha256")
+        results.append(ChecksumResult(a.path.relative_to(bundle.root).as_posix(), a.model, a.format, a.precision,
+                                      expected if isinstance(expected, str) else None, sha256_path(a.path)))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive output frames with one kind of audio: the speech features, or silence."""
+
+    audio: str  # "speech" | "silence"
+    features: np.ndarray
+    count: int
+    start_frame: int  # the template frame its ping-pong walk starts at
+    offset: int  # the run-wide index of its first frame
+
+
+def plan_segments(template: Any, features: np.ndarray, frames: int, silence_frames: int = 1,
+                  start_frame: int = 0) -> list[Segment]:
+    """The speech frames ``0..frames-1`` (fewer when the features are shorter), then ``silence_frames`` frames whose
+    audio windows are all zero rows, on the template frames that follow."""
+    count = min(frames, int(features.shape[0]))
+    segments = [Segment("speech", features, count, start_frame, 0)]
+    if silence_frames > 0:
+        width = int(np.asarray(features).reshape(features.shape[0], -1).shape[1])
+        after = template.template_index(count, start_frame)
+        segments.append(Segment("silence", np.zeros((silence_frames, width), np.float32), silence_frames, after,
+                                count))
+    return segments
+
+
+def frame_plan(template: Any, segments: list[Segment], mode: str) -> list[dict[str, Any]]:
+    """Every frame a run compares: run-wide index, template frame, audio kind and the sha256 of its model inputs."""
+    from framegen.toolkit.inputs.features import audio_windows
+    from framegen.toolkit.parity.replay import frame_digest
+
+    plan = []
+    for seg in segments:
+        for j in range(seg.count):
+            k = template.template_index(j, seg.start_frame)
+            digest = frame_digest(template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0])
+            plan.append({"frame": seg.offset + j, "template_index": int(k), "audio": seg.audio, "sha256": digest})
+    return plan
+
+
+def frame_inputs(template: Any, segments: list[Segment], mode: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model inputs (image (6, 320, 320), audio window) of run-wide frame ``frame``."""
+    from framegen.toolkit.inputs.features import audio_windows
+
+    for seg in segments:
+        if seg.offset <= frame < seg.offset + seg.count:
+            j = frame - seg.offset
+            k = template.template_index(j, seg.start_frame)
+            return template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0]
+    raise ParityError(f"frame {frame} is not part of this run")
+
+
+@dataclass
+class _Tracker:
+    """Streaming comparison state of one candidate."""
+
+    result: CandidateResult
+    profile: Profile
+    output: ErrorStats = field(default_factory=lambda: ErrorStats("float"))
+    final: ErrorStats = field(default_factory=lambda: ErrorStats("uint8"))
+    worst_key: tuple[float, float] = (-1.0, -1.0)
+    worst: tuple[int, np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
+    saved: dict[str, np.ndarray] | None = None
+
+    def add(self, i: int, box: tuple[int, int, int, int], ref_pred: np.ndarray, pred: np.ndarray,
+            ref_frame: np.ndarray, frame: np.ndarray, keep_worst: bool, digest: str | None = None) -> None:
+        self.output.update(ref_pred[None], np.asarray(pred, dtype=np.float32)[None], [i])
+        x0, y0, x1, y1 = box
+        r, c = ref_frame[y0:y1, x0:x1], frame[y0:y1, x0:x1]
+        self.final.update(r[None], c[None], [i], offset=(y0, x0, 0))
+        self.result.outside_box_diffs += outside_box_diffs(ref_frame, frame, box)
+        self.result.frames += 1
+        if self.saved is not None and digest is not None:
+            self.saved[digest] = np.array(pred, dtype=np.float32, copy=True)
+        if keep_worst:
+            d = np.abs(r.astype(np.int16) - c.astype(np.int16))
+            key = (float(d.max()), float(d.sum()))
+            if key > self.worst_key:
+                self.worst_key = key
+                self.worst = (i, ref_frame.copy(), frame.copy(), box)
+
+    def finish(self) -> None:
+        judge_stages(self.result, self.profile, ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)))
+
+
+@dataclass
+class AudioInput:
+    """The feature rows a run uses, where they came from, and (from audio) the encoder windows that made them."""
+
+    features: np.ndarray
+    source: dict[str, str]
+    mel_windows: np.ndarray | None = None
+
+
+def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray | None,
+                        audio: str | os.PathLike[str] | None, encoder: str | os.PathLike[str] | None,
+                        progress: bool = False, bundle: str | os.PathLike[str] | None = None) -> AudioInput:
+    """Feature rows from ``--features F`` (a file or an array) or from ``--audio A`` (exactly one; ParityError
+    otherwise).
+
+    Audio goes through framegen's mel (:mod:`framegen.toolkit.inputs.audio`) and the PyTorch audio encoder checkpoint
+    ``encoder`` (the reference encoder; 'ave' features only) or, without one, the ``bundle``'s own exported encoder
+    (a self-contained bundle; its artifacts are then what parity's features rest on, and the encoder check against
+    PyTorch needs the checkpoint).
+    """
+    if (features is None) == (audio is None):
+        raise ParityError("give either --features F or --audio A (with --encoder ENC, or a bundle with an encoder)")
+    if features is not None:
+        if encoder is not None:
+            raise ParityError("--encoder goes with --audio, not --features")
+        from framegen.toolkit.inputs.features import load_features, validate_features
+
+        if isinstance(features, np.ndarray):
+            return AudioInput(validate_features(features, mode, "features"), {"features": "array"})
+        return AudioInput(load_features(features, mode), {"features": os.fspath(features)})
+    if mode != "ave":
+        raise ParityError(f"--audio makes 'ave' features; the bundle's generator is {mode!r} mode (use --features)")
+    if encoder is None and bundle is None:
+        raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
+    from framegen.models.checkpoint import sha256_file
+    from framegen.toolkit.inputs.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
+    from framegen.toolkit.inputs.encoders import resolve_encoder
+
+    wav = decode_audio(audio)
+    try:
+        mel = melspectrogram(wav)
+        windows = mel_windows(mel)
+    except ValueError as exc:
+        raise AudioError(f"{audio}: {exc}") from None
+    encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
+    feats = ave_features(mel, encode, progress=progress)
+    if encoder is None or Path(encoder).suffix in (".onnx", ".mlpackage"):
+        return AudioInput(feats, {"audio": os.fspath(audio), "embedding_from": label, "encoder_kind": "artifact"},
+                          windows)
+    return AudioInput(feats, {"audio": os.fspath(audio), "encoder": os.fspath(encoder),
+                              "encoder_sha256": sha256_file(encoder), "encoder_kind": "checkpoint",
+                              "embedding_from": "PyTorch audio encoder checkpoint (fp32, CPU)"}, windows)
+
+
+def _check_source(b: Any, checkpoint: str | os.PathLike[str]) -> list[str]:
+    """A note when ``checkpoint`` is not the one the bundle's manifest says it was exported from."""
+    expected = (b.manifest.get("source") or {}).get("sha256")
+    if isinstance(expected, str):
+        from framegen.models.checkpoint import sha256_file
+
+        if sha256_file(checkpoint) != expected:
+            return [f"{checkpoint}: not the checkpoint the bundle was exported from (sha256 differs from the "
+                    f"manifest's source); expect every candidate to fail"]
+    return []
+
+
+def _artifact_of(b: Any, cand: Candidate) -> Any:
+    """The bundle artifact a candidate runs (``None`` for checkpoint backends and unknown names)."""
+    from framegen.runtimes.registry import get_spec
+
+    try:
+        fmt = get_spec(cand.backend).needs
+    except FramegenError:
+        return None
+    if fmt not in ("onnx", "coreml") or not b.has("generator", fmt, cand.precision, cand.io):
+        return None
+    return b.find("generator", fmt, cand.precision, cand.io)
+
+
+def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str, Any]]
+                ) -> list[tuple[Candidate, Any]]:
+    """Candidates for saved runs, each checked against this run's inputs and this bundle's artifact."""
+    from framegen.toolkit.parity.replay import check_saved, load_outputs
+
+    digests = [f["sha256"] for f in plan]
+    out = []
+    for path in paths:
+        for run in load_outputs(path):
+            h = run.header
+            cand = Candidate(str(h.get("backend")), str(h.get("precision", "fp32")), str(h.get("io", "tensor")))
+            art = _artifact_of(b, cand)
+            check_saved(run, digests, art.entry.get("sha256") if art is not None else None)
+            out.append((cand, run))
+    return out
+
+
+def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tuple[Candidate, Any]],
+                     tolerances: Tolerances, record: bool) -> tuple[list[_Tracker], dict[int, Any]]:
+    """One tracker per tensor candidate (with its saved run, or ``None`` to run it here) and the backends that
+    opened, by tracker index. Live candidates open exactly as ``framegen render`` opens them
+    (:func:`framegen.toolkit.frames.plan.open_candidate`); one that cannot open is a failed result, not an exception."""
+    from framegen.toolkit.frames.plan import open_candidate
+    from framegen.toolkit.parity.replay import ReplayBackend
+
+    trackers: list[_Tracker] = []
+    backends: dict[int, Any] = {}
+    for k, (cand, run) in enumerate(cands):
+        result = CandidateResult(cand, "", loaded_from=os.fspath(run.path) if run is not None else None)
+        try:
+            be = ReplayBackend(run) if run is not None else open_candidate(cand, bundle=b.root, checkpoint=checkpoint,
+                                                                          mode=b.mode, for_render=True)
+        except FramegenError as exc:
+            result.error = f"cannot open: {exc}"
+            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, cand.precision, cand.io)))
+            continue
+        result.info = be.info.as_dict()
+        try:
+            # The limits follow what the backend really runs (e.g. TensorRT may build fp16 from an fp32 model).
+            prof = tolerances.profile(be.info.precision, cand.io)
+        except FramegenError as exc:
+            result.error = f"no tolerances: {exc}"
+            be.close()
+            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, "fp32", cand.io)))
+            continue
+        trackers.append(_Tracker(result, prof, saved={} if record and run is None else None))
+        backends[k] = be
+    return trackers, backends
+
+
+def _profile_or_fixed(tolerances: Tolerances, precision: str, io: str) -> Profile:
+    """Limits for a candidate that never ran (its result is a failure either way; the report still names them)."""
+    try:
+        return tolerances.profile(precision, io)
+    except FramegenError:
+        from framegen.toolkit.compare.tolerance import fixed_profile
+
+        return fixed_profile("fp32", io)
+
+
+def _compare_segments(template: Any, segments: list[Segment], plan: list[dict[str, Any]], reference: Any,
+                      trackers: list[_Tracker], backends: dict[int, Any], *, batch: int | None, keep_worst: bool,
+                      progress: bool) -> float:
+    """Stream every segment through the reference and every open candidate, comparing frame by frame; returns the
+    standard deviation of the reference output (a nearly constant one proves little)."""
+    from framegen.toolkit.frames.render import iter_frames
+
+    digests = {f["frame"]: f["sha256"] for f in plan}
+    ref_n, ref_sum, ref_sq = 0, 0.0, 0.0
+    total = sum(s.count for s in segments)
+    with _Progress(total * (1 + len(backends)), progress) as bar:
+        for seg in segments:
+            streams = {k: iter_frames(template, seg.features, be, batch=batch, start_frame=seg.start_frame,
+                                      max_frames=seg.count) for k, be in backends.items()}
+            ref_stream = iter_frames(template, seg.features, reference, batch=batch, start_frame=seg.start_frame,
+                                     max_frames=seg.count)
+            try:
+                for j, _tindex, prepared, ref_pred, ref_frame in ref_stream:
+                    bar.advance()
+                    i = seg.offset + int(j)
+                    ref_n += ref_pred.size
+                    ref_sum += float(ref_pred.sum(dtype=np.float64))
+                    ref_sq += float(np.square(ref_pred, dtype=np.float64).sum())
+                    for k in list(streams):
+                        tr = trackers[k]
+                        try:
+                            cj, _, _, pred, frame = next(streams[k])
+                        except StopIteration:
+                            tr.result.error = f"stopped after {tr.result.frames} frames"
+                        except FramegenError as exc:
+                            tr.result.error = f"failed at frame {i}: {exc}"
+                        else:
+                            bar.advance()
+                            if cj == j:
+                                tr.add(i, prepared.box, ref_pred, pred, ref_frame, frame, keep_worst, digests.get(i))
+                                continue
+                            tr.result.error = f"yielded frame {seg.offset + cj} where the reference has frame {i}"
+                        _close(streams.pop(k))
+                        backends.pop(k).close()
+            finally:
+                for stream in streams.values():
+                    _close(stream)
+                _close(ref_stream)
+    mean = ref_sum / ref_n if ref_n else 0.0
+    return math.sqrt(max(ref_sq / ref_n - mean * mean, 0.0)) if ref_n else 0.0
+
+
+def _close(stream: Any) -> None:
+    if hasattr(stream, "close"):
+        stream.close()
+
+
+def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) -> None:
+    from framegen.toolkit.compare.heatmap import write_heatmap
+
+    out_dir = Path(heatmaps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for tr in trackers:
+        if tr.worst is None:
+            continue
+        i, ref_frame, frame, box = tr.worst
+        name = tr.result.label.replace("/", "_").replace(":", "_").replace("@", "_") + ".png"
+        path = write_heatmap(out_dir / name, ref_frame, frame, box, f"{tr.result.label} vs {REFERENCE}:fp32, frame {i}")
+        tr.result.heatmap = os.fspath(path)
+
+
+def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str],
+               recorded: list[tuple[CandidateResult, dict[str, np.ndarray] | None]], plan: list[dict[str, Any]]
+               ) -> str | None:
+    """Write every live candidate's recorded outputs (tensor: float model outputs; image-I/O: uint8 predictions)
+    with the header that lets another machine's run be checked against this one's inputs and artifact."""
+    from framegen.models.checkpoint import sha256_file
+    from framegen.toolkit.parity.replay import inputs_digest, runtime_versions, save_outputs
+
+    runs = []
+    versions = runtime_versions()
+    for result, saved in recorded:
+        if saved is None or result.error is not None:
+            continue
+        cand = result.candidate
+        art = _artifact_of(b, cand)
+        artifact = ({"path": art.path.relative_to(b.root).as_posix(), "format": art.format,
+                     "sha256": art.entry.get("sha256")} if art is not None
+                    else {"checkpoint": os.fspath(checkpoint), "sha256": None})
+        header = {"label": result.label, "backend": cand.backend, "precision": cand.precision, "io": cand.io,
+                  "mode": b.mode, "info": jsonable(result.info), "artifact": artifact,
+                  "bundle_source_sha256": (b.manifest.get("source") or {}).get("sha256"),
+                  "checkpoint_sha256": sha256_file(checkpoint), "inputs_sha256": inputs_digest(
+                      [f["sha256"] for f in plan]), "frames": plan, "runtime_versions": versions}
+        runs.append({"header": header, "outputs": saved})
+    if not runs:
+        return None
+    return os.fspath(save_outputs(path, runs))
+
+
+def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
+                  plan: list[dict[str, Any]], results: list[CandidateResult]) -> None:
+    """The ``layers`` stage of every fp32 / fp16 candidate that runs a bundle's ONNX or Core ML artifact (loaded
+    outputs included): each of the artifact's layers against PyTorch on the run's first frame
+    (:mod:`framegen.toolkit.parity.layers`). An artifact shared by several candidates is compared once."""
+    from framegen.toolkit.parity.layers import locate_artifact
+
+    image, audio = frame_inputs(template, segments, b.mode, 0)
+    crop = np.ascontiguousarray(template.prepared(plan[0]["template_index"]).crop328[4:-4, 4:-4])
+    done: dict[tuple[str, str, str], Any] = {}
+    for res in results:
+        cand = res.candidate
+        profile = res.limits_profile
+        if res.error or profile is None or LAYERS not in profile.stages or cand.precision not in ("fp32", "fp16"):
+            continue
+        art = _artifact_of(b, cand)
+        if art is None:
+            continue
+        key = (os.fspath(art.path), cand.precision, cand.io)
+        if key not in done:
+            done[key] = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
+                                        frame=0, io=cand.io, crop=crop)
+        loc = res.locate = done[key]
+        limits = profile.limits(LAYERS)
+        metrics = loc.stage_metrics()
+        scale = limits.max_excess if limits.max_excess is not None else 1.0
+        outside = [r for r in loc.layers if r.local_rel_rms > scale * r.local_limit]
+        if loc.error:
+            failures = [f"cannot compare the layers: {loc.error}"]
+        elif outside:
+            r = outside[0]
+            failures = [f"{len(outside)} of {len(loc.layers)} layers outside their limit; first {r.layer} "
+                        f"({r.kind}): local rel_rms {r.local_rel_rms:.3g} > {scale * r.local_limit:.3g}"]
+        else:
+            failures = []
+        res.stages.append(StageResult(LAYERS, "layers", metrics, limits.as_dict(), failures))
+
+
+def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
+                plan: list[dict[str, Any]], cands: list[tuple[Candidate, Any]], tolerances: Tolerances,
+                notes: list[str], *, batch: int | None, heatmaps: str | os.PathLike[str] | None, progress: bool,
+                record: bool) -> tuple[list[CandidateResult], dict[str, Any],
+                                       list[tuple[CandidateResult, dict[str, np.ndarray] | None]]]:
+    """Open, stream and judge the tensor candidates (live or loaded); returns their results, the reference's info
+    and, with ``record``, each live candidate's outputs by frame digest."""
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+
+    reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
+    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record)
+    try:
+        std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
+                                keep_worst=heatmaps is not None, progress=progress)
+    finally:
+        for be in backends.values():
+            be.close()
+        reference.close()
+    if std < _MIN_REFERENCE_STD:
+        notes.append(f"the reference output is nearly constant (std {std:.3f}): parity proves little; use a "
+                     f"trained or calibrated checkpoint")
+    for tr in trackers:
+        tr.finish()
+        if tr.result.error is None and tr.result.frames < len(plan):
+            tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
+    if heatmaps is not None:
+        _write_heatmaps(trackers, heatmaps)
+    return [t.result for t in trackers], reference.info.as_dict(), [(t.result, t.saved) for t in trackers]
+
+
+def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
+               features: np.ndarray, *, candidates: list[Candidate] | None = None, frames: int = 8,
+               silence_frames: int = 1, start_frame: int = 0, batch: int | None = None,
+               heatmaps: str | os.PathLike[str] | None = None, progress: bool = False,
+               inputs: dict[str, Any] | None = None, tolerances: str | Tolerances = "derived",
+               overrides: Overrides | None = None, measure_frames: int = 2, locate: bool | None = None,
+               save_outputs: str | os.PathLike[str] | None = None,
+               load_outputs: list[str | os.PathLike[str]] | None = None,
+               mel_windows: np.ndarray | None = None) -> ParityReport:
+    """Compare every candidate with the PyTorch fp32 reference on ``frames`` speech and ``silence_frames`` silent
+    output frames.
+
+    ``template`` is a :class:`framegen.toolkit.inputs.preprocess.PreparedTemplate`, ``features`` the (N, F) feature
+    rows of
+    the bundle's mode; ``candidates`` default to :func:`plan_candidates`'s choice (none when ``load_outputs`` is
+    given). ``start_frame``: the template frame the ping-pong walk starts at; ``batch`` overrides each backend's.
+    ``tolerances``: ``derived`` (from ``measure_frames`` speech frames and one silent frame of this checkpoint,
+    :mod:`framegen.toolkit.compare.tolerance`, cached), ``fixed``, or a ready :class:`Tolerances`; ``overrides`` apply
+    on
+    top. ``locate``: the ``layers`` stage of ONNX / Core ML candidates runs unless ``False``; ``True`` also prints
+    every per-layer table (by default only failed candidates').
+    ``save_outputs``: write each live candidate's outputs there; ``load_outputs``: judge
+    saved runs (refused, ParityError, when made from other inputs or another artifact). ``heatmaps``: a directory
+    for one PNG per candidate. Candidates that cannot be opened or fail while running are failures in the report;
+    bad usage raises.
+    """
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.compare.tolerance import resolve_tolerances
+
+    if frames < 1:
+        raise ParityError(f"--frames must be at least 1, got {frames}")
+    if silence_frames < 0:
+        raise ParityError(f"--silence-frames must be at least 0, got {silence_frames}")
+    b = load_bundle(bundle)
+    notes: list[str] = []
+    segments = plan_segments(template, features, frames, silence_frames, start_frame)
+    if segments[0].count < frames:
+        notes.append(f"features hold {features.shape[0]} frames; comparing {segments[0].count}, not {frames}")
+    plan = frame_plan(template, segments, b.mode)
+    saved = _load_saved(b, list(load_outputs or []), plan)
+    if candidates is None:
+        candidates, notes_plan = ([], []) if saved else plan_candidates(b, checkpoint=checkpoint)
+        notes += notes_plan
+    if not candidates and not saved:
+        raise ParityError("no candidate backend to compare")
+    unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
+    if unknown:
+        raise ParityError(f"unknown I/O variant in {', '.join(unknown)}")
+    checksums = verify_checksums(b)
+    notes += _check_source(b, checkpoint)
+    if isinstance(tolerances, str):
+        tolerances = resolve_tolerances(tolerances, checkpoint, template, features, b.mode, start_frame=start_frame,
+                                        speech=min(measure_frames, segments[0].count),
+                                        silence=1 if silence_frames else 0, overrides=overrides)
+    elif overrides is not None:
+        tolerances = Tolerances(tolerances.kind, tolerances.measurement, overrides)
+    tensor = [(c, None) for c in candidates if c.io == "tensor"] + [(c, r) for c, r in saved if c.io == "tensor"]
+    image = [(c, None) for c in candidates if c.io == "image"] + [(c, r) for c, r in saved if c.io == "image"]
+    results, reference, recorded = _run_tensor(b, checkpoint, template, segments, plan, tensor, tolerances, notes,
+                                               batch=batch, heatmaps=heatmaps, progress=progress,
+                                               record=save_outputs is not None)
+    if image:
+        # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
+        from framegen.toolkit.parity.image import run_image_parity
+
+        image_results = run_image_parity(b.root, checkpoint, template, features, [c for c, _ in image],
+                                         segments=segments, profile=lambda p: tolerances.profile(p, "image"),
+                                         loaded=[r for _, r in image], record=save_outputs is not None)
+        results += image_results
+        recorded += [(r, r.recorded) for r in image_results]
+    saved_path = _save_runs(save_outputs, b, checkpoint, recorded, plan) if save_outputs is not None else None
+    if locate is not False:
+        _judge_layers(b, checkpoint, template, segments, plan, results)
+    else:
+        notes.append("layers stage skipped (--no-locate): a wrong weight inside fp16 rounding noise goes unseen")
+    if (inputs or {}).get("audio"):
+        # The bundle's audio front-end artifacts (--audio-frontend) on the run's audio: stages mel and features.
+        from framegen.toolkit.export.validate_frontend import frontend_parity
+
+        results += frontend_parity(b, inputs["audio"], inputs.get("encoder"))
+    if (inputs or {}).get("audio") and (inputs or {}).get("encoder_kind") == "checkpoint" and mel_windows is not None:
+        # The bundle's exported audio encoders against the PyTorch checkpoint on the run's mel windows.
+        from framegen.toolkit.parity.encoder import encoder_parity
+
+        results += encoder_parity(b, mel_windows, inputs["encoder"])
+    return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
+                                                                      checkpoint=os.fspath(checkpoint)),
+                        frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
+                        candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path,
+                        show_layers=bool(locate))
+
+
+def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
+               features: str | os.PathLike[str] | None = None, audio: str | os.PathLike[str] | None = None,
+               encoder: str | os.PathLike[str] | None = None, backends: str | None = None, frames: int = 8,
+               silence_frames: int = 1, start_frame: int = 0, batch: int | None = None,
+               heatmaps: str | os.PathLike[str] | None = None, skip_bad_boxes: bool = False,
+               progress: bool = False, tolerances: str = "derived", tolerance: list[str] | tuple[str, ...] = (),
+               profile: str | os.PathLike[str] | None = None, locate: bool | None = None,
+               save_outputs: str | os.PathLike[str] | None = None,
+               load_outputs: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
+               json: str | os.PathLike[str] | None = None) -> ParityReport:
+    """``framegen parity`` as one call, from paths: the bundle, the checkpoint, a template directory (or a ready
+    ``PreparedTemplate``), ``features`` or ``audio`` + ``encoder``; ``backends`` as ``NAME[:precision][:image],...``
+    (default: the planner's choice; none but the loaded runs when ``load_outputs`` is given). ``tolerance``:
+    ``STAGE.METRIC=VALUE`` overrides, ``profile``: a TOML/JSON file of them (applied first). ``json``: also write the
+    report there. See :func:`run_parity` for the rest."""
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.compare.tolerance import load_profile_file, parse_tolerance
+    from framegen.toolkit.inputs.preprocess import PreparedTemplate
+    from framegen.toolkit.inputs.template import open_template
+
+    overrides = Overrides()
+    if profile is not None:
+        load_profile_file(profile, overrides)
+    for text in tolerance:
+        parse_tolerance(text, overrides)
+    b = load_bundle(bundle)
+    requested = parse_backends(backends)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress, bundle=b.root)
+    if requested is None and load_outputs:
+        candidates, notes = [], []
+    else:
+        candidates, notes = plan_candidates(b, requested, checkpoint=checkpoint)
+    if isinstance(template, PreparedTemplate):
+        prepared, where = template, os.fspath(template.template.root)
+    else:
+        prepared, where = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes), os.fspath(template)
+    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
+                        silence_frames=silence_frames, start_frame=start_frame, batch=batch, heatmaps=heatmaps,
+                        progress=progress, inputs={"template": where, **audio_input.source}, tolerances=tolerances,
+                        overrides=overrides, locate=locate, save_outputs=save_outputs,
+                        load_outputs=list(load_outputs), mel_windows=audio_input.mel_windows)
+    report.notes[:0] = notes + prepared.warnings
+    if json is not None:
+        from framegen.toolkit.common.files import write_json
+
+        write_json(json, report.as_dict())
+    return report
+
+
+class _Progress:
+    """A transient rich progress bar on stderr over backend-frames, or nothing."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.bar, self.task = total, enabled, None, None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from framegen.toolkit.common.console import err
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=err, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("parity", total=self.total)
+        return self
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, 1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+_SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
+_LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=",
+                "min_psnr_db": "PSNR>=", "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
+                "max_spread_change": "|spread|", "max_excess": "x own limit"}
+
+
+def print_tolerances(report: ParityReport) -> None:
+    """Every limit in force, per profile and stage, with where it came from."""
+    from framegen.toolkit.common.console import out
+    from rich import box
+    from rich.table import Table
+
+    if report.tolerances is not None:
+        out.print(report.tolerances.describe(), soft_wrap=True)
+    profiles: dict[str, Profile] = {}
+    for c in report.candidates:
+        if c.limits_profile is not None:
+            profiles.setdefault(c.limits_profile.name, c.limits_profile)
+    if not profiles:
+        return
+    table = Table(title="limits in force", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("profile", "stage", "limit", "value", "from"):
+        table.add_column(col, justify="right" if col == "value" else "left", no_wrap=col != "from")
+    for prof in profiles.values():
+        for stage, limits in prof.stages.items():
+            for metric, value in limits.as_dict().items():
+                table.add_row(prof.name, _SHORT.get(stage, stage), _LIMIT_SHORT.get(metric, metric), cell(value),
+                              prof.sources.get(stage, {}).get(metric, ""))
+    wide_console().print(table)
+
+
+def _print_layers(cand: CandidateResult, table: bool) -> None:
+    """One line for a candidate's ``layers`` stage, and its per-layer table when it failed (or ``table``)."""
+    from framegen.toolkit.common.console import out
+    from framegen.toolkit.parity.layers import print_locate
+
+    stage = next((s for s in cand.stages if s.stage == LAYERS), None)
+    if stage is None or cand.locate is None:
+        return
+    m = stage.metrics
+    if m.get("worst_layer") is not None:
+        out.print(f"layers {cand.label}: {m['layers']} layers on frame {m['frame']}, the closest to its limit "
+                  f"{m['worst_layer']} at {m['excess']:.2f} of it (local rel rms {cell(m['worst_local_rel_rms'])}): "
+                  + ("[green]pass[/green]" if stage.passed else "[red]FAIL[/red]"), soft_wrap=True)
+    if table or not cand.passed:
+        print_locate(cand.locate, cand.label)
+
+
+def print_report(report: ParityReport, limits: bool = True) -> None:
+    """The console table (rich, stdout), the limits in force, per-layer tables of located candidates and one line
+    per failure."""
+    from framegen.toolkit.common.console import note as _note
+    from framegen.toolkit.common.console import out
+    from rich import box
+    from rich.table import Table
+
+    ref = report.reference
+    speech = sum(1 for f in report.frames if f.get("audio", "speech") == "speech")
+    out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames ({speech} "
+              f"speech, {len(report.frames) - speech} silence), template frames "
+              f"{', '.join(str(f['template_index']) for f in report.frames[:12])}"
+              f"{' ...' if len(report.frames) > 12 else ''}; output = model output (float, 0..1), frame = final "
+              f"frame inside the crop box (uint8 levels)", soft_wrap=True)
+    for c in report.checksums:
+        if not c.ok:
+            out.print(f"[red]checksum mismatch[/red] {c.path}", soft_wrap=True)
+    table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("backend", "profile", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠",
+                ">1", "worst: frame @ index", "result"):
+        # Names and verdicts are never cut: the numbers give way when the table is wider than the console.
+        keep = {"backend": max([len(c.label) for c in report.candidates] or [7]), "result": 6,
+                "profile": max([len(c.profile or "-") for c in report.candidates] or [7]), "stage": 6}
+        table.add_column(col, justify="left" if col in ("backend", "profile", "stage", "result") else "right",
+                         no_wrap=True, min_width=keep.get(col))
+    for cand in report.candidates:
+        if cand.error and not cand.stages:
+            table.add_row(cand.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
+            continue
+        for s in cand.stages:
+            if s.stage == LAYERS:
+                continue  # one line each below the table
+            m = s.metrics
+            worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
+            ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
+            table.add_row(cand.label, cand.profile, _SHORT.get(s.stage, s.stage), cell(m["max_abs"]),
+                          cell(m["mean_abs"]), cell(m["p99_abs"]), cell(m["psnr_db"], "db"), cell(m["bias"]),
+                          cell(m["spread_change"], "signed_pct"), cell(m["share_diff"], "pct"),
+                          cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
+                          "[green]pass[/green]" if ok else "[red]FAIL[/red]")
+    wide_console().print(table)
+    if limits:
+        print_tolerances(report)
+    for cand in report.candidates:
+        _print_layers(cand, report.show_layers)
+    for n in report.notes:
+        _note(n)
+    if report.saved_outputs:
+        out.print(f"saved outputs: {report.saved_outputs}", soft_wrap=True)
+    failures = report.failures()
+    for line in failures:
+        out.print(f"[red]FAIL[/red] {line}", soft_wrap=True)
+    if report.passed:
+        out.print(f"[green]parity: all {len(report.candidates)} candidate(s) pass[/green]")
+    else:
+        out.print(f"[red]parity: {len(failures)} failure(s)[/red]")

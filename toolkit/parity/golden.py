@@ -1,0 +1,713 @@
+"""Golden vectors for ports: every stage of the pipeline for a few frames, as raw little-endian files, and a check
+that compares a port's outputs with them stage by stage and names the first stage that departs.
+
+Layout of a golden directory ``G`` (and of a candidate ``C``, which may hold any subset of the stage files)::
+
+    G/index.json            format, contract, stages (dtype, shape, meaning), tolerances per profile, cases
+    G/README.md             how to read the cases and write a candidate
+    G/case_000/<stage>.bin  raw C-order little-endian values, one file per stage (see STAGES)
+
+Stage values come from the functions ``framegen render`` runs (:mod:`toolkit.preprocess`, :mod:`toolkit.features`,
+:mod:`framegen.toolkit.inputs.audio`) and the bundle's fp32 generator (or the PyTorch reference when a checkpoint is
+given).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
+from framegen.models.errors import FramegenError
+from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
+from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
+
+FORMAT = "framegen-golden"
+VERSION = 1
+INDEX = "index.json"
+README = "README.md"
+GOLDEN_PROFILES = ("fp32", "fp16", "image-fp32", "image-fp16")
+
+
+class GoldenError(FramegenError):
+    """A golden directory or candidate that cannot be read or written as asked."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage a port implements: file stem, dtype, shape (``H``/``W``/``A`` filled per golden) and meaning."""
+
+    name: str
+    dtype: str
+    shape: tuple[str | int, ...]
+    meaning: str
+    audio_only: bool = False
+
+
+# Pipeline order: a check reports the first of these that departs.
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("frame", "uint8", ("H", "W", 3),
+              "template frame k (see the case's template_index) as decoded: BGR, HWC; the pipeline's image input"),
+    StageSpec("landmarks", "int32", (LMS_POINTS, 2),
+              "the frame's .lms landmarks, each 'x y' parsed as float32 then cast to int32 (truncation)"),
+    StageSpec("crop_box", "int32", (4,),
+              "x0, y0, x1, y1 = lms[1].x, lms[52].y, lms[31].x, y0 + (x1 - x0); crop = frame[y0:y1, x0:x1]"),
+    StageSpec("crop_328", "uint8", (CROP_SIZE, CROP_SIZE, 3),
+              "the crop resized to 328x328 with cv2.INTER_CUBIC, BGR HWC"),
+    StageSpec("reference_320", "uint8", (INNER_SIZE, INNER_SIZE, 3), "crop_328[4:324, 4:324], BGR HWC"),
+    StageSpec("masked_320", "uint8", (INNER_SIZE, INNER_SIZE, 3),
+              "reference_320 with rows 5..309, columns 5..314 set to 0 (cv2.rectangle (5, 5, 310, 305)), BGR HWC"),
+    StageSpec("model_input", "float32", (6, INNER_SIZE, INNER_SIZE),
+              "generator input 'image' without the batch axis: reference_320 then masked_320, CHW planes, "
+              "float32(value) / 255"),
+    StageSpec("mel_window", "float32", (1, 80, 16),
+              "the encoder input for this frame's own feature row (see the case's mel_window_index): 80 mel bins "
+              "(rows) x 16 mel frames", audio_only=True),
+    StageSpec("embedding", "float32", (512,),
+              "the audio encoder's output for mel_window: feature row i of the 'ave' features", audio_only=True),
+    StageSpec("audio_window", "float32", ("A",),
+              "generator input 'audio' without the batch axis: feature rows i-8 .. i+7 (zero rows outside the "
+              "features, see the case's padding_rows) reshaped C-order to the mode's shape"),
+    StageSpec(MODEL_OUTPUT, "float32", (3, INNER_SIZE, INNER_SIZE),
+              "generator output 'output' without the batch axis: BGR CHW in [0, 1] (after the sigmoid)"),
+    StageSpec("pred_320", "uint8", (INNER_SIZE, INNER_SIZE, 3),
+              "model_output transposed to HWC, times 255 in float32, truncated to uint8 (not rounded)"),
+    StageSpec("pasted_328", "uint8", (CROP_SIZE, CROP_SIZE, 3), "crop_328 with [4:324, 4:324] replaced by pred_320"),
+    StageSpec(FINAL_FRAME, "uint8", ("H", "W", 3),
+              "frame with frame[y0:y1, x0:x1] = pasted_328 resized to (x1-x0, y1-y0) with cv2.INTER_CUBIC; "
+              "the pipeline's output. Compared inside the crop box; outside it must equal frame exactly"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+_INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
+
+
+def _le(dtype: str) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
+
+
+def write_bin(path: Path, arr: np.ndarray, dtype: str) -> None:
+    """Write ``arr`` as raw little-endian ``dtype`` values (C order), the golden stage file format."""
+    path.write_bytes(np.ascontiguousarray(arr, dtype=_le(dtype)).tobytes())
+
+
+def case_indices(total: int, cases: int) -> list[int]:
+    """``cases`` output frames spread over ``0..total-1``, always the first (zero-padded audio at the start) and the
+    last (zero-padded at the end)."""
+    if total < 1:
+        raise GoldenError("the features hold no frame")
+    if cases < 1:
+        raise GoldenError(f"--cases must be at least 1, got {cases}")
+    picks = np.linspace(0, total - 1, min(cases, total)).round().astype(int)
+    return sorted({int(v) for v in picks})
+
+
+@dataclass
+class AudioSource:
+    """With ``--audio``: the encoder windows that made the features (row j comes from window clip(j-1, 0, W-1))."""
+
+    windows: np.ndarray  # (W, 1, 80, 16)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def window_of_row(self, j: int) -> int:
+        """The mel window behind feature row ``j`` (SyncTalk_2D repeats the first and last embedding once)."""
+        return min(max(j - 1, 0), self.windows.shape[0] - 1)
+
+
+def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.ndarray,
+                 out: str | os.PathLike[str], *, cases: int = 3, start_frame: int = 0,
+                 checkpoint: str | os.PathLike[str] | None = None, audio: AudioSource | None = None,
+                 source: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Write golden vectors for ``cases`` frames to ``out`` (built in a temporary sibling, then renamed).
+
+    ``template`` is a :class:`toolkit.preprocess.PreparedTemplate`, ``features`` the (N, F) rows of the bundle's
+    mode. The model output comes from the bundle's fp32 ONNX generator on ``ort-cpu``, or from the PyTorch
+    reference (``torch-cpu``) when ``checkpoint`` is given. ``audio`` adds the mel-window and embedding stages.
+    """
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.inputs.features import validate_features
+
+    dest = Path(out)
+    _check_destination(dest, force)
+    b = load_bundle(bundle)
+    feats = validate_features(features, b.mode, "features")
+    if audio is not None and audio.windows.shape[0] + 2 != feats.shape[0]:
+        raise GoldenError(f"{audio.windows.shape[0]} mel windows do not make {feats.shape[0]} feature rows")
+    frames = case_indices(int(feats.shape[0]), cases)
+    backend, producer = _model_output_source(b, checkpoint)
+    stages = _stage_entries(b.mode, template, audio is not None)
+    index = _new_index(b, feats, producer, stages, audio is not None, source, start_frame)
+    tmp = _partial_dir(dest)
+    try:
+        with backend:
+            for n, i in enumerate(frames):
+                values, case = _case_values(template, backend, feats, b.mode, n, i, start_frame, audio)
+                case["files"] = _write_case(tmp / case["dir"], case["dir"], values, stages)
+                index["cases"].append(case)
+        (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        (tmp / README).write_text(readme_text(index))
+        _commit_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _check_destination(dest: Path, force: bool) -> None:
+    if dest.exists() and not force:
+        raise GoldenError(f"{dest}: already exists (use --force to replace it)")
+    if dest.exists() and not (dest / INDEX).is_file() and (not dest.is_dir() or any(dest.iterdir())):
+        raise GoldenError(f"{dest}: exists and is not a golden directory; refusing to replace it")
+
+
+def _model_output_source(b: Any, checkpoint: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
+    """The backend that computes the golden model output, and how the index describes it."""
+    from framegen.models.bundle import sha256_path
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+
+    if checkpoint is not None:
+        backend = open_backend("torch-cpu", OpenRequest(checkpoint=checkpoint, mode=b.mode))
+        return backend, {"backend": "torch-cpu", "precision": "fp32", "checkpoint": os.fspath(checkpoint)}
+    art = b.find("generator", "onnx", "fp32")
+    backend = open_backend("ort-cpu", OpenRequest(bundle=b.root, precision="fp32", mode=b.mode))
+    return backend, {"backend": "ort-cpu", "precision": "fp32", "artifact": art.path.relative_to(b.root).as_posix(),
+                     "sha256": sha256_path(art.path)}
+
+
+def _stage_entries(mode: str, template: Any, audio: bool) -> list[dict[str, Any]]:
+    """The index's stage list: every stage of :data:`STAGES` this golden holds, shapes filled in."""
+    shapes = {"H": template.template.height, "W": template.template.width}
+    stages = []
+    for s in STAGES:
+        if s.audio_only and not audio:
+            continue
+        shape = list(audio_shape(mode)) if s.shape == ("A",) else [shapes.get(d, d) for d in s.shape]
+        stages.append({"name": s.name, "dtype": s.dtype, "shape": shape, "meaning": s.meaning,
+                       "file": f"<case dir>/{s.name}.bin",
+                       "checked_against": list(DERIVED_FROM.get(s.name, ("golden",)))})
+    return stages
+
+
+def _new_index(b: Any, feats: np.ndarray, producer: dict[str, Any], stages: list[dict[str, Any]], audio: bool,
+               source: dict[str, Any] | None, start_frame: int) -> dict[str, Any]:
+    names = {s["name"] for s in stages}
+    return {
+        "format": FORMAT, "version": VERSION, "byte_order": "little", "layout": "C order (row-major)",
+        "mode": b.mode, "input": "audio" if audio else "features",
+        "feature_frames": int(feats.shape[0]),
+        "model_output_from": producer,
+        "source": dict(source or {}, bundle=os.fspath(b.root), start_frame=start_frame),
+        "stages": stages,
+        "tolerances": {p: {k: v.as_dict() for k, v in golden_limits(p, audio).items() if k in names}
+                       for p in GOLDEN_PROFILES},
+        "contract": contract_dict(b.mode),
+        "cases": [],
+    }
+
+
+def _case_values(template: Any, backend: Any, feats: np.ndarray, mode: str, n: int, i: int, start_frame: int,
+                 audio: AudioSource | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every stage's value for output frame ``i`` (case ``n``), and the case's index entry (without files)."""
+    from framegen.models.pixels import model_input, pred_to_uint8
+    from framegen.toolkit.inputs.features import audio_window
+    from framegen.toolkit.inputs.preprocess import paste_back
+
+    k = template.template_index(i, start_frame)
+    prepared = template.prepared(k)
+    frame = template.frame(k)
+    crop = prepared.crop328
+    inp = model_input(crop)
+    # The uint8 planes back from the model input: exactly what the model saw (k / 255 round-trips).
+    planes = np.rint(inp * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0)
+    window = audio_window(feats, i, mode)
+    pred = backend.infer(inp[None], window[None])[0]
+    pred_u8 = pred_to_uint8(pred)
+    pasted = np.array(crop, copy=True)
+    pasted[_INNER, _INNER] = pred_u8
+    values: dict[str, np.ndarray] = {
+        "frame": frame, "landmarks": template.template.read_landmarks(k), "crop_box": np.asarray(prepared.box),
+        "crop_328": crop, "reference_320": planes[..., :3], "masked_320": planes[..., 3:], "model_input": inp,
+        "audio_window": window, MODEL_OUTPUT: pred, "pred_320": pred_u8, "pasted_328": pasted,
+        FINAL_FRAME: paste_back(frame, prepared.box, crop, pred_u8),
+    }
+    rows = list(range(i - 8, i + 8))
+    case: dict[str, Any] = {
+        "case": n, "dir": f"case_{n:03d}", "frame": i, "template_index": k,
+        "template_image": template.template.relative(template.template.frames[k].image),
+        "crop_box": list(prepared.box), "audio_rows": rows,
+        "padding_rows": [r for r in rows if not 0 <= r < feats.shape[0]],
+    }
+    if audio is not None:
+        w = audio.window_of_row(i)
+        values["mel_window"] = audio.windows[w]
+        values["embedding"] = feats[i]
+        case["mel_window_index"] = w
+        case["row_mel_windows"] = [audio.window_of_row(r) if 0 <= r < feats.shape[0] else None for r in rows]
+    return values, case
+
+
+def _write_case(case_dir: Path, rel: str, values: dict[str, np.ndarray], stages: list[dict[str, Any]]
+                ) -> dict[str, str]:
+    """Write one case's stage files; returns stage -> relative file."""
+    case_dir.mkdir()
+    files = {}
+    for st in stages:
+        arr = values[st["name"]]
+        if list(arr.shape) != st["shape"]:
+            raise GoldenError(f"internal: stage {st['name']} has shape {list(arr.shape)}, expected {st['shape']}")
+        write_bin(case_dir / f"{st['name']}.bin", arr, st["dtype"])
+        files[st["name"]] = f"{rel}/{st['name']}.bin"
+    return files
+
+
+def _partial_dir(dest: Path) -> Path:
+    """A temporary sibling of ``dest`` to build in, with the permissions a shared directory gets."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a golden directory is meant to be shared
+    return tmp
+
+
+def _commit_dir(tmp: Path, dest: Path) -> None:
+    """Move the finished ``tmp`` to ``dest``, replacing an old golden directory there."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
+def load_index(golden: str | os.PathLike[str]) -> dict[str, Any]:
+    """A golden directory's ``index.json`` (GoldenError naming the file when it is missing or not ours)."""
+    path = Path(golden) / INDEX
+    if not path.is_file():
+        raise GoldenError(f"{golden}: not a golden directory (no {INDEX}); create one with `framegen golden write`")
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoldenError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise GoldenError(f"{path}: not a framegen golden index (format {FORMAT!r})")
+    if index.get("version") != VERSION:
+        raise GoldenError(f"{path}: golden format version {index.get('version')}, this framegen reads {VERSION}")
+    return index
+
+
+def read_stage(path: str | os.PathLike[str], dtype: str, shape: list[int]) -> np.ndarray:
+    """One stage file as an array (GoldenError when its size does not fit ``dtype`` x ``shape``)."""
+    p = Path(path)
+    want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = p.stat().st_size
+    if size != want:
+        raise GoldenError(f"{p}: {size} bytes, expected {want} ({dtype} {'x'.join(map(str, shape))})")
+    return np.fromfile(p, dtype=_le(dtype)).reshape(shape)
+
+
+# ------------------------------------------------------------------------------------------------- checking
+
+@dataclass
+class StageCheck:
+    """One stage of a golden check: how many cases the candidate holds, the metrics, the verdict."""
+
+    name: str
+    limits: StageLimits
+    cases: int = 0
+    total_cases: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    vs_golden: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def present(self) -> bool:
+        """The candidate holds this stage for at least one case."""
+        return self.cases > 0
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``FAIL`` or ``absent``."""
+        if not self.present:
+            return "absent"
+        return "FAIL" if self.failures else "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        from framegen.toolkit.common.files import jsonable
+
+        return {"stage": self.name, "status": self.status, "cases": self.cases, "of": self.total_cases,
+                "checked_against": list(DERIVED_FROM.get(self.name, ("golden",))),
+                "limits": self.limits.as_dict(), "metrics": jsonable(self.metrics),
+                "vs_golden": jsonable(self.vs_golden), "failures": self.failures}
+
+
+@dataclass
+class GoldenReport:
+    """The outcome of ``golden check``."""
+
+    golden: str
+    candidate: str
+    profile: str
+    stages: list[StageCheck]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first_departure(self) -> str | None:
+        """The first stage, in pipeline order, that fails."""
+        return next((s.name for s in self.stages if s.status == "FAIL"), None)
+
+    @property
+    def passed(self) -> bool:
+        """At least one stage present and none failing."""
+        return any(s.present for s in self.stages) and self.first_departure is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"golden": self.golden, "candidate": self.candidate, "profile": self.profile, "passed": self.passed,
+                "first_departure": self.first_departure, "stages": [s.as_dict() for s in self.stages],
+                "notes": self.notes}
+
+
+def _planes(image: np.ndarray) -> np.ndarray:
+    """``framegen.toolkit.inputs.preprocess.model_input`` of a 328 crop holding ``image`` (320x320x3 uint8) at its
+    centre."""
+    from framegen.models.pixels import model_input
+
+    crop = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    crop[_INNER, _INNER] = image
+    return model_input(crop)
+
+
+def recompute(stage: str, get: Callable[[str], np.ndarray]) -> np.ndarray | None:
+    """The reference pipeline's value of ``stage`` computed from its input stages (``get(name)``), or ``None`` for
+    the stages that are checked against the golden values themselves (inputs, the model, the audio encoder)."""
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.toolkit.inputs.preprocess import crop_328, crop_box, paste_back
+
+    if stage == "crop_box":
+        return np.asarray(crop_box(get("landmarks")), dtype=np.int32)
+    if stage == "crop_328":
+        return crop_328(get("frame"), tuple(int(v) for v in get("crop_box")))
+    if stage == "reference_320":
+        return get("crop_328")[_INNER, _INNER]
+    if stage == "masked_320":
+        return np.rint(_planes(get("reference_320"))[3:] * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0)
+    if stage == "model_input":
+        return np.concatenate([_planes(get("reference_320"))[:3], _planes(get("masked_320"))[:3]])
+    if stage == "pred_320":
+        return pred_to_uint8(get(MODEL_OUTPUT))
+    if stage == "pasted_328":
+        pasted = np.array(get("crop_328"), copy=True)
+        pasted[_INNER, _INNER] = get("pred_320")
+        return pasted
+    if stage == FINAL_FRAME:
+        pasted = get("pasted_328")
+        return paste_back(get("frame"), tuple(int(v) for v in get("crop_box")), pasted, pasted[_INNER, _INNER])
+    return None
+
+
+# Stages recomputed from the port's own inputs (see :func:`recompute`), so that a stage fails where the error is made
+# and not where it shows; the others are compared with the golden values.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "crop_box": ("landmarks",),
+    "crop_328": ("frame", "crop_box"),
+    "reference_320": ("crop_328",),
+    "masked_320": ("reference_320",),
+    "model_input": ("reference_320", "masked_320"),
+    "pred_320": (MODEL_OUTPUT,),
+    "pasted_328": ("crop_328", "pred_320"),
+    FINAL_FRAME: ("frame", "crop_box", "pasted_328"),
+}
+
+
+def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[str], *,
+                 profile: str = "fp32") -> GoldenReport:
+    """Compare every stage file the candidate holds under ``profile``'s limits; GoldenError when it holds none.
+
+    Inputs, the model output and the audio stages are compared with the golden values. Every other stage is a
+    deterministic function of earlier ones (:data:`DERIVED_FROM`): it is compared with that function applied to the
+    candidate's own earlier stages (the golden's where the candidate has none), so a stage fails only where the port
+    computes it wrongly, not because an earlier stage (or the model's precision) moved its inputs. Its distance to
+    the golden value is reported too (``vs golden``). The final frame is compared inside the crop box and must be
+    identical to the frame outside it.
+    """
+    if profile not in GOLDEN_PROFILES:
+        raise GoldenError(f"--profile {profile!r}: golden checks know {', '.join(GOLDEN_PROFILES)}")
+    index = load_index(golden)
+    groot, croot = Path(golden), Path(candidate)
+    if not croot.is_dir():
+        raise GoldenError(f"{croot}: no such candidate directory")
+    tolerances = index["tolerances"][profile]
+    comparison = _Comparison(groot, croot, index, [
+        StageCheck(s["name"], StageLimits(**tolerances[s["name"]]), total_cases=len(index["cases"]))
+        for s in index["stages"]])
+    for case in index["cases"]:
+        comparison.compare_case(case)
+    comparison.finish()
+    if not any(c.present for c in comparison.checks):
+        first = index["cases"][0]["files"].get(MODEL_OUTPUT, "case_000/model_output.bin") if index["cases"] else ""
+        raise GoldenError(f"{croot}: holds no golden stage file (expected e.g. {croot / first})")
+    notes = []
+    extra = sorted(p.relative_to(croot).as_posix() for p in croot.rglob("*.bin")
+                   if p.relative_to(croot).as_posix() not in comparison.known)
+    if extra:
+        notes.append(f"ignored {len(extra)} file(s) that are no golden stage: {', '.join(extra[:5])}"
+                     f"{' ...' if len(extra) > 5 else ''}")
+    return GoldenReport(os.fspath(golden), os.fspath(candidate), profile, comparison.checks, notes)
+
+
+class _Comparison:
+    """The streaming state of one golden check: per stage, the candidate against its expected value (recomputed
+    from its own earlier stages) and against the golden value."""
+
+    def __init__(self, groot: Path, croot: Path, index: dict[str, Any], checks: list[StageCheck]) -> None:
+        self.groot, self.croot, self.checks = groot, croot, checks
+        self.specs = {s["name"]: s for s in index["stages"]}
+        self.stats = {c.name: ErrorStats(self._kind(c.name)) for c in checks}
+        self.drift = {c.name: ErrorStats(self._kind(c.name)) for c in checks}
+        self.outside = dict.fromkeys(self.specs, 0)
+        self.known: set[str] = set()
+
+    def _kind(self, name: str) -> str:
+        return "float" if self.specs[name]["dtype"].startswith("float") else "uint8"
+
+    def _read(self, root: Path, case: dict[str, Any], name: str) -> np.ndarray:
+        spec = self.specs[name]
+        return read_stage(root / case["files"][name], spec["dtype"], spec["shape"])
+
+    def compare_case(self, case: dict[str, Any]) -> None:
+        """Compare every stage file the candidate holds for ``case``."""
+        golden_vals: dict[str, np.ndarray] = {}
+        cand_vals: dict[str, np.ndarray] = {}
+
+        def gold(name: str) -> np.ndarray:
+            if name not in golden_vals:
+                golden_vals[name] = self._read(self.groot, case, name)
+            return golden_vals[name]
+
+        def own(name: str) -> np.ndarray:
+            return cand_vals[name] if name in cand_vals else gold(name)
+
+        for c in self.checks:
+            rel = case["files"].get(c.name)
+            if rel is None:
+                continue
+            self.known.add(rel)
+            if not (self.croot / rel).is_file():
+                continue
+            c.cases += 1
+            try:
+                got = self._read(self.croot, case, c.name)
+            except GoldenError as exc:
+                c.failures.append(f"case {case['case']}: {exc}")
+                continue
+            cand_vals[c.name] = got
+            self._compare_stage(c.name, case, got, gold, own)
+
+    def _compare_stage(self, name: str, case: dict[str, Any], got: np.ndarray, gold: Callable,
+                       own: Callable) -> None:
+        from framegen.toolkit.inputs.preprocess import check_box
+
+        want = gold(name)
+        try:
+            expected = recompute(name, own)
+        except (FramegenError, ValueError):
+            expected = recompute(name, gold)  # the port's own inputs are unusable (e.g. a box off the frame)
+        if name == FINAL_FRAME:
+            box = [int(v) for v in own("crop_box")]
+            try:
+                check_box((box[0], box[1], box[2], box[3]), got.shape[1], got.shape[0], "crop_box")
+            except FramegenError:
+                box = case["crop_box"]
+            x0, y0, x1, y1 = box
+            self.stats[name].update(expected[y0:y1, x0:x1][None], got[y0:y1, x0:x1][None], [case["case"]],
+                                    offset=(y0, x0, 0))
+            self.outside[name] += outside_box_diffs(own("frame"), got, (box[0], box[1], box[2], box[3]))
+        else:
+            self.stats[name].update((want if expected is None else expected)[None], got[None], [case["case"]])
+        self.drift[name].update(want[None], got[None], [case["case"]])
+
+    def finish(self) -> None:
+        """Judge every present stage."""
+        for c in self.checks:
+            if not c.present:
+                continue
+            if self.stats[c.name].count:
+                c.metrics = self.stats[c.name].summary()
+                c.vs_golden = self.drift[c.name].summary()
+                c.failures += c.limits.check(c.metrics)
+            if self.outside[c.name]:
+                c.failures.append(f"{self.outside[c.name]} value(s) outside the crop box differ from frame")
+
+
+_LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=", "min_psnr_db": "PSNR>=",
+                "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
+                "max_spread_change": "|spread|"}
+
+
+def print_golden_report(report: GoldenReport) -> None:
+    """The stage table in pipeline order with the first departing stage marked."""
+    from framegen.toolkit.common.console import note, out
+    from framegen.toolkit.compare.metrics import cell as _cell
+    from framegen.toolkit.compare.metrics import wide_console
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"golden check, {report.profile} profile: {report.candidate} (candidate) against "
+                        f"{report.golden}; vs golden = max |Δ| to the golden value",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("stage", "checked against", "cases", "max |Δ|", "mean |Δ|", "≠", "vs golden", "limits", "result"):
+        table.add_column(col, justify="left" if col in ("stage", "checked against", "limits", "result") else "right",
+                         no_wrap=True)
+    first = report.first_departure
+    for s in report.stages:
+        m, g = s.metrics, s.vs_golden
+        status = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]", "absent": "[dim]absent[/dim]"}[s.status]
+        if s.name == first:
+            status += " [red bold]<- first[/red bold]"
+        limits = "exact" if s.limits.exact else ", ".join(f"{_LIMIT_SHORT[k]} {v:g}"
+                                                          for k, v in s.limits.as_dict().items())
+        against = "+".join(DERIVED_FROM[s.name]) if s.name in DERIVED_FROM else "golden"
+        table.add_row(s.name, against, f"{s.cases}/{s.total_cases}" if s.present else "-",
+                      _cell(m.get("max_abs")) if m else "-", _cell(m.get("mean_abs")) if m else "-",
+                      _cell(m.get("share_diff"), "pct") if m else "-",
+                      _cell(g.get("max_abs")) if g and s.name in DERIVED_FROM else "-", limits, status)
+    wide_console().print(table)
+    for n in report.notes:
+        note(n)
+    for s in report.stages:
+        where = (f" (worst: case {s.metrics['worst_frame']} at {s.metrics['worst_index']})"
+                 if s.metrics and s.metrics["max_abs"] else "")
+        for f in s.failures:
+            out.print(f"[red]FAIL[/red] {s.name}: {f}{where}", soft_wrap=True)
+    present = sum(s.present for s in report.stages)
+    if report.passed:
+        out.print(f"[green]golden: all {present} stage(s) present pass[/green]")
+    else:
+        out.print(f"[red]golden: first departure at stage {first!r}[/red]")
+
+
+# ------------------------------------------------------------------------------------------------- README
+
+def readme_text(index: dict[str, Any]) -> str:
+    """The README a golden directory carries: what the files are, how to read them, how to write a candidate."""
+    lines = [
+        "# framegen golden vectors",
+        "",
+        f"Every stage of SyncTalk_2D's per-frame pipeline ({index['mode']} mode) for {len(index['cases'])} output "
+        f"frames, made by framegen from the bundle `{index['source'].get('bundle')}`. A port (Go, Swift, ...) reads "
+        "the inputs, runs its own implementation, writes its outputs in the same layout, and `framegen golden check` "
+        "says which stage first departs from the reference.",
+        "",
+        "## Files",
+        "",
+        "- `index.json`: the stages (name, dtype, shape, meaning), the cases (output frame `frame`, template frame "
+        "`template_index`, `crop_box`, which feature rows feed the audio window), the tolerances per profile and "
+        "the full I/O contract (`contract`).",
+        "- `case_NNN/<stage>.bin`: raw values, little-endian, C order (row-major), no header. Size = product of the "
+        "shape x the dtype's size.",
+        "",
+        "| stage | dtype | shape | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in index["stages"]:
+        lines.append(f"| `{s['name']}` | {s['dtype']} | {'x'.join(map(str, s['shape']))} | {s['meaning']} |")
+    producer = index["model_output_from"]
+    lines += [
+        "",
+        f"`model_output` was computed by `{producer['backend']}` ({producer['precision']}"
+        + (f", {producer['artifact']}" if "artifact" in producer else "") + ").",
+        "",
+        "Output frame `i` uses template frame `template_index` (SyncTalk_2D's ping-pong walk: frame 0 uses template "
+        "frame 1) and feature rows `i-8 .. i+7` (`audio_rows`; rows listed in `padding_rows` lie outside the "
+        "features and are zeros).",
+    ]
+    if index["input"] == "audio":
+        lines += [
+            "With audio input, `mel_window` is the encoder input behind feature row `i` (`mel_window_index`), and "
+            "`embedding` the encoder's output for it (= feature row `i`). SyncTalk_2D repeats the first and last "
+            "embedding once, so feature row `j` comes from mel window `clip(j - 1, 0, W - 1)`; `row_mel_windows` "
+            "lists it for each row of the audio window.",
+        ]
+    lines += [
+        "",
+        "## Reading a case",
+        "",
+        "Python: `np.fromfile('case_000/model_output.bin', '<f4').reshape(3, 320, 320)`.",
+        "",
+        "Go: `binary.Read(f, binary.LittleEndian, make([]float32, 3*320*320))` (uint8 stages: read the bytes).",
+        "",
+        "Swift: `Data(contentsOf:)` then `withUnsafeBytes { Array($0.bindMemory(to: Float32.self)) }` "
+        "(Apple platforms are little-endian).",
+        "",
+        "## Writing a candidate",
+        "",
+        "Make a directory `C` with the same case directories and file names, holding your port's values for any "
+        "subset of the stages, in the same dtype, shape and byte order (`C/case_000/crop_328.bin`, ...). To test one "
+        "stage in isolation, feed it the golden inputs of the stage before (e.g. paste back the golden "
+        "`model_output` to test your post-processing alone). Then:",
+        "",
+        "```",
+        "framegen golden check G --candidate C [--profile fp32|fp16] [--json report.json]",
+        "```",
+        "",
+        "Every present stage is compared with its tolerance; the table lists the stages in pipeline order and marks "
+        "the first one that departs: fix that one first. Exit status 0 when every "
+        "present stage passes, 1 when one fails, 2 when `C` holds no stage file.",
+        "",
+        "## How stages are compared",
+        "",
+        "The inputs (`frame`, `landmarks`), the audio stages and `model_output` are compared with the golden "
+        "values. Every other stage is a deterministic function of earlier ones (`checked_against` in index.json): "
+        "the check applies the reference function to *your own* earlier stages (the golden ones where you provide "
+        "none) and compares your value with that. So a stage fails where your port computes it wrongly, not where an "
+        "earlier error (or your model's fp16 arithmetic) shows up; the table's `vs golden` column still shows "
+        "how far each stage ended up from the golden value.",
+        "",
+        "Choose the profile by the precision your port runs its models in (`fp32`, or `fp16` for e.g. Core ML on the "
+        "GPU / Neural Engine); it sets the limits of `model_output` (and of `embedding` with audio input). Integer "
+        "stages and copies are exact. The two cubic resamplings (`crop_328`, `final_frame`) may differ by one level "
+        "on a few pixels (cv2's fixed-point INTER_CUBIC against a float re-implementation); nearest-neighbour or "
+        "bilinear resampling, another cubic kernel or RGB order fail. `pred_320` must truncate `x * 255` (float32), "
+        "not round. `final_frame` is compared inside the crop box and must equal `frame` outside it. The limits:",
+        "",
+    ]
+    for prof, stages in index["tolerances"].items():
+        lines.append(f"- `{prof}`: " + "; ".join(
+            f"{name} " + (", ".join(f"{k} {v:g}" for k, v in lim.items()) if lim.get("max_abs", 1) != 0 else "exact")
+            for name, lim in stages.items()))
+    lines += ["", "See docs/PARITY.md in framegen for how they were measured.", ""]
+    return "\n".join(lines)
+
+
+def copy_candidate(golden: str | os.PathLike[str], out: str | os.PathLike[str],
+                   stages: list[str] | None = None,
+                   transform: Callable[[str, np.ndarray, dict[str, Any]], np.ndarray | None] | None = None) -> Path:
+    """A candidate made from the golden's own files (``stages`` only; all by default), each optionally passed
+    through ``transform(stage, array, case) -> array`` (``None`` drops the file). For tests and for port authors
+    who want a starting point."""
+    index = load_index(golden)
+    specs = {s["name"]: s for s in index["stages"]}
+    dest = Path(out)
+    for case in index["cases"]:
+        (dest / case["dir"]).mkdir(parents=True, exist_ok=True)
+        for name, rel in case["files"].items():
+            if stages is not None and name not in stages:
+                continue
+            spec = specs[name]
+            arr = read_stage(Path(golden) / rel, spec["dtype"], spec["shape"])
+            if transform is not None:
+                arr = transform(name, arr, case)
+                if arr is None:
+                    continue
+            write_bin(dest / rel, arr, spec["dtype"])
+    return dest
