@@ -30,6 +30,7 @@ from framegen.models.audio_frontend import (
     MIN_SAMPLES,
 )
 from framegen.models.contract import FEATURE_WIDTH, MEL
+from framegen.models.errors import first_line
 from framegen.models.imports import quiet
 
 KINDS = ("audio_frontend", "audio_features")
@@ -149,7 +150,7 @@ def export_coreml(module: Any, kind: str, path: str | os.PathLike[str], metadata
                             minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
                             skip_model_load=True)
     except Exception as exc:  # coremltools raises bare exceptions of many kinds
-        raise ExportError(f"{path}: Core ML conversion of {kind} failed ({str(exc).splitlines()[0][:200]})") from None
+        raise ExportError(f"{path}: Core ML conversion of {kind} failed ({first_line(exc, 200)})") from None
     got = ([i.name for i in ml.get_spec().description.input], [o.name for o in ml.get_spec().description.output])
     if got != ([in_name], [out_name]):
         raise ExportError(f"{path}: Core ML conversion named the tensors {got[0]} -> {got[1]}, not the contract's")

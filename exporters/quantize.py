@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from framegen.exporters.errors import ExportError
+from framegen.models.errors import first_line
 from framegen.models.imports import quiet
 
 #: int8 ONNX activation formats, by the runtime an artifact is quantized for. Weights are int8 per channel in both.
@@ -100,7 +101,7 @@ def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], targ
                 extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True},
             )
         except Exception as exc:  # onnxruntime.quantization raises bare exceptions with long traces
-            raise ExportError(f"int8 quantization failed: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}"
+            raise ExportError(f"int8 quantization failed: {first_line(exc, 200)}"
                               ) from None
         finally:
             root.setLevel(level)

@@ -27,7 +27,16 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from framegen.models.contract import ENC_MEL_WINDOW, MEL, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
+from framegen.models.contract import (
+    ENC_MEL_WINDOW,
+    ENCODER_FPS,
+    HOP,
+    MEL,
+    MEL_FRAMES_PER_SECOND,
+    MIN_SAMPLES,
+    N_FFT,
+    SAMPLE_RATE,
+)
 from torch import nn
 
 #: Tensor names, identical in ONNX and Core ML artifacts.
@@ -36,34 +45,29 @@ FRONTEND_OUTPUT = "mel"
 FEATURES_INPUT = "pcm"
 FEATURES_OUTPUT = "features"
 
-_N_FFT = int(MEL["n_fft"])
-_HOP = int(MEL["hop_length"])
-_ENCODER_FPS = 25  # SyncTalk_2D's AudDataset converts mel frames to video frames at 25 fps in every mode
-_GCD = math.gcd(_ENCODER_FPS, MEL_FRAMES_PER_SECOND)
-_FPS_NUM, _MEL_NUM = _ENCODER_FPS // _GCD, MEL_FRAMES_PER_SECOND // _GCD  # 25/80 = 5/16: small exact products
+_GCD = math.gcd(ENCODER_FPS, MEL_FRAMES_PER_SECOND)
+_FPS_NUM, _MEL_NUM = ENCODER_FPS // _GCD, MEL_FRAMES_PER_SECOND // _GCD  # 25/80 = 5/16: small exact products
 #: Longest audio one ``audio_features`` call computes with SyncTalk_2D's exact window count: one hour.
 MAX_SECONDS = 3600
 MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
-MAX_MEL_FRAMES = 1 + MAX_SAMPLES // _HOP
-#: Shortest audio with one encoder window: 16 mel frames (T = 1 + samples // 200).
-MIN_SAMPLES = (ENC_MEL_WINDOW - 1) * _HOP
+MAX_MEL_FRAMES = 1 + MAX_SAMPLES // HOP
 
 
 def reference_window_count(mel_frames: int) -> int:
     """SyncTalk_2D's window count, float64 as in the reference: ``int((T - 16) / 80 * 25) + 2``."""
-    return int((mel_frames - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(_ENCODER_FPS)) + 2
+    return int((mel_frames - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(ENCODER_FPS)) + 2
 
 
 def integer_window_count(mel_frames: int) -> int:
     """The same count in exact integer arithmetic: ``(T - 16) * 5 // 16 + 2`` (what the graph computes)."""
-    return (mel_frames - ENC_MEL_WINDOW) * _ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
+    return (mel_frames - ENC_MEL_WINDOW) * ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
 
 
 def short_counts(max_mel_frames: int = MAX_MEL_FRAMES) -> np.ndarray:
     """Every T (16 <= T <= ``max_mel_frames``) where the float64 count is one below the integer count, int32."""
     t = np.arange(ENC_MEL_WINDOW, max_mel_frames + 1, ENC_MEL_WINDOW, dtype=np.int64)  # only T - 16 = 16 j
-    ref = ((t - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(_ENCODER_FPS)).astype(np.int64) + 2
-    exact = (t - ENC_MEL_WINDOW) * _ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
+    ref = ((t - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(ENCODER_FPS)).astype(np.int64) + 2
+    exact = (t - ENC_MEL_WINDOW) * ENCODER_FPS // MEL_FRAMES_PER_SECOND + 2
     if np.any((exact - ref) > 1) or np.any(ref > exact):
         raise AssertionError("float64 window count departs from the integer one by more than one")
     return t[ref < exact].astype(np.int32)
@@ -72,12 +76,12 @@ def short_counts(max_mel_frames: int = MAX_MEL_FRAMES) -> np.ndarray:
 def dft_basis(window: np.ndarray) -> np.ndarray:
     """(802, 800) float64 rows ``w[n] cos(2 pi k n / N)`` for k = 0..400, then ``-w[n] sin(...)`` (the angle
     reduced exactly, ``k n mod N``, before cos / sin)."""
-    n = np.arange(_N_FFT, dtype=np.int64)
-    k = np.arange(_N_FFT // 2 + 1, dtype=np.int64)
-    angle = 2.0 * np.pi * (np.outer(k, n) % _N_FFT) / _N_FFT
+    n = np.arange(N_FFT, dtype=np.int64)
+    k = np.arange(N_FFT // 2 + 1, dtype=np.int64)
+    angle = 2.0 * np.pi * (np.outer(k, n) % N_FFT) / N_FFT
     w = np.asarray(window, dtype=np.float64)
-    if w.shape != (_N_FFT,):
-        raise ValueError(f"window has shape {w.shape}, expected ({_N_FFT},)")
+    if w.shape != (N_FFT,):
+        raise ValueError(f"window has shape {w.shape}, expected ({N_FFT},)")
     return np.concatenate([np.cos(angle) * w, -np.sin(angle) * w])
 
 
@@ -86,7 +90,7 @@ def preemphasis_dft_kernel(window: np.ndarray) -> np.ndarray:
     whose y-samples are j0 .. j0 + 799: ``K[q] = B[q - 1] - k B[q]`` (B[-1] = B[800] = 0)."""
     b = dft_basis(window)
     k = float(MEL["preemphasis"])
-    out = np.zeros((b.shape[0], _N_FFT + 1))
+    out = np.zeros((b.shape[0], N_FFT + 1))
     out[:, 1:] += b
     out[:, :-1] -= k * b
     return out
@@ -116,8 +120,8 @@ class AudioFrontend(nn.Module):
     def __init__(self, mel_basis: np.ndarray, window: np.ndarray) -> None:
         super().__init__()
         basis = np.asarray(mel_basis, dtype=np.float32)
-        if basis.shape != (int(MEL["n_mels"]), _N_FFT // 2 + 1):
-            raise ValueError(f"mel basis has shape {basis.shape}, expected ({MEL['n_mels']}, {_N_FFT // 2 + 1})")
+        if basis.shape != (int(MEL["n_mels"]), N_FFT // 2 + 1):
+            raise ValueError(f"mel basis has shape {basis.shape}, expected ({MEL['n_mels']}, {N_FFT // 2 + 1})")
         k1, k2, kr = split_kernel(preemphasis_dft_kernel(window))
         self.register_buffer("k1", torch.from_numpy(k1[:, None, :]))
         self.register_buffer("k2", torch.from_numpy(k2[:, None, :]))
@@ -127,22 +131,22 @@ class AudioFrontend(nn.Module):
         # k^(j+1) x[S-1], for which y[S + j] = x[S + j] - k x[S + j - 1] = 0.
         pre = float(MEL["preemphasis"])
         self.register_buffer("tail", torch.from_numpy(
-            (pre ** np.arange(1, _N_FFT // 2 + 1, dtype=np.float64)).astype(np.float32)[None, None, :]))
+            (pre ** np.arange(1, N_FFT // 2 + 1, dtype=np.float64)).astype(np.float32)[None, None, :]))
         self.register_buffer("mel_basis", torch.from_numpy(basis.copy()))
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
         """The normalised mel of each row of ``pcm``."""
         x = pcm.unsqueeze(1)
-        x = torch.cat([F.pad(x, (_N_FFT // 2 + 1, 0)), x[:, :, -1:] * self.tail], dim=2)
+        x = torch.cat([F.pad(x, (N_FFT // 2 + 1, 0)), x[:, :, -1:] * self.tail], dim=2)
         x1 = torch.round(x * _X1) / _X1
         r = x - x1
         x2 = torch.round(r * _X2) / _X2
         xr = r - x2
-        exact = (F.conv1d(x1, self.k1, stride=_HOP), F.conv1d(x1, self.k2, stride=_HOP),
-                 F.conv1d(x2, self.k1, stride=_HOP))
-        small = F.conv1d(torch.cat([x1, x2, xr], dim=1), self.k_rest, stride=_HOP)
+        exact = (F.conv1d(x1, self.k1, stride=HOP), F.conv1d(x1, self.k2, stride=HOP),
+                 F.conv1d(x2, self.k1, stride=HOP))
+        small = F.conv1d(torch.cat([x1, x2, xr], dim=1), self.k_rest, stride=HOP)
         spec = exact[0] + ((exact[1] + exact[2]) + small)  # [batch, 802, frames]
-        bins = _N_FFT // 2 + 1
+        bins = N_FFT // 2 + 1
         re, im = spec[:, :bins], spec[:, bins:]
         mag = torch.sqrt(re * re + im * im)
         mel = torch.matmul(self.mel_basis, mag)  # [batch, 80, frames]

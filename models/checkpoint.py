@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from framegen.models.audio_encoder import AudioEncoder
-from framegen.models.errors import CheckpointError
+from framegen.models.errors import CheckpointError, first_line
 from framegen.models.unet import MODES, Model
 
 ENCODER_PREFIX = "audio_encoder."
@@ -84,7 +84,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
     if head.startswith(b"PK\x03\x04"):
         if "central directory" in message or "zip archive" in message:
             return "truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)"
-        return f"corrupt PyTorch checkpoint ({_first_line(exc)})"
+        return f"corrupt PyTorch checkpoint ({first_line(exc)})"
     if isinstance(exc, EOFError) or "unexpected EOF" in message:
         return "truncated or corrupt PyTorch checkpoint (the data ends early)"
     if _looks_like_text(head):
@@ -101,11 +101,6 @@ def _looks_like_text(head: bytes) -> bool:
         # A multi-byte character cut at the end of the sample is still text.
         return exc.start >= len(head) - 3
     return True
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def checkpoint_kind(state: dict[str, torch.Tensor]) -> str | None:

@@ -63,6 +63,13 @@ MEL = {
 }
 ENC_MEL_WINDOW = 16  # mel frames per encoder window
 MEL_FRAMES_PER_SECOND = 80
+HOP = int(MEL["hop_length"])  # samples per mel frame: T = 1 + samples // HOP
+N_FFT = int(MEL["n_fft"])
+N_MELS = int(MEL["n_mels"])
+#: SyncTalk_2D's AudDataset converts mel frames to video frames at 25 fps whatever the generator mode.
+ENCODER_FPS = 25
+#: Shortest audio with one encoder window: 16 mel frames.
+MIN_SAMPLES = (ENC_MEL_WINDOW - 1) * HOP
 
 
 def audio_shape(mode: str) -> tuple[int, int, int]:

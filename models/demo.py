@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from framegen.models.atomic import atomic_output
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 from framegen.models.unet import Model
 
 DEMO_WEIGHTS = "demo_generator_ave.npz"
@@ -44,7 +44,7 @@ def load_compact_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             return {k: torch.from_numpy(z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k].copy())
                     for k in z.files}
     except (OSError, ValueError) as exc:
-        raise FramegenError(f"{path}: not a framegen compact state ({str(exc).splitlines()[0]})") from exc
+        raise FramegenError(f"{path}: not a framegen compact state ({first_line(exc, 200)})") from exc
 
 
 def load_demo_generator() -> Model:

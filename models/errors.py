@@ -9,3 +9,17 @@ class FramegenError(Exception):
 
 class CheckpointError(FramegenError):
     """A checkpoint that cannot be read or is not a SyncTalk_2D generator / audio encoder."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line (at most ``limit`` characters), or its type's name.
+
+    Library errors (ONNX Runtime, coremltools, FFmpeg, Triton) carry stack traces and build-machine paths after the
+    first line; a user is shown only this. FFmpeg's ``strerror`` is preferred: it holds the message without the errno
+    and the file name the caller already names.
+    """
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror[:limit]
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
+
+from framegen.models.errors import FramegenError, first_line
 
 
 def coremltools() -> Any:
@@ -41,3 +44,18 @@ def quiet(*loggers: str, stdout: bool = False) -> Iterator[None]:
     finally:
         for lg, level in zip(found, levels, strict=True):
             lg.setLevel(level)
+
+
+def mlprogram_spec(path: str | os.PathLike[str], label: str | None = None) -> Any:
+    """The protobuf spec of an .mlpackage holding an ML program; one-line :class:`FramegenError` otherwise."""
+    coremltools()
+    from coremltools.models.utils import load_spec
+
+    name = label or os.fspath(path)
+    try:
+        spec = load_spec(os.fspath(path))
+    except Exception as exc:
+        raise FramegenError(f"{name}: not a readable .mlpackage ({first_line(exc, 200)})") from None
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise FramegenError(f"{name}: holds a {spec.WhichOneof('Type')}, expected an ML program")
+    return spec

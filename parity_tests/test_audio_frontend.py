@@ -25,9 +25,9 @@ from framegen.toolkit.export.validate_frontend import (
     run_features,
     run_frontend,
     stream_features,
-    synthetic_speech,
 )
 from framegen.toolkit.inputs.audio import ave_features, melspectrogram, torch_encoder_fn
+from framegen.toolkit.inputs.speech import harmonic_speech
 
 FORMATS = ("onnx", "coreml")
 SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
@@ -48,7 +48,7 @@ def _speech_or_synthetic(start_s: float, samples: int, seed: int) -> np.ndarray:
         a = int(start_s * 16000)
         if x.shape[0] >= a + samples:
             return np.ascontiguousarray(x[a:a + samples])
-    return synthetic_speech(samples, seed=seed)
+    return harmonic_speech(samples, seed=seed)
 
 
 def _chirp(samples: int, amp: float = 0.7) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
 from framegen.runtimes.spec import OpenRequest
@@ -53,7 +54,7 @@ class OrtImageBackend(Backend):
         try:
             self.session = ort.InferenceSession(os.fspath(art.path), providers=providers)
         except Exception as exc:
-            raise BackendError(f"{art.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") \
+            raise BackendError(f"{art.path}: ONNX Runtime cannot load it ({first_line(exc, 200)})") \
                 from None
         if self.session.get_providers()[0] != providers[0]:  # ORT falls back to the CPU silently
             raise BackendError(f"{name}: ONNX Runtime could not start {providers[0]} here")
@@ -82,13 +83,11 @@ class OrtImageBackend(Backend):
 
 def color_layouts(path: Path | str | os.PathLike[str]) -> tuple[str, str]:
     """Colour layouts (``BGR``/``RGB``) of the package's image input ``image`` and image output ``output``."""
-    from framegen.models.imports import coremltools
+    from framegen.models.imports import mlprogram_spec
 
-    coremltools()
-    from coremltools.models.utils import load_spec
+    spec = mlprogram_spec(path)
+
     from coremltools.proto import FeatureTypes_pb2
-
-    spec = load_spec(os.fspath(path))
     layouts = []
     for features, name in ((spec.description.input, GEN_IMAGE), (spec.description.output, GEN_OUTPUT)):
         feature = next((f for f in features if f.name == name), None)

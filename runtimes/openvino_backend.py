@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
@@ -42,11 +43,6 @@ def _ov() -> Any:
     import openvino
 
     return openvino
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _cores() -> int:
@@ -71,7 +67,7 @@ def probe() -> Availability:
         core = _core()
         devices = core.available_devices
     except Exception as exc:  # a broken plugin install must say so, not crash `framegen backends`
-        return Availability(False, f"OpenVINO {ov.__version__} cannot start its runtime ({_first_line(exc)})")
+        return Availability(False, f"OpenVINO {ov.__version__} cannot start its runtime ({first_line(exc)})")
     if "CPU" not in devices:
         return Availability(False, f"OpenVINO {ov.__version__} has no CPU plugin here (devices: "
                                    f"{', '.join(devices) or 'none'})")
@@ -106,7 +102,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(os.fspath(art.path))
         except Exception as exc:
-            raise BackendError(f"{art.path}: OpenVINO cannot read it ({_first_line(exc)})") from None
+            raise BackendError(f"{art.path}: OpenVINO cannot read it ({first_line(exc)})") from None
         ins = {_meta(p).name: _meta(p) for p in model.inputs}
         outs = {_meta(p).name: _meta(p) for p in model.outputs}
         # The template's contract: the model's own inputs, checked before anything is compiled.
@@ -134,7 +130,7 @@ class OpenVinoBackend(Backend):
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise BackendError(f"{art.path}: OpenVINO cannot compile it for the CPU ({_first_line(exc)})") from None
+            raise BackendError(f"{art.path}: OpenVINO cannot compile it for the CPU ({first_line(exc)})") from None
         self._requests = [self._compiled.create_infer_request() for _ in range(workers)]
         self._free = list(self._requests)
         self._lock = threading.Condition()
@@ -158,7 +154,7 @@ class OpenVinoBackend(Backend):
             result = request.infer({GEN_IMAGE: image, GEN_AUDIO: audio})
             out = np.array(result[self._compiled.output(GEN_OUTPUT)], dtype=np.float32, copy=True)
         except Exception as exc:
-            raise BackendError(f"{NAME}: OpenVINO failed on {self._path.name}: {_first_line(exc)}") from None
+            raise BackendError(f"{NAME}: OpenVINO failed on {self._path.name}: {first_line(exc)}") from None
         finally:
             with self._lock:
                 self._free.append(request)

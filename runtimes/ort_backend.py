@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import ResolvedArtifact, mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
 from framegen.runtimes.native import missing_dependency, missing_libraries, needed_libraries, nvidia_gpu
@@ -80,12 +81,6 @@ def _ort() -> Any:
     import onnxruntime
 
     return onnxruntime
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (ORT's carry stack traces and file paths of its build machine)."""
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def physical_cores() -> int:

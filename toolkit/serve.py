@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 
 log = logging.getLogger("framegen.serve")
 
@@ -108,11 +108,6 @@ def _pick_ports(host: str, ports: tuple[int, int, int]) -> tuple[int, int, int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 class InvalidRequest(ValueError):
@@ -273,7 +268,7 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
             triton.run()
         except Exception as exc:
             raise ServeError(f"serve: Triton did not start on {host} ports {http_port}/{grpc_port}/{metrics_port} "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
         finally:
             for key, value in saved_env.items():
                 if value is None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from framegen.models.contract import SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.toolkit.inputs.speech import harmonic_speech
 
 
 class StreamBenchError(FramegenError):
@@ -33,14 +34,6 @@ def _rss_mb() -> float:
 def _chunks(wav: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
     for a in range(0, wav.shape[0], chunk):
         yield wav[a:a + chunk]
-
-
-def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
-    """Seeded speech-like audio (a syllable-rate envelope over a voiced tone and noise), 16 kHz float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t)
-    return (env * (0.2 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(t.shape[0]))).astype(np.float32)
 
 
 def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.ndarray], np.ndarray],
@@ -124,7 +117,8 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
     if template is None:
         raise StreamBenchError("bench --stream needs --template T")
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
-    wav = decode_audio(audio)[: int(seconds * SAMPLE_RATE)] if audio is not None else synthetic_speech(seconds)
+    samples = int(seconds * SAMPLE_RATE)
+    wav = decode_audio(audio)[:samples] if audio is not None else harmonic_speech(samples)
     prepared = template if isinstance(template, PreparedTemplate) else PreparedTemplate(open_template(template))
     requested = [Request(b, precision, "tensor") for b in backends] if backends else None
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint, requested=requested,

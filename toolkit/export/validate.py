@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from framegen.exporters.errors import ExportValidationError
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 
 VALIDATION_SEED = 6
 VALIDATION_BATCH = 3
@@ -314,7 +314,7 @@ def validate_onnx(path: str | os.PathLike[str], ref: Reference, precision: str,
     try:
         session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise _fail(p, f"ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        raise _fail(p, f"ONNX Runtime cannot load it ({first_line(exc, 200)})") from None
     ins, outs = session.get_inputs(), session.get_outputs()
     if [i.name for i in ins] != ref.input_names or [o.name for o in outs] != [ref.output_name]:
         raise _fail(p, f"tensors {[i.name for i in ins]} -> {[o.name for o in outs]}, expected "
@@ -357,13 +357,10 @@ def validate_onnx(path: str | os.PathLike[str], ref: Reference, precision: str,
 def coreml_convs(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """``(op name, weight, bias)`` of every conv op of an .mlpackage's ML program, in program order (weights read
     from the package's weight file by coremltools' own MIL loader)."""
-    from framegen.models.imports import coremltools
-
-    coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
-    from coremltools.models.utils import load_spec
+    from framegen.models.imports import mlprogram_spec
 
-    spec = load_spec(os.fspath(path))
+    spec = mlprogram_spec(path)
     weights = Path(path) / "Data" / "com.apple.CoreML" / "weights"
     program = load_mil(spec, specification_version=spec.specificationVersion, file_weights_dir=os.fspath(weights))
 
@@ -389,19 +386,14 @@ def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str
     """Check an .mlpackage on any OS: ML program, tensor names / shapes / dtypes (flexible batch 1..``max_batch``),
     metadata, compute precision and weights; with the ``coreml-mil`` verifier, also its numbers at
     ``numeric_batches``. Returns the figures, raises ``ExportValidationError``."""
-    from framegen.models.imports import coremltools
-
-    coremltools()
-    from coremltools.models.utils import load_spec
+    from framegen.models.imports import mlprogram_spec
 
     p = Path(label or path)
     tol = TOLERANCES[(ref.kind, precision)]  # the weight check's: fixed; the numbers' limits below
     try:
-        spec = load_spec(os.fspath(path))
-    except Exception as exc:
-        raise _fail(p, f"not a readable .mlpackage ({str(exc).splitlines()[0][:200]})") from None
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise _fail(p, f"holds a {spec.WhichOneof('Type')}, expected an ML program")
+        spec = mlprogram_spec(path)
+    except FramegenError as exc:
+        raise _fail(p, str(exc).split(": ", 1)[1]) from None
     desc = spec.description
     got_in, got_out = [i.name for i in desc.input], [o.name for o in desc.output]
     if got_in != ref.input_names or got_out != [ref.output_name]:

@@ -39,6 +39,8 @@ from framegen.models.audio_frontend import (
     frontend_contract,
 )
 from framegen.models.contract import SAMPLE_RATE
+from framegen.models.errors import FramegenError, first_line
+from framegen.toolkit.inputs.speech import harmonic_speech
 
 KINDS = ("audio_frontend", "audio_features")
 FORMATS = ("onnx", "coreml")
@@ -73,26 +75,6 @@ def features_module(encoder: Any) -> AudioFeatures:
 
 # ---------------------------------------------------------------------------------------------------- signals
 
-def synthetic_speech(samples: int, seed: int = 0) -> np.ndarray:
-    """Speech-like float32 PCM: a gliding 95..230 Hz voice with 30 harmonics under three moving formants, about 4
-    syllables per second, fricative noise bursts and pauses, peak 0.5."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(samples) / SAMPLE_RATE
-    f0 = 150 + 55 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)) + 20 * np.sin(2 * np.pi * 3.1 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-    formants = [(700 + 250 * np.sin(2 * np.pi * 1.3 * t), 110), (1500 + 500 * np.sin(2 * np.pi * 0.9 * t + 1), 160),
-                (2600 + 200 * np.sin(2 * np.pi * 0.5 * t + 2), 250)]
-    voice = np.zeros(samples)
-    for h in range(1, 31):
-        gain = sum(np.exp(-0.5 * ((h * f0 - fc) / bw) ** 2) for fc, bw in formants) + 0.02
-        voice += gain * np.sin(h * phase) / h ** 0.5
-    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, None) ** 1.5
-    pauses = (np.sin(2 * np.pi * 0.31 * t + rng.uniform(0, 6)) > -0.6).astype(np.float64)
-    noise = rng.standard_normal(samples) * np.clip(np.sin(2 * np.pi * 1.7 * t + 0.5), 0, None) ** 8
-    x = (voice * syllables + 0.6 * noise) * pauses
-    return (x / max(float(np.abs(x).max()), 1e-9) * 0.5).astype(np.float32)
-
-
 def _speech(path: str | os.PathLike[str] | None) -> np.ndarray | None:
     from framegen.toolkit.inputs.audio import decode_audio
 
@@ -112,8 +94,9 @@ def default_speech_path() -> Path | None:
 
 def validation_signals(speech: str | os.PathLike[str] | None = None, seed: int = 19) -> dict[str, np.ndarray]:
     """The export-validation signals (float32 mono 16 kHz): ``speech`` (the first 9.39 s of the speech file, when
-    given and present, else :func:`synthetic_speech`), ``silence`` (1 s of zeros), ``square`` (2 s, 233 Hz, exactly
-    +-1), ``white_noise`` (3 s, uniform in [-1, 1)), ``clip_0.3s`` (4800 samples of speech) and ``clip_60s``
+    given and present, else :func:`framegen.toolkit.inputs.speech.harmonic_speech`), ``silence`` (1 s of zeros),
+    ``square`` (2 s, 233 Hz, exactly +-1),
+    ``white_noise`` (3 s, uniform in [-1, 1)), ``clip_0.3s`` (4800 samples of speech) and ``clip_60s``
     (960,000 samples: the speech file repeated, or synthetic speech)."""
     rng = np.random.default_rng(seed)
     real = _speech(speech)
@@ -121,7 +104,7 @@ def validation_signals(speech: str | os.PathLike[str] | None = None, seed: int =
         voice, long = real[:SPEECH_SAMPLES], np.resize(real, 60 * SAMPLE_RATE)
         short = real[SAMPLE_RATE: SAMPLE_RATE + 4800]
     else:
-        voice, long = synthetic_speech(SPEECH_SAMPLES, seed), synthetic_speech(60 * SAMPLE_RATE, seed + 1)
+        voice, long = harmonic_speech(SPEECH_SAMPLES, seed), harmonic_speech(60 * SAMPLE_RATE, seed + 1)
         short = voice[SAMPLE_RATE: SAMPLE_RATE + 4800]
     n = np.arange(2 * SAMPLE_RATE)
     square = np.where((n * 233 * 2 // SAMPLE_RATE) % 2 == 0, 1.0, -1.0).astype(np.float32)
@@ -288,17 +271,12 @@ def _check_onnx_structure(path: Path, kind: str, label: str) -> dict[str, str]:
 
 def _check_coreml_structure(path: Path, kind: str, label: str) -> dict[str, str]:
     from framegen.exporters.audio_frontend import io_spec
-    from framegen.models.imports import coremltools
-
-    coremltools()
-    from coremltools.models.utils import load_spec
+    from framegen.models.imports import mlprogram_spec
 
     try:
-        spec = load_spec(os.fspath(path))
-    except Exception as exc:
-        raise _fail(label, f"not a readable .mlpackage ({str(exc).splitlines()[0][:200]})") from None
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise _fail(label, f"holds a {spec.WhichOneof('Type')}, expected an ML program")
+        spec = mlprogram_spec(path)
+    except FramegenError as exc:
+        raise _fail(label, str(exc).split(": ", 1)[1]) from None
     io = io_spec(kind)
     got = ([i.name for i in spec.description.input], [o.name for o in spec.description.output])
     want = ([t["name"] for t in io["inputs"]], [t["name"] for t in io["outputs"]])
@@ -340,7 +318,7 @@ def validate_frontend_artifact(path: str | os.PathLike[str], fmt: str, kind: str
     except FramegenError as exc:
         raise _fail(name, str(exc)) from None
     except Exception as exc:  # ONNX Runtime's load errors
-        raise _fail(name, f"cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+        raise _fail(name, f"cannot be loaded ({first_line(exc, 200)})") from None
     per_signal: dict[str, dict[str, Any]] = {}
     for sig, pcm in ref.signals.items():
         want = ref.mel[sig] if kind == "audio_frontend" else ref.features(sig)

@@ -12,6 +12,7 @@ import numpy as np
 from framegen.exporters.errors import ExportError, ExportValidationError
 from framegen.exporters.image_io import IO, image_metadata, manifest_io
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
+from framegen.models.errors import FramegenError
 
 # ------------------------------------------------------------------------------------------------- validation
 
@@ -157,18 +158,14 @@ def _check_onnx_structure(path: Path, mode: str, name: str) -> tuple[Any, dict[s
 def _check_coreml_structure(path: Path, mode: str, name: str) -> dict[str, str]:
     """The package's metadata, after checking its image input / output (320x320 BGR), audio input and ML program
     specification version (image outputs need iOS 16)."""
-    from framegen.models.imports import coremltools
-
-    coremltools()
-    from coremltools.models.utils import load_spec
-    from coremltools.proto import FeatureTypes_pb2
+    from framegen.models.imports import mlprogram_spec
 
     try:
-        spec = load_spec(os.fspath(path))
-    except Exception as exc:
-        raise _fail(name, f"not a readable .mlpackage ({str(exc).splitlines()[0][:200]})") from None
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise _fail(name, f"holds a {spec.WhichOneof('Type')}, expected an ML program")
+        spec = mlprogram_spec(path)
+    except FramegenError as exc:
+        raise _fail(name, str(exc).split(": ", 1)[1]) from None
+    from coremltools.proto import FeatureTypes_pb2
+
     if spec.specificationVersion < 7:
         raise _fail(name, f"specification version {spec.specificationVersion}: image outputs need 7 (iOS 16)")
     space = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name

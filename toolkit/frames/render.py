@@ -11,10 +11,9 @@ fight the backend for the cores.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +33,7 @@ from framegen.toolkit.frames.video import (
     check_video_size,
 )
 from framegen.toolkit.inputs.features import audio_windows, fps, validate_features
-from framegen.toolkit.inputs.preprocess import PreparedFrame, PreparedTemplate, paste_back
+from framegen.toolkit.inputs.preprocess import PreparedFrame, PreparedTemplate, cv2_single_thread, paste_back
 
 # Stage names, also the keys of RenderStats.stages.
 PREPARE, INFER, PASTE, ENCODE, PNG = "prepare", "infer", "paste", "encode", "png"
@@ -106,28 +105,6 @@ def check_render(template: PreparedTemplate, features: np.ndarray, backend: Back
     return feats, count, size
 
 
-_cv2_lock = threading.Lock()
-_cv2_users = [0, 0]  # renders running, OpenCV's thread count before the first of them
-
-
-@contextmanager
-def _cv2_single_thread() -> Iterator[None]:
-    """Run OpenCV single-threaded while any render runs (its resizes here are small, and its thread pool would
-    compete with inference); the setting is process-wide, so overlapping renders (parity) restore it once."""
-    import cv2
-
-    with _cv2_lock:
-        if _cv2_users[0] == 0:
-            _cv2_users[1] = cv2.getNumThreads()
-            cv2.setNumThreads(1)
-        _cv2_users[0] += 1
-    try:
-        yield
-    finally:
-        with _cv2_lock:
-            _cv2_users[0] -= 1
-            if _cv2_users[0] == 0:
-                cv2.setNumThreads(_cv2_users[1])
 
 
 def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backend, *, batch: int | None = None,
@@ -172,7 +149,7 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
 
     workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
     stages = [Stage(INFER, infer, workers=workers, queue_size=2 * workers), Stage(PASTE, paste, queue_size=2)]
-    with _cv2_single_thread(), Pipeline(batches(), stages, source_name=PREPARE, timings=timings) as pipe:
+    with cv2_single_thread(), Pipeline(batches(), stages, source_name=PREPARE, timings=timings) as pipe:
         for group in pipe:
             yield from group
 

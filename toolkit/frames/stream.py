@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 import weakref
 from collections import deque
@@ -52,11 +51,15 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 from framegen.models.contract import (
     ENC_MEL_WINDOW,
+    ENCODER_FPS,
     FEATURE_WIDTH,
     FPS,
+    HOP,
     INNER_SIZE,
-    MEL,
     MEL_FRAMES_PER_SECOND,
+    MIN_SAMPLES,
+    N_FFT,
+    N_MELS,
     SAMPLE_RATE,
     WINDOW,
     WINDOW_LEFT,
@@ -65,17 +68,14 @@ from framegen.models.contract import (
 from framegen.models.errors import FramegenError
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
-from framegen.toolkit.inputs.audio import MIN_SAMPLES, AudioError, mel_frame_count, mel_frames, window_count
-from framegen.toolkit.inputs.preprocess import PreparedTemplate, paste_back
+from framegen.toolkit.inputs.audio import AudioError, mel_frame_count, mel_frames, window_count
+from framegen.toolkit.inputs.preprocess import PreparedTemplate, cv2_single_thread, paste_back
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 
-_HOP = int(MEL["hop_length"])
-_HALF = int(MEL["n_fft"]) // 2
-_N_MELS = int(MEL["n_mels"])
+_HALF = N_FFT // 2
 _MEL_BLOCK = 2048  # frames per block of toolkit.audio.melspectrogram (its _BLOCK_FRAMES)
 ENCODER_BATCH = 64  # windows per encoder call of toolkit.audio.ave_features (audio_to_features' default)
-_ENCODER_FPS = 25
 #: Batch sizes :func:`encoder_batching` tries: every size up to 17 (where implementations switch algorithms) and a
 #: spread above; the stream only ever calls sizes that passed.
 PROBE_SIZES = (*range(1, 18), 24, 32, 40, 48, 56, 63, 64)
@@ -91,20 +91,20 @@ class StreamError(FramegenError):
 def window_start(k: int) -> int:
     """First mel frame of encoder window ``k`` before the end pull-back: ``int(80 * (k / 25))`` (float ops as the
     reference, so truncation lands on the same frame)."""
-    return int(float(MEL_FRAMES_PER_SECOND) * (k / float(_ENCODER_FPS)))
+    return int(float(MEL_FRAMES_PER_SECOND) * (k / float(ENCODER_FPS)))
 
 
 def context_samples(i: int) -> int:
     """Samples that must have arrived before output frame ``i`` can be rendered mid-stream (the algorithmic
     lookahead, before any encoder batch hold-back): window ``i + 6``'s last mel frame must be final."""
     last_mel = window_start(i + WINDOW - WINDOW_LEFT - 2) + ENC_MEL_WINDOW - 1
-    return last_mel * _HOP + _HALF
+    return last_mel * HOP + _HALF
 
 
 def lookahead_ms() -> dict[str, float]:
     """The algorithmic lookahead of a frame beyond its own presentation time, in ms: max, min and mean over a
     cycle of the 16/5 mel-per-video-frame pattern (frames 20..44)."""
-    per = [context_samples(i) / SAMPLE_RATE - i / _ENCODER_FPS for i in range(20, 45)]
+    per = [context_samples(i) / SAMPLE_RATE - i / ENCODER_FPS for i in range(20, 45)]
     return {"max": round(1000 * max(per), 3), "min": round(1000 * min(per), 3),
             "mean": round(1000 * sum(per) / len(per), 3)}
 
@@ -183,7 +183,7 @@ def encoder_batching(encode: Encoder, batch: int = ENCODER_BATCH, sizes: Iterabl
     except (KeyError, TypeError):
         pass
     rng = np.random.default_rng(seed)
-    probe = rng.uniform(-4.0, 4.0, size=(batch + 1, 1, _N_MELS, ENC_MEL_WINDOW)).astype(np.float32)
+    probe = rng.uniform(-4.0, 4.0, size=(batch + 1, 1, N_MELS, ENC_MEL_WINDOW)).astype(np.float32)
     ref = np.asarray(encode(probe[:batch]))
     tried = sorted({int(s) for s in sizes if 1 <= int(s) <= batch} | {batch})
     ok = {s: bool(np.array_equal(np.asarray(encode(probe[:s])), ref[:s])) for s in tried if s != batch}
@@ -284,14 +284,14 @@ class StreamSession:
         self._n = 0
         self.last_samples = np.zeros(0, np.float32)  # the last feed's samples at 16 kHz (what a muxer needs)
         self._samples = _Ring((), np.float32, 1 << 16)
-        self._mel = _Ring((_N_MELS,), np.float32, 512)
+        self._mel = _Ring((N_MELS,), np.float32, 512)
         self._t = 0  # mel frames computed
         self._block = 0  # mel block not yet verified
-        self._block_rows = np.empty((_MEL_BLOCK, _N_MELS), np.float32)
+        self._block_rows = np.empty((_MEL_BLOCK, N_MELS), np.float32)
         self._emb = _Ring((FEATURE_WIDTH,), np.float32, 128)
         self._k = 0  # windows encoded
         self._vq = 0  # encoder batch being collected for verification
-        self._vwin = np.empty((ENCODER_BATCH, 1, _N_MELS, ENC_MEL_WINDOW), np.float32)
+        self._vwin = np.empty((ENCODER_BATCH, 1, N_MELS, ENC_MEL_WINDOW), np.float32)
         self._vemb = np.empty((ENCODER_BATCH, FEATURE_WIDTH), np.float32)
         self._i = 0  # frames submitted
         self._total: int | None = None  # frames in all, once finished
@@ -302,7 +302,7 @@ class StreamSession:
         self._inflight: deque[Future[list[StreamFrame]]] = deque()
         self._done: list[StreamFrame] = []  # finished frames not handed out yet (at most one group per slot)
         self.owned_backend: Backend | None = None  # closed with the session (the API's stream_session sets it)
-        self._cv2 = _cv2_single_thread()
+        self._cv2 = cv2_single_thread()
         self._cv2.__enter__()
 
     # ------------------------------------------------------------------------------------------- public
@@ -441,7 +441,7 @@ class StreamSession:
 
     def _advance_mel(self, final: bool) -> None:
         n = self._n
-        target = mel_frame_count(n) if final else (max(0, (n - _HALF) // _HOP + 1) if n >= _HALF else 0)
+        target = mel_frame_count(n) if final else (max(0, (n - _HALF) // HOP + 1) if n >= _HALF else 0)
         while self._t < target or final:
             b1 = (self._block + 1) * _MEL_BLOCK
             t1 = min(target, b1)
@@ -457,7 +457,7 @@ class StreamSession:
                     self._store_rows(self._t, mel_frames(x, self._t, b1, n, x0))
                     self._t = b1
                 self._block += 1
-                self._samples.drop_before(self._block * _MEL_BLOCK * _HOP - _HALF - 1)
+                self._samples.drop_before(self._block * _MEL_BLOCK * HOP - _HALF - 1)
                 continue
             x, x0 = self._samples_x0()
             self._store_rows(self._t, mel_frames(x, self._t, t1, n, x0))
@@ -476,7 +476,7 @@ class StreamSession:
         """Embeddings of windows k0..k1-1 (inside one 64-window batch) in one call of a canonical size."""
         count = k1 - k0
         size = self.batching.call_size(count)
-        wins = np.empty((size, 1, _N_MELS, ENC_MEL_WINDOW), np.float32)
+        wins = np.empty((size, 1, N_MELS, ENC_MEL_WINDOW), np.float32)
         for j in range(count):
             wins[j] = self._window_rows(k0 + j, total_mel)
         wins[count:] = wins[count - 1]
@@ -606,28 +606,6 @@ class StreamSession:
         return out
 
 
-_cv2_state = {"users": 0, "before": 0}
-_cv2_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def _cv2_single_thread() -> Iterator[None]:
-    """OpenCV single-threaded while sessions run, as during a render: its resizes here are small and its thread pool
-    would compete with inference (per-pixel results do not depend on it). Process-wide, so counted."""
-    import cv2
-
-    with _cv2_guard:
-        if _cv2_state["users"] == 0:
-            _cv2_state["before"] = cv2.getNumThreads()
-            cv2.setNumThreads(1)
-        _cv2_state["users"] += 1
-    try:
-        yield
-    finally:
-        with _cv2_guard:
-            _cv2_state["users"] -= 1
-            if _cv2_state["users"] == 0:
-                cv2.setNumThreads(_cv2_state["before"])
 
 
 # --------------------------------------------------------------------------------------------------- sources

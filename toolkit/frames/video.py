@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.atomic import AtomicOutput
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 
 # Muxer per output suffix; the temporary name hides the suffix, so the format is given explicitly.
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -61,7 +61,7 @@ class _AudioSource:
         try:
             self._container = av.open(os.fspath(path))
         except (av.FFmpegError, OSError) as exc:
-            raise VideoError(f"{path}: cannot open audio ({_first_line(exc)})") from exc
+            raise VideoError(f"{path}: cannot open audio ({first_line(exc)})") from exc
         if not self._container.streams.audio:
             self._container.close()
             raise VideoError(f"{path}: no audio stream")
@@ -92,7 +92,7 @@ class _AudioSource:
             for out in self._resampler.resample(None):
                 yield out.to_ndarray()
         except av.FFmpegError as exc:
-            raise VideoError(f"{self.path}: cannot decode audio ({_first_line(exc)})") from exc
+            raise VideoError(f"{self.path}: cannot decode audio ({first_line(exc)})") from exc
 
     def take(self, count: int) -> np.ndarray:
         """Up to ``count`` samples, shape (channels, n); fewer only when the file has ended."""
@@ -114,11 +114,6 @@ class _AudioSource:
     def close(self) -> None:
         """Close the input file."""
         self._container.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class _CommitOnSuccess:
@@ -203,7 +198,7 @@ class VideoWriter(_CommitOnSuccess):
                 self._astream = aus
         except (av.FFmpegError, OSError) as exc:
             self._abort()
-            raise VideoError(f"{self.path}: cannot open for writing ({_first_line(exc)})") from exc
+            raise VideoError(f"{self.path}: cannot open for writing ({first_line(exc)})") from exc
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Encode one BGR uint8 frame of the writer's size (and the audio up to its end)."""

@@ -18,18 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from framegen.models.contract import ENC_MEL_WINDOW, FEATURE_WIDTH, MEL, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
-from framegen.models.errors import FramegenError
+from framegen.models.contract import (
+    ENC_MEL_WINDOW,
+    ENCODER_FPS,
+    FEATURE_WIDTH,
+    HOP,
+    MEL,
+    MEL_FRAMES_PER_SECOND,
+    MIN_SAMPLES,
+    N_FFT,
+    SAMPLE_RATE,
+)
+from framegen.models.errors import FramegenError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
 
-# SyncTalk_2D converts mel frames to video frames at 25 fps whatever the generator mode (AudDataset's `25`).
-_ENCODER_FPS = 25
-_HOP = int(MEL["hop_length"])
-_N_FFT = int(MEL["n_fft"])
 _BLOCK_FRAMES = 2048  # STFT frames per block: bounds memory on long files (~30 MB per block)
-MIN_SAMPLES = (ENC_MEL_WINDOW - 1) * _HOP  # shortest audio with 16 mel frames (T = 1 + n // hop)
 
 
 class AudioError(FramegenError):
@@ -59,14 +64,6 @@ class _Growable:
         if self.data.shape[0] - self.size > max(self.size // 8, 1 << 16):
             return self.data[: self.size].copy()  # release a badly over-estimated allocation
         return self.data[: self.size]
-
-
-def first_line(exc: BaseException) -> str:
-    strerror = getattr(exc, "strerror", None)  # FFmpeg errors: the message without errno and file name
-    if isinstance(strerror, str) and strerror:
-        return strerror
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
@@ -156,7 +153,7 @@ def mel_basis() -> np.ndarray:
     """The (80, 401) slaney-normalised triangular filterbank, 55..7600 Hz, float32 (as librosa builds it)."""
     n_mels, fmin, fmax = int(MEL["n_mels"]), float(MEL["fmin"]), float(MEL["fmax"])
     edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    bins = np.fft.rfftfreq(_N_FFT, d=1.0 / SAMPLE_RATE)
+    bins = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)
     widths = np.diff(edges)
     dist = edges[:, None] - bins[None, :]  # (n_mels + 2, bins)
     rising = -dist[:-2] / widths[:-1, None]
@@ -171,7 +168,7 @@ def mel_basis() -> np.ndarray:
 @lru_cache(maxsize=1)
 def _hann() -> np.ndarray:
     """Periodic Hann window of n_fft samples, evaluated like scipy.signal.get_window('hann', n, fftbins=True)."""
-    phase = np.linspace(-np.pi, np.pi, _N_FFT + 1)[:-1]
+    phase = np.linspace(-np.pi, np.pi, N_FFT + 1)[:-1]
     window = 0.5 + 0.5 * np.cos(phase)
     window.flags.writeable = False
     return window
@@ -179,7 +176,7 @@ def _hann() -> np.ndarray:
 
 def mel_frame_count(samples: int) -> int:
     """Mel frames for a signal of ``samples`` samples (centred STFT): ``1 + samples // 200``."""
-    return 1 + samples // _HOP
+    return 1 + samples // HOP
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
@@ -217,8 +214,8 @@ def mel_frames(x: np.ndarray, t0: int, t1: int, n: int, x0: int = 0) -> np.ndarr
     Samples at or past ``n`` count as the centred STFT's zero padding, whatever ``x`` holds there.
     """
     k = float(MEL["preemphasis"])
-    half = _N_FFT // 2
-    a, b = t0 * _HOP - half, (t1 - 1) * _HOP + half  # padded-signal span of these frames
+    half = N_FFT // 2
+    a, b = t0 * HOP - half, (t1 - 1) * HOP + half  # padded-signal span of these frames
     seg = np.zeros(b - a, dtype=np.float64)
     lo, hi = max(a, 0), min(b, n)
     if hi > lo:
@@ -227,7 +224,7 @@ def mel_frames(x: np.ndarray, t0: int, t1: int, n: int, x0: int = 0) -> np.ndarr
         prev[1:] = cur[:-1]
         prev[0] = x[lo - 1 - x0] if lo > 0 else 0.0
         seg[lo - a:hi - a] = cur - k * prev  # y[n] = x[n] - 0.97 x[n-1], y[0] = x[0]
-    framed = np.lib.stride_tricks.sliding_window_view(seg, _N_FFT)[::_HOP]
+    framed = np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP]
     mag = np.abs(np.fft.rfft(framed * _hann(), axis=-1))
     mel = mag @ _basis64().T
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0
@@ -239,7 +236,7 @@ def mel_frames(x: np.ndarray, t0: int, t1: int, n: int, x0: int = 0) -> np.ndarr
 
 def window_count(mel_frames: int) -> int:
     """Encoder windows SyncTalk_2D takes from T mel frames: ``int((T - 16) / 80 * 25) + 2``."""
-    return int((mel_frames - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(_ENCODER_FPS)) + 2
+    return int((mel_frames - ENC_MEL_WINDOW) / float(MEL_FRAMES_PER_SECOND) * float(ENCODER_FPS)) + 2
 
 
 def window_starts(mel_frames: int) -> np.ndarray:
@@ -250,7 +247,7 @@ def window_starts(mel_frames: int) -> np.ndarray:
                          f"({MIN_SAMPLES / SAMPLE_RATE:.4f} s)")
     n = window_count(mel_frames)
     # Same float operations as the reference so that truncation lands on the same frame.
-    starts = [int(float(MEL_FRAMES_PER_SECOND) * (k / float(_ENCODER_FPS))) for k in range(n)]
+    starts = [int(float(MEL_FRAMES_PER_SECOND) * (k / float(ENCODER_FPS))) for k in range(n)]
     return np.minimum(np.asarray(starts, dtype=np.int64), mel_frames - ENC_MEL_WINDOW)
 
 

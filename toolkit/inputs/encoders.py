@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, FEATURE_WIDTH
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 #: The order in which :func:`bundle_encoder_fn` looks for an audio encoder in a bundle.
@@ -50,7 +50,7 @@ def onnx_encoder(path: str | os.PathLike[str], threads: int | None = None) -> En
     try:
         session = ort.InferenceSession(os.fspath(p), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        raise EncoderError(f"{p}: cannot be loaded by ONNX Runtime ({str(exc).splitlines()[0][:200]})") from None
+        raise EncoderError(f"{p}: cannot be loaded by ONNX Runtime ({first_line(exc, 200)})") from None
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
     if ENC_INPUT not in inputs or ENC_OUTPUT not in outputs:

@@ -8,8 +8,10 @@ caches it, because renders loop over the template many times.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -264,3 +266,26 @@ def contact_sheet(template: Template, indices: list[int], tile: int = 192, colum
         cv2.putText(sheet, label, (left + 3, top + tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (230, 230, 230), 1,
                     cv2.LINE_AA)
     return sheet
+
+
+_cv2_guard = threading.Lock()
+_cv2_state = {"users": 0, "before": 0}  # sections running, OpenCV's thread count before the first of them
+
+
+@contextlib.contextmanager
+def cv2_single_thread() -> Iterator[None]:
+    """Run OpenCV single-threaded while any render or stream runs: its resizes here are small and its thread pool
+    would compete with inference (per-pixel results do not depend on it). The setting is process-wide, so
+    overlapping sections (parity) are counted and the first one's setting is restored by the last."""
+    with _cv2_guard:
+        if _cv2_state["users"] == 0:
+            _cv2_state["before"] = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv2_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _cv2_guard:
+            _cv2_state["users"] -= 1
+            if _cv2_state["users"] == 0:
+                cv2.setNumThreads(_cv2_state["before"])

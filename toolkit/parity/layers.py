@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from framegen.models.errors import FramegenError
+from framegen.models.errors import FramegenError, first_line
 from framegen.toolkit.compare.tolerance import K, fp16_emulation
 
 CONV, UPSAMPLE = "conv", "upsample"
@@ -474,7 +474,7 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
         result.error = str(exc)
         return result
     except Exception as exc:  # a runtime's own exception: the report says it, parity goes on
-        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        result.error = f"{type(exc).__name__}: {first_line(exc, 200)}"
         return result
     result.layers = rows
     return result
