@@ -10,13 +10,46 @@ run leaves the old one untouched.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from framegen.models.errors import FramegenError
+
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.partial")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_partials(path: Path) -> list[Path]:
+    """Remove temporary siblings of ``path`` left by runs that were killed (their process is gone); returns them.
+
+    A run that is still going keeps its own: the name carries its pid.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for sibling in path.parent.iterdir():
+            m = _PARTIAL.match(sibling.name)
+            if m and m["name"] == path.name and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+                _remove(sibling)
+                removed.append(sibling)
+    return removed
+
+
+class OutputBusyError(FramegenError):
+    """Another run is writing the same output right now."""
 
 
 def _remove(path: Path) -> None:
@@ -38,27 +71,49 @@ class AtomicOutput:
 
     def __init__(self, path: str | os.PathLike[str], *, directory: bool = False, suffix: str = "") -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            clean_stale_partials(self.path)
+            # unique per run (pid + random): two runs never share a temporary, and a killed run's is recognisable
+            self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial{suffix}")
             if directory:
-                self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=f".partial{suffix}",
-                                                 dir=self.path.parent))
-                umask = os.umask(0)
-                os.umask(umask)
-                self.tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; outputs are meant to be shared
-            else:
-                self.tmp = self.path.with_name(f".{self.path.name}.partial{suffix}")
-                _remove(self.tmp)
+                self.tmp.mkdir()  # permissions as a plain mkdir gives: outputs are meant to be shared
         except OSError as exc:
+            self._unlock()
             raise FramegenError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        except BaseException:
+            self._unlock()
+            raise
         self.done = False
+
+    def _lock(self) -> None:
+        """Hold an advisory lock on ``.NAME.lock`` beside the output while writing it: a second run to the same
+        destination is refused at once instead of mixing its output with the first one's."""
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(f"{self.path}: another framegen run is writing it now; wait for it or choose "
+                                  f"another output") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.with_name(f".{self.path.name}.lock").unlink()
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def commit(self) -> Path:
         """Rename the finished temporary output to its final name (replacing what was there); returns the path."""
         old = None
         try:
             if self.path.is_dir() and not self.path.is_symlink():
-                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                old = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial-old")
                 _remove(old)
                 os.replace(self.path, old)
             try:
@@ -73,12 +128,16 @@ class AtomicOutput:
             if old is not None:
                 _remove(old)
         self.done = True
+        self._unlock()
         return self.path
 
     def abort(self) -> None:
-        """Remove the temporary output (a no-op after :meth:`commit`)."""
-        if not self.done:
-            _remove(self.tmp)
+        """Remove the temporary output (a no-op after :meth:`commit`) and release the destination."""
+        try:
+            if not self.done:
+                _remove(self.tmp)
+        finally:
+            self._unlock()
 
 
 @contextlib.contextmanager
@@ -94,3 +153,20 @@ def atomic_output(path: str | os.PathLike[str], *, directory: bool = False, suff
         raise FramegenError(f"{out.path}: cannot write ({exc.strerror or exc})") from None
     finally:
         out.abort()
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Refuse, before any work, an output whose folder cannot take a file: creates and removes a unique probe file
+    beside ``path`` (the only test that sees read-only mounts, full disks with no inode left, and ACLs alike)."""
+    p = Path(path)
+    if p.exists() and p.is_dir() and what != "folder":
+        raise FramegenError(f"{p}: is a folder, expected a file {what}")
+    probe = p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.partial-probe")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise FramegenError(f"{p}: cannot write ({exc.strerror or exc})") from None
+    return p

@@ -90,23 +90,83 @@ class Bundle:
                                   f"{str(a.entry.get('sha256'))[:12]}…")
 
 
+_MODELS = ("generator", "audio_encoder", "audio_frontend", "audio_features")
+_FORMATS = ("onnx", "coreml")
+_IOS = ("tensor", "image")
+_REQUIRED = ("model", "format", "precision", "path")
+
+
+def _entry_error(manifest_path: Path, k: int, what: str) -> BundleError:
+    return BundleError(f"{manifest_path}: artifacts[{k}] {what}")
+
+
+def _check_entry(manifest_path: Path, k: int, entry: Any) -> None:
+    """One manifest entry's shape: a JSON object with string fields of known values."""
+    if not isinstance(entry, dict):
+        raise _entry_error(manifest_path, k, f"is {type(entry).__name__}, expected an object")
+    for key in _REQUIRED:
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise _entry_error(manifest_path, k, f"needs a non-empty string {key!r} (has {entry.get(key)!r:.60})")
+    for key, allowed in (("model", _MODELS), ("format", _FORMATS)):
+        if entry[key] not in allowed:
+            raise _entry_error(manifest_path, k, f"{key} {entry[key]!r:.60} is not one of {', '.join(allowed)}")
+    if entry.get("io", "tensor") not in _IOS:
+        raise _entry_error(manifest_path, k, f"io {entry.get('io')!r:.60} is not one of {', '.join(_IOS)}")
+    sha = entry.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                and all(c in "0123456789abcdef" for c in sha)):
+        raise _entry_error(manifest_path, k, f"sha256 {sha!r:.70} is not 64 lowercase hex digits")
+
+
+def contained_path(root: Path, relative: str, where: str) -> Path:
+    """``root / relative`` when it stays inside ``root`` after resolving symlinks (and, for a folder, every file and
+    link below it does too); else a one-line :class:`BundleError` naming ``where``. Nothing outside is opened."""
+    base = root.resolve()
+    rel = Path(relative)
+    if "\0" in relative or rel.is_absolute() or rel.drive or ".." in rel.parts:
+        raise BundleError(f"{where}: path {relative!r:.200} leaves the bundle folder (absolute or '..')")
+    target = root / rel
+    resolved = target.resolve()
+    if not resolved.is_relative_to(base):
+        raise BundleError(f"{where}: path {relative!r:.200} leads outside the bundle folder (a symlink)")
+    if resolved.is_dir():
+        for dirpath, dirnames, filenames in os.walk(resolved):
+            for name in (*dirnames, *filenames):
+                inner = Path(dirpath) / name
+                if inner.is_symlink() and not inner.resolve().is_relative_to(base):
+                    raise BundleError(f"{where}: {inner.relative_to(resolved)} inside {relative} links outside "
+                                      f"the bundle folder")
+    return target
+
+
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read ``manifest.json`` of a bundle directory and resolve its artifacts (which must exist)."""
+    """Read ``manifest.json`` of a bundle directory, check its shape, and resolve its artifacts, which must exist
+    inside the bundle folder (symlinks resolved): a bundle is shared and downloaded, and must never make framegen
+    read a file outside it."""
     root = Path(path)
     manifest_path = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle directory")
     if not manifest_path.is_file():
         raise BundleError(f"{root}: not a framegen bundle (no {MANIFEST}); create one with `framegen export`")
+    contained_path(root, MANIFEST, str(manifest_path))
     try:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: cannot be read ({exc.strerror})") from None
     if not isinstance(manifest, dict) or "artifacts" not in manifest or "source" not in manifest:
         raise BundleError(f"{manifest_path}: not a framegen manifest (needs 'source' and 'artifacts')")
+    source = manifest["source"]
+    if not isinstance(source, dict) or not isinstance(source.get("mode"), str):
+        raise BundleError(f"{manifest_path}: 'source' must be an object with a string 'mode'")
+    if not isinstance(manifest["artifacts"], list):
+        raise BundleError(f"{manifest_path}: 'artifacts' must be a list, not {type(manifest['artifacts']).__name__}")
     artifacts = []
-    for entry in manifest["artifacts"]:
-        p = root / entry["path"]
+    for k, entry in enumerate(manifest["artifacts"]):
+        _check_entry(manifest_path, k, entry)
+        p = contained_path(root, entry["path"], f"{manifest_path}: artifacts[{k}]")
         if not p.exists():
             raise BundleError(f"{root}: manifest lists {entry['path']}, which is missing")
         artifacts.append(Artifact(entry["model"], entry["format"], entry["precision"], p,

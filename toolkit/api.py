@@ -233,16 +233,22 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
     return audio_to_features(audio, encode, progress=False)
 
 
-def _check_outputs(out: PathLike | None, frames_dir: PathLike | None) -> None:
-    """Refuse an output video or frames folder that cannot be written, before any work."""
+def _check_outputs(out: PathLike | None, frames_dir: PathLike | None, *reports: PathLike | None) -> None:
+    """Refuse an output video, frames folder or report file that cannot be written, before any work."""
+    from framegen.models.atomic import check_writable
     from framegen.toolkit.frames.video import check_frames_dir, container_format
 
     if out is not None:
         container_format(out)
         if not Path(out).parent.is_dir():
             raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+        check_writable(out)
     if frames_dir is not None:
         check_frames_dir(frames_dir)
+        check_writable(frames_dir, "folder")
+    for report in reports:
+        if report is not None:
+            check_writable(report)
 
 
 def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features: Any, audio: PathLike | None,
@@ -322,7 +328,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
         raise UsageError("render: --audio is muxed into the video, which needs --out")
     _check_sources(checkpoint, bundle, features, audio, encoder)
     _exists(template=template if not hasattr(template, "template") else None)
-    _check_outputs(out, frames_dir)
+    _check_outputs(out, frames_dir, stats)
     prepared = _template(template, skip_bad_boxes, warn)
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
         if be.info.extra.get("mode_note") and note is not None:

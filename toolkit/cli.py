@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import typer
@@ -50,18 +51,45 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"framegen.toolkit.commands.{_name}").register(app)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that every writer's abort runs (a KeyboardInterrupt
+    subclass: code that stops its workers on Ctrl-C stops them on SIGTERM too)."""
+
+
+_terminated: list[bool] = []  # set by the handler: click turns the exception into its own exit on the way up
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.append(True)
+    raise Terminated()
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    """Console-script entry point: user errors become one line on stderr and exit code 2; SIGINT and SIGTERM
+    remove what was half-written and exit 130 and 143 (128 + the signal). `serve` installs its own SIGTERM
+    handler, which drains the server instead."""
     from framegen.models.errors import FramegenError
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
+    except SystemExit:
+        if _terminated:
+            typer.echo("terminated", err=True)
+            sys.exit(128 + signal.SIGTERM)
+        raise
     except FramegenError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
+        if _terminated:
+            typer.echo("terminated", err=True)
+            sys.exit(128 + signal.SIGTERM)
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

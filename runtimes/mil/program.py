@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import BundleError, contained_path
 from framegen.models.errors import FramegenError
 from framegen.runtimes.base import BackendError
 
@@ -112,7 +113,12 @@ def _mlmodel_path(package: Path) -> Path:
             rel = data["itemInfoEntries"][root]["path"]
         except (ValueError, KeyError, TypeError) as exc:
             raise MilError(f"{manifest}: not a valid .mlpackage manifest ({exc})") from None
-        path = package / "Data" / rel
+        if not isinstance(rel, str):
+            raise MilError(f"{manifest}: not a valid .mlpackage manifest (path {rel!r:.60})")
+        try:
+            path = contained_path(package / "Data", rel, str(manifest))
+        except BundleError as exc:
+            raise MilError(str(exc)) from None
     else:
         path = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
     if not path.is_file():

@@ -37,6 +37,7 @@ embeddings and at most ``2 * workers`` frames in flight.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -383,6 +384,9 @@ class StreamSession:
 
     def _to_16k(self, samples: np.ndarray) -> np.ndarray:
         x = np.asarray(samples)
+        if x.ndim == 2 and x.shape[1] > MAX_CHANNELS:
+            raise StreamError(f"samples of shape {x.shape}: (n, channels) expected with at most {MAX_CHANNELS} "
+                              f"channels; a channels-first array needs .T")
         if x.ndim == 2:
             x = x.astype(np.float32, copy=False).mean(axis=1, dtype=np.float32) if x.dtype != np.int16 else \
                 (x.astype(np.float32) / 32768.0).mean(axis=1, dtype=np.float32)
@@ -654,10 +658,16 @@ def iter_pcm(stream: BinaryIO, chunk: int, name: str = "stdin") -> Iterator[np.n
         raise StreamError(f"{name}: ends in the middle of a sample (odd number of bytes); expected s16le PCM")
 
 
+#: More channels than any audio interface delivers: a (channels, n) array mistaken for (n, channels) is refused.
+MAX_CHANNELS = 32
+#: The longest chunk a live session takes at once (a minute of audio): beyond it a chunk is a file, not a stream.
+MAX_CHUNK_MS = 60_000.0
+
+
 def chunk_samples(chunk_ms: float) -> int:
     """Samples per chunk of ``chunk_ms`` milliseconds at 16 kHz (at least 1)."""
-    if chunk_ms <= 0:
-        raise StreamError(f"--chunk-ms {chunk_ms}: must be positive")
+    if not math.isfinite(chunk_ms) or chunk_ms <= 0 or chunk_ms > MAX_CHUNK_MS:
+        raise StreamError(f"--chunk-ms {chunk_ms}: must be a finite number of milliseconds in (0, {MAX_CHUNK_MS}]")
     return max(1, round(chunk_ms * SAMPLE_RATE / 1000))
 
 

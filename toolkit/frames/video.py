@@ -8,9 +8,10 @@ interleaved with the video as frames arrive, cut at the video's duration (frames
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -116,6 +117,23 @@ class _AudioSource:
         self._container.close()
 
 
+def _io_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A writer method whose OS / FFmpeg errors (disk full, read-only, permission) become one VideoError line naming
+    the output; the caller's abort then removes the temporary."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import av
+
+        try:
+            return method(self, *args, **kwargs)
+        except (av.FFmpegError, OSError) as exc:
+            raise VideoError(f"{self.path}: cannot write ({first_line(exc)})") from None
+
+    return wrapper
+
+
+
 class _CommitOnSuccess:
     """Context-manager protocol of an output that is completed by ``close()`` and discarded by ``_abort()``."""
 
@@ -200,6 +218,7 @@ class VideoWriter(_CommitOnSuccess):
             self._abort()
             raise VideoError(f"{self.path}: cannot open for writing ({first_line(exc)})") from exc
 
+    @_io_errors
     def write(self, frame_bgr: np.ndarray) -> None:
         """Encode one BGR uint8 frame of the writer's size (and the audio up to its end)."""
         import av
@@ -243,6 +262,7 @@ class VideoWriter(_CommitOnSuccess):
                 self._container.mux(packet)
             self._audio_sent += samples.shape[1]
 
+    @_io_errors
     def close(self) -> Path:
         """Flush the encoders, close the file and rename it into place; returns the final path."""
         if self._container is None:
@@ -301,6 +321,7 @@ class FramesDirWriter(_CommitOnSuccess):
         self.tmp_path = self._output.tmp
         self.frames = 0
 
+    @_io_errors
     def write(self, frame_bgr: np.ndarray) -> None:
         """Write the next frame as a lossless PNG."""
         import cv2
@@ -311,6 +332,7 @@ class FramesDirWriter(_CommitOnSuccess):
         (self.tmp_path / f"{self.frames:06d}.png").write_bytes(data.tobytes())
         self.frames += 1
 
+    @_io_errors
     def close(self) -> Path:
         """Move the finished folder into place (replacing an existing frames folder); returns the final path."""
         if self.path.exists():

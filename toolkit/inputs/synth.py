@@ -27,6 +27,8 @@ from framegen.toolkit.inputs.template import (
 )
 
 JPEG_QUALITY = 95
+MAX_WIDTH, MAX_HEIGHT = 7680, 4320
+MAX_FRAMES = 100_000
 
 # Landmark groups of SyncTalk_2D's 110-point layout (as in real tracks).
 CONTOUR = slice(0, 33)
@@ -211,6 +213,11 @@ def synth_template(out: Path, frames: int = 50, width: int = 1280, height: int =
         raise TemplateError(f"--frames {frames}: a template needs at least one frame")
     if width < 32 or height < 32:
         raise TemplateError(f"{width}x{height}: synthetic frames must be at least 32x32")
+    if width > MAX_WIDTH or height > MAX_HEIGHT:
+        raise TemplateError(f"{width}x{height}: synthetic frames are at most {MAX_WIDTH}x{MAX_HEIGHT} (8K UHD; "
+                            f"one frame's drawing needs ~15 bytes per pixel)")
+    if frames > MAX_FRAMES:
+        raise TemplateError(f"--frames {frames}: at most {MAX_FRAMES} (SyncTalk_2D templates hold seconds to minutes)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TemplateError(f"{out}: already exists and is not an empty directory")
 

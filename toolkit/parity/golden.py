@@ -15,15 +15,17 @@ given).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import BundleError, contained_path
 from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
 from framegen.models.errors import FramegenError
 from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
@@ -301,7 +303,63 @@ def load_index(golden: str | os.PathLike[str]) -> dict[str, Any]:
         raise GoldenError(f"{path}: not a framegen golden index (format {FORMAT!r})")
     if index.get("version") != VERSION:
         raise GoldenError(f"{path}: golden format version {index.get('version')}, this framegen reads {VERSION}")
+    _check_index(index, path)
     return index
+
+
+_DTYPES = ("uint8", "int32", "float32")
+_MAX_ELEMENTS = 1 << 28  # 256 M values: far above an 8K frame; a larger shape is a broken index, not a stage
+
+
+def _check_index(index: dict[str, Any], path: Path) -> None:
+    """The shape of everything :func:`check_golden` reads from ``index.json``: stages, cases, file names (which
+    must stay inside the golden and candidate folders) and tolerances; one GoldenError line otherwise."""
+    stages = index.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise GoldenError(f"{path}: 'stages' must be a non-empty list")
+    names = set()
+    for k, st in enumerate(stages):
+        shape = st.get("shape") if isinstance(st, dict) else None
+        if (not isinstance(st, dict) or st.get("name") not in STAGE_NAMES or st.get("dtype") not in _DTYPES
+                or not isinstance(shape, list) or not shape
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+                or math.prod(shape) > _MAX_ELEMENTS):
+            raise GoldenError(f"{path}: stages[{k}] is not a stage (name, dtype {'/'.join(_DTYPES)}, positive shape)")
+        names.add(st["name"])
+    cases = index.get("cases")
+    if not isinstance(cases, list):
+        raise GoldenError(f"{path}: 'cases' must be a list")
+    for k, case in enumerate(cases):
+        files = case.get("files") if isinstance(case, dict) else None
+        box = case.get("crop_box") if isinstance(case, dict) else None
+        if (not isinstance(files, dict) or not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
+            raise GoldenError(f"{path}: cases[{k}] needs 'files' (stage -> file) and a 4-integer 'crop_box'")
+        for stage, rel in files.items():
+            if stage not in names or not isinstance(rel, str) or not rel:
+                raise GoldenError(f"{path}: cases[{k}].files[{stage!r}] is not a file of a listed stage")
+            contained(path.parent, rel, f"{path}: cases[{k}].files[{stage!r}]")
+    tolerances = index.get("tolerances")
+    if not isinstance(tolerances, dict):
+        raise GoldenError(f"{path}: 'tolerances' must be an object")
+    known = {f.name for f in fields(StageLimits)}
+    for profile, stages_limits in tolerances.items():
+        if not isinstance(stages_limits, dict):
+            raise GoldenError(f"{path}: tolerances[{profile!r}] must be an object")
+        for stage in names:
+            limits = stages_limits.get(stage)
+            if (not isinstance(limits, dict) or not set(limits) <= known
+                    or not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                               for v in limits.values())):
+                raise GoldenError(f"{path}: tolerances[{profile!r}][{stage!r}] is not a set of numeric limits")
+
+
+def contained(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` inside ``root`` after symlinks, else one GoldenError line (index files come from outside)."""
+    try:
+        return contained_path(root, rel, where)
+    except BundleError as exc:
+        raise GoldenError(str(exc)) from None
 
 
 def read_stage(path: str | os.PathLike[str], dtype: str, shape: list[int]) -> np.ndarray:
@@ -446,6 +504,8 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
     groot, croot = Path(golden), Path(candidate)
     if not croot.is_dir():
         raise GoldenError(f"{croot}: no such candidate directory")
+    if profile not in index["tolerances"]:
+        raise GoldenError(f"{Path(golden) / INDEX}: holds no tolerances for profile {profile!r}")
     tolerances = index["tolerances"][profile]
     comparison = _Comparison(groot, croot, index, [
         StageCheck(s["name"], StageLimits(**tolerances[s["name"]]), total_cases=len(index["cases"]))
@@ -482,7 +542,8 @@ class _Comparison:
 
     def _read(self, root: Path, case: dict[str, Any], name: str) -> np.ndarray:
         spec = self.specs[name]
-        return read_stage(root / case["files"][name], spec["dtype"], spec["shape"])
+        path = contained(root, case["files"][name], f"{root}: case {case.get('case')} {name}")
+        return read_stage(path, spec["dtype"], spec["shape"])
 
     def compare_case(self, case: dict[str, Any]) -> None:
         """Compare every stage file the candidate holds for ``case``."""
@@ -502,7 +563,7 @@ class _Comparison:
             if rel is None:
                 continue
             self.known.add(rel)
-            if not (self.croot / rel).is_file():
+            if not contained(self.croot, rel, f"{self.croot}: case {case.get('case')} {c.name}").is_file():
                 continue
             c.cases += 1
             try:
