@@ -24,7 +24,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", default="0", help="calibrated seeded checkpoints; 'demo' is the trained demo generator")
     ap.add_argument("--template")
     ap.add_argument("--features")
     ap.add_argument("--gate-frames", type=int, default=4)
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     from framegen.models.bundle import load_bundle
+    from framegen.models.demo import load_demo_generator
     from framegen.models.init import init_generator
     from framegen.models.io import save_generator
     from framegen.toolkit.export.bundle import export_bundle
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="framegen-mc-") as tmp:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            model = init_generator("ave", seed=seed, calibrate=True)
+        for seed in args.seeds.split(","):
+            model = load_demo_generator() if seed == "demo" else init_generator("ave", seed=int(seed), calibrate=True)
             ckpt = save_generator(model, Path(tmp) / f"g{seed}.pth")
             opts = {"template": args.template, "features": args.features, "gate_frames": args.gate_frames,
                     "min_psnr_db": 0.01, "max_level_error": 255}

@@ -2,7 +2,8 @@
 docs/PARITY.md.
 
 For every seeded calibrated checkpoint (``--seeds ave:100-111,hubert:100-103,wenet:100-103``, seeds the suite never
-uses): export a bundle with every artifact kind (ONNX and Core ML, fp32 and fp16, tensor and image-I/O), run
+uses; ``demo:N`` is the trained demo generator, judged on features of its own encoder): export a bundle with every
+artifact kind (ONNX and Core ML, fp32 and fp16, tensor and image-I/O), run
 ``framegen parity`` (derived tolerances, the checkpoint measured on the parity frames) on every kind through ort-cpu
 and the coreml-mil verifier, and count false failures; then break every artifact in four ways (``parity_tests/
 faults.py``: the output convolution x1.01, one mid-network convolution x1.02, the audio input ignored, the colour
@@ -48,10 +49,24 @@ def parse_seeds(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def generator_for(mode: str, seed: int):
+    """``demo``: the trained demo generator (an 'ave' generator); any other mode: a calibrated seeded one."""
+    from framegen.models.demo import load_demo_generator
+    from framegen.models.init import init_generator
+
+    return load_demo_generator() if mode == "demo" else init_generator(mode, seed=seed, calibrate=True)
+
+
 def features_for(mode: str, seed: int) -> np.ndarray:
     """Real 'ave' features when ../shared has them; otherwise seeded rows with their spread."""
     from framegen.models.contract import audio_shape
 
+    if mode == "demo":  # what the demo generator was trained on: its seed-0 encoder's features of speech
+        from framegen.models.init import init_audio_encoder
+        from framegen.toolkit.inputs.audio import ave_features, melspectrogram, torch_encoder_fn
+        from framegen.toolkit.inputs.speech import speech_like
+
+        return ave_features(melspectrogram(speech_like(4.0, seed=seed + 77)), torch_encoder_fn(init_audio_encoder(0)))
     real = ROOT.parent / "shared" / "fixtures" / "ave_features_522x512.npy"
     if mode == "ave" and real.is_file():
         return np.load(real)
@@ -111,7 +126,6 @@ def main() -> int:
         return 0
 
     from faults import DRIFTS, drifted_bundle
-    from framegen.models.init import init_generator
     from framegen.models.io import save_generator
     from framegen.toolkit.compare.tolerance import resolve_tolerances
     from framegen.toolkit.export.bundle import export_bundle
@@ -134,15 +148,16 @@ def main() -> int:
         t0 = time.perf_counter()
         work = args.work / f"{mode}_{seed}"
         work.mkdir(exist_ok=True)
-        ckpt = save_generator(init_generator(mode, seed=seed, calibrate=True), work / "generator.pth")
+        ckpt = save_generator(generator_for(mode, seed), work / "generator.pth")
+        model_mode = "ave" if mode == "demo" else mode
         bundle = work / "bundle"
         if not (bundle / "manifest.json").exists():
             export_bundle(ckpt, bundle, formats=("onnx", "coreml"), precisions=("fp32", "fp16"),
-                          io=("tensor", "image"), mode=mode, force=True)  # ave and hubert weights look alike
+                          io=("tensor", "image"), mode=model_mode, force=True)  # ave and hubert weights look alike
         feats = features_for(mode, seed)
         cands, _ = plan_candidates(bundle, checkpoint=ckpt)
         cands = [c for c in cands if c.backend in ("ort-cpu", "coreml-mil")]
-        tol = resolve_tolerances("derived", ckpt, template, feats, mode, speech=args.frames,
+        tol = resolve_tolerances("derived", ckpt, template, feats, model_mode, speech=args.frames,
                                  silence=1 if args.silence_frames else 0)
         runs = {"clean": run_parity(bundle, ckpt, template, feats, candidates=cands, frames=args.frames,
                                     silence_frames=args.silence_frames, tolerances=tol)}

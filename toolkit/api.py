@@ -27,6 +27,7 @@ __all__ = [
     "backends",
     "bench",
     "checkpoint_init",
+    "demo",
     "export",
     "export_audio_frontend",
     "golden_check",
@@ -67,13 +68,20 @@ def _exists(**paths: PathLike | None) -> None:
 # ----------------------------------------------------------------------------------------------------- inputs
 
 def checkpoint_init(out: PathLike, *, kind: str = "generator", mode: str = "ave", seed: int = 0,
-                    calibrate: bool = False) -> Path:
+                    calibrate: bool = False, demo_trained: bool = False) -> Path:
     """Write a seeded, reproducible stand-in checkpoint in SyncTalk_2D's own format (``torch.save`` of the
     state_dict): ``kind`` generator (``mode`` ave / hubert / wenet; ``calibrate`` estimates BatchNorm statistics so
-    outputs span [0, 1], as trained weights do) or audio-encoder (always calibrated). Returns the path."""
+    outputs span [0, 1], as trained weights do) or audio-encoder (always calibrated). ``demo_trained`` writes the
+    trained demo generator instead ('ave'; its features come from the audio encoder of seed 0). Returns the path."""
+    from framegen.models.demo import load_demo_generator
     from framegen.models.init import init_audio_encoder, init_generator
     from framegen.models.io import save_audio_encoder, save_generator
 
+    if demo_trained:
+        if kind != "generator" or mode != "ave" or calibrate:
+            raise UsageError("checkpoint init --demo-trained: the trained demo generator is an 'ave' generator; "
+                             "--kind, --mode and --calibrate do not apply")
+        return save_generator(load_demo_generator(), out)
     if kind == "generator":
         return save_generator(init_generator(mode, seed, calibrate), out)
     if kind in ("audio-encoder", "audio_encoder"):
@@ -352,6 +360,24 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     return result
 
 
+# ----------------------------------------------------------------------------------------------------- demo
+
+def demo(out: PathLike = "framegen-demo", *, seconds: float | None = None, seed: int = 0, quick: bool = False,
+         weights: str = "trained", progress: bool = False, log: Callable[[str], None] | None = None) -> Any:
+    """The embedded default, end to end from nothing but code: a synthetic template, the trained demo generator
+    (``weights="random"``: a calibrated seeded stand-in), speech, features, a render, a bundle, a video per
+    available backend and the parity table. ``quick``: a small template, ONNX only, 2 parity frames. ``log`` gets
+    one line per step. Returns the :class:`framegen.toolkit.demo.DemoContext` (artifacts, results, ``exit_code``)."""
+    from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
+
+    if quick:
+        ctx = quick_context(Path(out), seconds=seconds or 1.0, seed=seed, progress=progress, weights=weights)
+    else:
+        ctx = DemoContext(out=Path(out), seconds=seconds or DEFAULT_SECONDS, seed=seed, progress=progress,
+                          weights=weights)
+    return run_demo(ctx, log=log)
+
+
 # ----------------------------------------------------------------------------------------------------- parity
 
 def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
@@ -360,7 +386,7 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
            batch: int | None = None, heatmaps: PathLike | None = None, skip_bad_boxes: bool = False,
            progress: bool = False, tolerances: str = "derived", tolerance: Sequence[str] = (),
            profile: PathLike | None = None, locate: bool | None = None, save_outputs: PathLike | None = None,
-           load_outputs: Sequence[PathLike] = (), json: PathLike | None = None) -> Any:
+           load_outputs: Sequence[PathLike] = (), json: PathLike | None = None, triton_url: str | None = None) -> Any:
     """Render the same frames (speech, then ``silence_frames`` silent ones) through PyTorch fp32 (the reference)
     and every candidate backend x artifact, and compare model outputs and final frames. Returns a
     :class:`framegen.toolkit.parity.engine.ParityReport`; ``report.passed`` is the verdict.
@@ -370,12 +396,18 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     a TOML/JSON file of them. ``locate``: the ``layers`` stage (every layer of each ONNX / Core ML artifact against
     PyTorch) runs unless ``False``; ``True`` prints every per-layer table, not only failed candidates'.
     ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
-    ``json``: also write the report there. See docs/PARITY.md.
+    ``json``: also write the report there. ``triton_url``: the server the ``triton`` backend runs on.
+    See docs/PARITY.md.
     """
     bundle = _path(bundle)
     from framegen.toolkit.parity.engine import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
+    _check_outputs(None, None, json)
+    if triton_url is not None:
+        from framegen.runtimes.triton_backend import use_server
+
+        use_server(triton_url)
     prepared = _template(template, skip_bad_boxes)
     return parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
                       encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
@@ -453,8 +485,8 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 
 def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", host: str = "127.0.0.1",
           http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
-          queue_delay_us: int = 2000, exit_timeout: int = 30, log_file: PathLike | None = None,
-          on_ready: Callable[[Any], None] | None = None, stop: Any = None) -> int:
+          preferred_batch: str | Sequence[int] | None = None, queue_delay_us: int = 2000, exit_timeout: int = 30,
+          log_file: PathLike | None = None, on_ready: Callable[[Any], None] | None = None, stop: Any = None) -> int:
     """Serve a bundle's generator and audio encoder on NVIDIA Triton Inference Server (dynamic batching, KServe v2
     HTTP / gRPC, metrics) through a framegen backend, until SIGTERM / SIGINT, which drain in-flight requests;
     returns 0. A port of 0 picks a free one; ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
@@ -464,9 +496,18 @@ def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", h
     from framegen.toolkit.serve import ServeOptions
     from framegen.toolkit.serve import serve as run_serve
 
-    options = ServeOptions(max_batch_size=max_batch, preferred_batch_sizes=tuple(b for b in (4, 8, 16)
-                                                                                 if b <= max_batch),
-                           max_queue_delay_us=queue_delay_us, exit_timeout_s=exit_timeout)
+    if preferred_batch is None:
+        sizes = tuple(b for b in (4, 8, 16) if b <= max_batch)
+    elif isinstance(preferred_batch, str):
+        try:
+            sizes = tuple(int(v) for v in preferred_batch.split(",") if v.strip())
+        except ValueError:
+            raise UsageError(f"--preferred-batch {preferred_batch!r}: expected comma-separated integers, "
+                             f"e.g. 4,8,16") from None
+    else:
+        sizes = tuple(int(v) for v in preferred_batch)
+    options = ServeOptions(max_batch_size=max_batch, preferred_batch_sizes=sizes, max_queue_delay_us=queue_delay_us,
+                           exit_timeout_s=exit_timeout)
     return run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port,
                      grpc_port=grpc_port, metrics_port=metrics_port, options=options, log_file=log_file,
                      on_ready=on_ready, stop=stop)

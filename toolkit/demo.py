@@ -36,6 +36,10 @@ DEFAULT_PARITY_FRAMES = 4
 RANDOM_WEIGHTS_NOTE = ("the weights are random (seeded, calibrated stand-ins for SyncTalk_2D's trained ones), so the "
                        "mouth will not look like speech: the demo shows the pipeline, not a trained model. Render "
                        "with a real checkpoint: framegen render --checkpoint CKPT ...")
+TRAINED_WEIGHTS_NOTE = ("the generator is framegen's trained demo generator (SyncTalk_2D's own 'ave' U-Net, trained by "
+                        "scripts/train_demo.py on synthetic talking clips of this face): the mouth follows the speech. "
+                        "It knows only the demo's face; render your own model with --checkpoint CKPT")
+WEIGHTS = ("trained", "random")
 
 
 class DemoError(FramegenError):
@@ -60,6 +64,8 @@ class DemoContext:
     #: ``None``: every available backend x every precision the bundle feeds (see ``toolkit.parity.plan_candidates``);
     #: else a ``framegen parity --backends`` list.
     parity_backends: str | None = None
+    #: ``trained``: the shipped demo generator (framegen.models.demo); ``random``: a calibrated seeded stand-in
+    weights: str = "trained"
     artifacts: dict[str, Path] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -100,14 +106,19 @@ def step_template(ctx: DemoContext) -> str:
 
 
 def step_checkpoints(ctx: DemoContext) -> str:
-    """A calibrated seeded generator and a seeded audio encoder, saved in SyncTalk_2D's formats."""
+    """The generator (the trained demo generator, or a calibrated seeded stand-in) and the seeded audio encoder,
+    saved in SyncTalk_2D's formats. The trained generator was trained on the features of encoder seed 0."""
+    from framegen.models.demo import load_demo_generator
     from framegen.models.init import init_audio_encoder, init_generator
     from framegen.models.io import save_audio_encoder, save_generator
 
-    gen = save_generator(init_generator("ave", ctx.seed, calibrate=True), ctx.out / "generator_ave.pth")
-    enc = save_audio_encoder(init_audio_encoder(ctx.seed), ctx.out / "audio_visual_encoder.pth")
+    trained = ctx.weights == "trained"
+    module = load_demo_generator() if trained else init_generator("ave", ctx.seed, calibrate=True)
+    gen = save_generator(module, ctx.out / "generator_ave.pth")
+    enc = save_audio_encoder(init_audio_encoder(0 if trained else ctx.seed), ctx.out / "audio_visual_encoder.pth")
     ctx.artifacts.update(checkpoint=gen, encoder=enc)
-    return f"seed {ctx.seed}, BatchNorm calibrated -> {gen.name}, {enc.name}"
+    what = "trained demo generator" if trained else f"seed {ctx.seed}, BatchNorm calibrated"
+    return f"{what} -> {gen.name}, {enc.name}"
 
 
 def step_speech(ctx: DemoContext) -> str:
@@ -261,8 +272,16 @@ def summary_lines(ctx: DemoContext) -> list[str]:
         lines.append(f"parity: {'PASS' if report.passed else 'FAIL'} - {len(report.candidates)} candidate(s) on "
                      f"{len(report.frames)} frames against PyTorch fp32"
                      + ("" if report.passed else f"; failing: {'; '.join(report.failures())}"))
-    lines.append(f"note: {RANDOM_WEIGHTS_NOTE}")
+    lines.append(f"note: {weights_note(ctx)}")
     return lines
+
+
+def weights_note(ctx: DemoContext) -> str:
+    """What the demo's weights are, in one sentence."""
+    if ctx.weights == "random":
+        return RANDOM_WEIGHTS_NOTE
+    face = "" if ctx.seed == 0 else f" (--seed {ctx.seed} draws another face, which it never saw)"
+    return TRAINED_WEIGHTS_NOTE + face
 
 
 def exit_code(ctx: DemoContext) -> int:
@@ -285,11 +304,12 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by framegen demo; a rerun replaces this folder\n")
 
 
-def quick_context(out: Path, seconds: float = 1.0, seed: int = 0, progress: bool = True) -> DemoContext:
+def quick_context(out: Path, seconds: float = 1.0, seed: int = 0, progress: bool = True,
+                  weights: str = "trained") -> DemoContext:
     """The quick variant (tests, a first look): a short video from a small template, an ONNX-only bundle (no Core
     ML conversion), and a 2-frame parity table."""
     return DemoContext(out=out, seconds=seconds, seed=seed, progress=progress, width=640, height=360,
-                       template_frames=8, formats=("onnx",), parity_frames=2)
+                       template_frames=8, formats=("onnx",), parity_frames=2, weights=weights)
 
 
 def run_demo(ctx: DemoContext, steps: Sequence[Step] = DEFAULT_STEPS,
@@ -297,6 +317,8 @@ def run_demo(ctx: DemoContext, steps: Sequence[Step] = DEFAULT_STEPS,
     """Run ``steps`` in order over ``ctx`` (after preparing its folder); ``log`` gets one line per step."""
     if ctx.seconds < 0.5:
         raise DemoError(f"--seconds {ctx.seconds}: the demo needs at least 0.5 s of speech")
+    if ctx.weights not in WEIGHTS:
+        raise DemoError(f"--weights {ctx.weights!r}: one of {', '.join(WEIGHTS)}")
     prepare_out(ctx.out)
     for number, step in enumerate(steps, 1):
         t0 = time.perf_counter()

@@ -57,13 +57,19 @@ def init(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same weights.")] = 0,
     calibrate: Annotated[bool, typer.Option("--calibrate",
                                             help="Estimate BatchNorm statistics so outputs span [0, 1].")] = False,
+    demo_trained: Annotated[bool, typer.Option(
+        "--demo-trained", help="Write framegen's trained demo generator ('ave'; trained on the features of the "
+                               "seed-0 audio encoder) instead of seeded weights.")] = False,
 ) -> None:
     """Write a seeded, reproducible checkpoint in SyncTalk_2D's own format (a stand-in for real weights)."""
     from framegen.toolkit.api import checkpoint_init
 
     if kind is Kind.generator and calibrate:
         note("calibrating BatchNorm statistics on image-like inputs (a few seconds)")
-    checkpoint_init(out_path, kind=kind.value, mode=mode.value, seed=seed, calibrate=calibrate)
+    checkpoint_init(out_path, kind=kind.value, mode=mode.value, seed=seed, calibrate=calibrate,
+                    demo_trained=demo_trained)
     what = (f"generator, {mode.value}, seed {seed}{', calibrated' if calibrate else ''}" if kind is Kind.generator
             else f"audio encoder, seed {seed}, calibrated")
+    if demo_trained:
+        what = "the trained demo generator, ave"
     out.print(f"wrote {out_path} ({what})", soft_wrap=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.toolkit.common.console import err, out
+from framegen.toolkit.common.console import out
 
 
 def register(app: typer.Typer) -> None:
@@ -19,40 +19,29 @@ def demo(
                                           "(replaced when a previous demo made it).")] = Path("framegen-demo"),
     seconds: Annotated[float | None, typer.Option("--seconds", min=0.5, max=60.0, help="Length of the synthetic "
                                                   "speech, hence of the videos (default 3; 1 with --quick).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the template, weights and speech.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the template, speech (and random weights).")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="A small template, an ONNX-only bundle (no Core ML "
                                         "conversion, the slow part) and a 2-frame parity table.")] = False,
+    weights: Annotated[str, typer.Option("--weights", help="trained: framegen's trained demo generator (the mouth "
+                                         "follows the speech); random: a calibrated seeded stand-in.")] = "trained",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
 ) -> None:
-    """Everything framegen does, from nothing but code: synthesise a template, seeded weights and speech, compute
-    features, render, export a bundle (ONNX + Core ML, fp32 + fp16), render on every available backend and print
-    the parity table.
+    """Everything framegen does, from nothing but code: synthesise a template and speech, take the trained demo
+    generator, compute features, render, export a bundle (ONNX + Core ML, fp32 + fp16), render on every available
+    backend and print the parity table.
 
-    Needs no input and no network. The weights are random: the mouth moves, but not with the speech. Exits 1 when a
-    backend fails parity.
+    Needs no input and no network. Exits 1 when a backend fails parity.
     """
     import time
 
-    from framegen.toolkit.demo import (
-        DEFAULT_SECONDS,
-        RANDOM_WEIGHTS_NOTE,
-        DemoContext,
-        exit_code,
-        quick_context,
-        run_demo,
-        summary_lines,
-    )
+    from framegen.toolkit.api import demo as run
+    from framegen.toolkit.demo import exit_code, summary_lines
 
     def log(line: str) -> None:
         out.print(line, markup=False, soft_wrap=True)
 
-    err.print(f"[yellow]note:[/yellow] {RANDOM_WEIGHTS_NOTE}", markup=True, soft_wrap=True)
-    if quick:
-        ctx = quick_context(out_dir, seconds=seconds or 1.0, seed=seed, progress=progress)
-    else:
-        ctx = DemoContext(out=out_dir, seconds=seconds or DEFAULT_SECONDS, seed=seed, progress=progress)
     t0 = time.perf_counter()
-    run_demo(ctx, log=log)
+    ctx = run(out_dir, seconds=seconds, seed=seed, quick=quick, weights=weights, progress=progress, log=log)
     log(f"demo finished in {time.perf_counter() - t0:.0f} s")
     for line in summary_lines(ctx):
         log(line)

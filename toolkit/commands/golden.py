@@ -41,22 +41,12 @@ def write(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Write every stage of the pipeline for a few frames as raw little-endian files plus index.json and README."""
-    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.api import golden_write
     from framegen.toolkit.common.console import out as console
-    from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import resolve_audio_input
-    from framegen.toolkit.parity.golden import AudioSource, write_golden
-
-    b = load_bundle(bundle)
-    audio_input = resolve_audio_input(b.mode, features, audio, encoder)
-    source = None if audio_input.mel_windows is None else AudioSource(audio_input.mel_windows, audio_input.source)
-    prepared = PreparedTemplate(open_template(template))
-    dest = write_golden(b.root, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
-                        checkpoint=checkpoint, audio=source, force=force,
-                        source={"template": str(template), **audio_input.source})
     from framegen.toolkit.parity.golden import load_index
 
+    dest = golden_write(bundle=bundle, template=template, out=out, features=features, audio=audio, encoder=encoder,
+                        cases=cases, checkpoint=checkpoint, start_frame=start_frame, force=force)
     index = load_index(dest)
     console.print(f"wrote {dest}: {len(index['cases'])} case(s) (frames "
                   f"{', '.join(str(c['frame']) for c in index['cases'])}), {len(index['stages'])} stages, model output "
@@ -70,12 +60,10 @@ def check(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
-    from framegen.toolkit.common.files import write_json
-    from framegen.toolkit.parity.golden import check_golden, print_golden_report
+    from framegen.toolkit.api import golden_check
+    from framegen.toolkit.parity.golden import print_golden_report
 
-    report = check_golden(golden, candidate, profile=profile)
+    report = golden_check(golden, candidate, profile=profile, json=json_path)
     print_golden_report(report)
-    if json_path is not None:
-        write_json(json_path, report.as_dict())
     if not report.passed:
         raise typer.Exit(1)

@@ -65,17 +65,15 @@ def parity(
                                "repeatable.")] = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
-    from framegen.toolkit.parity.engine import parity_job, print_report
+    from framegen.toolkit.api import parity as run_parity
+    from framegen.toolkit.parity.engine import print_report
 
-    if triton_url is not None:
-        from framegen.runtimes.triton_backend import use_server
-
-        use_server(triton_url)
-    report = parity_job(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
+    report = run_parity(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
                         encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, skip_bad_boxes=skip_bad_boxes,
                         progress=progress, tolerances=tolerances, tolerance=tolerance or [], profile=profile,
-                        locate=locate, save_outputs=save_outputs, load_outputs=load_outputs or [], json=json_path)
+                        locate=locate, save_outputs=save_outputs, load_outputs=load_outputs or [], json=json_path,
+                        triton_url=triton_url)
     print_report(report)
     if not report.passed:
         raise typer.Exit(1)

@@ -13,15 +13,6 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    from framegen.toolkit.serve import ServeError
-
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ServeError(f"--preferred-batch {text!r}: expected comma-separated integers, e.g. 4,8,16") from None
-
-
 def serve(
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder written by `framegen export`.")],
     backend: Annotated[str, typer.Option("--backend", help="framegen backend that runs the models (ort-cpu, "
@@ -43,14 +34,12 @@ def serve(
     = None,
 ) -> None:
     """Serve until SIGTERM / Ctrl-C, which drain in-flight requests and exit 0."""
+    from framegen.toolkit.api import serve as run_serve
     from framegen.toolkit.common.console import note
-    from framegen.toolkit.serve import ServeOptions, ready_line
-    from framegen.toolkit.serve import serve as run_serve
+    from framegen.toolkit.serve import ready_line
 
-    sizes = _sizes(preferred_batch) if preferred_batch else tuple(b for b in (4, 8, 16) if b <= max_batch)
-    options = ServeOptions(max_batch_size=max_batch, preferred_batch_sizes=sizes,
-                           max_queue_delay_us=queue_delay_us, exit_timeout_s=exit_timeout)
     run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port, grpc_port=grpc_port,
-              metrics_port=metrics_port, options=options, log_file=log_file,
+              metrics_port=metrics_port, max_batch=max_batch, preferred_batch=preferred_batch,
+              queue_delay_us=queue_delay_us, exit_timeout=exit_timeout, log_file=log_file,
               on_ready=lambda info: note(ready_line(info)))
     note("server stopped")

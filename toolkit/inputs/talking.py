@@ -48,15 +48,28 @@ def frame_crop(painter: Painter, lms: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     img = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-    box = crop_box(lms)
-    crop = crop_328(img, box)[_BORDER:_BORDER + INNER_SIZE, _BORDER:_BORDER + INNER_SIZE]
-    x0, y0, x1, _ = box
+    crop = crop_328(img, crop_box(lms))[_BORDER:_BORDER + INNER_SIZE, _BORDER:_BORDER + INNER_SIZE]
+    return crop, mouth_box(lms)
+
+
+def mouth_box(lms: np.ndarray, margin: int = 6) -> np.ndarray:
+    """The outer lips' bounding box in the frame's inner 320 crop, widened by ``margin``: x0, y0, x1, y1."""
+    x0, y0, x1, _ = crop_box(lms)
     scale = CROP_SIZE / (x1 - x0)
     lips = (lms[LIPS_OUTER].astype(np.float64) - np.array([x0, y0])) * scale - _BORDER
-    lo = np.floor(lips.min(axis=0)).astype(np.int32) - 6
-    hi = np.ceil(lips.max(axis=0)).astype(np.int32) + 6
-    mbox = np.clip(np.r_[lo, hi], 0, INNER_SIZE)
-    return crop, mbox.astype(np.int32)
+    lo = np.floor(lips.min(axis=0)).astype(np.int32) - margin
+    hi = np.ceil(lips.max(axis=0)).astype(np.int32) + margin
+    return np.clip(np.r_[lo, hi], 0, INNER_SIZE).astype(np.int32)
+
+
+def mouth_boxes_open(track_seed: int, frames: int) -> np.ndarray:
+    """Per frame of head track ``track_seed``, the mouth box with the mouth wide open: where any rendered mouth of
+    that pose lies, whatever drew it."""
+    track = generate_track(frames, WIDTH, HEIGHT, track_seed, mouth=np.ones(frames), spread=np.ones(frames))
+    rounded = generate_track(frames, WIDTH, HEIGHT, track_seed, mouth=np.ones(frames), spread=-np.ones(frames))
+    a = np.stack([mouth_box(lms) for lms in track])
+    b = np.stack([mouth_box(lms) for lms in rounded])
+    return np.concatenate([np.minimum(a[:, :2], b[:, :2]), np.maximum(a[:, 2:], b[:, 2:])], axis=1)
 
 
 def talking_clip(speech: Speech, encode, track_seed: int, face_seed: int = 0) -> Clip:
@@ -105,5 +118,5 @@ def mouth_opening_pixels(crops: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["HEIGHT", "SAMPLE_RATE", "WIDTH", "Clip", "frame_crop", "mouth_opening_pixels", "quantize_pcm",
-           "same_pose_other_mouth", "talking_clip"]
+__all__ = ["HEIGHT", "SAMPLE_RATE", "WIDTH", "Clip", "frame_crop", "mouth_box", "mouth_boxes_open",
+           "mouth_opening_pixels", "quantize_pcm", "same_pose_other_mouth", "talking_clip"]
