@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from framegen.exporters.errors import ExportError
+from framegen.models.atomic import atomic_output
 from framegen.models.contract import (
     ENC_INPUT,
     ENC_MEL_WINDOW,
@@ -254,9 +254,7 @@ def write_repository(bundle: str | os.PathLike[str], out: str | os.PathLike[str]
     opts.check()
     dest = check_target(out, force)
     models = bundle_models(bundle, precision)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
+    with atomic_output(dest, directory=True) as work:
         for m in models:
             text = config_text(m.kind, m.mode, m.precision, opts)
             where = f"{dest}/{m.kind}/{CONFIG}"
@@ -271,10 +269,6 @@ def write_repository(bundle: str | os.PathLike[str], out: str | os.PathLike[str]
             say(f"triton: {m.kind} ({m.precision}, batch <= {opts.max_batch_size}, {opts.instance_kind} x "
                 f"{opts.instance_count}{', TensorRT fp16' if opts.tensorrt_fp16 else ''})")
         validate_repository(work, names=[m.kind for m in models])
-        _install(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     say(f"wrote Triton model repository {dest}")
     return dest
 
@@ -310,18 +304,3 @@ def _external_data(path: Path) -> list[Path]:
     return [path.parent / n for n in sorted(names)]
 
 
-def _install(work: Path, dest: Path) -> None:
-    """Rename the finished repository into place; an existing one (``force``) is moved aside first, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    try:
-        os.replace(work, dest)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

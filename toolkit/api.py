@@ -485,11 +485,12 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 
 def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", host: str = "127.0.0.1",
           http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
-          preferred_batch: str | Sequence[int] | None = None, queue_delay_us: int = 2000, exit_timeout: int = 30,
+          preferred_batch: str | Sequence[int] | None = None, queue_delay_us: int = 2000, exit_timeout: int = 5,
           log_file: PathLike | None = None, on_ready: Callable[[Any], None] | None = None, stop: Any = None) -> int:
     """Serve a bundle's generator and audio encoder on NVIDIA Triton Inference Server (dynamic batching, KServe v2
     HTTP / gRPC, metrics) through a framegen backend, until SIGTERM / SIGINT, which drain in-flight requests;
-    returns 0. A port of 0 picks a free one; ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
+    returns 0, or 1 when requests were still open at the ``exit_timeout``. A port of 0 picks a free one;
+    ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
     (ports, ``grpc_url``) once the models answer; ``stop`` (a ``threading.Event``) stops a server run in a thread.
     Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
     bundle = _path(bundle)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sysconfig
 import tempfile
@@ -54,8 +55,9 @@ class ServeOptions:
     preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
     #: how long the dynamic batcher holds a request for company: short next to a 40 ms frame at 25 fps
     max_queue_delay_us: int = 2000
-    #: seconds SIGTERM waits for in-flight requests
-    exit_timeout_s: int = 30
+    #: seconds SIGTERM waits for in-flight requests (and for idle keep-alive connections, which Triton also waits
+    #: for): short, so that `docker stop` and systemd see the process go well within their 10 s grace period
+    exit_timeout_s: int = 5
 
     def check(self) -> None:
         """One-line :class:`ServeError` for settings Triton would refuse."""
@@ -179,10 +181,11 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
           log_file: str | os.PathLike[str] | None = None, on_ready: Callable[[ServerInfo], None] | None = None,
           stop: threading.Event | None = None, handle_signals: bool = True) -> int:
     """Serve a bundle's generator (and audio encoder, when it holds one) on Triton until SIGTERM / SIGINT (or
-    ``stop`` is set); returns 0 after draining in-flight requests.
+    ``stop`` is set); returns 0 after draining in-flight requests, 1 when the exit timeout expired first.
 
     ``backend`` is any framegen backend that opens from the bundle (``auto`` picks as ``render`` does);
-    ``log_file`` receives tritonserver's log (default: ``framegen-triton-<pid>.log`` in the temporary folder);
+    ``log_file`` receives tritonserver's log (default: a private temporary folder, removed with everything else
+    the server put there when it stops);
     ``on_ready`` is called once the models are loaded and the endpoints answer. A port of 0 picks a free one
     (``on_ready``'s :class:`ServerInfo` tells which). ``handle_signals`` installs the SIGTERM / SIGINT handlers (on
     the main thread only; a server run in another thread stops when ``stop`` is set).
@@ -230,8 +233,11 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         assert encoder is not None
         return {ENC_OUTPUT: encoder(mel)}
 
-    log_path = Path(log_file or Path(tempfile.gettempdir()) / f"framegen-triton-{os.getpid()}.log")
-    stub_env = python_backend_env()
+    # Everything pytriton and tritonserver put in the temporary folder (workspace, python_env_*, the default log)
+    # goes into one private folder, removed when the server stops.
+    private = Path(tempfile.mkdtemp(prefix="framegen-serve-"))
+    log_path = Path(log_file) if log_file is not None else private / "tritonserver.log"
+    stub_env = {**python_backend_env(), "TMPDIR": os.fspath(private)}
     saved_env = {k: os.environ.get(k) for k in stub_env}
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=opts.exit_timeout_s,
@@ -247,7 +253,10 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
             previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
     for noisy in ("pytriton", "sh"):  # a refused request is logged by pytriton with its traceback, as a warning
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = os.fspath(private)
     triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED))
+    drained = True
     try:
         triton.bind(model_name=GENERATOR, infer_func=infer_generator,
                     inputs=[Tensor(name=t.name, dtype=np.float32, shape=tuple(t.shape[1:])) for t in gen_in],
@@ -287,7 +296,19 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         generator.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+        tempfile.tempdir = saved_tempdir
+        drained = not _log_says(log_path, "Exit timeout expired")
+        shutil.rmtree(private, ignore_errors=True)
+    if not drained:
+        log.warning("serve: requests were still open when the exit timeout (%d s) expired", opts.exit_timeout_s)
+    return 0 if drained else 1
+
+
+def _log_says(path: Path, text: str) -> bool:
+    try:
+        return text in path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def ready_line(info: ServerInfo) -> str:

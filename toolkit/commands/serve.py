@@ -29,17 +29,21 @@ def serve(
     queue_delay_us: Annotated[int, typer.Option(
         "--queue-delay-us", min=0, help="Longest wait (microseconds) for a request's batch to fill.")] = 2000,
     exit_timeout: Annotated[int, typer.Option(
-        "--exit-timeout", min=0, help="Seconds SIGTERM waits for in-flight requests.")] = 30,
-    log_file: Annotated[Path | None, typer.Option("--log-file", help="tritonserver's log (default: a temp file).")]
+        "--exit-timeout", min=0, help="Seconds SIGTERM waits for in-flight requests (and idle connections).")] = 5,
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="Keep tritonserver's log here (default: a "
+                                                   "private temporary file, removed when the server stops).")]
     = None,
 ) -> None:
-    """Serve until SIGTERM / Ctrl-C, which drain in-flight requests and exit 0."""
+    """Serve until SIGTERM / Ctrl-C, which drain in-flight requests and exit 0 (1 when the exit timeout expired
+    with requests still open)."""
     from framegen.toolkit.api import serve as run_serve
     from framegen.toolkit.common.console import note
     from framegen.toolkit.serve import ready_line
 
-    run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port, grpc_port=grpc_port,
-              metrics_port=metrics_port, max_batch=max_batch, preferred_batch=preferred_batch,
-              queue_delay_us=queue_delay_us, exit_timeout=exit_timeout, log_file=log_file,
-              on_ready=lambda info: note(ready_line(info)))
-    note("server stopped")
+    code = run_serve(bundle, backend=backend, precision=precision, host=host, http_port=http_port,
+                     grpc_port=grpc_port, metrics_port=metrics_port, max_batch=max_batch,
+                     preferred_batch=preferred_batch, queue_delay_us=queue_delay_us, exit_timeout=exit_timeout,
+                     log_file=log_file, on_ready=lambda info: note(ready_line(info)))
+    note("server stopped" if code == 0 else "server stopped; the exit timeout expired with requests still open")
+    if code:
+        raise typer.Exit(code)

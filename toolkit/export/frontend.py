@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from framegen.exporters.errors import ExportError, ExportValidationError
+from framegen.models.atomic import atomic_output
 from framegen.toolkit.export.validate_frontend import FORMATS, METADATA_KEY, export_frontend_entries
 
 
@@ -50,37 +49,26 @@ def export_audio_frontend(audio_encoder: str | os.PathLike[str], out: str | os.P
     encoder = load_audio_encoder(audio_encoder)
     sha = sha256_file(audio_encoder)
     say = progress or (lambda _m: None)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        artifacts = export_frontend_entries(fmts, encoder, sha, work, dest, say, opset=opset, speech=speech,
-                                            frontend=frontend)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "contract": {**json.loads(contract_json("ave")), METADATA_KEY: frontend_contract()},
-            "source": {"checkpoint": Path(audio_encoder).name, "sha256": sha, "mode": "ave", "mode_assumed": False,
-                       "audio_encoder": {"checkpoint": Path(audio_encoder).name, "sha256": sha}},
-            "tools": {**tool_versions(), "export": {
-                "route": "torch.jit.trace -> torch.onnx.export (dynamo=False) / coremltools.convert (mlprogram, fp32)",
-                "why": "the window count is a table lookup of the mel length: a trace records it as ops, "
-                       "torch.export cannot for a symbolic length"}},
-            "hashing": HASHING,
-            "artifacts": artifacts,
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-        os.replace(work, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with atomic_output(dest, directory=True) as work:
+            artifacts = export_frontend_entries(fmts, encoder, sha, work, dest, say, opset=opset, speech=speech,
+                                                frontend=frontend)
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "contract": {**json.loads(contract_json("ave")), METADATA_KEY: frontend_contract()},
+                "source": {"checkpoint": Path(audio_encoder).name, "sha256": sha, "mode": "ave",
+                           "mode_assumed": False,
+                           "audio_encoder": {"checkpoint": Path(audio_encoder).name, "sha256": sha}},
+                "tools": {**tool_versions(), "export": {
+                    "route": "torch.jit.trace -> torch.onnx.export (dynamo=False) / coremltools.convert (mlprogram, "
+                             "fp32)",
+                    "why": "the window count is a table lookup of the mel length: a trace records it as ops, "
+                           "torch.export cannot for a symbolic length"}},
+                "hashing": HASHING,
+                "artifacts": artifacts,
+            }
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     except ExportValidationError as exc:
-        shutil.rmtree(work, ignore_errors=True)
         raise ExportValidationError(f"{exc}; export refused, nothing written") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     say(f"wrote {dest}")
     return dest

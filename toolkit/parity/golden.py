@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.atomic import atomic_output
 from framegen.models.bundle import BundleError, contained_path
 from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
 from framegen.models.errors import FramegenError
@@ -145,18 +144,13 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     backend, producer = _model_output_source(b, checkpoint)
     stages = _stage_entries(b.mode, template, audio is not None)
     index = _new_index(b, feats, producer, stages, audio is not None, source, start_frame)
-    tmp = _partial_dir(dest)
-    try:
-        with backend:
-            for n, i in enumerate(frames):
-                values, case = _case_values(template, backend, feats, b.mode, n, i, start_frame, audio)
-                case["files"] = _write_case(tmp / case["dir"], case["dir"], values, stages)
-                index["cases"].append(case)
+    with atomic_output(dest, directory=True) as tmp, backend:
+        for n, i in enumerate(frames):
+            values, case = _case_values(template, backend, feats, b.mode, n, i, start_frame, audio)
+            case["files"] = _write_case(tmp / case["dir"], case["dir"], values, stages)
+            index["cases"].append(case)
         (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / README).write_text(readme_text(index))
-        _commit_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -266,28 +260,6 @@ def _write_case(case_dir: Path, rel: str, values: dict[str, np.ndarray], stages:
         write_bin(case_dir / f"{st['name']}.bin", arr, st["dtype"])
         files[st["name"]] = f"{rel}/{st['name']}.bin"
     return files
-
-
-def _partial_dir(dest: Path) -> Path:
-    """A temporary sibling of ``dest`` to build in, with the permissions a shared directory gets."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a golden directory is meant to be shared
-    return tmp
-
-
-def _commit_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished ``tmp`` to ``dest``, replacing an old golden directory there."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 def load_index(golden: str | os.PathLike[str]) -> dict[str, Any]:
