@@ -268,3 +268,58 @@ def test_bad_candidates(golden_dir, tmp_path):
     proc = _framegen("golden", "check", str(tmp_path), "--candidate", str(short))
     assert proc.returncode == 2 and "not a golden directory" in proc.stderr
     shutil.rmtree(short)
+
+
+def _port_with_own_crops(golden_dir: Path, bundle_dir: Path, out: Path, *, share: float,
+                         model_gain: float = 1.0) -> Path:
+    """A port that decodes and crops like the golden except that its cubic resize is one level off on ``share`` of
+    the crop's values, and that computes every later stage correctly from its own values (the model: the bundle's
+    fp32 ONNX on its own model input, scaled by ``model_gain`` to plant a wrong model)."""
+    from framegen.models.contract import audio_shape
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.parity.golden import recompute, write_bin
+
+    index = load_index(golden_dir)
+    specs = {s["name"]: s for s in index["stages"]}
+    rng = np.random.default_rng(11)
+    with open_backend("ort-cpu", OpenRequest(bundle=bundle_dir, precision="fp32", mode=index["mode"])) as model:
+        for case in index["cases"]:
+            vals: dict[str, np.ndarray] = {}
+
+            def get(name: str, case=case, vals=vals) -> np.ndarray:
+                return vals[name] if name in vals else _golden(golden_dir, case, name)
+
+            for name in STAGE_NAMES:
+                if name not in case["files"]:
+                    continue
+                if name == "crop_328":
+                    crop = get(name).astype(np.int16)
+                    off = rng.random(crop.shape) < share
+                    vals[name] = np.clip(crop + off, 0, 255).astype(np.uint8)
+                elif name == "model_output":
+                    audio = get("audio_window").reshape(1, *audio_shape(index["mode"]))
+                    vals[name] = np.clip(model.infer(get("model_input")[None], audio)[0] * model_gain, 0, 1)
+                else:
+                    value = recompute(name, get)
+                    vals[name] = get(name) if value is None else value
+                write_bin(out / case["files"][name], vals[name], specs[name]["dtype"])
+    return out
+
+
+def test_the_model_is_judged_on_the_ports_own_input(golden_dir, bundle_dir, tmp_path):
+    """A port whose resize is one level off on 1 % of values: with --bundle every stage passes (each judged on the
+    port's own input) while the distance to the golden values is still reported; without it the check blames the
+    model, and says how to avoid that. A wrong model (x1.02) fails at model_output either way."""
+    port = _port_with_own_crops(golden_dir, bundle_dir, tmp_path / "port", share=0.01)
+    local = check_golden(golden_dir, port, bundle=bundle_dir)
+    assert local.passed, [(s.name, s.failures) for s in local.stages if s.failures]
+    model_stage = next(s for s in local.stages if s.name == "model_output")
+    assert model_stage.metrics["max_abs"] < 1e-4 < model_stage.vs_golden["max_abs"]
+    old = check_golden(golden_dir, port)
+    assert old.first_departure == "model_output" and any("--bundle" in n for n in old.notes)
+    wrong = _port_with_own_crops(golden_dir, bundle_dir, tmp_path / "wrong", share=0.01, model_gain=1.02)
+    assert check_golden(golden_dir, wrong, bundle=bundle_dir).first_departure == "model_output"
+    result = CliRunner().invoke(app, ["golden", "check", str(golden_dir), "--candidate", str(port), "--bundle",
+                                      str(bundle_dir)])
+    assert result.exit_code == 0, result.output

@@ -438,13 +438,15 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
                              source={"template": os.fspath(prepared.template.root), **audio_input.source}))
 
 
-def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32",
+def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32", bundle: PathLike | None = None,
                  json: PathLike | None = None) -> Any:
-    """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage. Returns a
-    :class:`framegen.toolkit.parity.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
+    """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage, each judged on the
+    candidate's own inputs to it; with ``bundle`` the model too (its artifact run on the candidate's model input).
+    Returns a :class:`framegen.toolkit.parity.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
     from framegen.toolkit.parity.golden import check_golden
 
-    report = check_golden(golden, candidate, profile=profile)
+    _check_outputs(None, None, json)
+    report = check_golden(golden, candidate, profile=profile, bundle=_path(bundle) if bundle is not None else None)
     if json is not None:
         from framegen.toolkit.common.files import write_json
 

@@ -57,13 +57,16 @@ def check(
     golden: Annotated[Path, typer.Argument(help="Golden directory written by `framegen golden write`.")],
     candidate: Annotated[Path, typer.Option("--candidate", "-c", help="A port's outputs in the golden layout.")],
     profile: Annotated[str, typer.Option("--profile", "-p", help=_PROFILE_HELP)] = "fp32",
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", "-b", help="The bundle the golden was written from: judges the model on the candidate's own "
+                               "model_input and audio_window (recommended).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
     from framegen.toolkit.api import golden_check
     from framegen.toolkit.parity.golden import print_golden_report
 
-    report = golden_check(golden, candidate, profile=profile, json=json_path)
+    report = golden_check(golden, candidate, profile=profile, bundle=bundle, json=json_path)
     print_golden_report(report)
     if not report.passed:
         raise typer.Exit(1)

@@ -154,6 +154,20 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     return dest
 
 
+def _golden_model(bundle: str | os.PathLike[str], index: dict[str, Any], profile: str) -> Any:
+    """The bundle's tensor generator for ``profile`` on ort-cpu (fp16 profiles: the fp16 artifact)."""
+    from framegen.models.bundle import load_bundle
+    from framegen.runtimes.registry import open_backend
+    from framegen.runtimes.spec import OpenRequest
+
+    b = load_bundle(bundle)
+    if b.mode != index.get("mode"):
+        raise GoldenError(f"--bundle {bundle}: a {b.mode!r} bundle, the golden is {index.get('mode')!r}")
+    precision = "fp16" if profile.endswith("fp16") else "fp32"
+    return open_backend("ort-cpu", OpenRequest(bundle=b.root, precision=precision, mode=b.mode,
+                                               options={"threads": 1}))
+
+
 def _check_destination(dest: Path, force: bool) -> None:
     if dest.exists() and not force:
         raise GoldenError(f"{dest}: already exists (use --force to replace it)")
@@ -460,7 +474,7 @@ DERIVED_FROM: dict[str, tuple[str, ...]] = {
 
 
 def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[str], *,
-                 profile: str = "fp32") -> GoldenReport:
+                 profile: str = "fp32", bundle: str | os.PathLike[str] | None = None) -> GoldenReport:
     """Compare every stage file the candidate holds under ``profile``'s limits; GoldenError when it holds none.
 
     Inputs, the model output and the audio stages are compared with the golden values. Every other stage is a
@@ -469,6 +483,11 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
     computes it wrongly, not because an earlier stage (or the model's precision) moved its inputs. Its distance to
     the golden value is reported too (``vs golden``). The final frame is compared inside the crop box and must be
     identical to the frame outside it.
+
+    With ``bundle`` (the bundle the golden was written from) the model is judged the same way: its artifact for the
+    profile (fp32 / fp16 ONNX, on ONNX Runtime's CPU provider) runs on the candidate's own ``model_input`` and
+    ``audio_window``, so a port whose crop differs by a level here and there is not told its model is wrong.
+    Without it the model output is compared with the golden values, and a note says so.
     """
     if profile not in GOLDEN_PROFILES:
         raise GoldenError(f"--profile {profile!r}: golden checks know {', '.join(GOLDEN_PROFILES)}")
@@ -479,16 +498,24 @@ def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[st
     if profile not in index["tolerances"]:
         raise GoldenError(f"{Path(golden) / INDEX}: holds no tolerances for profile {profile!r}")
     tolerances = index["tolerances"][profile]
+    model = _golden_model(bundle, index, profile) if bundle is not None else None
     comparison = _Comparison(groot, croot, index, [
         StageCheck(s["name"], StageLimits(**tolerances[s["name"]]), total_cases=len(index["cases"]))
-        for s in index["stages"]])
-    for case in index["cases"]:
-        comparison.compare_case(case)
+        for s in index["stages"]], model=model)
+    try:
+        for case in index["cases"]:
+            comparison.compare_case(case)
+    finally:
+        if model is not None:
+            model.close()
     comparison.finish()
     if not any(c.present for c in comparison.checks):
         first = index["cases"][0]["files"].get(MODEL_OUTPUT, "case_000/model_output.bin") if index["cases"] else ""
         raise GoldenError(f"{croot}: holds no golden stage file (expected e.g. {croot / first})")
     notes = []
+    if model is None and any(c.present for c in comparison.checks if c.name == MODEL_OUTPUT):
+        notes.append("model_output compared with the golden values (give --bundle to judge the model on the "
+                     "candidate's own model_input and audio_window)")
     extra = sorted(p.relative_to(croot).as_posix() for p in croot.rglob("*.bin")
                    if p.relative_to(croot).as_posix() not in comparison.known)
     if extra:
@@ -501,8 +528,11 @@ class _Comparison:
     """The streaming state of one golden check: per stage, the candidate against its expected value (recomputed
     from its own earlier stages) and against the golden value."""
 
-    def __init__(self, groot: Path, croot: Path, index: dict[str, Any], checks: list[StageCheck]) -> None:
+    def __init__(self, groot: Path, croot: Path, index: dict[str, Any], checks: list[StageCheck],
+                 model: Any = None) -> None:
         self.groot, self.croot, self.checks = groot, croot, checks
+        self.model = model
+        self.mode = str(index.get("mode", "ave"))
         self.specs = {s["name"]: s for s in index["stages"]}
         self.stats = {c.name: ErrorStats(self._kind(c.name)) for c in checks}
         self.drift = {c.name: ErrorStats(self._kind(c.name)) for c in checks}
@@ -553,6 +583,8 @@ class _Comparison:
         want = gold(name)
         try:
             expected = recompute(name, own)
+            if name == MODEL_OUTPUT and self.model is not None:
+                expected = self._run_model(own)
         except (FramegenError, ValueError):
             expected = recompute(name, gold)  # the port's own inputs are unusable (e.g. a box off the frame)
         if name == FINAL_FRAME:
@@ -568,6 +600,12 @@ class _Comparison:
         else:
             self.stats[name].update((want if expected is None else expected)[None], got[None], [case["case"]])
         self.drift[name].update(want[None], got[None], [case["case"]])
+
+    def _run_model(self, own: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The bundle's generator on the candidate's own inputs (the golden's where it has none)."""
+        image = np.asarray(own("model_input"), dtype=np.float32)[None]
+        audio = np.asarray(own("audio_window"), dtype=np.float32).reshape(1, *audio_shape(self.mode))
+        return self.model.infer(image, audio)[0]
 
     def finish(self) -> None:
         """Judge every present stage."""
