@@ -386,7 +386,8 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
            batch: int | None = None, heatmaps: PathLike | None = None, skip_bad_boxes: bool = False,
            progress: bool = False, tolerances: str = "derived", tolerance: Sequence[str] = (),
            profile: PathLike | None = None, locate: bool | None = None, save_outputs: PathLike | None = None,
-           load_outputs: Sequence[PathLike] = (), json: PathLike | None = None, triton_url: str | None = None) -> Any:
+           load_outputs: Sequence[PathLike] = (), json: PathLike | None = None, triton_url: str | None = None,
+           junit_xml: PathLike | None = None, markdown: PathLike | None = None) -> Any:
     """Render the same frames (speech, then ``silence_frames`` silent ones) through PyTorch fp32 (the reference)
     and every candidate backend x artifact, and compare model outputs and final frames. Returns a
     :class:`framegen.toolkit.parity.engine.ParityReport`; ``report.passed`` is the verdict.
@@ -396,24 +397,41 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     a TOML/JSON file of them. ``locate``: the ``layers`` stage (every layer of each ONNX / Core ML artifact against
     PyTorch) runs unless ``False``; ``True`` prints every per-layer table, not only failed candidates'.
     ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
-    ``json``: also write the report there. ``triton_url``: the server the ``triton`` backend runs on.
-    See docs/PARITY.md.
+    ``json``: also write the report there; ``junit_xml`` (one test case per candidate x stage) and ``markdown``
+    (a summary, also appended to ``$GITHUB_STEP_SUMMARY`` when set) for CI. ``triton_url``: the server the
+    ``triton`` backend runs on. See docs/PARITY.md.
     """
     bundle = _path(bundle)
     from framegen.toolkit.parity.engine import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
-    _check_outputs(None, None, json)
+    _check_outputs(None, None, json, junit_xml, markdown)
     if triton_url is not None:
         from framegen.runtimes.triton_backend import use_server
 
         use_server(triton_url)
     prepared = _template(template, skip_bad_boxes)
-    return parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
-                      encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
-                      start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
-                      tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
-                      save_outputs=save_outputs, load_outputs=list(load_outputs), json=json)
+    report = parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
+                        encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
+                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
+                        tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
+                        save_outputs=save_outputs, load_outputs=list(load_outputs), json=json)
+    _ci_reports(report.as_dict(), "parity", junit_xml, markdown)
+    return report
+
+
+def _ci_reports(data: dict[str, Any], kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
+    """JUnit XML and Markdown of a parity or golden report (from its JSON form: one verdict in every format)."""
+    from framegen.toolkit.compare import reports
+
+    want_md = markdown is not None or bool(os.environ.get(reports.STEP_SUMMARY))
+    if kind == "parity":
+        junit = reports.parity_junit(data) if junit_xml is not None else None
+        md = reports.parity_markdown(data) if want_md else None
+    else:
+        junit = reports.golden_junit(data) if junit_xml is not None else None
+        md = reports.golden_markdown(data) if want_md else None
+    reports.write_reports(junit, md, junit_path=junit_xml, markdown_path=markdown)
 
 
 # ----------------------------------------------------------------------------------------------------- golden
@@ -439,14 +457,16 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
 
 
 def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32", bundle: PathLike | None = None,
-                 json: PathLike | None = None) -> Any:
+                 json: PathLike | None = None, junit_xml: PathLike | None = None,
+                 markdown: PathLike | None = None) -> Any:
     """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage, each judged on the
     candidate's own inputs to it; with ``bundle`` the model too (its artifact run on the candidate's model input).
     Returns a :class:`framegen.toolkit.parity.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
     from framegen.toolkit.parity.golden import check_golden
 
-    _check_outputs(None, None, json)
+    _check_outputs(None, None, json, junit_xml, markdown)
     report = check_golden(golden, candidate, profile=profile, bundle=_path(bundle) if bundle is not None else None)
+    _ci_reports(report.as_dict(), "golden", junit_xml, markdown)
     if json is not None:
         from framegen.toolkit.common.files import write_json
 

@@ -271,6 +271,9 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
     fps = batch * n / total if total > 0 else float("inf")
     gflops = fps * flop / 1e9
     peak = peak_gflops(machine, backend.info.device, backend.info.precision) if machine else None
+    peak_note = None
+    if peak and gflops > peak:  # bf16 / int8 units, or a turbo clock above the one the estimate used
+        peak, peak_note = None, "unknown: the measured rate exceeds the estimated fp32 peak"
     extra = {k: v for k, v in backend.info.extra.items() if isinstance(v, (str, int, float, bool)) or v is None}
     return {
         "backend": backend.name, "precision": backend.info.precision, "batch": batch,
@@ -278,7 +281,7 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
         "iterations": n, "warmup": warm, "timed_seconds": round(total, 4),
         "latency_ms": latency_summary(times),
         "fps": _sig(fps), "gflops": _sig(gflops),
-        "peak_gflops": peak, "peak_share": _sig(gflops / peak) if peak else None,
+        "peak_gflops": peak, "peak_share": _sig(gflops / peak) if peak else None, "peak_note": peak_note,
         "peak_rss_mb": round(rss.peak_mb, 1) if rss.peak_mb is not None else None,
         "rss_before_mb": round(rss.base_mb, 1) if rss.base_mb is not None else None, "rss_method": rss.method,
         "device_memory_mb": round(dev["mb"], 1) if dev["mb"] is not None else None,

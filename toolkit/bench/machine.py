@@ -127,7 +127,10 @@ def cpu_description() -> dict[str, Any]:
     elif sys.platform == "darwin" and _sysctl("hw.cpufrequency_max"):
         mhz, clock_source = float(_sysctl("hw.cpufrequency_max") or 0) / 1e6, "sysctl hw.cpufrequency_max"
     per_cycle, basis = cpu_flop_per_cycle(flags, vendor, family, arch, model)
-    peak = physical * (mhz / 1000.0) * per_cycle if mhz else None
+    # A current clock is no ceiling (turbo runs above it, and a measured rate then reads as more than 100 % of
+    # "peak"): only a maximum clock gives a peak; otherwise the peak is unknown, and said to be.
+    turbo_known = clock_source is not None and "current" not in clock_source
+    peak = physical * (mhz / 1000.0) * per_cycle if mhz and turbo_known else None
     vector = sorted(f for f in flags if f in ("sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
                                               "avx512_vnni", "amx_tile", "f16c"))
     return {
@@ -136,8 +139,8 @@ def cpu_description() -> dict[str, Any]:
         "clock_source": clock_source, "vector_extensions": vector,
         "flop_per_cycle_fp32": per_cycle, "flop_per_cycle_basis": basis,
         "peak_gflops_fp32": round(peak, 1) if peak else None,
-        "peak_note": "estimate: physical cores x clock x fp32 FLOP/cycle (FMA = 2)" if peak else
-        "unknown (no clock reported)",
+        "peak_note": "estimate: physical cores x maximum clock x fp32 FLOP/cycle (FMA = 2)" if peak else
+        "unknown (no maximum clock reported)" if mhz else "unknown (no clock reported)",
     }
 
 

@@ -61,12 +61,18 @@ def check(
         "--bundle", "-b", help="The bundle the golden was written from: judges the model on the candidate's own "
                                "model_input and audio_window (recommended).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
+    junit_xml: Annotated[Path | None, typer.Option(
+        "--junit-xml", help="Write a JUnit XML report (one test case per candidate x stage) for CI.")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        "--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when it is set).")]
+    = None,
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
     from framegen.toolkit.api import golden_check
     from framegen.toolkit.parity.golden import print_golden_report
 
-    report = golden_check(golden, candidate, profile=profile, bundle=bundle, json=json_path)
+    report = golden_check(golden, candidate, profile=profile, bundle=bundle, json=json_path, junit_xml=junit_xml,
+                          markdown=markdown)
     print_golden_report(report)
     if not report.passed:
         raise typer.Exit(1)

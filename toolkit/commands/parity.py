@@ -63,6 +63,11 @@ def parity(
     load_outputs: Annotated[list[Path] | None, typer.Option(
         "--load-outputs", help="Judge outputs saved by --save-outputs (refused when made from other inputs); "
                                "repeatable.")] = None,
+    junit_xml: Annotated[Path | None, typer.Option(
+        "--junit-xml", help="Write a JUnit XML report (one test case per candidate x stage) for CI.")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        "--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when it is set).")]
+    = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
     from framegen.toolkit.api import parity as run_parity
@@ -73,7 +78,7 @@ def parity(
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, skip_bad_boxes=skip_bad_boxes,
                         progress=progress, tolerances=tolerances, tolerance=tolerance or [], profile=profile,
                         locate=locate, save_outputs=save_outputs, load_outputs=load_outputs or [], json=json_path,
-                        triton_url=triton_url)
+                        triton_url=triton_url, junit_xml=junit_xml, markdown=markdown)
     print_report(report)
     if not report.passed:
         raise typer.Exit(1)

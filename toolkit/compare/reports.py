@@ -1,0 +1,143 @@
+"""Parity and golden verdicts in the formats CI systems read: JUnit XML (one test case per candidate x stage) and a
+short Markdown summary (for ``$GITHUB_STEP_SUMMARY``). Both are made from a report's JSON form, so the verdict in
+every format is the one in ``--json``.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from framegen.models.atomic import atomic_output
+
+#: The environment variable GitHub Actions points at the job's summary file.
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+
+def _figures(metrics: Mapping[str, Any] | None, limits: Mapping[str, Any] | None) -> str:
+    shown = []
+    for name, limit in (limits or {}).items():
+        key = name.removeprefix("max_").removeprefix("min_")
+        key = {"psnr_db": "psnr_db", "cosine": "cosine"}.get(key, key)
+        value = (metrics or {}).get(key, (metrics or {}).get(name))
+        shown.append(f"{key} {value if value is not None else '?'} (limit {limit})")
+    return "; ".join(shown)
+
+
+def _case(suite: ET.Element, classname: str, name: str, failures: list[str], detail: str,
+          error: str | None = None) -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+    if error:
+        ET.SubElement(case, "error", message=error[:500], type="error").text = error
+    elif failures:
+        ET.SubElement(case, "failure", message="; ".join(failures)[:500], type="parity").text = \
+            "\n".join([*failures, detail])
+    if detail:
+        ET.SubElement(case, "system-out").text = detail
+
+
+def parity_junit(report: Mapping[str, Any], suite_name: str = "framegen parity") -> str:
+    """JUnit XML of a parity report's ``as_dict()``: per candidate one test case per stage (``model_output``,
+    ``final_frame``, ``layers``), the failure message holding the broken limits and the figures; the artifact
+    checksums as one more case."""
+    suites = ET.Element("testsuites", name=suite_name)
+    suite = ET.SubElement(suites, "testsuite", name=suite_name)
+    for cand in report.get("candidates", []):
+        label = str(cand.get("label"))
+        if cand.get("error"):
+            _case(suite, label, "run", [], "", error=str(cand["error"]))
+            continue
+        for stage in cand.get("stages", []):
+            detail = _figures(stage.get("metrics"), stage.get("limits"))
+            if stage.get("stage") == "layers" and cand.get("first_divergence"):
+                detail += f"; first diverging layer: {cand['first_divergence']}"
+            _case(suite, label, str(stage.get("stage")), list(stage.get("failures") or []), detail)
+    bad = [c for c in report.get("checksums", []) if not c.get("ok")]
+    _case(suite, "bundle", "checksums", [f"{c['path']}: sha256 differs from the manifest" for c in bad], "")
+    return _finish(suites)
+
+
+def golden_junit(report: Mapping[str, Any], suite_name: str = "framegen golden check") -> str:
+    """JUnit XML of a golden report's ``as_dict()``: one test case per stage the candidate holds."""
+    suites = ET.Element("testsuites", name=suite_name)
+    suite = ET.SubElement(suites, "testsuite", name=suite_name)
+    for stage in report.get("stages", []):
+        if not stage.get("cases"):
+            continue
+        detail = _figures(stage.get("metrics"), stage.get("limits"))
+        if stage.get("vs_golden"):
+            detail += f"; vs golden max_abs {stage['vs_golden'].get('max_abs')}"
+        _case(suite, "golden", str(stage.get("stage")), list(stage.get("failures") or []), detail)
+    return _finish(suites)
+
+
+def _finish(suites: ET.Element) -> str:
+    total = failures = errors = 0
+    for suite in suites.iter("testsuite"):
+        cases = list(suite.iter("testcase"))
+        f = sum(1 for c in cases if c.find("failure") is not None)
+        e = sum(1 for c in cases if c.find("error") is not None)
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(f))
+        suite.set("errors", str(e))
+        suite.set("skipped", "0")
+        suite.set("time", "0")
+        total, failures, errors = total + len(cases), failures + f, errors + e
+    suites.set("tests", str(total))
+    suites.set("failures", str(failures))
+    suites.set("errors", str(errors))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def parity_markdown(report: Mapping[str, Any], heatmaps: Mapping[str, str] | None = None) -> str:
+    """A short Markdown summary: the verdict, one row per candidate (stages, worst figures, the first diverging
+    layer) and links to the heatmaps."""
+    verdict = "PASS" if report.get("passed") else "FAIL"
+    lines = [f"### framegen parity: {verdict}", "",
+             "| candidate | verdict | failing stages | model output max | final frame max | first diverging layer "
+             "| heatmap |", "|---|---|---|---:|---:|---|---|"]
+    for cand in report.get("candidates", []):
+        stages = {s["stage"]: s for s in cand.get("stages", [])}
+        failing = [s for s, v in stages.items() if not v.get("passed")]
+        if cand.get("error"):
+            failing = ["error: " + str(cand["error"])[:80]]
+
+        def worst(stage: str, stages: dict = stages) -> str:
+            value = (stages.get(stage, {}).get("metrics") or {}).get("max_abs")
+            return "" if value is None else f"{value:.3g}"
+
+        heat = cand.get("heatmap") or (heatmaps or {}).get(str(cand.get("label")))
+        lines.append(f"| {cand.get('label')} | {'pass' if cand.get('passed') else '**FAIL**'} | "
+                     f"{', '.join(failing) or '-'} | {worst('model_output')} | {worst('final_frame')} | "
+                     f"{cand.get('first_divergence') or '-'} | {f'[png]({heat})' if heat else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def golden_markdown(report: Mapping[str, Any]) -> str:
+    """A short Markdown summary of a golden check: the verdict and the first stage that departs."""
+    verdict = "PASS" if report.get("passed") else f"FAIL at {report.get('first_departure')}"
+    lines = [f"### framegen golden check: {verdict}", "", "| stage | status | max | vs golden max |",
+             "|---|---|---:|---:|"]
+    for s in report.get("stages", []):
+        if s.get("cases"):
+            lines.append(f"| {s['stage']} | {s.get('status')} | {(s.get('metrics') or {}).get('max_abs', '')} | "
+                         f"{(s.get('vs_golden') or {}).get('max_abs', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(junit: str | None, markdown: str | None, *, junit_path: str | os.PathLike[str] | None,
+                  markdown_path: str | os.PathLike[str] | None) -> None:
+    """Write the formats asked for, each atomically; Markdown is also appended to ``$GITHUB_STEP_SUMMARY`` when
+    that is set (GitHub Actions shows it on the run's page)."""
+    for text, path in ((junit, junit_path), (markdown, markdown_path)):
+        if text is not None and path is not None:
+            with atomic_output(Path(path)) as tmp:
+                tmp.write_text(text)
+    summary = os.environ.get(STEP_SUMMARY)
+    if markdown is not None and summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown + "\n")
