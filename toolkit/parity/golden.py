@@ -633,13 +633,18 @@ def print_golden_report(report: GoldenReport) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"golden check, {report.profile} profile: {report.candidate} (candidate) against "
-                        f"{report.golden}; vs golden = max |Δ| to the golden value",
-                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("stage", "checked against", "cases", "max |Δ|", "mean |Δ|", "≠", "vs golden", "limits", "result"):
+    first = report.first_departure
+    present = sum(s.present for s in report.stages)
+    # The verdict first and the result second in each row: readable at 80 columns, where the right of the table
+    # (what each stage is checked against, its limits) is cut.
+    verdict = (f"[green]golden: PASS, all {present} stage(s) present pass[/green]" if report.passed
+               else f"[red]golden: FAIL, first departure at stage {first!r}[/red]")
+    out.print(verdict, soft_wrap=True)
+    table = Table(title=f"{report.profile} profile: {report.candidate} against {report.golden}; vs golden = max "
+                        f"|Δ| to the golden value", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("stage", "result", "cases", "max |Δ|", "mean |Δ|", "≠", "vs golden", "checked against", "limits"):
         table.add_column(col, justify="left" if col in ("stage", "checked against", "limits", "result") else "right",
                          no_wrap=True)
-    first = report.first_departure
     for s in report.stages:
         m, g = s.metrics, s.vs_golden
         status = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]", "absent": "[dim]absent[/dim]"}[s.status]
@@ -648,10 +653,10 @@ def print_golden_report(report: GoldenReport) -> None:
         limits = "exact" if s.limits.exact else ", ".join(f"{_LIMIT_SHORT[k]} {v:g}"
                                                           for k, v in s.limits.as_dict().items())
         against = "+".join(DERIVED_FROM[s.name]) if s.name in DERIVED_FROM else "golden"
-        table.add_row(s.name, against, f"{s.cases}/{s.total_cases}" if s.present else "-",
+        table.add_row(s.name, status, f"{s.cases}/{s.total_cases}" if s.present else "-",
                       _cell(m.get("max_abs")) if m else "-", _cell(m.get("mean_abs")) if m else "-",
                       _cell(m.get("share_diff"), "pct") if m else "-",
-                      _cell(g.get("max_abs")) if g and s.name in DERIVED_FROM else "-", limits, status)
+                      _cell(g.get("max_abs")) if g and s.name in DERIVED_FROM else "-", against, limits)
     wide_console().print(table)
     for n in report.notes:
         note(n)
@@ -660,11 +665,7 @@ def print_golden_report(report: GoldenReport) -> None:
                  if s.metrics and s.metrics["max_abs"] else "")
         for f in s.failures:
             out.print(f"[red]FAIL[/red] {s.name}: {f}{where}", soft_wrap=True)
-    present = sum(s.present for s in report.stages)
-    if report.passed:
-        out.print(f"[green]golden: all {present} stage(s) present pass[/green]")
-    else:
-        out.print(f"[red]golden: first departure at stage {first!r}[/red]")
+    out.print(verdict, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------- README
