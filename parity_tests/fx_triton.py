@@ -79,16 +79,19 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def start_server(bundle: Path, workdir: Path, *extra: str) -> ServerProcess:
+def start_server(bundle: Path, workdir: Path, *extra: str, env_extra: dict[str, str] | None = None,
+                 log_file: bool = True) -> ServerProcess:
     """Start ``framegen serve`` (ort-cpu) on free loopback ports and wait until its models are ready."""
     import tritonclient.http as httpclient
 
     http_port, grpc_port, metrics_port = free_ports(3)
     log = workdir / f"serve-{grpc_port}.log"
     env = {k: v for k, v in os.environ.items() if k != "FRAMEGEN_TRITON_URL"}
+    env.update(env_extra or {})
+    log_opt = ["--log-file", str(workdir / f"triton-{grpc_port}.log")] if log_file else []
     cmd = [sys.executable, "-m", "framegen.toolkit.cli", "serve", "--bundle", str(bundle), "--backend", "ort-cpu",
            "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-           "--metrics-port", str(metrics_port), "--log-file", str(workdir / f"triton-{grpc_port}.log"), *extra]
+           "--metrics-port", str(metrics_port), *log_opt, *extra]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     server = ServerProcess(proc, "127.0.0.1", http_port, grpc_port, metrics_port, log)

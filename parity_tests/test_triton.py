@@ -402,3 +402,29 @@ def test_bad_serve_and_client_options_are_one_line_errors(triton_bundle):
         _triton("ftp://127.0.0.1:1")
     with pytest.raises(BackendError, match="cannot reach the server"):
         _triton(f"grpc://127.0.0.1:{port}", triton_timeout=2)
+
+
+def test_sigterm_with_an_idle_keepalive_connection_exits_promptly_and_leaves_no_temporary_files(triton_bundle,
+                                                                                               tmp_path):
+    """An idle keep-alive HTTP client used to hold the server for the whole 30 s exit timeout, and pytriton's
+    workspace, python_env_* and the default log stayed in /tmp. Now: exit 0 within 10 s, and the temporary folder
+    the server was given is empty again."""
+    import socket
+
+    pytest.importorskip("pytriton")
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    server = start_server(triton_bundle.bundle, tmp_path, env_extra={"TMPDIR": str(private_tmp)}, log_file=False)
+    idle = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+    try:
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        assert b"200" in idle.recv(4096).split(b"\r\n", 1)[0]
+        t0 = time.monotonic()
+        code = server.stop(30)
+        took = time.monotonic() - t0
+    finally:
+        idle.close()
+        server.stop(10)
+    assert code == 0, server.output()[-2000:]
+    assert took < 10.0, (took, server.output()[-2000:])
+    assert sorted(p.name for p in private_tmp.iterdir()) == [], server.output()[-1000:]

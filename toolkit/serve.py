@@ -217,13 +217,14 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
     generator = open_backend(name, request)
     encoder = _Encoder(b.find(AUDIO_ENCODER, "onnx", "fp32").path) if b.has(AUDIO_ENCODER, "onnx", "fp32") else None
     lock = threading.Lock()  # a framegen backend object serves one caller at a time
+    inflight = _Inflight()
 
     @batch
     def infer_generator(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         image, audio = inputs[GEN_IMAGE], inputs[GEN_AUDIO]
         _check_finite(GEN_IMAGE, image)
         _check_finite(GEN_AUDIO, audio)
-        with lock:
+        with inflight, lock:
             return {GEN_OUTPUT: generator.infer(image, audio)}
 
     @batch
@@ -231,7 +232,8 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         mel = inputs[ENC_INPUT]
         _check_finite(ENC_INPUT, mel)
         assert encoder is not None
-        return {ENC_OUTPUT: encoder(mel)}
+        with inflight:
+            return {ENC_OUTPUT: encoder(mel)}
 
     # Everything pytriton and tritonserver put in the temporary folder (workspace, python_env_*, the default log)
     # goes into one private folder, removed when the server stops.
@@ -297,11 +299,30 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         tempfile.tempdir = saved_tempdir
-        drained = not _log_says(log_path, "Exit timeout expired")
+        # Triton also waits out idle keep-alive connections and then says its exit timeout expired; the drain
+        # failed only if an inference was still running when the server went.
+        drained = inflight.count == 0 or not _log_says(log_path, "Exit timeout expired")
         shutil.rmtree(private, ignore_errors=True)
     if not drained:
         log.warning("serve: requests were still open when the exit timeout (%d s) expired", opts.exit_timeout_s)
     return 0 if drained else 1
+
+
+class _Inflight:
+    """Inferences running in this process right now (a context manager around each)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Inflight:
+        with self._lock:
+            self.count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 def _log_says(path: Path, text: str) -> bool:
