@@ -102,19 +102,25 @@ def same_pose_other_mouth(speech_track_seed: int, opening: np.ndarray, spread: n
 
 
 def mouth_opening_pixels(crops: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """A pixel measure of how open each crop's mouth is: the share of dark mouth-interior pixels in its mouth box.
+    """A pixel measure of how open each crop's mouth is: the mouth's height, as a share of its box.
 
-    The drawn mouth interior is dark purple (BGR ~ 40, 20, 60) and the lips red; skin is much brighter, so the
-    count of pixels darker than the lips inside the box grows with the opening, whoever drew the crop.
+    In the central strip of the mouth box (the middle 30 % of its width) a row belongs to the mouth when most of its
+    pixels are lips or mouth interior (darker than skin: luma < 120) or teeth (bright and grey). Opening the jaw
+    drops the lower lip, so the mouth grows taller whoever drew it (a renderer that shows teeth where the truth shows
+    a dark interior reads the same). On the ground-truth frames it follows the true opening at r = 0.81-0.89.
     """
     out = np.empty(len(crops), dtype=np.float64)
     for k, (crop, (x0, y0, x1, y1)) in enumerate(zip(crops, boxes, strict=True)):
-        roi = crop[y0:y1, x0:x1].astype(np.int32)
-        if roi.size == 0:
+        roi = crop[y0:y1, x0:x1].astype(np.float32)
+        if roi.shape[0] == 0 or roi.shape[1] < 4:
             out[k] = 0.0
             continue
-        luma = roi[..., 0] * 0.114 + roi[..., 1] * 0.587 + roi[..., 2] * 0.299
-        out[k] = float((luma < 55.0).mean())
+        w = roi.shape[1]
+        strip = roi[:, int(w * 0.35):max(int(w * 0.65), int(w * 0.35) + 1)]
+        luma = strip[..., 0] * 0.114 + strip[..., 1] * 0.587 + strip[..., 2] * 0.299
+        grey = strip.max(axis=-1) - strip.min(axis=-1) < 40
+        mouth = (luma < 120) | ((luma > 200) & grey)
+        out[k] = float((mouth.mean(axis=1) > 0.5).sum()) / roi.shape[0]
     return out
 
 
