@@ -72,6 +72,7 @@ class AtomicOutput:
     def __init__(self, path: str | os.PathLike[str], *, directory: bool = False, suffix: str = "") -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self.done = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
@@ -100,6 +101,11 @@ class AtomicOutput:
             raise OutputBusyError(f"{self.path}: another framegen run is writing it now; wait for it or choose "
                                   f"another output") from None
         self._lock_fd = fd
+
+    def __del__(self) -> None:
+        # an output dropped without commit or abort (a writer whose constructor failed) must not keep its
+        # destination locked for the rest of the process
+        self._unlock()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

@@ -72,12 +72,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def _load_failure(path: Path, exc: Exception) -> str:
     """Why ``torch.load`` failed, in words: a refused pickle, truncation, text, or not a torch file at all."""
     message = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in message:
+    if isinstance(exc, pickle.UnpicklingError):
         refused = (re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
                    or re.search(r"unsupported GLOBAL ([\w.]+)", message))
-        what = f"it pickles {refused.group(1)}" if refused else "its pickle holds more than tensors"
-        return (f"refused: not a plain state dict ({what}); framegen never unpickles arbitrary objects "
-                "(weights_only=True); re-save it with torch.save(model.state_dict())")
+        if refused:
+            return (f"refused: not a plain state dict (it pickles {refused.group(1)}); loading it needs arbitrary "
+                    "unpickling, which framegen never does (weights_only=True); re-save it with "
+                    "torch.save(model.state_dict())")
     if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
         return f"cannot read it ({exc.strerror or type(exc).__name__})"
     with open(path, "rb") as fh:

@@ -303,6 +303,7 @@ def _port_with_own_crops(golden_dir: Path, bundle_dir: Path, out: Path, *, share
                 else:
                     value = recompute(name, get)
                     vals[name] = get(name) if value is None else value
+                (out / case["files"][name]).parent.mkdir(parents=True, exist_ok=True)
                 write_bin(out / case["files"][name], vals[name], specs[name]["dtype"])
     return out
 

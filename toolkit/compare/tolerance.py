@@ -61,10 +61,12 @@ METHOD_VERSION = 1
 #: Multiplier on the independent execution's error, per candidate precision (see the module docstring and
 #: docs/PARITY.md for the measurements behind it).
 K: dict[str, float] = {"fp32": 30.0, "fp16": 3.0}
-#: Rounding noise is nearly unbiased, but not exactly, and a few frames measure its bias and spread change poorly:
-#: |bias| and |spread change| get at least this share of the measured mean error (for the spread: of mean error /
-#: std(reference)) before K is applied. Correct fp16 backends showed up to 0.02 (ORT) and 0.024 (coreml-mil).
-NOISE_SHARE = 0.03
+#: Rounding noise is not always unbiased, and a few frames measure its bias and spread change poorly: |bias| and
+#: |spread change| get at least this share of the measured mean error (for the spread: of mean error /
+#: std(reference)) before K is applied. On random calibrated stand-ins correct fp16 backends showed |bias| up to 0.02
+#: (ORT) and 0.024 (coreml-mil) of their mean error; on the trained demo generator, 0.46 (ORT and OpenVINO fp16: a
+#: trained network's fp16 error is systematic), which the former 0.03 failed.
+NOISE_SHARE = 0.5
 #: The uint8 prediction of the image-I/O variants, in the measurement.
 PRED_U8 = "pred_u8"
 

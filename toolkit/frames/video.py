@@ -190,7 +190,11 @@ class VideoWriter(_CommitOnSuccess):
         self._audio: _AudioSource | None = None
         self._audio_sent = 0
         self.audio_rate: int | None = None
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            self._abort()  # releases the destination for the next writer
+            raise
 
     def _open(self) -> None:
         import av
