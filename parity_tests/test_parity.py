@@ -456,7 +456,9 @@ def test_a_checkpoint_the_fixed_profile_false_fails_passes_clean_and_fails_drift
         tmp_path, prepared_template, parity_features):
     """Seeded checkpoint ave:2 amplifies fp16 rounding more than the stand-in the fixed profiles were measured on:
     its correct ONNX fp16 export broke the fixed limits. Derived from the checkpoint, the limits pass it and still
-    fail a 1 % scale of the output convolution in fp32 and fp16."""
+    fail a 1 % scale of the output convolution in fp32 and fp16. In fp16 the layers stage is what catches it: the
+    output stages' bias share is 0.5 of the mean error, because a trained network's correct fp16 output is that
+    biased (docs/PARITY.md), and a 1 % output drift of this stand-in is no more."""
     from faults import DRIFTS, drifted_bundle
     from framegen.models.init import init_generator
     from framegen.models.io import save_generator
@@ -472,5 +474,6 @@ def test_a_checkpoint_the_fixed_profile_false_fails_passes_clean_and_fails_drift
     assert derived.passed, derived.failures()
     layer, edit = DRIFTS["outc x1.01"]
     broken = drifted_bundle(bundle, tmp_path / "broken", layer, edit, ckpt, formats=("onnx",))
-    drifted = run_parity(broken, ckpt, prepared_template, parity_features, tolerances=derived.tolerances, **kw)
+    drifted = run_parity(broken, ckpt, prepared_template, parity_features, tolerances=derived.tolerances,
+                         **{**kw, "locate": True})
     assert all(not c.passed for c in drifted.candidates), [c.failures() for c in drifted.candidates]

@@ -427,4 +427,6 @@ def test_sigterm_with_an_idle_keepalive_connection_exits_promptly_and_leaves_no_
         server.stop(10)
     assert code == 0, server.output()[-2000:]
     assert took < 10.0, (took, server.output()[-2000:])
-    assert sorted(p.name for p in private_tmp.iterdir()) == [], server.output()[-1000:]
+    # onnxruntime-gpu writes one fixed-name file, $TMPDIR/.ses, when it is imported (any ORT user does): not ours,
+    # not per run, so not counted
+    assert sorted(p.name for p in private_tmp.iterdir() if p.name != ".ses") == [], server.output()[-1000:]
