@@ -416,15 +416,18 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
                         tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
                         save_outputs=save_outputs, load_outputs=list(load_outputs), json=json)
-    _ci_reports(report.as_dict(), "parity", junit_xml, markdown)
+    _ci_reports(report, "parity", junit_xml, markdown)
     return report
 
 
-def _ci_reports(data: dict[str, Any], kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
+def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
     """JUnit XML and Markdown of a parity or golden report (from its JSON form: one verdict in every format)."""
     from framegen.toolkit.compare import reports
 
     want_md = markdown is not None or bool(os.environ.get(reports.STEP_SUMMARY))
+    if junit_xml is None and not want_md:
+        return
+    data = report.as_dict()
     if kind == "parity":
         junit = reports.parity_junit(data) if junit_xml is not None else None
         md = reports.parity_markdown(data) if want_md else None
@@ -466,7 +469,7 @@ def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32"
 
     _check_outputs(None, None, json, junit_xml, markdown)
     report = check_golden(golden, candidate, profile=profile, bundle=_path(bundle) if bundle is not None else None)
-    _ci_reports(report.as_dict(), "golden", junit_xml, markdown)
+    _ci_reports(report, "golden", junit_xml, markdown)
     if json is not None:
         from framegen.toolkit.common.files import write_json
 

@@ -18,12 +18,12 @@ STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
 
 def _figures(metrics: Mapping[str, Any] | None, limits: Mapping[str, Any] | None) -> str:
+    """``metric value (limit L)`` for every limit in force; a limit ``max_bias`` reads the metric ``bias``."""
+    m = metrics or {}
     shown = []
     for name, limit in (limits or {}).items():
-        key = name.removeprefix("max_").removeprefix("min_")
-        key = {"psnr_db": "psnr_db", "cosine": "cosine"}.get(key, key)
-        value = (metrics or {}).get(key, (metrics or {}).get(name))
-        shown.append(f"{key} {value if value is not None else '?'} (limit {limit})")
+        key = name if name in m else name.removeprefix("max_").removeprefix("min_")
+        shown.append(f"{key} {m.get(key, '?')} (limit {limit})")
     return "; ".join(shown)
 
 
