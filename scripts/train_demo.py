@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from framegen.models.contract import MASK_COLS, MASK_ROWS
-from framegen.models.demo import save_compact_state
+from framegen.models.demo import load_compact_state, save_compact_state
 from framegen.models.init import init_audio_encoder
 from framegen.models.unet import Model
 from framegen.toolkit.inputs.audio import torch_encoder_fn
@@ -41,15 +41,23 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 TRAIN_SEED0 = 1000
 
 
-def voice(rng: np.random.Generator) -> dict[str, float]:
-    """A random voice: pitch, tempo, peak level and noise floor, so the network sees more than one speaker."""
-    return {"f0": float(rng.uniform(85, 240)), "tempo": float(rng.uniform(0.7, 1.4)),
-            "level": float(rng.uniform(0.2, 0.95)), "room": float(rng.uniform(0.0005, 0.012))}
+def voice(rng: np.random.Generator, augment: bool = False) -> dict[str, float]:
+    """A random voice: pitch, tempo, peak level and noise floor, so the network sees more than one speaker. With
+    ``augment``, also the vocal tract's length, breathiness, spectral tilt, a wider pitch and level range and a
+    noisier room: speech further from one synthesiser's, so that loudness, not the timbre, drives the mouth."""
+    if not augment:
+        return {"f0": float(rng.uniform(85, 240)), "tempo": float(rng.uniform(0.7, 1.4)),
+                "level": float(rng.uniform(0.2, 0.95)), "room": float(rng.uniform(0.0005, 0.012))}
+    return {"f0": float(rng.uniform(70, 300)), "tempo": float(rng.uniform(0.6, 1.5)),
+            "level": float(np.exp(rng.uniform(np.log(0.04), np.log(0.98)))),
+            "room": float(np.exp(rng.uniform(np.log(0.0003), np.log(0.03)))), "tract": float(rng.uniform(0.8, 1.25)),
+            "breath": float(rng.choice([0.0, rng.uniform(0.1, 0.9)])), "tilt": float(rng.uniform(-0.9, 0.9))}
 
 
 def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Render the training clips once and cache them in ``--work``."""
-    cache = args.work / f"data-{args.clips}x{args.clip_seconds:g}s-seed{args.seed}.npz"
+    tag = "-augment" if args.augment else ""
+    cache = args.work / f"data-{args.clips}x{args.clip_seconds:g}s-seed{args.seed}{tag}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
@@ -58,7 +66,7 @@ def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("target", "other", "box", "window", "clip")}
     t0 = time.time()
     for c in range(args.clips):
-        speech = synthesize_speech(args.clip_seconds, seed=TRAIN_SEED0 + args.seed + c, **voice(rng))
+        speech = synthesize_speech(args.clip_seconds, seed=TRAIN_SEED0 + args.seed + c, **voice(rng, args.augment))
         clip = talking_clip(speech, encode, track_seed=TRAIN_SEED0 + c)
         parts["target"].append(clip.crops)
         parts["other"].append(same_pose_other_mouth(TRAIN_SEED0 + c, clip.opening, clip.spread, seed=c))
@@ -118,6 +126,9 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["seconds"]
         print(f"resumed at step {step} ({spent / 60:.1f} min spent)", flush=True)
+    elif args.init is not None:  # a second phase: start from trained weights (a compact .npz), fresh optimiser
+        model.load_state_dict(load_compact_state(args.init))
+        print(f"starting from {args.init}", flush=True)
     rng = np.random.default_rng([args.seed, step])
     model.train()
     amp = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
@@ -169,6 +180,8 @@ def main() -> None:
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=25)
+    p.add_argument("--augment", action="store_true", help="wider voices (tract, breath, tilt, level, room)")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (.npz), e.g. a fine-tune phase")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     args = p.parse_args()
     if args.threads:

@@ -231,11 +231,13 @@ def profile_for(precision: str, io: str = "tensor") -> Profile:
 
 # ------------------------------------------------------------------------------------------- golden vectors
 
-# Ports reimplement cv2's INTER_CUBIC; cv2 computes uint8 resizes in 11-bit fixed point, and a float64
-# re-implementation (a = -0.75, half-pixel centres, replicated border) lands one level away on 0.003 % of values
-# (measured on 24 crop and paste-back resizes). Anything beyond one level is a real bug (nearest-neighbour or
-# bilinear resampling, another cubic kernel, swapped channels).
-RESAMPLED_U8 = StageLimits(max_abs=1, max_share_diff=0.01)
+# Ports reimplement cv2's INTER_CUBIC, and OpenCV itself has two uint8 code paths: its x86-64 wheels call Intel IPP
+# (floating point), its ARM wheels use 11-bit fixed point. A float64 re-implementation (a = -0.75, half-pixel centres,
+# replicated border) is one level off IPP on 0.0007 % of values, and the two OpenCV paths are one level apart on
+# 2.5-2.8 % (noise crops up to 4.3 %): python scripts/measure_resize.py, docs/CONTRACT.md §2.3. One level on up to 5 %
+# lets a port follow either; anything beyond one level is a real bug (nearest-neighbour or bilinear resampling,
+# another cubic kernel, a shifted box, swapped channels).
+RESAMPLED_U8 = StageLimits(max_abs=1, max_share_diff=0.05)
 # float32(k) / 255 against k * (1/255) or a float64 division: at most a few ulps of values in [0, 1].
 NORMALIZED = StageLimits(max_abs=1e-6)
 # Mel windows (values in [-4, 4]) computed in float32 throughout against framegen's float64: max 3.7e-5, mean 3.6e-7.

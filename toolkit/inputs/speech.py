@@ -31,10 +31,16 @@ class Speech:
 
 
 def synthesize_speech(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, *, f0: float = 150.0,
-                      tempo: float = 1.0, level: float = 0.6, room: float = 0.004) -> Speech:
+                      tempo: float = 1.0, level: float = 0.6, room: float = 0.004, tract: float = 1.0,
+                      breath: float = 0.0, tilt: float = 0.0) -> Speech:
     """Words of 2-4 syllables (vowel formants gliding between syllables, a falling pitch contour with intonation,
     fricative noise at some onsets) separated by short pauses; ``f0`` (Hz), ``tempo`` (syllable-length factor),
-    ``level`` (peak) and ``room`` (noise floor) vary the voice. The defaults give the demo's own speech."""
+    ``level`` (peak) and ``room`` (noise floor) vary the voice. The defaults give the demo's own speech.
+
+    Voices further from the demo's (the training's augmentation): ``tract`` scales every formant (a shorter or
+    longer vocal tract), ``breath`` in [0, 1] mixes noise into the glottal source (breathy to whispered), ``tilt``
+    in (-1, 1) tilts the spectrum (a first-order filter: > 0 brighter, < 0 duller, like another microphone). The
+    articulation (the mouth) depends on the plan only, not on these."""
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
     plan: list[tuple[int, int, str]] = []  # (start, end, vowel) in samples
@@ -54,6 +60,9 @@ def synthesize_speech(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, *,
     pitch *= 1.0 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(np.arange(1, n + 1))  # slow jitter
     phase = np.cumsum(pitch / rate) % 1.0
     source = (2.0 * phase - 1.0) - 0.5 * np.sin(2 * math.pi * phase)  # a bright, sawtooth-like glottal wave
+    if breath > 0:  # its own stream, so the default voice keeps its samples
+        aspiration = np.random.default_rng([seed, 1]).standard_normal(n) * float(np.std(source))
+        source = (1.0 - breath) * source + breath * aspiration
     envelope = np.zeros(n)
     formants = np.tile(np.array(VOWELS["a"], dtype=np.float64), (n, 1))
     noise_env = np.zeros(n)
@@ -70,10 +79,12 @@ def synthesize_speech(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, *,
             k = int(0.06 * rate)
             lo = max(0, s0 - k)
             noise_env[lo:s0] = np.hanning(2 * k)[k - (s0 - lo):k]
-    voiced = _formant_filter(source * envelope, formants, rate)
+    voiced = _formant_filter(source * envelope, formants * tract, rate)
     noise = rng.standard_normal(n)
     hiss = np.diff(noise, prepend=0.0) * noise_env * 0.25  # differenced noise: energy up high, like fricatives
     wav = voiced + hiss + room * rng.standard_normal(n)  # a quiet room: pauses are not digital silence
+    if tilt:
+        wav = wav - tilt * np.concatenate([[0.0], wav[:-1]])
     peak = float(np.abs(wav).max()) or 1.0
     return Speech((level * wav / peak).astype(np.float32), envelope, formants, rate)
 

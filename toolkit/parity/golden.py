@@ -141,12 +141,19 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     if audio is not None and audio.windows.shape[0] + 2 != feats.shape[0]:
         raise GoldenError(f"{audio.windows.shape[0]} mel windows do not make {feats.shape[0]} feature rows")
     frames = case_indices(int(feats.shape[0]), cases)
+    kinds = {frames[-1]: "last: zero rows past the features", frames[0]: "first: zero rows before the features"}
+    if audio is not None:  # the quietest frame: a port's silence (the mel floor, -4) is a case of its own
+        quiet = int(np.argmin([audio.windows[audio.window_of_row(i)].mean() for i in range(feats.shape[0])]))
+        frames = sorted({*frames, quiet})
+        label = "quietest mel window (silence when the audio has any)"
+        kinds[quiet] = f"{kinds[quiet]}; {label}" if quiet in kinds else label
     backend, producer = _model_output_source(b, checkpoint)
     stages = _stage_entries(b.mode, template, audio is not None)
     index = _new_index(b, feats, producer, stages, audio is not None, source, start_frame)
     with atomic_output(dest, directory=True) as tmp, backend:
         for n, i in enumerate(frames):
             values, case = _case_values(template, backend, feats, b.mode, n, i, start_frame, audio)
+            case["kind"] = kinds.get(i, "spread")
             case["files"] = _write_case(tmp / case["dir"], case["dir"], values, stages)
             index["cases"].append(case)
         (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
@@ -154,18 +161,37 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     return dest
 
 
-def _golden_model(bundle: str | os.PathLike[str], index: dict[str, Any], profile: str) -> Any:
-    """The bundle's tensor generator for ``profile`` on ort-cpu (fp16 profiles: the fp16 artifact)."""
+@dataclass
+class _Models:
+    """The bundle's models a golden check runs on the candidate's own inputs: the generator, and the audio encoder
+    when the golden was written from audio and the bundle holds one."""
+
+    generator: Any
+    encoder: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def close(self) -> None:
+        """Release the generator's session."""
+        self.generator.close()
+
+
+def _golden_model(bundle: str | os.PathLike[str], index: dict[str, Any], profile: str) -> _Models:
+    """The bundle's tensor generator (and audio encoder) for ``profile`` on ONNX Runtime's CPU provider (fp16
+    profiles: the fp16 artifacts)."""
     from framegen.models.bundle import load_bundle
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.inputs.encoders import onnx_encoder
 
     b = load_bundle(bundle)
     if b.mode != index.get("mode"):
         raise GoldenError(f"--bundle {bundle}: a {b.mode!r} bundle, the golden is {index.get('mode')!r}")
     precision = "fp16" if profile.endswith("fp16") else "fp32"
-    return open_backend("ort-cpu", OpenRequest(bundle=b.root, precision=precision, mode=b.mode,
-                                               options={"threads": 1}))
+    encoder = None
+    if index.get("input") == "audio" and b.has("audio_encoder", "onnx", precision):
+        encoder = onnx_encoder(b.find("audio_encoder", "onnx", precision).path, threads=1)
+    generator = open_backend("ort-cpu", OpenRequest(bundle=b.root, precision=precision, mode=b.mode,
+                                                    options={"threads": 1}))
+    return _Models(generator, encoder)
 
 
 def _check_destination(dest: Path, force: bool) -> None:
@@ -217,8 +243,23 @@ def _new_index(b: Any, feats: np.ndarray, producer: dict[str, Any], stages: list
         "tolerances": {p: {k: v.as_dict() for k, v in golden_limits(p, audio).items() if k in names}
                        for p in GOLDEN_PROFILES},
         "contract": contract_dict(b.mode),
+        "opencv": opencv_arithmetic(),
         "cases": [],
     }
+
+
+def opencv_arithmetic() -> dict[str, Any]:
+    """Which OpenCV made the golden's resizes and decoded its frames, and with which arithmetic: x86-64 wheels resize
+    uint8 with Intel IPP (floating point), others in 11-bit fixed point (docs/CONTRACT.md §2.3)."""
+    import cv2
+
+    ipp = bool(cv2.ipp.useIPP())
+    info = cv2.getBuildInformation()
+    jpeg = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.strip().startswith("JPEG:")),
+                "unknown")
+    return {"version": cv2.__version__, "ipp": ipp,
+            "cubic_uint8": "floating point (Intel IPP)" if ipp else "11-bit fixed point",
+            "image_decoder": f"cv2.imdecode ({jpeg})"}
 
 
 def _case_values(template: Any, backend: Any, feats: np.ndarray, mode: str, n: int, i: int, start_frame: int,
@@ -371,6 +412,12 @@ class StageCheck:
     metrics: dict[str, Any] = field(default_factory=dict)
     vs_golden: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    #: judged on the candidate's own inputs (recomputed, or the bundle's model run on them), not the golden values
+    local: bool = False
+    #: the failing upstream stage a failure of a stage compared with the golden values is blamed on
+    inherited_from: str | None = None
+    #: end to end: the largest |candidate - golden| the upstream stages' own limits allow (None: not composable)
+    e2e_max: float | None = None
 
     @property
     def present(self) -> bool:
@@ -379,19 +426,33 @@ class StageCheck:
 
     @property
     def status(self) -> str:
-        """``pass``, ``FAIL`` or ``absent``."""
+        """``pass``, ``FAIL`` (its own computation departs), ``inherited`` (it departs only because an earlier stage
+        did) or ``absent``."""
         if not self.present:
             return "absent"
-        return "FAIL" if self.failures else "pass"
+        if not self.failures:
+            return "pass"
+        return "inherited" if self.inherited_from else "FAIL"
+
+    @property
+    def e2e_within(self) -> bool | None:
+        """Whether the end-to-end difference stays inside the composed limit (None when there is none)."""
+        if self.e2e_max is None or not self.vs_golden:
+            return None
+        return bool(self.vs_golden["max_abs"] <= self.e2e_max * (1 + 1e-9))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         from framegen.toolkit.common.files import jsonable
 
         return {"stage": self.name, "status": self.status, "cases": self.cases, "of": self.total_cases,
+                "judged_on": "own inputs" if self.local else "golden values",
                 "checked_against": list(DERIVED_FROM.get(self.name, ("golden",))),
+                "inherited_from": self.inherited_from,
                 "limits": self.limits.as_dict(), "metrics": jsonable(self.metrics),
-                "vs_golden": jsonable(self.vs_golden), "failures": self.failures}
+                "end_to_end": {"vs_golden": jsonable(self.vs_golden), "composed_max_abs": self.e2e_max,
+                               "within": self.e2e_within},
+                "failures": self.failures}
 
 
 @dataclass
@@ -411,8 +472,8 @@ class GoldenReport:
 
     @property
     def passed(self) -> bool:
-        """At least one stage present and none failing."""
-        return any(s.present for s in self.stages) and self.first_departure is None
+        """At least one stage present and none failing (on its own or inherited)."""
+        return any(s.present for s in self.stages) and all(not s.failures for s in self.stages)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -471,6 +532,20 @@ DERIVED_FROM: dict[str, tuple[str, ...]] = {
     "pasted_328": ("crop_328", "pred_320"),
     FINAL_FRAME: ("frame", "crop_box", "pasted_328"),
 }
+
+
+# Every stage's inputs, the ones compared with the golden values included: a failure of a stage that is judged on
+# the golden values is blamed on a failing stage upstream of it, when there is one.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    **DERIVED_FROM, "frame": (), "landmarks": (), "mel_window": (), "embedding": ("mel_window",),
+    "audio_window": ("embedding",), MODEL_OUTPUT: ("model_input", "audio_window"),
+}
+EXACT_LIMITS = StageLimits(max_abs=0)
+# How far a difference of one unit in a stage's input can move it: the cubic kernel's absolute weights sum to
+# 1.375 per axis (a = -0.75, at offset 0.5), 1.89 in 2-D; /255 and x 255 change units; copies pass it on.
+_GAIN = {("frame", "crop_328"): 1.375 ** 2, ("pasted_328", FINAL_FRAME): 1.375 ** 2,
+         ("reference_320", "model_input"): 1 / 255, ("masked_320", "model_input"): 1 / 255,
+         (MODEL_OUTPUT, "pred_320"): 255.0}
 
 
 def check_golden(golden: str | os.PathLike[str], candidate: str | os.PathLike[str], *,
@@ -538,6 +613,9 @@ class _Comparison:
         self.drift = {c.name: ErrorStats(self._kind(c.name)) for c in checks}
         self.outside = dict.fromkeys(self.specs, 0)
         self.known: set[str] = set()
+        self.local: set[str] = set(DERIVED_FROM)  # stages judged on the candidate's own inputs
+        self.limits = {c.name: c.limits for c in checks}
+        self.response: dict[str, float] = {}  # model stage -> largest response to input differences at the limits
 
     def _kind(self, name: str) -> str:
         return "float" if self.specs[name]["dtype"].startswith("float") else "uint8"
@@ -575,6 +653,40 @@ class _Comparison:
                 continue
             cand_vals[c.name] = got
             self._compare_stage(c.name, case, got, gold, own)
+        if self.model is not None:
+            self._measure_response(case, gold)
+
+    def _measure_response(self, case: dict[str, Any], gold: Callable[[str], np.ndarray]) -> None:
+        """How far the bundle's models move when their golden inputs move as far as the upstream limits allow: the
+        crop by one level on its allowed share of values, the audio window and the mel window by their limits'
+        largest difference on the share their mean limit allows (signs and places seeded by the case)."""
+        rng = np.random.default_rng([7, int(case["case"])])
+
+        def nudge(x: np.ndarray, lim: StageLimits, step: float) -> np.ndarray:
+            share = lim.max_share_diff if lim.max_share_diff is not None else (
+                min(1.0, (lim.mean_abs or 0.0) / lim.max_abs) if lim.max_abs else 0.0)
+            hit = rng.random(x.shape) < share
+            return x + hit * rng.choice([-step, step], x.shape)
+
+        if MODEL_OUTPUT in self.specs and "crop_328" in self.limits:
+            crop = self.limits["crop_328"]
+            ref = np.clip(nudge(gold("reference_320").astype(np.float64), crop, 1.0), 0, 255).astype(np.uint8)
+            planes = _planes(ref)
+            masked = recompute("masked_320", lambda n: ref)
+            image = np.concatenate([planes[:3], _planes(masked)[:3]])[None]
+            audio_lim = self.limits.get("audio_window", EXACT_LIMITS)
+            audio = gold("audio_window").astype(np.float64)
+            if audio_lim.max_abs:
+                audio = nudge(audio, audio_lim, audio_lim.max_abs)
+            audio = audio.astype(np.float32).reshape(1, *audio_shape(self.mode))
+            moved = self.model.generator.infer(image, audio)[0]
+            here = float(np.abs(moved - gold(MODEL_OUTPUT)).max())
+            self.response[MODEL_OUTPUT] = max(self.response.get(MODEL_OUTPUT, 0.0), here)
+        if self.model.encoder is not None and "mel_window" in self.limits:
+            mel_lim = self.limits["mel_window"]
+            mel = nudge(gold("mel_window").astype(np.float64), mel_lim, mel_lim.max_abs or 0.0).astype(np.float32)
+            here = float(np.abs(self.model.encoder(mel[None])[0] - gold("embedding")).max())
+            self.response["embedding"] = max(self.response.get("embedding", 0.0), here)
 
     def _compare_stage(self, name: str, case: dict[str, Any], got: np.ndarray, gold: Callable,
                        own: Callable) -> None:
@@ -583,8 +695,10 @@ class _Comparison:
         want = gold(name)
         try:
             expected = recompute(name, own)
-            if name == MODEL_OUTPUT and self.model is not None:
-                expected = self._run_model(own)
+            if name in (MODEL_OUTPUT, "embedding"):
+                expected = self._run_model(name, own)
+                if expected is not None:
+                    self.local.add(name)
         except (FramegenError, ValueError):
             expected = recompute(name, gold)  # the port's own inputs are unusable (e.g. a box off the frame)
         if name == FINAL_FRAME:
@@ -601,11 +715,18 @@ class _Comparison:
             self.stats[name].update((want if expected is None else expected)[None], got[None], [case["case"]])
         self.drift[name].update(want[None], got[None], [case["case"]])
 
-    def _run_model(self, own: Callable[[str], np.ndarray]) -> np.ndarray:
-        """The bundle's generator on the candidate's own inputs (the golden's where it has none)."""
+    def _run_model(self, name: str, own: Callable[[str], np.ndarray]) -> np.ndarray | None:
+        """The bundle's generator (or audio encoder) on the candidate's own inputs (the golden's where it has none);
+        ``None`` when there is no such model to run."""
+        if self.model is None:
+            return None
+        if name == "embedding":
+            if self.model.encoder is None:
+                return None
+            return self.model.encoder(np.asarray(own("mel_window"), dtype=np.float32)[None])[0]
         image = np.asarray(own("model_input"), dtype=np.float32)[None]
         audio = np.asarray(own("audio_window"), dtype=np.float32).reshape(1, *audio_shape(self.mode))
-        return self.model.infer(image, audio)[0]
+        return self.model.generator.infer(image, audio)[0]
 
     def finish(self) -> None:
         """Judge every present stage."""
@@ -618,6 +739,43 @@ class _Comparison:
                 c.failures += c.limits.check(c.metrics)
             if self.outside[c.name]:
                 c.failures.append(f"{self.outside[c.name]} value(s) outside the crop box differ from frame")
+        self._blame()
+        self._compose()
+
+    def _blame(self) -> None:
+        """A stage compared with the golden values that fails after a failing stage upstream inherits the failure."""
+        by_name = {c.name: c for c in self.checks}
+        for c in self.checks:
+            c.local = c.name in self.local
+            if not c.failures or c.local:
+                continue
+            todo, seen = list(UPSTREAM.get(c.name, ())), set()
+            while todo:
+                u = todo.pop(0)
+                if u in seen or u not in by_name:
+                    continue
+                seen.add(u)
+                if by_name[u].failures:
+                    c.inherited_from = by_name[u].inherited_from or u
+                    break
+                todo.extend(UPSTREAM.get(u, ()))
+
+    def _compose(self) -> None:
+        """Each stage's end-to-end limit: its own max limit plus the largest difference its inputs may carry in
+        (their composed limits times the gain of the step; for a model, its measured response)."""
+        composed: dict[str, float | None] = {}
+        for c in self.checks:
+            own = c.limits.max_abs
+            ups = [u for u in UPSTREAM.get(c.name, ()) if u in composed]
+            if own is None or any(composed[u] is None for u in ups):
+                composed[c.name] = None
+            elif c.name in (MODEL_OUTPUT, "embedding") and any(composed[u] for u in ups):
+                response = self.response.get(c.name)
+                composed[c.name] = None if response is None else own + response
+            else:
+                carried = [_GAIN.get((u, c.name), 1.0) * composed[u] for u in ups]  # type: ignore[operator]
+                composed[c.name] = own + max(carried, default=0.0)
+            c.e2e_max = composed[c.name]
 
 
 _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=", "min_psnr_db": "PSNR>=",
@@ -625,46 +783,57 @@ _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cos
                 "max_spread_change": "|spread|"}
 
 
+def _short(v: float | None) -> str:
+    """Three significant digits: the golden table fits 80 columns."""
+    return "-" if v is None else f"{v:.3g}"
+
+
 def print_golden_report(report: GoldenReport) -> None:
-    """The stage table in pipeline order with the first departing stage marked."""
+    """The stage table in pipeline order, 80 columns wide: the verdict and the first departing stage first."""
     from framegen.toolkit.common.console import note, out
-    from framegen.toolkit.compare.metrics import cell as _cell
-    from framegen.toolkit.compare.metrics import wide_console
     from rich import box
     from rich.table import Table
 
     first = report.first_departure
     present = sum(s.present for s in report.stages)
-    # The verdict first and the result second in each row: readable at 80 columns, where the right of the table
-    # (what each stage is checked against, its limits) is cut.
-    verdict = (f"[green]golden: PASS, all {present} stage(s) present pass[/green]" if report.passed
-               else f"[red]golden: FAIL, first departure at stage {first!r}[/red]")
+    inherited = [s.name for s in report.stages if s.status == "inherited"]
+    if report.passed:
+        verdict = f"[green]golden: PASS, all {present} stage(s) present pass[/green]"
+    elif first is not None:
+        verdict = f"[red]golden: FAIL, first departure at stage {first!r}[/red]"
+    else:
+        verdict = f"[red]golden: FAIL, at {', '.join(inherited)} (inherited)[/red]"
     out.print(verdict, soft_wrap=True)
-    table = Table(title=f"{report.profile} profile: {report.candidate} against {report.golden}; vs golden = max "
-                        f"|Δ| to the golden value", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("stage", "result", "cases", "max |Δ|", "mean |Δ|", "≠", "vs golden", "checked against", "limits"):
-        table.add_column(col, justify="left" if col in ("stage", "checked against", "limits", "result") else "right",
-                         no_wrap=True)
+    table = Table(title=f"{report.profile} profile. on: judged on the candidate's own inputs or on the golden "
+                        "values. e2e: max |Δ| to the golden value (yellow: over e2e ≤, its composed limit)",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("stage", "result", "on", "max |Δ|", "≠", "e2e", "e2e ≤"):
+        table.add_column(col, justify="left" if col in ("stage", "result", "on") else "right", no_wrap=True)
     for s in report.stages:
         m, g = s.metrics, s.vs_golden
-        status = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]", "absent": "[dim]absent[/dim]"}[s.status]
+        status = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]", "absent": "[dim]absent[/dim]",
+                  "inherited": "[yellow]inherited[/yellow]"}[s.status]
         if s.name == first:
-            status += " [red bold]<- first[/red bold]"
-        limits = "exact" if s.limits.exact else ", ".join(f"{_LIMIT_SHORT[k]} {v:g}"
-                                                          for k, v in s.limits.as_dict().items())
-        against = "+".join(DERIVED_FROM[s.name]) if s.name in DERIVED_FROM else "golden"
-        table.add_row(s.name, status, f"{s.cases}/{s.total_cases}" if s.present else "-",
-                      _cell(m.get("max_abs")) if m else "-", _cell(m.get("mean_abs")) if m else "-",
-                      _cell(m.get("share_diff"), "pct") if m else "-",
-                      _cell(g.get("max_abs")) if g and s.name in DERIVED_FROM else "-", against, limits)
-    wide_console().print(table)
+            status += " [red bold]<- 1st[/red bold]"
+        e2e = _short(g.get("max_abs")) if g else "-"
+        if s.e2e_within is False:
+            e2e = f"[yellow]{e2e}[/yellow]"
+        table.add_row(s.name, status, ("own" if s.local else "gold") if s.present else "",
+                      _short(m.get("max_abs")) if m else "-",
+                      f"{100 * m['share_diff']:.2g}%" if m and m.get("share_diff") is not None else "-",
+                      e2e, _short(s.e2e_max))
+    out.print(table)
     for n in report.notes:
         note(n)
     for s in report.stages:
         where = (f" (worst: case {s.metrics['worst_frame']} at {s.metrics['worst_index']})"
                  if s.metrics and s.metrics["max_abs"] else "")
-        for f in s.failures:
-            out.print(f"[red]FAIL[/red] {s.name}: {f}{where}", soft_wrap=True)
+        if s.failures:
+            tag = f"[yellow]inherited from {s.inherited_from}:[/yellow]" if s.inherited_from else "[red]FAIL[/red]"
+            out.print(f"{tag} {s.name}: {'; '.join(s.failures)}{where}", soft_wrap=True)
+    over = [s.name for s in report.stages if s.e2e_within is False]
+    if over:
+        note(f"end to end over the composed limit at {', '.join(over)} (the stages' own verdicts above decide)")
     out.print(verdict, soft_wrap=True)
 
 
@@ -672,6 +841,7 @@ def print_golden_report(report: GoldenReport) -> None:
 
 def readme_text(index: dict[str, Any]) -> str:
     """The README a golden directory carries: what the files are, how to read them, how to write a candidate."""
+    cv = index.get("opencv", {})
     lines = [
         "# framegen golden vectors",
         "",
@@ -729,28 +899,39 @@ def readme_text(index: dict[str, Any]) -> str:
         "`model_output` to test your post-processing alone). Then:",
         "",
         "```",
-        "framegen golden check G --candidate C [--profile fp32|fp16] [--json report.json]",
+        "framegen golden check G --candidate C --bundle B [--profile fp32|fp16] [--json report.json]",
         "```",
         "",
-        "Every present stage is compared with its tolerance; the table lists the stages in pipeline order and marks "
-        "the first one that departs: fix that one first. Exit status 0 when every "
-        "present stage passes, 1 when one fails, 2 when `C` holds no stage file.",
+        "`B` is the bundle the golden was written from: with it the check runs the bundle's models on *your own* "
+        "`model_input`, `audio_window` and `mel_window`. The table lists the stages in pipeline order; the verdict "
+        "line names the first one that departs: fix that one first. Exit status 0 when every present stage passes, "
+        "1 when one fails, 2 when `C` holds no stage file. `examples/numpy_port/port.py` in framegen writes a "
+        "complete candidate; docs/CONTRACT.md §7 describes this format with a worked example.",
         "",
         "## How stages are compared",
         "",
-        "The inputs (`frame`, `landmarks`), the audio stages and `model_output` are compared with the golden "
-        "values. Every other stage is a deterministic function of earlier ones (`checked_against` in index.json): "
-        "the check applies the reference function to *your own* earlier stages (the golden ones where you provide "
-        "none) and compares your value with that. So a stage fails where your port computes it wrongly, not where an "
-        "earlier error (or your model's fp16 arithmetic) shows up; the table's `vs golden` column still shows "
-        "how far each stage ended up from the golden value.",
+        "Every stage is judged where its own computation happens (`on own` in the table): the check applies the "
+        "reference step to *your own* earlier stages (the golden ones where you provide none) and compares your "
+        "value with that; with `--bundle` the model and the audio encoder are run on your own inputs too. So a "
+        "stage fails where your port computes it wrongly, not where an earlier difference (a resize one level off, "
+        "your model's fp16 arithmetic) shows up. The inputs (`frame`, `landmarks`) and the stages without a "
+        "reference step (`mel_window`, `audio_window`; `embedding` and `model_output` without `--bundle`) are "
+        "compared with the golden values (`on gold`); when one of them fails after a failing stage upstream, it "
+        "is marked `inherited`. The `e2e` column is each stage's distance to the golden value, beside the limit "
+        "composed from the upstream stages' own limits (`e2e ≤`; `--json` has both).",
         "",
         "Choose the profile by the precision your port runs its models in (`fp32`, or `fp16` for e.g. Core ML on the "
         "GPU / Neural Engine); it sets the limits of `model_output` (and of `embedding` with audio input). Integer "
         "stages and copies are exact. The two cubic resamplings (`crop_328`, `final_frame`) may differ by one level "
-        "on a few pixels (cv2's fixed-point INTER_CUBIC against a float re-implementation); nearest-neighbour or "
-        "bilinear resampling, another cubic kernel or RGB order fail. `pred_320` must truncate `x * 255` (float32), "
-        "not round. `final_frame` is compared inside the crop box and must equal `frame` outside it. The limits:",
+        "on up to 5 % of values: these vectors were resized by OpenCV "
+        + f"{cv.get('version', '?')} in {cv.get('cubic_uint8', '?')} arithmetic"
+        + " (a float64 resize lands one level off on about 0.001 % of values, OpenCV's fixed-point path on about "
+        "3 %); nearest-neighbour or bilinear resampling, another cubic kernel or RGB order fail. `frame` is exact: "
+        + f"it was decoded by {cv.get('image_decoder', 'OpenCV')}"
+        + "; another JPEG decoder differs by up to ~35 levels, so decode PNG templates, use that decoder, or test "
+        "the later stages from the golden `frame` (leave `frame` out of the candidate). `pred_320` must truncate "
+        "`x * 255` (float32), not round. `final_frame` is compared inside the crop box and must equal `frame` "
+        "outside it. The limits:",
         "",
     ]
     for prof, stages in index["tolerances"].items():
