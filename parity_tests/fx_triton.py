@@ -80,8 +80,9 @@ def free_ports(n: int) -> list[int]:
 
 
 def start_server(bundle: Path, workdir: Path, *extra: str, env_extra: dict[str, str] | None = None,
-                 log_file: bool = True) -> ServerProcess:
-    """Start ``framegen serve`` (ort-cpu) on free loopback ports and wait until its models are ready."""
+                 log_file: bool = True, readiness: list[tuple[bool, bool]] | None = None) -> ServerProcess:
+    """Start ``framegen serve`` (ort-cpu) on free loopback ports and wait until its models are ready.
+    ``readiness`` collects (server ready, generator ready) from every answer while waiting, polled every 50 ms."""
     import tritonclient.http as httpclient
 
     http_port, grpc_port, metrics_port = free_ports(3)
@@ -102,13 +103,14 @@ def start_server(bundle: Path, workdir: Path, *extra: str, env_extra: dict[str, 
             if proc.poll() is not None:
                 raise AssertionError(f"framegen serve exited with {proc.returncode}: {server.output()[-3000:]}")
             try:
-                # the ready line comes once every model is loaded (the server may answer ready before that)
+                if readiness is not None:
+                    readiness.append((client.is_server_ready(), client.is_model_ready("generator")))
                 if "serving generator" in server.output() and all(
                         client.is_model_ready(m) for m in ("generator", "audio_encoder")):
                     return server
             except Exception:  # not listening yet
                 pass
-            time.sleep(0.5)
+            time.sleep(0.05 if readiness is not None else 0.5)
     finally:
         client.close()
     server.stop(10)

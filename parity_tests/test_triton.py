@@ -3,6 +3,7 @@ nvidia-pytriton, on ort-cpu), and the `triton` backend that renders through it."
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -327,10 +328,14 @@ def test_audio_encoder_is_served_with_the_contract_names(triton_server, triton_b
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_and_exits_0(triton_bundle, tmp_path):
-    """A second server (the session's keeps serving the other tests): SIGTERM while one request executes and another
-    waits in the queue behind it. Both complete, and the process exits 0."""
+    """A second server (the session's keeps serving the other tests): it never says ready before its models are
+    loaded. SIGTERM while one request executes and another waits in the queue behind it: both complete, a request
+    sent after the SIGTERM is refused, and the process exits 0."""
     pytest.importorskip("pytriton")
-    server = start_server(triton_bundle.bundle, tmp_path, "--max-batch", "8")
+    readiness: list[tuple[bool, bool]] = []
+    server = start_server(triton_bundle.bundle, tmp_path, "--max-batch", "8", readiness=readiness)
+    assert readiness, "the server never answered a readiness probe while starting"
+    assert (True, False) not in readiness, f"/v2/health/ready said ready before the generator was: {readiness}"
     results: dict[str, object] = {}
 
     def request(tag: str, n: int) -> None:
@@ -353,11 +358,17 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(triton_bundle, tmp_path):
                 break
             time.sleep(0.02)
         assert first.is_alive() and second.is_alive(), "both requests finished before SIGTERM; nothing to drain"
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        late = threading.Thread(target=request, args=("after SIGTERM", 1))  # a new request while draining
+        late.start()
         code = server.stop()
-        first.join(60)
-        second.join(60)
+        for t in (first, second, late):
+            t.join(60)
     finally:
         server.stop(10)
+    late_result = results.pop("after SIGTERM")
+    assert isinstance(late_result, Exception), f"a request sent after SIGTERM was served: {late_result}"
     assert results == {"executing": (8, 3, 320, 320), "queued": (2, 3, 320, 320)}, results
     assert code == 0, server.output()[-2000:]
     assert "server stopped" in server.output()

@@ -202,7 +202,7 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
     try:
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+        from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonSecurityConfig
     except ImportError as exc:
         raise ServeError(f"serve needs nvidia-pytriton (pip install 'framegen[serve]'): {exc}") from None
     from framegen.models.bundle import load_bundle
@@ -257,7 +257,12 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         logging.getLogger(noisy).setLevel(logging.ERROR)
     saved_tempdir = tempfile.tempdir
     tempfile.tempdir = os.fspath(private)
-    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED))
+    # The models go into a local model store before tritonserver starts, and tritonserver loads them before its
+    # endpoints open: /v2/health/ready never says ready while a model is still loading (pytriton's default loads
+    # them through the API after the server is up, and the server says ready in between).
+    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED),
+                    triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False,
+                                                                  local_model_store=True))
     drained = True
     try:
         triton.bind(model_name=GENERATOR, infer_func=infer_generator,
