@@ -3,6 +3,7 @@ nvidia-pytriton, on ort-cpu), and the `triton` backend that renders through it."
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -146,12 +147,13 @@ def test_render_through_triton_gives_the_local_frames(triton_server, triton_bund
 
     feats = (np.abs(np.random.default_rng(1616).normal(size=(24, 512))) * 0.45).astype(np.float32)
     np.save(tmp_path / "feats.npy", feats)
-    monkeypatch.setenv(URL_ENV, "")  # restored after the test: --triton-url sets it for the process
+    monkeypatch.delenv(URL_ENV, raising=False)
     result = CliRunner().invoke(app, ["render", "-t", str(synth_template_dir), "-f", str(tmp_path / "feats.npy"),
                                       "-b", str(triton_bundle.bundle), "--backend", "triton", "--triton-url",
                                       triton_server.grpc_url, "--frames-dir", str(tmp_path / "triton"),
                                       "--start-frame", "5", "--max-frames", "5", "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert URL_ENV not in os.environ  # the URL travels in the request's options, not through the environment
     local = list(render_frames(synth_template_dir, features=feats, bundle=triton_bundle.bundle, backend="ort-cpu",
                                start_frame=5, max_frames=5))
     pngs = sorted((tmp_path / "triton").glob("*.png"))
@@ -159,7 +161,7 @@ def test_render_through_triton_gives_the_local_frames(triton_server, triton_bund
     for png, frame in zip(pngs, local, strict=True):
         _check(FINAL_FRAME, frame.frame[None], cv2.imread(str(png))[None])
     remote = list(render_frames(synth_template_dir, features=feats, bundle=triton_bundle.bundle, backend="triton",
-                                start_frame=5, max_frames=5))
+                                start_frame=5, max_frames=5, options={"triton_url": triton_server.grpc_url}))
     _check(MODEL_OUTPUT, np.stack([f.pred for f in local]), np.stack([f.pred for f in remote]))
     assert remote[0].pred.std() > 0.05  # a calibrated model: frames differ, so equality means something
 

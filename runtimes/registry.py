@@ -51,9 +51,12 @@ def get_spec(name: str) -> BackendSpec:
     return specs[name]
 
 
-def availability(spec: BackendSpec) -> Availability:
-    """Run a spec's probe; a probe that crashes makes the backend unavailable, with the reason."""
+def availability(spec: BackendSpec, options: dict[str, Any] | None = None) -> Availability:
+    """Run a spec's probe (with a request's ``options`` when the backend depends on them, e.g. the Triton server's
+    URL); a probe that crashes makes the backend unavailable, with the reason."""
     try:
+        if spec.probe_options is not None and options is not None:
+            return spec.probe_options(options)
         return spec.probe()
     except Exception as exc:  # a broken runtime install must not break `framegen backends`
         return Availability(False, f"probe failed: {type(exc).__name__}: {exc}")
@@ -69,7 +72,7 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
 
     rows = []
     for spec in all_specs():
-        avail = availability(spec)
+        avail = availability(spec, request.options if request is not None else None)
         row: dict[str, Any] = {"name": spec.name, "available": avail.available, "reason": avail.reason,
                                "runtime": spec.runtime, "device": spec.device, "needs": spec.needs,
                                "verifier": spec.verifier, "ios": list(spec.ios), "auto_rank": spec.auto_rank,
@@ -96,7 +99,7 @@ def resolve_auto(request: OpenRequest) -> str:
         spec = specs.get(name)
         if spec is None:
             continue
-        avail = availability(spec)
+        avail = availability(spec, request.options)
         if not avail.available:
             passed.append(f"{name}: {avail.reason}")
             continue
@@ -112,7 +115,7 @@ def open_backend(name: str, request: OpenRequest) -> Backend:
     if name == AUTO:
         name = resolve_auto(request)
     spec = get_spec(name)
-    avail = availability(spec)
+    avail = availability(spec, request.options)
     if not avail.available:
         raise BackendError(f"backend {name!r} is not available here: {avail.reason}")
     return spec.opener(request)

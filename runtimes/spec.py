@@ -54,3 +54,6 @@ class BackendSpec:
     render_options: Callable[[], dict[str, Any]] | None = None
     #: place in ``auto``'s order (lower is preferred: the expected speed for this model); ``None``: never ``auto``
     auto_rank: int | None = None
+    #: a probe that depends on the request (a remote backend's server, named in ``OpenRequest.options``); used
+    #: instead of ``probe`` when a job has a request's options to give
+    probe_options: Callable[[dict[str, Any]], Availability] | None = None

@@ -2,9 +2,10 @@
 (``framegen serve``, or an NGC container loading the repository ``framegen export --triton`` writes), over KServe v2
 gRPC (``grpc://HOST:PORT``) or HTTP (``http://HOST:PORT``).
 
-The server is named by ``OpenRequest.options["triton_url"]`` or, where no request carries options (``parity``,
-``framegen backends``), by ``$FRAMEGEN_TRITON_URL``; ``--triton-url`` sets both. The probe needs the latter: without a
-named server the backend is unavailable, so default plans (parity, bench) never pick a server nobody asked for.
+The server is named by ``OpenRequest.options["triton_url"]`` (what ``--triton-url`` and the API's ``triton_url=`` /
+``options=`` set; the planner hands the same options to the probe), else by the user's ``$FRAMEGEN_TRITON_URL``.
+Without a named server the backend is unavailable, so default plans (parity, bench) never pick a server nobody
+asked for.
 
 The mode comes from the server's model metadata (the audio input's shape; the three modes' shapes differ), checked
 against ``OpenRequest.mode`` when given. Calls larger than the model's ``max_batch_size`` are split. A refused request
@@ -53,14 +54,6 @@ def request_url(req: OpenRequest | None = None) -> str | None:
     if req is not None and req.options.get("triton_url"):
         return str(req.options["triton_url"])
     return os.environ.get(URL_ENV) or None
-
-
-def use_server(url: str) -> dict[str, str]:
-    """Name the server for this process: checks ``url``, sets ``$FRAMEGEN_TRITON_URL`` (what the probe and the jobs
-    whose requests carry no options see) and returns the ``OpenRequest.options`` that name it."""
-    parse_url(url)
-    os.environ[URL_ENV] = str(url)
-    return {"triton_url": str(url)}
 
 
 def server_message(exc: BaseException) -> str:
@@ -191,7 +184,8 @@ class TritonBackend(Backend):
                 client.close()
 
 
-def _probe() -> Availability:
+def _probe(options: dict[str, Any] | None = None) -> Availability:
+    """tritonclient installed and the named server live (``options["triton_url"]``, else ``$FRAMEGEN_TRITON_URL``)."""
     try:
         from importlib.metadata import version as dist_version
 
@@ -199,7 +193,7 @@ def _probe() -> Availability:
     except ImportError as exc:
         return Availability(False, f"tritonclient not installed (pip install 'framegen[serve]'): {exc}")
     version = dist_version("tritonclient")
-    url = request_url()
+    url = request_url(OpenRequest(options=dict(options or {})))
     if url is None:
         return Availability(False, f"tritonclient {version}; no server named (--triton-url grpc://HOST:PORT or "
                                    f"${URL_ENV})")
@@ -227,7 +221,7 @@ def _open(req: OpenRequest) -> Backend:
 
 SPECS = [
     BackendSpec(name="triton", runtime="tritonclient", device="remote", needs="onnx", precisions=("fp32",),
-                probe=_probe, opener=_open,
+                probe=_probe, probe_options=_probe, opener=_open,
                 description="a Triton Inference Server hosting the contract's generator (framegen serve, or the "
                             "repository framegen export --triton writes); --triton-url grpc://HOST:PORT",
                 render_options=lambda: {"workers": DEFAULT_WORKERS}),

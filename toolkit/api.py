@@ -282,7 +282,7 @@ def _open(backend: str, precision: str, io: str, checkpoint: PathLike | None, bu
     from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
 
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
-                           requested=[Request(backend, precision, io)])
+                           requested=[Request(backend, precision, io)], options=options)
     return open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
 
 
@@ -406,18 +406,25 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
 
     _exists(bundle=bundle, checkpoint=checkpoint)
     _check_outputs(None, None, json, junit_xml, markdown)
-    if triton_url is not None:
-        from framegen.runtimes.triton_backend import use_server
-
-        use_server(triton_url)
+    options = _triton_options(triton_url)
     prepared = _template(template, skip_bad_boxes)
     report = parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
                         encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
                         tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
-                        save_outputs=save_outputs, load_outputs=list(load_outputs), json=json)
+                        save_outputs=save_outputs, load_outputs=list(load_outputs), json=json, options=options)
     _ci_reports(report, "parity", junit_xml, markdown)
     return report
+
+
+def _triton_options(url: str | None) -> dict[str, Any] | None:
+    """The backends' options that name a Triton server (checked), or ``None``."""
+    if url is None:
+        return None
+    from framegen.runtimes.triton_backend import parse_url
+
+    parse_url(url)
+    return {"triton_url": str(url)}
 
 
 def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:

@@ -85,14 +85,15 @@ def render(
     """
     from framegen.toolkit.api import render as api_render
 
+    options = None
     if triton_url is not None:
-        from framegen.runtimes.triton_backend import use_server
+        from framegen.runtimes.triton_backend import parse_url
 
-        use_server(triton_url)
-
+        parse_url(triton_url)
+        options = {"triton_url": triton_url}
     stats = api_render(template, out=out_path, frames_dir=frames_dir, features=features, audio=audio,
                        encoder=encoder, checkpoint=checkpoint, bundle=bundle, backend=backend, precision=precision,
                        io=io, mode=mode, batch=batch, start_frame=start_frame, max_frames=max_frames, crf=crf,
-                       preset=preset, skip_bad_boxes=skip_bad_boxes, progress=progress, stats=stats_path, note=note,
-                       warn=warn)
+                       preset=preset, skip_bad_boxes=skip_bad_boxes, progress=progress, stats=stats_path,
+                       options=options, note=note, warn=warn)
     out.print(summary_line(stats), markup=False, soft_wrap=True)

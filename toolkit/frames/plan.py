@@ -85,15 +85,17 @@ def parse_candidates(text: str | None) -> list[Request] | None:
 
 
 def _source(bundle: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None, precision: str,
-            io: str, model: Any = None) -> Any:
+            io: str, model: Any = None, options: dict[str, Any] | None = None) -> Any:
     from framegen.runtimes.spec import OpenRequest
 
-    return OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, io=io, model=model)
+    return OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, io=io, model=model,
+                       options=dict(options or {}))
 
 
 def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = None,
                     checkpoint: str | os.PathLike[str] | None = None, requested: list[Request] | None = None,
-                    precisions: list[str] | None = None, ios: list[str] | None = None, model: Any = None) -> Plan:
+                    precisions: list[str] | None = None, ios: list[str] | None = None, model: Any = None,
+                    options: dict[str, Any] | None = None) -> Plan:
     """The candidates ``purpose`` runs from a bundle and/or checkpoint.
 
     Without ``requested``: every backend available here x every precision (of ``precisions``, default all) and I/O
@@ -116,12 +118,12 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
             if spec.verifier and purpose not in _CHECKS:
                 plan.notes.append(f"{spec.name}: a verifier ({purpose} runs it only when named)")
                 continue
-            avail = availability(spec)
+            avail = availability(spec, options)
             if not avail.available:
                 plan.notes.append(f"{spec.name}: not available here ({avail.reason})")
                 continue
             found = [Candidate(spec.name, p, io) for io in want_ios for p in want_precisions
-                     if artifact_problem(spec, _source(bundle, checkpoint, p, io, model)) is None]
+                     if artifact_problem(spec, _source(bundle, checkpoint, p, io, model, options)) is None]
             if not found:
                 plan.notes.append(f"{spec.name}: nothing it runs in this source")
             plan.candidates += found
@@ -131,9 +133,10 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
     for req in requested:
         name = req.backend
         if name == AUTO:
-            name = resolve_auto(_source(bundle, checkpoint, req.precision or "fp32", req.io or "tensor", model))
+            name = resolve_auto(_source(bundle, checkpoint, req.precision or "fp32", req.io or "tensor", model,
+                                        options))
         spec = get_spec(name)
-        avail = availability(spec)
+        avail = availability(spec, options)
         if not avail.available:
             raise PlanError(f"backend {name!r} is not available here: {avail.reason}")
         combos = [(p, io) for io in ([req.io] if req.io else want_ios)
@@ -141,7 +144,7 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
         problems = {}
         found = []
         for p, io in combos:
-            problem = artifact_problem(spec, _source(bundle, checkpoint, p, io, model))
+            problem = artifact_problem(spec, _source(bundle, checkpoint, p, io, model, options))
             if problem is None:
                 found.append(Candidate(name, p, io))
             else:

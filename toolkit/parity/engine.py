@@ -65,19 +65,21 @@ def parse_backends(text: str | None) -> list[Any] | None:
 
 
 def plan_candidates(bundle: Any, requested: list[Any] | None = None,
-                    checkpoint: str | os.PathLike[str] | None = None) -> tuple[list[Candidate], list[str]]:
+                    checkpoint: str | os.PathLike[str] | None = None,
+                    options: dict[str, Any] | None = None) -> tuple[list[Candidate], list[str]]:
     """The candidates to compare, chosen by the one planner (:func:`framegen.toolkit.frames.plan.plan_candidates`,
     purpose
     ``parity``), and notes on the backends left out.
 
     ``requested`` ``None``: every available backend x every precision and I/O variant the bundle (and checkpoint)
     feeds it, verifiers included, the fp32 reference itself excepted. Otherwise exactly the named ones; anything
-    that cannot run is a :class:`framegen.toolkit.frames.plan.PlanError` naming it.
+    that cannot run is a :class:`framegen.toolkit.frames.plan.PlanError` naming it. ``options``: the backends'
+    ``OpenRequest.options`` (e.g. ``triton_url``), which remote backends' probes read.
     """
     from framegen.toolkit.frames.plan import plan_candidates as plan
 
     root = bundle.root if hasattr(bundle, "artifacts") else bundle
-    result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested)
+    result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested, options=options)
     cands = result.candidates
     if requested is None:
         cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
@@ -282,7 +284,8 @@ def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str
 
 
 def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tuple[Candidate, Any]],
-                     tolerances: Tolerances, record: bool) -> tuple[list[_Tracker], dict[int, Any]]:
+                     tolerances: Tolerances, record: bool, options: dict[str, Any] | None = None
+                     ) -> tuple[list[_Tracker], dict[int, Any]]:
     """One tracker per tensor candidate (with its saved run, or ``None`` to run it here) and the backends that
     opened, by tracker index. Live candidates open exactly as ``framegen render`` opens them
     (:func:`framegen.toolkit.frames.plan.open_candidate`); one that cannot open is a failed result, not an exception."""
@@ -295,7 +298,8 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
         result = CandidateResult(cand, "", loaded_from=os.fspath(run.path) if run is not None else None)
         try:
             be = ReplayBackend(run) if run is not None else open_candidate(cand, bundle=b.root, checkpoint=checkpoint,
-                                                                          mode=b.mode, for_render=True)
+                                                                          mode=b.mode, for_render=True,
+                                                                          options=options)
         except FramegenError as exc:
             result.error = f"cannot open: {exc}"
             trackers.append(_Tracker(result, _profile_or_fixed(tolerances, cand.precision, cand.io)))
@@ -460,7 +464,7 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
 def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments: list[Segment],
                 plan: list[dict[str, Any]], cands: list[tuple[Candidate, Any]], tolerances: Tolerances,
                 notes: list[str], *, batch: int | None, heatmaps: str | os.PathLike[str] | None, progress: bool,
-                record: bool) -> tuple[list[CandidateResult], dict[str, Any],
+                record: bool, options: dict[str, Any] | None = None) -> tuple[list[CandidateResult], dict[str, Any],
                                        list[tuple[CandidateResult, dict[str, np.ndarray] | None]]]:
     """Open, stream and judge the tensor candidates (live or loaded); returns their results, the reference's info
     and, with ``record``, each live candidate's outputs by frame digest."""
@@ -468,7 +472,7 @@ def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segme
     from framegen.runtimes.spec import OpenRequest
 
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
-    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record)
+    trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record, options)
     try:
         std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
                                 keep_worst=heatmaps is not None, progress=progress)
@@ -496,7 +500,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                overrides: Overrides | None = None, measure_frames: int = 2, locate: bool | None = None,
                save_outputs: str | os.PathLike[str] | None = None,
                load_outputs: list[str | os.PathLike[str]] | None = None,
-               mel_windows: np.ndarray | None = None) -> ParityReport:
+               mel_windows: np.ndarray | None = None, options: dict[str, Any] | None = None) -> ParityReport:
     """Compare every candidate with the PyTorch fp32 reference on ``frames`` speech and ``silence_frames`` silent
     output frames.
 
@@ -529,7 +533,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     plan = frame_plan(template, segments, b.mode)
     saved = _load_saved(b, list(load_outputs or []), plan)
     if candidates is None:
-        candidates, notes_plan = ([], []) if saved else plan_candidates(b, checkpoint=checkpoint)
+        candidates, notes_plan = ([], []) if saved else plan_candidates(b, checkpoint=checkpoint, options=options)
         notes += notes_plan
     if not candidates and not saved:
         raise ParityError("no candidate backend to compare")
@@ -548,7 +552,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     image = [(c, None) for c in candidates if c.io == "image"] + [(c, r) for c, r in saved if c.io == "image"]
     results, reference, recorded = _run_tensor(b, checkpoint, template, segments, plan, tensor, tolerances, notes,
                                                batch=batch, heatmaps=heatmaps, progress=progress,
-                                               record=save_outputs is not None)
+                                               record=save_outputs is not None, options=options)
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
         from framegen.toolkit.parity.image import run_image_parity
@@ -589,12 +593,13 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
                profile: str | os.PathLike[str] | None = None, locate: bool | None = None,
                save_outputs: str | os.PathLike[str] | None = None,
                load_outputs: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
-               json: str | os.PathLike[str] | None = None) -> ParityReport:
+               json: str | os.PathLike[str] | None = None, options: dict[str, Any] | None = None) -> ParityReport:
     """``framegen parity`` as one call, from paths: the bundle, the checkpoint, a template directory (or a ready
     ``PreparedTemplate``), ``features`` or ``audio`` + ``encoder``; ``backends`` as ``NAME[:precision][:image],...``
     (default: the planner's choice; none but the loaded runs when ``load_outputs`` is given). ``tolerance``:
     ``STAGE.METRIC=VALUE`` overrides, ``profile``: a TOML/JSON file of them (applied first). ``json``: also write the
-    report there. See :func:`run_parity` for the rest."""
+    report there. ``options``: every backend's ``OpenRequest.options`` (e.g. ``triton_url``). See :func:`run_parity`
+    for the rest."""
     from framegen.models.bundle import load_bundle
     from framegen.toolkit.compare.tolerance import load_profile_file, parse_tolerance
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
@@ -611,7 +616,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     if requested is None and load_outputs:
         candidates, notes = [], []
     else:
-        candidates, notes = plan_candidates(b, requested, checkpoint=checkpoint)
+        candidates, notes = plan_candidates(b, requested, checkpoint=checkpoint, options=options)
     if isinstance(template, PreparedTemplate):
         prepared, where = template, os.fspath(template.template.root)
     else:
@@ -620,7 +625,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
                         silence_frames=silence_frames, start_frame=start_frame, batch=batch, heatmaps=heatmaps,
                         progress=progress, inputs={"template": where, **audio_input.source}, tolerances=tolerances,
                         overrides=overrides, locate=locate, save_outputs=save_outputs,
-                        load_outputs=list(load_outputs), mel_windows=audio_input.mel_windows)
+                        load_outputs=list(load_outputs), mel_windows=audio_input.mel_windows, options=options)
     report.notes[:0] = notes + prepared.warnings
     if json is not None:
         from framegen.toolkit.common.files import write_json
