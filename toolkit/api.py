@@ -24,8 +24,11 @@ __all__ = [
     "FramegenError",
     "__version__",
     "audio_features",
+    "audio_mel",
     "backends",
     "bench",
+    "bench_stream",
+    "bench_triton",
     "checkpoint_init",
     "demo",
     "export",
@@ -38,6 +41,7 @@ __all__ = [
     "serve",
     "stream",
     "stream_session",
+    "template_inspect",
     "template_synth",
 ]
 
@@ -89,6 +93,20 @@ def checkpoint_init(out: PathLike, *, kind: str = "generator", mode: str = "ave"
     raise UsageError(f"--kind {kind!r}: expected generator or audio-encoder")
 
 
+def template_inspect(directory: PathLike, *, skip_bad_boxes: bool = False,
+                     preview: PathLike | None = None) -> dict[str, Any]:
+    """Pair a template's images with its landmark files, decode every image and report each frame's crop box:
+    ``{root, count, usable_frames, width, height, numbering, usable, errors, warnings, frames: [{index, image,
+    landmarks, box[, error]}]}``. ``preview``: also write a contact sheet of crops with their boxes drawn (PNG).
+    A template that cannot be opened at all raises ``TemplateError``; one with bad frames reports them."""
+    from framegen.toolkit.inputs.template_check import inspect_template, write_preview
+
+    report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
+    if preview is not None:
+        report["preview"] = write_preview(directory, report, preview)
+    return report
+
+
 def template_synth(out: PathLike, *, frames: int | None = None, width: int = 1280, height: int = 720,
                    landmarks: PathLike | None = None, seed: int = 0) -> Path:
     """Write a deterministic synthetic template (face-like frames drawn from a landmark track, or following the real
@@ -118,6 +136,18 @@ def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None =
     if out is not None:
         save_npy(out, feats)
     return feats
+
+
+def audio_mel(audio: PathLike, *, out: PathLike | None = None) -> np.ndarray:
+    """SyncTalk_2D's normalised log-mel spectrogram of a speech file (any format PyAV reads): (T, 80) float32, 80
+    frames per second, ``T = 1 + samples // 200`` (docs/CONTRACT.md §4). ``out``: also save it as ``.npy`` there."""
+    from framegen.toolkit.inputs.audio import decode_audio, melspectrogram
+    from framegen.toolkit.inputs.features import save_npy
+
+    spec = melspectrogram(decode_audio(audio))
+    if out is not None:
+        save_npy(out, spec)
+    return spec
 
 
 # ----------------------------------------------------------------------------------------------------- export
@@ -485,6 +515,46 @@ def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32"
 
 
 # ----------------------------------------------------------------------------------------------------- bench
+
+def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
+                 backends: str | Sequence[str] | None = None, precision: str = "fp32", audio: PathLike | None = None,
+                 encoder: PathLike | None = None, seconds: float = 4.0, chunk_ms: float = 40.0,
+                 json: PathLike | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
+    """Live-stream latency (p50/p99 from a frame's last audio sample to its frame) and real-time factor per backend,
+    paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
+    ``template``. Returns the report dict (the schema of ``framegen bench --stream --json``)."""
+    bundle = _path(bundle)
+    from framegen.toolkit.bench.stream import run_bench_stream
+
+    report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
+                              backends=_split(backends) if backends is not None else None, precision=precision,
+                              audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, on_result=on_result)
+    if json is not None:
+        from framegen.toolkit.common.files import write_json
+
+        write_json(json, report)
+    return report
+
+
+def bench_triton(triton_url: str, *, streams: str | Sequence[int] | None = None, seconds: float = 8.0,
+                 requests: int | None = None, frames_per_request: int = 1, mode: str | None = None,
+                 json: PathLike | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
+    """Throughput, latency and server-side batching of a Triton server hosting the generator, at each number of
+    concurrent client streams (default 1, 4, 8). Returns the report dict (``framegen bench --backends triton``)."""
+    from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_triton_bench
+
+    _triton_options(triton_url)
+    counts = DEFAULT_STREAMS if streams is None else parse_streams(streams)
+    report = run_triton_bench(triton_url, streams=counts, seconds=seconds, requests=requests,
+                              frames_per_request=frames_per_request, mode=mode, on_result=on_result)
+    if json is not None:
+        from framegen.toolkit.common.files import write_json
+
+        write_json(json, report)
+    return report
+
 
 def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
           backends: str | Sequence[str] | None = None, precisions: str | Sequence[str] | None = None,

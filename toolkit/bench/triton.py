@@ -204,28 +204,3 @@ def print_triton_report(report: dict[str, Any], console: Any = None) -> None:
     if load:
         con.print(f"machine load after: {load.get('loadavg_1_5_15')} (1/5/15 min), CPU busy "
                   f"{load.get('cpu_busy_percent')}%", markup=False)
-
-
-def bench_triton_cli(*, url: str | None, streams: str | None, seconds: float, iterations: int | None, mode: str | None,
-                     json_path: Any = None, batch: str | None = None) -> dict[str, Any]:
-    """What ``framegen bench --backends triton`` runs: measure, print the table, write ``--json``."""
-    from framegen.toolkit.common.console import note
-
-    frames = 1
-    if batch:
-        sizes = [int(v) for v in str(batch).split(",") if v.strip()]
-        if len(sizes) != 1 or sizes[0] < 1:
-            raise TritonBenchError(f"--batch {batch!r}: the Triton bench takes one batch (frames per request)")
-        frames = sizes[0]
-    report = run_triton_bench(url, streams=parse_streams(streams), seconds=seconds, requests=iterations,
-                              frames_per_request=frames, mode=mode,
-                              on_result=lambda r: note(f"triton {r['streams']} stream(s): {r['fps']:.2f} fps, p50 "
-                                                       f"{r['latency_ms']['p50']:.0f} ms, avg server batch "
-                                                       f"{r['avg_server_batch']}"))
-    if json_path is not None:
-        from framegen.toolkit.common.files import write_json
-
-        write_json(json_path, report)
-        note(f"report written to {json_path}")
-    print_triton_report(report)
-    return report

@@ -24,13 +24,12 @@ def mel(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the (T, 80) float32 .npy.")],
 ) -> None:
     """Write SyncTalk_2D's normalised log-mel spectrogram (16 kHz, 80 bins, 80 frames/s) as (T, 80) float32."""
-    from framegen.toolkit.inputs.audio import SAMPLE_RATE, decode_audio, melspectrogram
-    from framegen.toolkit.inputs.features import save_npy
+    from framegen.models.contract import HOP, SAMPLE_RATE
+    from framegen.toolkit.api import audio_mel
 
-    wav = decode_audio(audio)
-    spec = melspectrogram(wav)
-    save_npy(out_path, spec)
-    out.print(f"wrote {out_path} {spec.shape[0]}x{spec.shape[1]} float32 ({wav.shape[0] / SAMPLE_RATE:.2f} s)")
+    spec = audio_mel(audio, out=out_path)
+    out.print(f"wrote {out_path} {spec.shape[0]}x{spec.shape[1]} float32 (about "
+              f"{(spec.shape[0] - 1) * HOP / SAMPLE_RATE:.2f} s)")
 
 
 def features(

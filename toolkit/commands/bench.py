@@ -145,10 +145,7 @@ def bench(
     if json_path is not None and not json_path.parent.is_dir():
         raise BenchError(f"--json {json_path}: folder {json_path.parent} does not exist")
     if (backends or "").strip() == "triton" or streams is not None:
-        from framegen.toolkit.bench.triton import bench_triton_cli
-
-        bench_triton_cli(url=triton_url, streams=streams, seconds=seconds, iterations=iterations, mode=mode,
-                         json_path=json_path, batch=batch)
+        _triton_bench(triton_url, streams, seconds, iterations, mode, json_path, batch)
         return
 
     def progress(kind: str, row: dict[str, Any]) -> None:
@@ -169,22 +166,49 @@ def bench(
     print_report(report)
 
 
+def _triton_bench(url: str | None, streams: str | None, seconds: float, iterations: int | None, mode: str | None,
+                  json_path: Path | None, batch: str | None) -> None:
+    """`bench --backends triton`: see :mod:`framegen.toolkit.bench.triton`."""
+    import os
+
+    from framegen.runtimes.triton_backend import URL_ENV
+    from framegen.toolkit.api import bench_triton
+    from framegen.toolkit.bench.triton import TritonBenchError, print_triton_report
+
+    url = url or os.environ.get(URL_ENV)
+    if not url:
+        raise TritonBenchError("bench --backends triton: name the server with --triton-url grpc://HOST:PORT")
+    frames = 1
+    if batch:
+        sizes = [int(v) for v in str(batch).split(",") if v.strip().isdigit()]
+        if len(sizes) != 1 or sizes[0] < 1:
+            raise TritonBenchError(f"--batch {batch!r}: the Triton bench takes one batch (frames per request)")
+        frames = sizes[0]
+    report = bench_triton(url, streams=streams, seconds=seconds, requests=iterations, frames_per_request=frames,
+                          mode=mode, json=json_path,
+                          on_result=lambda r: note(f"triton {r['streams']} stream(s): {r['fps']:.2f} fps, p50 "
+                                                   f"{r['latency_ms']['p50']:.0f} ms, avg server batch "
+                                                   f"{r['avg_server_batch']}"))
+    if json_path is not None:
+        note(f"report written to {json_path}")
+    print_triton_report(report)
+
+
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
                   json_path: Path | None) -> None:
     """`bench --stream`: see :mod:`framegen.toolkit.bench.stream`."""
+    from framegen.toolkit.api import bench_stream
     from framegen.toolkit.bench.core import parse_list
-    from framegen.toolkit.bench.stream import print_stream_report, run_bench_stream
-    from framegen.toolkit.common.files import write_json
+    from framegen.toolkit.bench.stream import print_stream_report
     from rich.console import Console
 
     names = parse_list(backends, "--backends")
     precs = parse_list(precisions, "--precisions") or ["fp32"]
-    report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
-                              precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
-                              on_result=lambda r: note(f"{r['backend']} stream: RTF {r['rtf']:.2f}, p50 "
-                                                       f"{r['latency_ms']['p50']:.0f} ms, p99 "
-                                                       f"{r['latency_ms']['p99']:.0f} ms"))
-    if json_path is not None:
-        write_json(json_path, report)
+    report = bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
+                          precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
+                          json=json_path,
+                          on_result=lambda r: note(f"{r['backend']} stream: RTF {r['rtf']:.2f}, p50 "
+                                                   f"{r['latency_ms']['p50']:.0f} ms, p99 "
+                                                   f"{r['latency_ms']['p99']:.0f} ms"))
     print_stream_report(report, out if out.is_terminal else Console(width=200, highlight=False))

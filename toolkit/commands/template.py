@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from framegen.toolkit.common.console import note, out, warn
 
-PREVIEW_TILES = 16
-
 
 def register(app: typer.Typer) -> None:
     """Add the `template` group."""
@@ -34,18 +32,22 @@ def inspect(
     Exits non-zero when the template is unusable: files missing or malformed, an image that cannot be decoded,
     a crop box outside the frame.
     """
+    from framegen.toolkit.api import template_inspect
     from framegen.toolkit.inputs.template import TemplateError
-    from framegen.toolkit.inputs.template_check import inspect_template
 
     try:
-        report = inspect_template(directory, skip_bad_boxes=skip_bad_boxes)
+        report = template_inspect(directory, skip_bad_boxes=skip_bad_boxes, preview=preview)
     except TemplateError as exc:
         if as_json:
             typer.echo(json.dumps({"root": str(directory), "usable": False, "errors": [str(exc)], "warnings": [],
                                    "frames": []}, indent=2))
         raise
     if preview is not None:
-        _write_preview(directory, report, preview)
+        shown = report.pop("preview")
+        if shown["frames"]:
+            note(f"wrote preview {preview} ({len(shown['frames'])} frames)")
+        else:
+            warn("no usable frame to preview")
     if as_json:
         typer.echo(_json(report))
     else:
@@ -80,22 +82,6 @@ def _print_report(report: dict) -> None:
         text = f"{f['index']:6d}  {f['image']:28} {f['landmarks']:24} {f['box']}"
         line(text + (f"  ERROR: {f['error']}" if "error" in f else ""))
     line(f"status     {'usable' if report['usable'] else 'UNUSABLE'}")
-
-
-def _write_preview(directory: Path, report: dict, path: Path) -> None:
-    from framegen.toolkit.common.files import write_png
-    from framegen.toolkit.inputs.preprocess import contact_sheet
-    from framegen.toolkit.inputs.template import open_template
-
-    good = [f["index"] for f in report["frames"] if "error" not in f]
-    if not good:
-        warn("no usable frame to preview")
-        return
-    step = max(1, len(good) / PREVIEW_TILES)
-    picks = sorted({good[int(k * step)] for k in range(min(PREVIEW_TILES, len(good)))})
-    sheet = contact_sheet(open_template(directory), picks)
-    write_png(path, sheet)
-    note(f"wrote preview {path} ({len(picks)} frames)")
 
 
 def synth(

@@ -57,3 +57,24 @@ def inspect_template(path: str | os.PathLike[str], *, skip_bad_boxes: bool = Fal
         "errors": errors,
         "frames": frames,
     }
+
+
+#: crops on a preview contact sheet
+PREVIEW_TILES = 16
+
+
+def write_preview(directory: str | os.PathLike[str], report: dict[str, Any], path: str | os.PathLike[str]
+                  ) -> dict[str, Any]:
+    """A contact sheet of up to 16 usable frames' crops with their boxes drawn, spread over the template, written
+    to ``path`` (PNG); returns ``{path, frames}`` (no frame when none is usable, and nothing written)."""
+    from framegen.toolkit.common.files import write_png
+    from framegen.toolkit.inputs.preprocess import contact_sheet
+    from framegen.toolkit.inputs.template import open_template
+
+    good = [f["index"] for f in report["frames"] if "error" not in f]
+    if not good:
+        return {"path": None, "frames": []}
+    step = max(1, len(good) / PREVIEW_TILES)
+    picks = sorted({good[int(k * step)] for k in range(min(PREVIEW_TILES, len(good)))})
+    write_png(path, contact_sheet(open_template(directory), picks))
+    return {"path": os.fspath(path), "frames": picks}
