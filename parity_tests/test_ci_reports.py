@@ -84,3 +84,33 @@ def test_parity_reports_agree_with_the_json(clean_parity, tmp_path):
         text = md.read_text()
         assert text.startswith(f"### framegen parity: {'PASS' if report['passed'] else 'FAIL'}")
         assert text.count("\n| ") - 1 == len(report["candidates"])
+
+
+def test_export_validation_as_junit_for_a_clean_and_a_refused_export(generator_ckpt, tmp_path, monkeypatch):
+    """`framegen export --junit-xml`: read back by junitparser (the parser CI plugins use), one passing case per
+    artifact with its figures; a refused export is one failing case holding the reason, and no bundle."""
+    from framegen.toolkit.cli import app
+    from framegen.toolkit.export import validate
+    from junitparser import Failure, JUnitXml
+    from typer.testing import CliRunner
+
+    ok = tmp_path / "ok.xml"
+    result = CliRunner().invoke(app, ["export", str(generator_ckpt), "--out", str(tmp_path / "b"), "--formats",
+                                      "onnx", "--precision", "fp32,fp16", "--junit-xml", str(ok)])
+    assert result.exit_code == 0, result.output
+    cases = {c.name: c for suite in JUnitXml.fromfile(str(ok)) for c in suite}
+    assert set(cases) == {"generator.fp32.onnx", "generator.fp16.onnx"}
+    assert all(c.is_passed for c in cases.values())
+    assert "max_abs_err" in cases["generator.fp16.onnx"].system_out
+
+    tight = dict(validate.TOLERANCES)
+    tight[("generator", "fp32")] = validate.Tolerance(max_abs=1e-12, mean_abs=1e-13, weight_rel=1e-5)
+    monkeypatch.setattr(validate, "TOLERANCES", tight)
+    bad = tmp_path / "bad.xml"
+    result = CliRunner().invoke(app, ["export", str(generator_ckpt), "--out", str(tmp_path / "refused"),
+                                      "--formats", "onnx", "--precision", "fp32,fp16", "--junit-xml", str(bad)])
+    assert result.exit_code != 0 and not (tmp_path / "refused").exists()
+    suites = list(JUnitXml.fromfile(str(bad)))
+    (case,) = [c for s in suites for c in s]
+    assert isinstance(case.result[0], Failure) and "validation failed" in case.result[0].message
+    assert suites[0].failures == 1 and suites[0].tests == 1

@@ -157,7 +157,7 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
            io: str | Sequence[str] = ("tensor",), opset: int | None = None, mode: str | None = None,
            force: bool = False, progress: Callable[[str], None] | None = None,
            triton: PathLike | None = None, triton_options: Any = None, audio_frontend: bool = False,
-           compression: Any = None) -> Any:
+           compression: Any = None, junit_xml: PathLike | None = None) -> Any:
     """Export a SyncTalk_2D generator checkpoint (and optionally its audio encoder) to a validated bundle.
 
     Every artifact is validated against the PyTorch module; one that fails makes the export fail and leaves nothing
@@ -165,17 +165,33 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
     image (uint8 BGR image I/O variants for ports). ``triton``: also write a Triton model repository there
     (``triton_options``: a :class:`framegen.exporters.triton.TritonOptions`). ``precisions`` int8 / pal6 / pal4
     add compressed generators, calibrated and judged as ``compression`` (a
-    :class:`framegen.toolkit.export.compress.CompressOptions`) says. Returns the written
-    :class:`framegen.models.bundle.Bundle`.
+    :class:`framegen.toolkit.export.compress.CompressOptions`) says. ``junit_xml``: also write the validation as
+    JUnit XML there (one test case per artifact with its figures and limits; a refused export is one failing case).
+    Returns the written :class:`framegen.models.bundle.Bundle`.
     """
     from framegen.models.bundle import load_bundle
     from framegen.toolkit.export.bundle import export_bundle
 
-    dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
-                         precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
-                         progress=progress, triton=triton, triton_options=triton_options,
-                         audio_frontend=audio_frontend, compression=compression)
-    return load_bundle(dest)
+    _check_outputs(None, None, junit_xml)
+    try:
+        dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
+                             precisions=_split(precisions), opset=opset, io=_split(io), mode=mode, force=force,
+                             progress=progress, triton=triton, triton_options=triton_options,
+                             audio_frontend=audio_frontend, compression=compression)
+    except FramegenError as exc:
+        if junit_xml is not None:  # a refused export is a failing test case in CI, with the reason
+            _export_junit([], junit_xml, error=str(exc))
+        raise
+    bundle = load_bundle(dest)
+    if junit_xml is not None:
+        _export_junit([a.entry for a in bundle.artifacts], junit_xml)
+    return bundle
+
+
+def _export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None) -> None:
+    from framegen.toolkit.compare import reports
+
+    reports.write_reports(reports.export_junit(artifacts, error), None, junit_path=path, markdown_path=None)
 
 
 # ----------------------------------------------------------------------------------------------------- backends

@@ -46,6 +46,8 @@ def export(
         "--min-psnr", help="int8/pal quality floor: final-frame PSNR in dB (default 30).")] = None,
     max_level_error: Annotated[float | None, typer.Option(
         "--max-level-error", help="int8/pal quality floor: largest final-frame level error (default 96).")] = None,
+    junit_xml: Annotated[Path | None, typer.Option(
+        "--junit-xml", help="Write the validation as JUnit XML (one test case per artifact) for CI.")] = None,
 ) -> None:
     """Export, validate every artifact against PyTorch, and write the bundle with manifest.json.
 
@@ -58,7 +60,8 @@ def export(
                         io=io, opset=opset, mode=mode, force=force, progress=note, triton=triton,
                         triton_options=_triton_options(triton_trt_fp16) if triton is not None else None,
                         audio_frontend=audio_frontend,
-                        compression=_compression(template, features, int8_target, min_psnr, max_level_error))
+                        compression=_compression(template, features, int8_target, min_psnr, max_level_error),
+                        junit_xml=junit_xml)
     _print_summary(bundle.manifest, bundle.root)
 
 

@@ -67,10 +67,40 @@ def golden_junit(report: Mapping[str, Any], suite_name: str = "framegen golden c
     for stage in report.get("stages", []):
         if not stage.get("cases"):
             continue
-        detail = _figures(stage.get("metrics"), stage.get("limits"))
-        if stage.get("vs_golden"):
-            detail += f"; vs golden max_abs {stage['vs_golden'].get('max_abs')}"
-        _case(suite, "golden", str(stage.get("stage")), list(stage.get("failures") or []), detail)
+        detail = f"judged on {stage.get('judged_on', 'golden values')}: " + _figures(stage.get("metrics"),
+                                                                                   stage.get("limits"))
+        e2e = stage.get("end_to_end") or {}
+        if e2e.get("vs_golden"):
+            detail += (f"; end to end max_abs {e2e['vs_golden'].get('max_abs')} (composed limit "
+                       f"{e2e.get('composed_max_abs')})")
+        failures = list(stage.get("failures") or [])
+        if stage.get("inherited_from"):
+            failures = [f"inherited from {stage['inherited_from']}: {f}" for f in failures]
+        _case(suite, "golden", str(stage.get("stage")), failures, detail)
+    return _finish(suites)
+
+
+def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
+                 suite_name: str = "framegen export") -> str:
+    """JUnit XML of an export's validation: one test case per artifact (``generator.fp16.onnx``) with its figures
+    against PyTorch and their limits; a refused export is one failing case holding the reason (nothing else was
+    written)."""
+    suites = ET.Element("testsuites", name=suite_name)
+    suite = ET.SubElement(suites, "testsuite", name=suite_name)
+    for art in artifacts:
+        v = art.get("validation") or {}
+        tol = v.get("tolerance") or {}
+        shown = {k: v.get(k) for k in ("max_abs_err", "mean_abs_err", "weights_max_rel_err", "psnr_db",
+                                       "max_level_error") if v.get(k) is not None}
+        detail = "; ".join(f"{k} {val}" for k, val in shown.items())
+        if tol:
+            detail += f"; limits {dict(tol)}"
+        if v.get("runtime"):
+            detail += f"; run by {v['runtime']}"
+        failures = [] if v.get("passed", True) else [str(v.get("reason") or "validation failed")]
+        _case(suite, "export", str(art.get("path")), failures, detail)
+    if error is not None:
+        _case(suite, "export", "validation", [error], "")
     return _finish(suites)
 
 
@@ -120,12 +150,13 @@ def parity_markdown(report: Mapping[str, Any], heatmaps: Mapping[str, str] | Non
 def golden_markdown(report: Mapping[str, Any]) -> str:
     """A short Markdown summary of a golden check: the verdict and the first stage that departs."""
     verdict = "PASS" if report.get("passed") else f"FAIL at {report.get('first_departure')}"
-    lines = [f"### framegen golden check: {verdict}", "", "| stage | status | max | vs golden max |",
+    lines = [f"### framegen golden check: {verdict}", "", "| stage | status | max (own inputs) | end to end max |",
              "|---|---|---:|---:|"]
     for s in report.get("stages", []):
         if s.get("cases"):
+            e2e = (s.get("end_to_end") or {}).get("vs_golden") or {}
             lines.append(f"| {s['stage']} | {s.get('status')} | {(s.get('metrics') or {}).get('max_abs', '')} | "
-                         f"{(s.get('vs_golden') or {}).get('max_abs', '')} |")
+                         f"{e2e.get('max_abs', '')} |")
     return "\n".join(lines) + "\n"
 
 

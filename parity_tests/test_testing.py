@@ -1,0 +1,104 @@
+"""framegen.testing's assertions and the pytest plugin, as a user's suite meets them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from framegen.testing import assert_frames_close, assert_parity_passed
+
+
+def test_assert_frames_close_names_stage_metric_limit_and_worst_pixel():
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    assert_frames_close(ref.copy(), ref)  # identical frames pass
+    off = ref.astype(np.int16)
+    off[1, 17, 23, 2] += 3 if off[1, 17, 23, 2] < 250 else -3
+    with pytest.raises(AssertionError) as info:
+        assert_frames_close(off.astype(np.uint8), ref)
+    text = str(info.value)
+    assert text.startswith("final_frame (fp32 profile): max_abs 3 > 2")
+    assert "worst: frame 1 at [17, 23, 2]" in text
+    assert_frames_close(off.astype(np.uint8), ref, profile="fp16")  # 3 levels on one value is fp16 noise
+
+    out = rng.random((3, 8, 8), dtype=np.float32)
+    assert_frames_close(out + np.float32(2e-6), out)
+    with pytest.raises(AssertionError, match=r"model_output \(fp32 profile\): .*mean_abs .* > 1\.00e-04"):
+        assert_frames_close(out * np.float32(1.01), out)
+    with pytest.raises(AssertionError, match=r"shapes differ: actual \(3, 8, 7\), expected \(3, 8, 8\)"):
+        assert_frames_close(out[:, :, :7], out)
+
+
+def test_assert_parity_passed_lists_each_failing_stage(clean_parity):
+    assert_parity_passed(clean_parity)  # the suite's clean export passes
+    label = clean_parity.candidates[0].label
+    assert_parity_passed(clean_parity, label)
+    with pytest.raises(AssertionError, match="has no candidate 'nope:fp8'"):
+        assert_parity_passed(clean_parity, "nope:fp8")
+
+
+USER_TEST = '''
+from framegen.testing import assert_parity_passed
+
+
+def test_parity(framegen_candidate):
+    assert_parity_passed(framegen_candidate.report, framegen_candidate.label)
+
+
+def test_unrelated():
+    assert True
+'''
+
+
+@pytest.mark.slow
+def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generator_ckpt, encoder_ckpt):
+    """A fresh project with its own checkpoint and bundle, configured in its pyproject.toml: pytest (with the plugin
+    loaded from framegen's entry point) shows one test per candidate; an impossible limit fails both, with the
+    stage, metric and limit in the message."""
+    import framegen
+
+    project = tmp_path / "user"
+    project.mkdir()
+    ckpt = framegen.checkpoint_init(project / "gen.pth", seed=909, calibrate=True)
+    framegen.export(ckpt, project / "bundle", audio_encoder=encoder_ckpt, formats="onnx", precisions="fp32,fp16")
+    (project / "test_user.py").write_text(USER_TEST)
+
+    def run(extra: str) -> subprocess.CompletedProcess[str]:
+        (project / "pyproject.toml").write_text(textwrap.dedent(f'''
+            [tool.pytest.ini_options]
+            framegen_bundle = "bundle"
+            framegen_checkpoint = "gen.pth"
+            framegen_backends = "ort-cpu:fp32,ort-cpu:fp16"
+            framegen_frames = "2"
+            framegen_tolerances = "fixed"
+            {extra}
+        '''))
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        return subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-W", "ignore"],
+                              cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+    good = run("")
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-2000:]
+    assert "test_parity[ort-cpu:fp32] PASSED" in good.stdout and "test_parity[ort-cpu:fp16] PASSED" in good.stdout
+    assert "test_unrelated PASSED" in good.stdout
+
+    bad = run('framegen_tolerance = "model_output.max_abs=1e-12"')
+    assert bad.returncode == 1, bad.stdout[-3000:]
+    assert "test_parity[ort-cpu:fp32] FAILED" in bad.stdout and "test_parity[ort-cpu:fp16] FAILED" in bad.stdout
+    assert "ort-cpu:fp32 model_output: max_abs" in bad.stdout and "> 1.00e-12" in bad.stdout
+    selected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not framegen_parity", "-p",
+                               "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert "1 passed, 2 deselected" in selected.stdout, selected.stdout
+
+
+def test_an_unconfigured_project_skips_with_the_reason(tmp_path):
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout
+    assert "1 passed, 1 skipped" in result.stdout
+    assert "set framegen_bundle and framegen_checkpoint" in result.stdout
