@@ -7,6 +7,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 from framegen.toolkit.api import golden_check
 from framegen.toolkit.compare import reports
 from framegen.toolkit.parity.golden import copy_candidate, load_index, read_stage
@@ -114,3 +115,65 @@ def test_export_validation_as_junit_for_a_clean_and_a_refused_export(generator_c
     (case,) = [c for s in suites for c in s]
     assert isinstance(case.result[0], Failure) and "validation failed" in case.result[0].message
     assert suites[0].failures == 1 and suites[0].tests == 1
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def _chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    return path
+
+
+@pytest.mark.slow
+def test_a_failing_parity_run_agrees_in_json_junit_markdown_and_html_and_the_page_renders_in_chromium(
+        bundle_dir, generator_ckpt, synth_template_dir, parity_features_path, tmp_path):
+    """One failing run (an impossible model-output limit on two fp32 candidates) written in every format: the same
+    verdict and the same failing candidates everywhere; the HTML page, opened in headless Chromium, shows the verdict
+    and decodes every embedded picture (heat maps), and has the per-layer plot."""
+    import subprocess
+
+    import cv2
+    import framegen
+    from junitparser import JUnitXml
+
+    paths = {k: tmp_path / f"parity.{k}" for k in ("json", "xml", "md", "html")}
+    report = framegen.parity(bundle=bundle_dir, checkpoint=generator_ckpt, template=synth_template_dir,
+                             features=parity_features_path, backends="ort-cpu:fp32,coreml-mil:fp32", frames=2,
+                             tolerances="fixed", tolerance=["model_output.max_abs=1e-9"], json=paths["json"],
+                             junit_xml=paths["xml"], markdown=paths["md"], html=paths["html"])
+    data = json.loads(paths["json"].read_text())
+    assert not report.passed and not data["passed"]
+    failing = {c["label"] for c in data["candidates"] if not c["passed"]}
+    assert failing == {"ort-cpu:fp32", "coreml-mil:fp32"}
+    junit_failing = {case.classname for suite in JUnitXml.fromfile(str(paths["xml"])) for case in suite
+                     if case.result and case.name == "model_output"}
+    assert junit_failing == failing
+    md = paths["md"].read_text()
+    assert "FAIL" in md and all(label in md for label in failing)
+    page = paths["html"].read_text()
+    assert "http://" not in page and "https://" not in page and 'src="data:image/png;base64,' in page
+    assert "layers in execution order" in page  # the per-layer plot of the layers stage
+
+    chromium = _chromium()
+    profile = tmp_path / "chromium-profile"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=3000",
+                          "--dump-dom", paths["html"].as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'id="verdict"' in dom.stdout and ">FAIL<" in dom.stdout, dom.stderr[-2000:]
+    images = int(page.count('src="data:image/png'))
+    assert f'data-images="{images}/{images}"' in dom.stdout, "Chromium did not decode every embedded picture"
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                    "--window-size=1100,1400", paths["html"].as_uri()], capture_output=True, timeout=120)
+    pixels = cv2.imread(str(shot))
+    assert pixels is not None and pixels.shape[:2] == (1400, 1100)
+    top = pixels[:160]
+    red = (np.abs(top.astype(int) - np.array([0x2e, 0x22, 0xcf])).sum(axis=2) < 30).sum()  # the FAIL badge, BGR
+    assert red > 500, "no red FAIL badge at the top of the rendered page"
+    assert pixels.std() > 20  # text, tables and pictures, not a blank page

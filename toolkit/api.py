@@ -433,7 +433,7 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
            progress: bool = False, tolerances: str = "derived", tolerance: Sequence[str] = (),
            profile: PathLike | None = None, locate: bool | None = None, save_outputs: PathLike | None = None,
            load_outputs: Sequence[PathLike] = (), json: PathLike | None = None, triton_url: str | None = None,
-           junit_xml: PathLike | None = None, markdown: PathLike | None = None) -> Any:
+           junit_xml: PathLike | None = None, markdown: PathLike | None = None, html: PathLike | None = None) -> Any:
     """Render the same frames (speech, then ``silence_frames`` silent ones) through PyTorch fp32 (the reference)
     and every candidate backend x artifact, and compare model outputs and final frames. Returns a
     :class:`framegen.toolkit.parity.engine.ParityReport`; ``report.passed`` is the verdict.
@@ -444,22 +444,41 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     PyTorch) runs unless ``False``; ``True`` prints every per-layer table, not only failed candidates'.
     ``save_outputs`` / ``load_outputs``: judge one machine's outputs on another.
     ``json``: also write the report there; ``junit_xml`` (one test case per candidate x stage) and ``markdown``
-    (a summary, also appended to ``$GITHUB_STEP_SUMMARY`` when set) for CI. ``triton_url``: the server the
+    (a summary, also appended to ``$GITHUB_STEP_SUMMARY`` when set) for CI; ``html``: one self-contained page
+    (verdict, tolerances and their sources, per candidate the metrics, the worst frame's heat map and the per-layer
+    error plot). ``triton_url``: the server the
     ``triton`` backend runs on. See docs/PARITY.md.
     """
     bundle = _path(bundle)
     from framegen.toolkit.parity.engine import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
-    _check_outputs(None, None, json, junit_xml, markdown)
+    _check_outputs(None, None, json, junit_xml, markdown, html)
     options = _triton_options(triton_url)
+    import tempfile
+
+    scratch = tempfile.TemporaryDirectory(prefix="framegen-heatmaps-") if html is not None and heatmaps is None \
+        else None
     prepared = _template(template, skip_bad_boxes)
-    report = parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
-                        encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
-                        start_frame=start_frame, batch=batch, heatmaps=heatmaps, progress=progress,
-                        tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
-                        save_outputs=save_outputs, load_outputs=list(load_outputs), json=json, options=options)
-    _ci_reports(report, "parity", junit_xml, markdown)
+    try:
+        report = parity_job(bundle=bundle, checkpoint=checkpoint, template=prepared, features=features, audio=audio,
+                            encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,
+                            start_frame=start_frame, batch=batch,
+                            heatmaps=scratch.name if scratch is not None else heatmaps, progress=progress,
+                            tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
+                            save_outputs=save_outputs, load_outputs=list(load_outputs),
+                            json=json if scratch is None else None, options=options)
+        _ci_reports(report, "parity", junit_xml, markdown, html)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    if scratch is not None:  # the heat maps live in the HTML page only
+        for cand in report.candidates:
+            cand.heatmap = None
+        if json is not None:
+            from framegen.toolkit.common.files import write_json
+
+            write_json(json, report.as_dict())
     return report
 
 
@@ -473,14 +492,20 @@ def _triton_options(url: str | None) -> dict[str, Any] | None:
     return {"triton_url": str(url)}
 
 
-def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
-    """JUnit XML and Markdown of a parity or golden report (from its JSON form: one verdict in every format)."""
+def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None,
+                html: PathLike | None = None) -> None:
+    """JUnit XML, Markdown and HTML of a parity or golden report (from its JSON form: one verdict in every
+    format)."""
     from framegen.toolkit.compare import reports
 
     want_md = markdown is not None or bool(os.environ.get(reports.STEP_SUMMARY))
-    if junit_xml is None and not want_md:
+    if junit_xml is None and not want_md and html is None:
         return
     data = report.as_dict()
+    if html is not None:
+        from framegen.toolkit.compare.html import parity_html
+
+        reports.write_text_atomic(html, parity_html(data))
     if kind == "parity":
         junit = reports.parity_junit(data) if junit_xml is not None else None
         md = reports.parity_markdown(data) if want_md else None
@@ -577,11 +602,12 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
           batches: str | Sequence[int] | None = None, iterations: int | None = None, warmup: int = 3,
           seconds: float = 8.0, mode: str | None = None, template: PathLike | None = None,
           features: PathLike | None = None, e2e_frames: int | None = 100, e2e_batch: int | None = None,
-          json: PathLike | None = None, on_result: Callable[[str, dict[str, Any]], None] | None = None
-          ) -> dict[str, Any]:
+          json: PathLike | None = None, on_result: Callable[[str, dict[str, Any]], None] | None = None,
+          html: PathLike | None = None) -> dict[str, Any]:
     """Benchmark every planned backend x precision x batch (latency p50/p90/p99, fps, GFLOP/s against the machine's
     peak, memory); with ``template`` + ``features`` also one end-to-end render each. Returns the report dict (the
-    schema of ``framegen bench --json``)."""
+    schema of ``framegen bench --json``). ``html``: also a self-contained page plotting the latency percentiles and
+    the batch sweep."""
     bundle = _path(bundle)
     from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
 
@@ -596,6 +622,11 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
         from framegen.toolkit.common.files import write_json
 
         write_json(json, report)
+    if html is not None:
+        from framegen.toolkit.compare.html import bench_html
+        from framegen.toolkit.compare.reports import write_text_atomic
+
+        write_text_atomic(html, bench_html(report))
     return report
 
 

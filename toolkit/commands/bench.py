@@ -116,6 +116,8 @@ def bench(
     e2e_batch: Annotated[int | None, typer.Option(
         "--e2e-batch", min=1, help="Batch of the --e2e render (default: the backend's).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write a self-contained HTML page plotting latency percentiles and the batch sweep.")] = None,
     streams: Annotated[str | None, typer.Option(
         "--streams", help="With --backends triton: concurrent client streams, e.g. 1,4,8 (the default).")] = None,
     triton_url: Annotated[str | None, typer.Option(
@@ -160,7 +162,7 @@ def bench(
                        precisions=parse_list(precisions, "--precisions"), batches=parse_batches(batch),
                        iterations=iterations, warmup=warmup, seconds=seconds, mode=mode,
                        template=template if e2e else None, features=features if e2e else None,
-                       e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress, json=json_path)
+                       e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress, json=json_path, html=html)
     if json_path is not None:
         note(f"report written to {json_path}")
     print_report(report)

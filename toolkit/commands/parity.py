@@ -68,6 +68,8 @@ def parity(
     markdown: Annotated[Path | None, typer.Option(
         "--markdown", help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when it is set).")]
     = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write one self-contained HTML report (verdict, tolerances, heat maps, layer plot).")] = None,
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
     from framegen.toolkit.api import parity as run_parity
@@ -78,7 +80,7 @@ def parity(
                         start_frame=start_frame, batch=batch, heatmaps=heatmaps, skip_bad_boxes=skip_bad_boxes,
                         progress=progress, tolerances=tolerances, tolerance=tolerance or [], profile=profile,
                         locate=locate, save_outputs=save_outputs, load_outputs=load_outputs or [], json=json_path,
-                        triton_url=triton_url, junit_xml=junit_xml, markdown=markdown)
+                        triton_url=triton_url, junit_xml=junit_xml, markdown=markdown, html=html)
     print_report(report)
     if not report.passed:
         raise typer.Exit(1)

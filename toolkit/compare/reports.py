@@ -160,6 +160,12 @@ def golden_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """``text`` to ``path`` through a unique temporary sibling, renamed when complete."""
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_reports(junit: str | None, markdown: str | None, *, junit_path: str | os.PathLike[str] | None,
                   markdown_path: str | os.PathLike[str] | None) -> None:
     """Write the formats asked for, each atomically; Markdown is also appended to ``$GITHUB_STEP_SUMMARY`` when
