@@ -177,3 +177,16 @@ def test_a_failing_parity_run_agrees_in_json_junit_markdown_and_html_and_the_pag
     red = (np.abs(top.astype(int) - np.array([0x2e, 0x22, 0xcf])).sum(axis=2) < 30).sum()  # the FAIL badge, BGR
     assert red > 500, "no red FAIL badge at the top of the rendered page"
     assert pixels.std() > 20  # text, tables and pictures, not a blank page
+
+
+def test_bench_html_plots_latency_percentiles_and_the_batch_sweep(bundle_dir, tmp_path):
+    import framegen
+
+    page = tmp_path / "bench.html"
+    report = framegen.bench(bundle=bundle_dir, backends="ort-cpu", precisions="fp32", batches=[1, 2], iterations=2,
+                            warmup=1, html=page)
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "http" not in text
+    for r in report["results"]:
+        assert f"ort-cpu fp32 batch {r['batch']}" in text
+        assert f"{r['fps']:.4g} fps" in text and f"{r['latency_ms']['p99']:.4g} ms" in text
