@@ -98,6 +98,7 @@ def main() -> None:
     bad[0, 0, 0, 0] = np.nan
     sent = 0
     errors = {"refused as asked": 0, "unexpected": 0}
+    unexpected: list[str] = []
     lock = threading.Lock()
     samples: list[tuple[int, dict[str, float]]] = [(0, _rss_mb(proc.pid))]
     step = max(1, args.requests // 10)
@@ -120,8 +121,11 @@ def main() -> None:
                 c.infer("generator", ins, client_timeout=60)
                 if malformed:
                     errors["unexpected"] += 1
-            except Exception:
+                    unexpected.append(f"request {k}: a NaN image was served")
+            except Exception as exc:
                 errors["refused as asked" if malformed else "unexpected"] += 1
+                if not malformed:
+                    unexpected.append(f"request {k}: {str(exc).splitlines()[0][:200]}")
             if k % step == 0:
                 with lock:
                     samples.append((k, _rss_mb(proc.pid)))
@@ -141,6 +145,8 @@ def main() -> None:
     print("requests " + " ".join(f"{n[:14]:>15}" for n in names) + "      total")
     for k, s in sorted(samples):
         print(f"{k:8d} " + " ".join(f"{s.get(n, 0.0):15.1f}" for n in names) + f" {sum(s.values()):10.1f}")
+    for line in unexpected[:5]:
+        print(f"unexpected: {line}")
     half = [(k, sum(s.values())) for k, s in sorted(samples) if k >= args.requests // 2]
     if len(half) >= 2:
         (k0, m0), (k1, m1) = half[0], half[-1]
