@@ -160,6 +160,7 @@ def test_a_failing_parity_run_agrees_in_json_junit_markdown_and_html_and_the_pag
     page = paths["html"].read_text()
     assert "http://" not in page and "https://" not in page and 'src="data:image/png;base64,' in page
     assert "layers in execution order" in page  # the per-layer plot of the layers stage
+    assert page.count('src="data:image/png') == 4  # per candidate: the final frame's and the model output's maps
 
     chromium = _chromium()
     profile = tmp_path / "chromium-profile"

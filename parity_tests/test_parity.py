@@ -187,7 +187,9 @@ def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_
                 "worst_frame", "worst_index"} <= set(s["metrics"])
     png = cv2.imread(cand["heatmap"])
     assert png is not None and png.shape[1] > 3 * png.shape[0] / 2  # three panels side by side
-    assert [p.name for p in heat.iterdir()] == ["ort-cpu_fp32.png"]
+    assert sorted(p.name for p in heat.iterdir()) == ["ort-cpu_fp32.model_output.png", "ort-cpu_fp32.png"]
+    out_png = cv2.imread(cand["heatmap_output"])  # the model output's: two 320x320 predictions and their difference
+    assert out_png is not None and out_png.shape[1] >= 3 * 320
     # It passed: every layer inside its limit, and the per-layer table printed only when asked (--locate).
     assert cand["first_divergence"] is None and len(cand["locate"]["layers"]) > 90
     assert "layers ort-cpu:fp32: " in result.output and "first divergence" not in result.output

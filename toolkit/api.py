@@ -474,7 +474,7 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
             scratch.cleanup()
     if scratch is not None:  # the heat maps live in the HTML page only
         for cand in report.candidates:
-            cand.heatmap = None
+            cand.heatmap = cand.heatmap_output = None
         if json is not None:
             from framegen.toolkit.common.files import write_json
 

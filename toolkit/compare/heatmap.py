@@ -67,3 +67,14 @@ def write_heatmap(path: str | os.PathLike[str], ref_frame: np.ndarray, cand_fram
                   box: tuple[int, int, int, int], title: str) -> Path:
     """Write :func:`heatmap_image` as a PNG (temporary sibling, then renamed)."""
     return write_png(path, heatmap_image(ref_frame, cand_frame, box, title))
+
+
+def write_output_heatmap(path: str | os.PathLike[str], ref_pred: np.ndarray, pred: np.ndarray, title: str) -> Path:
+    """The model output's heat map: both (3, 320, 320) predictions as images (``x * 255``, BGR) and their
+    amplified difference, side by side, as a PNG (temporary sibling, then renamed)."""
+    def image(p: np.ndarray) -> np.ndarray:
+        return np.clip(np.nan_to_num(p) * 255.0, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
+
+    ref, cand = image(ref_pred), image(pred)
+    h, w = ref.shape[:2]
+    return write_png(path, heatmap_image(ref, cand, (0, 0, w, h), title))

@@ -150,6 +150,11 @@ def parity_html(report: Mapping[str, Any], title: str = "framegen parity") -> st
         if uri:
             body.append(f'<p><b>worst frame</b>: reference | candidate | difference (amplified)</p>'
                         f'<img alt="heat map of {_e(cand.get("label"))}" src="{uri}">')
+        uri = _png_uri(cand.get("heatmap_output"))
+        if uri:
+            body.append(f'<p><b>model output</b> of the frame where it departs most: reference | candidate | '
+                        f'difference (amplified)</p><img alt="model output heat map of {_e(cand.get("label"))}" '
+                        f'src="{uri}">')
         locate = cand.get("locate") or {}
         if locate.get("layers"):
             first = (cand.get("first_divergence") or {}).get("layer")

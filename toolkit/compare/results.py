@@ -48,6 +48,8 @@ class CandidateResult:
     outside_box_diffs: int = 0
     error: str | None = None
     heatmap: str | None = None
+    #: the model output's heat map (the frame whose output departs most): prediction images and their difference
+    heatmap_output: str | None = None
     locate: Any = None  # a framegen.toolkit.parity.layers.LocateResult when a layer search ran
     limits_profile: Profile | None = None
     #: the saved-outputs file (``--load-outputs``) the outputs came from, instead of running the backend here
@@ -81,6 +83,7 @@ class CandidateResult:
                 "label": self.label, "loaded_from": self.loaded_from, "profile": self.profile, "passed": self.passed,
                 "frames": self.frames,
                 "error": self.error, "outside_box_diffs": self.outside_box_diffs, "heatmap": self.heatmap,
+                "heatmap_output": self.heatmap_output,
                 "info": jsonable(self.info), "stages": [s.as_dict() for s in self.stages],
                 "locate": self.locate.as_dict() if self.locate is not None else None,
                 "first_divergence": self.locate.first_divergence if self.locate is not None else None}

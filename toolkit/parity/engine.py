@@ -164,6 +164,8 @@ class _Tracker:
     final: ErrorStats = field(default_factory=lambda: ErrorStats("uint8"))
     worst_key: tuple[float, float] = (-1.0, -1.0)
     worst: tuple[int, np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
+    worst_output_key: float = -1.0
+    worst_output: tuple[int, np.ndarray, np.ndarray] | None = None
     saved: dict[str, np.ndarray] | None = None
 
     def add(self, i: int, box: tuple[int, int, int, int], ref_pred: np.ndarray, pred: np.ndarray,
@@ -182,6 +184,10 @@ class _Tracker:
             if key > self.worst_key:
                 self.worst_key = key
                 self.worst = (i, ref_frame.copy(), frame.copy(), box)
+            out_key = float(np.abs(np.asarray(pred, dtype=np.float32) - ref_pred).max())
+            if out_key > self.worst_output_key:
+                self.worst_output_key = out_key
+                self.worst_output = (i, np.array(ref_pred, dtype=np.float32), np.array(pred, dtype=np.float32))
 
     def finish(self) -> None:
         judge_stages(self.result, self.profile, ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)))
@@ -381,7 +387,7 @@ def _close(stream: Any) -> None:
 
 
 def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) -> None:
-    from framegen.toolkit.compare.heatmap import write_heatmap
+    from framegen.toolkit.compare.heatmap import write_heatmap, write_output_heatmap
 
     out_dir = Path(heatmaps)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,6 +398,11 @@ def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) 
         name = tr.result.label.replace("/", "_").replace(":", "_").replace("@", "_") + ".png"
         path = write_heatmap(out_dir / name, ref_frame, frame, box, f"{tr.result.label} vs {REFERENCE}:fp32, frame {i}")
         tr.result.heatmap = os.fspath(path)
+        if tr.worst_output is not None:
+            j, ref_pred, pred = tr.worst_output
+            out = write_output_heatmap(out_dir / name.replace(".png", ".model_output.png"), ref_pred, pred,
+                                       f"{tr.result.label} model output vs {REFERENCE}:fp32, frame {j}")
+            tr.result.heatmap_output = os.fspath(out)
 
 
 def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str],

@@ -1,0 +1,149 @@
+"""What a quantization engineer would try when int8 ONNX misses the quality floor, measured on the trained demo
+checkpoint: calibration method, more calibration frames, and layers kept in fp32.
+
+    python scripts/measure_int8.py [--calibration 8] [--json out.json]
+
+The fp32 ONNX generator of the trained demo checkpoint is quantized with ONNX Runtime's ``quantize_static`` (QDQ,
+uint8 asymmetric activations, int8 per-channel symmetric weights: framegen's ``openvino`` int8 target) in several
+variants, and each is judged by the export's own gate (final frames of held-out template frames against PyTorch fp32,
+the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
+
+- ``minmax``: what ``framegen export --precision int8`` does (min / max ranges);
+- ``percentile``: ranges at the 99.999th percentile of each activation (outliers clipped);
+- ``entropy``: ranges that minimise the KL divergence of each activation's histogram;
+- ``minmax, 32 frames``: four times the calibration data;
+- ``minmax, first/last kept``: the first and the last two convolutions (the image in, the prediction out) left in
+  fp32;
+- ``minmax, decoder kept``: every convolution of the up path (``up*``, ``outc``) left in fp32;
+- ``minmax, audio branch kept``: the audio branch (``audio_model``, ``fuse_conv``) left in fp32;
+- ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
+  ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main() -> int:
+    """Quantize, judge and print one markdown row per variant x runtime."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calibration", type=int, default=8)
+    ap.add_argument("--only", help="comma-separated words: run only the variants whose name holds one")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    import numpy as np
+    import onnx
+    from framegen.models.demo import load_demo_generator
+    from framegen.models.init import init_audio_encoder
+    from framegen.models.io import save_generator
+    from framegen.toolkit.bench.machine import describe_machine
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.export.compress import CompressOptions, floor_for, gate_data, judge
+    from framegen.toolkit.inputs.audio import ave_features, melspectrogram, torch_encoder_fn
+    from framegen.toolkit.inputs.speech import synthesize_speech
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    cpu = describe_machine(load=False).get("cpu", {})
+    floor = floor_for("int8")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="framegen-int8-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = load_demo_generator()
+        ckpt = save_generator(model, tmp / "demo.pth")
+        bundle = export_bundle(ckpt, tmp / "b", formats=("onnx",), precisions=("fp32",))
+        fp32 = Path(bundle) / "generator.fp32.onnx"
+        wav = synthesize_speech(8.0, seed=777_001, f0=170.0, tempo=1.1, level=0.6).wav
+        feats = tmp / "feats.npy"
+        np.save(feats, ave_features(melspectrogram(wav), torch_encoder_fn(init_audio_encoder(0))))
+        convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+
+        def data_for(cal: int):
+            return gate_data(model, "ave", CompressOptions(features=feats, calibration_frames=cal, gate_frames=4))
+
+        class Feeds:
+            def __init__(self, cal: list[dict[str, np.ndarray]]) -> None:
+                self.it = iter(cal)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.it, None)
+
+        def quantize(name: str, cal: int, method: Any, exclude: list[str], extra: dict | None = None) -> Path:
+            out = tmp / f"{name}.onnx"
+            quantize_static(str(fp32), str(out), Feeds(data_for(cal).calibration), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=method, nodes_to_exclude=exclude,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **(extra or {})})
+            return out
+
+        def weights_only() -> Path:
+            m = onnx.load(str(fp32))
+            conv_weights = {n.input[1] for n in m.graph.node if n.op_type == "Conv"}
+            for init in m.graph.initializer:
+                if init.name in conv_weights:
+                    w = numpy_helper.to_array(init)
+                    scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
+                    scale = np.where(scale == 0, 1.0, scale).reshape(-1, *([1] * (w.ndim - 1)))
+                    init.CopyFrom(numpy_helper.from_array((np.round(w / scale) * scale).astype(np.float32),
+                                                          init.name))
+            out = tmp / "weights_only.onnx"
+            onnx.save(m, str(out))
+            return out
+
+        decoder = [c for c in convs if c.startswith(("/up", "/outc"))]
+        audio = [c for c in convs if c.startswith(("/audio_model", "/fuse_conv"))]
+        variants = [
+            ("minmax", lambda: quantize("minmax", args.calibration, CalibrationMethod.MinMax, [])),
+            ("percentile 99.999", lambda: quantize("pct", args.calibration, CalibrationMethod.Percentile, [],
+                                                   {"CalibPercentile": 99.999})),
+            ("entropy", lambda: quantize("entropy", args.calibration, CalibrationMethod.Entropy, [])),
+            ("minmax, 32 frames", lambda: quantize("minmax32", 32, CalibrationMethod.MinMax, [])),
+            ("minmax, first/last kept", lambda: quantize("edges", args.calibration, CalibrationMethod.MinMax,
+                                                         convs[:1] + convs[-2:])),
+            (f"minmax, decoder kept ({len(decoder)} convs)",
+             lambda: quantize("decoder", args.calibration, CalibrationMethod.MinMax, decoder)),
+            (f"minmax, audio branch kept ({len(audio)} convs)",
+             lambda: quantize("audio", args.calibration, CalibrationMethod.MinMax, audio)),
+            ("weights only (int8 per channel)", weights_only),
+        ]
+        if args.only:
+            variants = [v for v in variants if any(word in v[0] for word in args.only.split(","))]
+        gate = data_for(args.calibration)
+        for name, make in variants:
+            t0 = time.perf_counter()
+            try:
+                path = make()
+            except Exception as exc:  # one variant that does not build does not stop the others
+                rows.append({"variant": name, "error": str(exc).splitlines()[0][:160]})
+                continue
+            built = time.perf_counter() - t0
+            for backend in ("ort-cpu", "openvino"):
+                v = judge(path, "onnx", "int8", gate, floor, backend=backend, mode="ave", label=name)
+                rows.append({"variant": name, "runtime": backend, "psnr_db": v["final_frame"]["psnr_db"],
+                             "max_levels": v["final_frame"]["max_abs"], "mean_levels": v["final_frame"]["mean_abs"],
+                             "passed": v["passed"], "built_s": round(built, 1)})
+                print(f"{name} on {backend}: {v['final_frame']['psnr_db']:.1f} dB, max "
+                      f"{v['final_frame']['max_abs']:.0f}", file=sys.stderr)
+    print(f"CPU: {cpu.get('model')}; {', '.join(cpu.get('vector_extensions', []))}")
+    print("| variant | judged on | final PSNR dB | max levels | mean levels | floor (30 dB, 96) |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['variant']} | | {r['error']} | | | |")
+        else:
+            print(f"| {r['variant']} | {r['runtime']} | {r['psnr_db']:.1f} | {r['max_levels']:.0f} | "
+                  f"{r['mean_levels']:.2f} | {'pass' if r['passed'] else 'refused'} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
