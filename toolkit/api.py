@@ -468,7 +468,8 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
                             tolerances=tolerances, tolerance=list(tolerance), profile=profile, locate=locate,
                             save_outputs=save_outputs, load_outputs=list(load_outputs),
                             json=json if scratch is None else None, options=options)
-        _ci_reports(report, "parity", junit_xml, markdown, html)
+        if html is not None:
+            _write_html(report, html)
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -479,7 +480,16 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
             from framegen.toolkit.common.files import write_json
 
             write_json(json, report.as_dict())
+    _ci_reports(report, "parity", junit_xml, markdown)
     return report
+
+
+def _write_html(report: Any, path: PathLike) -> None:
+    """The parity report as one self-contained HTML page (its heat maps embedded)."""
+    from framegen.toolkit.compare.html import parity_html
+    from framegen.toolkit.compare.reports import write_text_atomic
+
+    write_text_atomic(path, parity_html(report.as_dict()))
 
 
 def _triton_options(url: str | None) -> dict[str, Any] | None:
@@ -492,20 +502,14 @@ def _triton_options(url: str | None) -> dict[str, Any] | None:
     return {"triton_url": str(url)}
 
 
-def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None,
-                html: PathLike | None = None) -> None:
-    """JUnit XML, Markdown and HTML of a parity or golden report (from its JSON form: one verdict in every
-    format)."""
+def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
+    """JUnit XML and Markdown of a parity or golden report (from its JSON form: one verdict in every format)."""
     from framegen.toolkit.compare import reports
 
     want_md = markdown is not None or bool(os.environ.get(reports.STEP_SUMMARY))
-    if junit_xml is None and not want_md and html is None:
+    if junit_xml is None and not want_md:
         return
     data = report.as_dict()
-    if html is not None:
-        from framegen.toolkit.compare.html import parity_html
-
-        reports.write_text_atomic(html, parity_html(data))
     if kind == "parity":
         junit = reports.parity_junit(data) if junit_xml is not None else None
         md = reports.parity_markdown(data) if want_md else None

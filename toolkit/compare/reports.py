@@ -141,9 +141,11 @@ def parity_markdown(report: Mapping[str, Any], heatmaps: Mapping[str, str] | Non
             return "" if value is None else f"{value:.3g}"
 
         heat = cand.get("heatmap") or (heatmaps or {}).get(str(cand.get("label")))
+        first = cand.get("first_divergence")
+        first = first.get("layer") if isinstance(first, Mapping) else first
         lines.append(f"| {cand.get('label')} | {'pass' if cand.get('passed') else '**FAIL**'} | "
                      f"{', '.join(failing) or '-'} | {worst('model_output')} | {worst('final_frame')} | "
-                     f"{cand.get('first_divergence') or '-'} | {f'[png]({heat})' if heat else '-'} |")
+                     f"{first or '-'} | {f'[png]({heat})' if heat else '-'} |")
     return "\n".join(lines) + "\n"
 
 
