@@ -28,7 +28,7 @@ from framegen.models.bundle import BundleError, contained_path
 from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
 from framegen.models.errors import FramegenError
 from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
-from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
+from framegen.toolkit.compare.profiles import EXACT, FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
 
 FORMAT = "framegen-golden"
 VERSION = 1
@@ -540,7 +540,6 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     **DERIVED_FROM, "frame": (), "landmarks": (), "mel_window": (), "embedding": ("mel_window",),
     "audio_window": ("embedding",), MODEL_OUTPUT: ("model_input", "audio_window"),
 }
-EXACT_LIMITS = StageLimits(max_abs=0)
 # How far a difference of one unit in a stage's input can move it: the cubic kernel's absolute weights sum to
 # 1.375 per axis (a = -0.75, at offset 0.5), 1.89 in 2-D; /255 and x 255 change units; copies pass it on.
 _GAIN = {("frame", "crop_328"): 1.375 ** 2, ("pasted_328", FINAL_FRAME): 1.375 ** 2,
@@ -674,7 +673,7 @@ class _Comparison:
             planes = _planes(ref)
             masked = recompute("masked_320", lambda n: ref)
             image = np.concatenate([planes[:3], _planes(masked)[:3]])[None]
-            audio_lim = self.limits.get("audio_window", EXACT_LIMITS)
+            audio_lim = self.limits.get("audio_window", EXACT)
             audio = gold("audio_window").astype(np.float64)
             if audio_lim.max_abs:
                 audio = nudge(audio, audio_lim, audio_lim.max_abs)
