@@ -570,6 +570,7 @@ def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoi
     paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
     ``template``. Returns the report dict (the schema of ``framegen bench --stream --json``)."""
     bundle = _path(bundle)
+    _check_outputs(None, None, json)
     from framegen.toolkit.bench.stream import run_bench_stream
 
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
@@ -591,6 +592,7 @@ def bench_triton(triton_url: str, *, streams: str | Sequence[int] | None = None,
     from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_triton_bench
 
     _triton_options(triton_url)
+    _check_outputs(None, None, json)
     counts = DEFAULT_STREAMS if streams is None else parse_streams(streams)
     report = run_triton_bench(triton_url, streams=counts, seconds=seconds, requests=requests,
                               frames_per_request=frames_per_request, mode=mode, on_result=on_result)
@@ -613,6 +615,7 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
     schema of ``framegen bench --json``). ``html``: also a self-contained page plotting the latency percentiles and
     the batch sweep."""
     bundle = _path(bundle)
+    _check_outputs(None, None, json, html)
     from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
 
     batch_list = parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
