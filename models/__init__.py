@@ -26,6 +26,8 @@ _EXPORTS = {
     "save_audio_encoder": "framegen.models.io",
     "save_generator": "framegen.models.io",
     "sha256_file": "framegen.models.checkpoint",
+    "LoadedCheckpoint": "framegen.models.checkpoint",
+    "load_checkpoint": "framegen.models.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -60,6 +60,13 @@ class Bundle:
     manifest: dict[str, Any]
     artifacts: list[Artifact]
 
+    def __fspath__(self) -> str:
+        # Path-like, so that a job loads its bundle once and passes the loaded one wherever a path is taken.
+        return os.fspath(self.root)
+
+    def __str__(self) -> str:
+        return os.fspath(self.root)
+
     @property
     def mode(self) -> str:
         """Generator mode recorded at export."""
@@ -139,10 +146,12 @@ def contained_path(root: Path, relative: str, where: str) -> Path:
     return target
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+def load_bundle(path: str | os.PathLike[str] | Bundle) -> Bundle:
     """Read ``manifest.json`` of a bundle directory, check its shape, and resolve its artifacts, which must exist
     inside the bundle folder (symlinks resolved): a bundle is shared and downloaded, and must never make framegen
-    read a file outside it."""
+    read a file outside it. Given a loaded :class:`Bundle`, return it (a job reads its manifest once)."""
+    if isinstance(path, Bundle):
+        return path
     root = Path(path)
     manifest_path = root / MANIFEST
     if not root.is_dir():

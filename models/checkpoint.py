@@ -6,6 +6,7 @@ Every failure becomes a :class:`CheckpointError` with one line that names the fi
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -23,8 +24,10 @@ ENCODER_PREFIX = "audio_encoder."
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_file(path: str | os.PathLike[str] | LoadedCheckpoint) -> str:
+    """Hex sha256 of a file, read in chunks; a :class:`LoadedCheckpoint` gives the digest it was read with."""
+    if isinstance(path, LoadedCheckpoint):
+        return path.sha256
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -32,24 +35,68 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True, eq=False)
+class LoadedCheckpoint:
+    """A checkpoint read once: its path, the sha256 of the bytes read and the state dict parsed from them.
+
+    A job loads it at its entry point and passes it down. It is path-like (``os.fspath`` gives the file), so every
+    function that takes a checkpoint path takes it too, and the loaders below use the state it holds instead of
+    reading the file again.
+    """
+
+    path: Path
+    sha256: str
+    state: dict[str, torch.Tensor]
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return os.fspath(self.path)
+
+
+def load_checkpoint(path: str | os.PathLike[str] | LoadedCheckpoint) -> LoadedCheckpoint:
+    """Read a checkpoint file once: hash the bytes and parse the state dict from the same bytes (given a
+    :class:`LoadedCheckpoint`, return it)."""
+    if isinstance(path, LoadedCheckpoint):
+        return path
+    p = _checked_file(Path(path))
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    return LoadedCheckpoint(p, hashlib.sha256(data).hexdigest(), _parse_state(p, io.BytesIO(data)))
+
+
+def read_state_dict(path: str | os.PathLike[str] | LoadedCheckpoint) -> dict[str, torch.Tensor]:
     """Load a checkpoint with ``weights_only=True`` and return a flat ``{name: tensor}`` dict.
 
     Accepts a raw state dict, ``{"state_dict": ...}`` (and a few common wrapper keys) and ``module.``-prefixed
-    keys from DataParallel. Anything else is a :class:`CheckpointError` naming the file and the problem.
+    keys from DataParallel. Anything else is a :class:`CheckpointError` naming the file and the problem. A
+    :class:`LoadedCheckpoint` gives its state without reading the file again.
     """
-    p = Path(path)
+    if isinstance(path, LoadedCheckpoint):
+        return path.state
+    p = _checked_file(Path(path))
+    return _parse_state(p, p)
+
+
+def _checked_file(p: Path) -> Path:
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: empty file, not a PyTorch checkpoint")
+    return p
+
+
+def _parse_state(p: Path, source: Path | io.BytesIO) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of non-torch files; the error below says what matters.
             warnings.simplefilter("ignore")
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes make torch.load raise almost anything (KeyError for a text file)
         raise CheckpointError(f"{p}: {_load_failure(p, exc)}") from None
     if isinstance(obj, dict):
@@ -192,7 +239,7 @@ def generator_from_state(state: dict[str, torch.Tensor], mode: str | None = None
     return model
 
 
-def load_generator(path: str | os.PathLike[str], mode: str | None = None) -> Model:
+def load_generator(path: str | os.PathLike[str] | LoadedCheckpoint, mode: str | None = None) -> Model:
     """Load a SyncTalk_2D generator checkpoint in eval mode.
 
     The result has ``.mode`` and ``.mode_choice`` (with ``.assumed`` and ``.note`` saying whether 'ave' was assumed
@@ -218,7 +265,7 @@ def encoder_from_state(state: dict[str, torch.Tensor], source: str = "checkpoint
     return model.eval()
 
 
-def load_audio_encoder(path: str | os.PathLike[str]) -> AudioEncoder:
+def load_audio_encoder(path: str | os.PathLike[str] | LoadedCheckpoint) -> AudioEncoder:
     """Load SyncTalk_2D's ``audio_visual_encoder.pth`` (keys with or without ``audio_encoder.``), in eval mode."""
     state = read_state_dict(path)
     if checkpoint_kind(state) == "generator":
@@ -231,12 +278,13 @@ def encoder_state_for_saving(model: AudioEncoder) -> dict[str, torch.Tensor]:
     return {k[len(ENCODER_PREFIX):]: v for k, v in model.state_dict().items()}
 
 
-def inspect_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
+def inspect_checkpoint(path: str | os.PathLike[str] | LoadedCheckpoint) -> dict[str, object]:
     """Describe a checkpoint: kind, detected mode, possible modes, sizes, dtype and sha256.
 
     Raises :class:`CheckpointError` when it is neither a generator nor an audio encoder.
     """
-    state = read_state_dict(path)
+    loaded = load_checkpoint(path)
+    state = loaded.state
     kind = checkpoint_kind(state)
     info: dict[str, object] = {"path": str(path), "kind": kind}
     if kind == "generator":
@@ -259,5 +307,5 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
     info["tensors"] = len(state)
     info["dtype"] = str(next(v for v in state.values() if v.is_floating_point()).dtype).replace("torch.", "")
     info["file_size"] = Path(path).stat().st_size
-    info["sha256"] = sha256_file(path)
+    info["sha256"] = loaded.sha256
     return info

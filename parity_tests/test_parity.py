@@ -162,14 +162,41 @@ def test_fp16_profile_catches_its_sensitivity_case(tmp_path, bundle_dir, generat
         (out.failures, layers.failures)
 
 
-def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_dir, parity_features_path, tmp_path):
+def _count_opens(monkeypatch, *paths):
+    """Count every open of ``paths`` (builtins.open and io.open: torch.load, hashing and pathlib all go through them)."""
+    import builtins
+    import io
+    import os
+
+    watched = {os.path.realpath(p): 0 for p in paths}
+    real_open = io.open
+
+    def counting(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)):
+            key = os.path.realpath(os.fsdecode(file))
+            if key in watched:
+                watched[key] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    monkeypatch.setattr(io, "open", counting)
+    return watched
+
+
+def test_clean_run_json_and_heatmaps(bundle_dir, generator_ckpt, synth_template_dir, parity_features_path, tmp_path,
+                                     monkeypatch):
     heat = tmp_path / "heat"
     report_path = tmp_path / "report.json"
+    opens = _count_opens(monkeypatch, generator_ckpt, bundle_dir / "manifest.json")
     result = CliRunner().invoke(app, ["parity", "--bundle", str(bundle_dir), "--checkpoint", str(generator_ckpt),
                                       "--template", str(synth_template_dir), "--features", str(parity_features_path),
                                       "--backends", "ort-cpu:fp32", "--frames", "2", "--no-progress",
                                       "--json", str(report_path), "--heatmaps", str(heat)])
+    monkeypatch.undo()
     assert result.exit_code == 0, result.output
+    # One load per run: the reference, the derived limits and the layers stage share one read of the checkpoint (its
+    # digest taken from the same bytes), and the planner, the backends and the checksums one read of the manifest.
+    assert list(opens.values()) == [1, 1], opens
     assert "ort-cpu:fp32" in result.output and "pass" in result.output
     report = json.loads(report_path.read_text())
     assert report["passed"] is True and report["failures"] == []

@@ -132,6 +132,10 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise BackendError(f"{art.path}: OpenVINO cannot compile it for the CPU ({first_line(exc)})") from None
         self._requests = [self._compiled.create_infer_request() for _ in range(workers)]
+        # OpenVINO's bindings initialise pybind11's numpy API lazily, under a C++ static guard taken while holding the
+        # GIL: two threads making their first ``infer`` at once deadlock (seen in parity: 4 pipelines, 0 % CPU).
+        # Touching a tensor's numpy view here, in the opening thread, initialises it before any worker exists.
+        _ = self._requests[0].get_input_tensor(0).data
         self._free = list(self._requests)
         self._lock = threading.Condition()
         self._path = art.path

@@ -56,11 +56,14 @@ def _split(value: str | Sequence[str]) -> list[str]:
     return [str(v) for v in value]
 
 
-def _path(value: Any) -> Any:
-    """A bundle (:class:`framegen.models.bundle.Bundle`, as :func:`export` returns) stands for its folder."""
-    from framegen.models.bundle import Bundle
+def _loaded(checkpoint: PathLike | None, bundle: PathLike | None) -> tuple[Any, Any]:
+    """The checkpoint and the bundle's manifest, each read (and hashed) once for the whole job; both stay path-like,
+    so everything below takes them where it takes a path."""
+    from framegen.models.bundle import load_bundle
+    from framegen.models.checkpoint import load_checkpoint
 
-    return value.root if isinstance(value, Bundle) else value
+    return (load_checkpoint(checkpoint) if checkpoint is not None else None,
+            load_bundle(bundle) if bundle is not None else None)
 
 
 def _exists(**paths: PathLike | None) -> None:
@@ -224,7 +227,6 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
              precision: str = "fp32") -> list[BackendRow]:
     """Every backend framegen knows, whether it runs here and why not; with a bundle and/or checkpoint also whether
     each can be opened from it and which one ``auto`` picks."""
-    bundle = _path(bundle)
     from framegen.runtimes.registry import list_backends
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.frames.plan import PRECISIONS
@@ -343,11 +345,11 @@ def render_frames(template: PathLike | Any, *, features: PathLike | np.ndarray |
     output)
     and ``frame`` (uint8 BGR, H x W x 3). The backend stays open while the iterator runs and closes when it ends
     or is closed. Arguments as :func:`render`."""
-    bundle = _path(bundle)
     from framegen.toolkit.frames.render import iter_frames
 
     _check_sources(checkpoint, bundle, features, audio, encoder)
     prepared = _template(template, skip_bad_boxes)
+    checkpoint, bundle = _loaded(checkpoint, bundle)
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
         feats = _features(be.mode, features, audio, encoder, bundle=bundle)
         yield from iter_frames(prepared, feats, be, batch=batch, start_frame=start_frame, max_frames=max_frames)
@@ -372,7 +374,6 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     checked before the first frame; outputs appear (renamed from temporary names) only when complete.
     ``stats``: also write the timing stats as JSON there. ``note`` / ``warn`` receive progress lines.
     """
-    bundle = _path(bundle)
     from framegen.toolkit.frames.render import render as run_render
     from framegen.toolkit.frames.video import DEFAULT_PRESET
 
@@ -384,6 +385,7 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     _exists(template=template if not hasattr(template, "template") else None)
     _check_outputs(out, frames_dir, stats)
     prepared = _template(template, skip_bad_boxes, warn)
+    checkpoint, bundle = _loaded(checkpoint, bundle)
     with _open(backend, precision, io, checkpoint, bundle, mode, options) as be:
         if be.info.extra.get("mode_note") and note is not None:
             note(str(be.info.extra["mode_note"]))
@@ -449,7 +451,6 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     error plot). ``triton_url``: the server the
     ``triton`` backend runs on. See docs/PARITY.md.
     """
-    bundle = _path(bundle)
     from framegen.toolkit.parity.engine import parity_job
 
     _exists(bundle=bundle, checkpoint=checkpoint)
@@ -527,16 +528,14 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
     """Write golden vectors for ports: every pipeline stage of ``cases`` frames as raw little-endian files plus
     ``index.json`` and a README. The model output comes from ``checkpoint`` (PyTorch) or, by default, the bundle's
     fp32 ONNX generator on ort-cpu. Returns the golden directory."""
-    bundle = _path(bundle)
-    from framegen.models.bundle import load_bundle
     from framegen.toolkit.parity.engine import resolve_audio_input
     from framegen.toolkit.parity.golden import AudioSource, write_golden
 
-    b = load_bundle(bundle)
+    checkpoint, b = _loaded(checkpoint, bundle)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder)
     source = None if audio_input.mel_windows is None else AudioSource(audio_input.mel_windows, audio_input.source)
     prepared = _template(template)
-    return Path(write_golden(b.root, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
+    return Path(write_golden(b, prepared, audio_input.features, out, cases=cases, start_frame=start_frame,
                              checkpoint=checkpoint, audio=source, force=force,
                              source={"template": os.fspath(prepared.template.root), **audio_input.source}))
 
@@ -550,7 +549,7 @@ def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32"
     from framegen.toolkit.parity.golden import check_golden
 
     _check_outputs(None, None, json, junit_xml, markdown)
-    report = check_golden(golden, candidate, profile=profile, bundle=_path(bundle) if bundle is not None else None)
+    report = check_golden(golden, candidate, profile=profile, bundle=bundle)
     _ci_reports(report, "golden", junit_xml, markdown)
     if json is not None:
         from framegen.toolkit.common.files import write_json
@@ -569,10 +568,10 @@ def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoi
     """Live-stream latency (p50/p99 from a frame's last audio sample to its frame) and real-time factor per backend,
     paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
     ``template``. Returns the report dict (the schema of ``framegen bench --stream --json``)."""
-    bundle = _path(bundle)
     _check_outputs(None, None, json)
     from framegen.toolkit.bench.stream import run_bench_stream
 
+    checkpoint, bundle = _loaded(checkpoint, bundle)
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
                               backends=_split(backends) if backends is not None else None, precision=precision,
                               audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, on_result=on_result)
@@ -614,11 +613,11 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
     peak, memory); with ``template`` + ``features`` also one end-to-end render each. Returns the report dict (the
     schema of ``framegen bench --json``). ``html``: also a self-contained page plotting the latency percentiles and
     the batch sweep."""
-    bundle = _path(bundle)
     _check_outputs(None, None, json, html)
     from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
 
     batch_list = parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
+    checkpoint, bundle = _loaded(checkpoint, bundle)
     report = run_bench(checkpoint=checkpoint, bundle=bundle,
                        backends=_split(backends) if backends is not None else None,
                        precisions=_split(precisions) if precisions is not None else None, batches=batch_list,
@@ -649,7 +648,6 @@ def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", h
     ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
     (ports, ``grpc_url``) once the models answer; ``stop`` (a ``threading.Event``) stops a server run in a thread.
     Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
-    bundle = _path(bundle)
     from framegen.toolkit.serve import ServeOptions
     from framegen.toolkit.serve import serve as run_serve
 
@@ -696,7 +694,6 @@ def stream_session(template: PathLike | Any, *, checkpoint: PathLike | None = No
     context is complete (``StreamFrame``: ``i``, ``time`` = i/25 s, ``frame`` BGR uint8); ``finish()`` flushes the
     end. Frames equal :func:`render`'s of the same whole audio bit for bit. The audio encoder is ``encoder`` (.pth,
     .onnx, .mlpackage) or the bundle's exported one. Closing the session closes its backend."""
-    bundle = _path(bundle)
     from framegen.toolkit.frames.stream import StreamSession
     from framegen.toolkit.inputs.encoders import resolve_encoder
 
@@ -725,7 +722,6 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     ``chunk_ms`` (paced at real time with ``realtime``) through a streaming session, writing an mp4 with the audio
     in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.frames.stream.StreamRunStats`
     (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context)."""
-    bundle = _path(bundle)
     from framegen.toolkit.frames.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
     from framegen.toolkit.inputs.encoders import resolve_encoder
 

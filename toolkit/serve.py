@@ -210,7 +210,7 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
     from framegen.runtimes.spec import OpenRequest
 
     b = load_bundle(bundle)
-    request = OpenRequest(bundle=b.root, precision=precision, mode=b.mode, options=dict(backend_options or {}))
+    request = OpenRequest(bundle=b, precision=precision, mode=b.mode, options=dict(backend_options or {}))
     name = resolve_auto(request) if backend == "auto" else backend
     if name == "triton":
         raise ServeError("serve: --backend triton would serve a server through itself; pick a local backend")

@@ -23,7 +23,7 @@ def jsonable(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, Path):
+    if isinstance(value, os.PathLike):  # paths, and loaded bundles / checkpoints, which stand for their files
         return os.fspath(value)
     return value
 

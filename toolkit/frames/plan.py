@@ -8,10 +8,12 @@ backend can do comes from its registry spec (``verifier``, ``ios``, ``precisions
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.runtimes.base import Backend
 
@@ -110,6 +112,10 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
         raise ValueError(f"unknown purpose {purpose!r}")
     if bundle is None and checkpoint is None and model is None:
         raise PlanError(f"{purpose}: give a checkpoint and/or a bundle")
+    if bundle is not None:
+        # Once for every backend probed below; a bad bundle is left to each candidate's problem, which names it.
+        with contextlib.suppress(FramegenError):
+            bundle = load_bundle(bundle)
     want_precisions = list(precisions or PRECISIONS)
     want_ios = list(ios or (IOS if purpose in _ALL_IOS else ("tensor",)))
     plan = Plan([])

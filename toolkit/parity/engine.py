@@ -79,7 +79,7 @@ def plan_candidates(bundle: Any, requested: list[Any] | None = None,
     from framegen.toolkit.frames.plan import plan_candidates as plan
 
     root = bundle.root if hasattr(bundle, "artifacts") else bundle
-    result = plan("parity", bundle=root, checkpoint=checkpoint, requested=requested, options=options)
+    result = plan("parity", bundle=bundle, checkpoint=checkpoint, requested=requested, options=options)
     cands = result.candidates
     if requested is None:
         cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
@@ -303,7 +303,7 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
     for k, (cand, run) in enumerate(cands):
         result = CandidateResult(cand, "", loaded_from=os.fspath(run.path) if run is not None else None)
         try:
-            be = ReplayBackend(run) if run is not None else open_candidate(cand, bundle=b.root, checkpoint=checkpoint,
+            be = ReplayBackend(run) if run is not None else open_candidate(cand, bundle=b, checkpoint=checkpoint,
                                                                           mode=b.mode, for_render=True,
                                                                           options=options)
         except FramegenError as exc:
@@ -439,9 +439,10 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
     """The ``layers`` stage of every fp32 / fp16 candidate that runs a bundle's ONNX or Core ML artifact (loaded
     outputs included): each of the artifact's layers against PyTorch on the run's first frame
     (:mod:`framegen.toolkit.parity.layers`). An artifact shared by several candidates is compared once."""
-    from framegen.toolkit.parity.layers import locate_artifact
+    from framegen.toolkit.parity.layers import locate_artifact, torch_reference
 
     image, audio = frame_inputs(template, segments, b.mode, 0)
+    reference = None
     crop = np.ascontiguousarray(template.prepared(plan[0]["template_index"]).crop328[4:-4, 4:-4])
     done: dict[tuple[str, str, str], Any] = {}
     for res in results:
@@ -454,8 +455,9 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
             continue
         key = (os.fspath(art.path), cand.precision, cand.io)
         if key not in done:
+            reference = reference or torch_reference(checkpoint, image, audio, b.mode)
             done[key] = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
-                                        frame=0, io=cand.io, crop=crop)
+                                        frame=0, io=cand.io, crop=crop, reference=reference)
         loc = res.locate = done[key]
         limits = profile.limits(LAYERS)
         metrics = loc.stage_metrics()
@@ -530,6 +532,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     bad usage raises.
     """
     from framegen.models.bundle import load_bundle
+    from framegen.models.checkpoint import load_checkpoint
     from framegen.toolkit.compare.tolerance import resolve_tolerances
 
     if frames < 1:
@@ -537,6 +540,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     if silence_frames < 0:
         raise ParityError(f"--silence-frames must be at least 0, got {silence_frames}")
     b = load_bundle(bundle)
+    checkpoint = load_checkpoint(checkpoint)
     notes: list[str] = []
     segments = plan_segments(template, features, frames, silence_frames, start_frame)
     if segments[0].count < frames:
@@ -568,7 +572,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
         from framegen.toolkit.parity.image import run_image_parity
 
-        image_results = run_image_parity(b.root, checkpoint, template, features, [c for c, _ in image],
+        image_results = run_image_parity(b, checkpoint, template, features, [c for c, _ in image],
                                          segments=segments, profile=lambda p: tolerances.profile(p, "image"),
                                          loaded=[r for _, r in image], record=save_outputs is not None)
         results += image_results
@@ -612,6 +616,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     report there. ``options``: every backend's ``OpenRequest.options`` (e.g. ``triton_url``). See :func:`run_parity`
     for the rest."""
     from framegen.models.bundle import load_bundle
+    from framegen.models.checkpoint import load_checkpoint
     from framegen.toolkit.compare.tolerance import load_profile_file, parse_tolerance
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
     from framegen.toolkit.inputs.template import open_template
@@ -622,8 +627,9 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     for text in tolerance:
         parse_tolerance(text, overrides)
     b = load_bundle(bundle)
+    checkpoint = load_checkpoint(checkpoint)
     requested = parse_backends(backends)
-    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress, bundle=b.root)
+    audio_input = resolve_audio_input(b.mode, features, audio, encoder, progress, bundle=b)
     if requested is None and load_outputs:
         candidates, notes = [], []
     else:
@@ -632,7 +638,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
         prepared, where = template, os.fspath(template.template.root)
     else:
         prepared, where = PreparedTemplate(open_template(template), skip_bad_boxes=skip_bad_boxes), os.fspath(template)
-    report = run_parity(b.root, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
+    report = run_parity(b, checkpoint, prepared, audio_input.features, candidates=candidates, frames=frames,
                         silence_frames=silence_frames, start_frame=start_frame, batch=batch, heatmaps=heatmaps,
                         progress=progress, inputs={"template": where, **audio_input.source}, tolerances=tolerances,
                         overrides=overrides, locate=locate, save_outputs=save_outputs,

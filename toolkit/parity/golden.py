@@ -189,7 +189,7 @@ def _golden_model(bundle: str | os.PathLike[str], index: dict[str, Any], profile
     encoder = None
     if index.get("input") == "audio" and b.has("audio_encoder", "onnx", precision):
         encoder = onnx_encoder(b.find("audio_encoder", "onnx", precision).path, threads=1)
-    generator = open_backend("ort-cpu", OpenRequest(bundle=b.root, precision=precision, mode=b.mode,
+    generator = open_backend("ort-cpu", OpenRequest(bundle=b, precision=precision, mode=b.mode,
                                                     options={"threads": 1}))
     return _Models(generator, encoder)
 
@@ -211,7 +211,7 @@ def _model_output_source(b: Any, checkpoint: str | os.PathLike[str] | None) -> t
         backend = open_backend("torch-cpu", OpenRequest(checkpoint=checkpoint, mode=b.mode))
         return backend, {"backend": "torch-cpu", "precision": "fp32", "checkpoint": os.fspath(checkpoint)}
     art = b.find("generator", "onnx", "fp32")
-    backend = open_backend("ort-cpu", OpenRequest(bundle=b.root, precision="fp32", mode=b.mode))
+    backend = open_backend("ort-cpu", OpenRequest(bundle=b, precision="fp32", mode=b.mode))
     return backend, {"backend": "ort-cpu", "precision": "fp32", "artifact": art.path.relative_to(b.root).as_posix(),
                      "sha256": sha256_path(art.path)}
 

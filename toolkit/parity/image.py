@@ -76,7 +76,7 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
                                        recorded={} if record and run is None else None))
         try:
             models[k] = ReplayBackend(run) if run is not None else open_candidate(
-                cand, bundle=b.root, checkpoint=checkpoint, mode=b.mode, for_render=True)
+                cand, bundle=b, checkpoint=checkpoint, mode=b.mode, for_render=True)
         except FramegenError as exc:
             results[k].error = f"cannot open: {exc}"
             continue

@@ -265,20 +265,13 @@ class Reference:
     local_ref: LocalReference
 
 
-_REFERENCES: dict[tuple[str, str], Reference] = {}
-
-
 def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio: np.ndarray,
                     mode: str | None = None) -> Reference:
-    """The :class:`Reference` of ``checkpoint`` on one frame. Kept for the last few (checkpoint, frame), so every
-    artifact of one bundle is compared against one PyTorch run."""
+    """The :class:`Reference` of ``checkpoint`` (a path or a loaded one) on one frame; a job that compares several
+    artifacts makes it once and passes it to :func:`locate_artifact`."""
     import torch
-    from framegen.models.checkpoint import load_generator, sha256_file
-    from framegen.toolkit.parity.replay import frame_digest
+    from framegen.models.checkpoint import load_generator
 
-    key = (sha256_file(checkpoint), frame_digest(image, audio))
-    if key in _REFERENCES:
-        return _REFERENCES[key]
     model = load_generator(checkpoint, mode).float().eval()
     local = LocalReference(model)
     layers, ref, local32 = torch_trace(model, image, audio, local=local)
@@ -287,11 +280,7 @@ def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio
                                   audio.astype(np.float16).astype(np.float32), local=local)
     noise32 = [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]
     acc16 = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
-    out = Reference(layers, ref, {"fp32": noise32, "fp16": acc16}, {"fp32": local32, "fp16": local16}, local)
-    if len(_REFERENCES) >= 3:
-        _REFERENCES.pop(next(iter(_REFERENCES)))
-    _REFERENCES[key] = out
-    return out
+    return Reference(layers, ref, {"fp32": noise32, "fp16": acc16}, {"fp32": local32, "fp16": local16}, local)
 
 
 def local_limit(precision: str, expected: float, expected32: float) -> float:
@@ -432,11 +421,13 @@ def _artifact_runner(artifact: str | os.PathLike[str], fmt: str, io: str, image:
 
 def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathLike[str], fmt: str, precision: str,
                     image: np.ndarray, audio: np.ndarray, *, mode: str | None = None, frame: int = 0,
-                    io: str = "tensor", crop: np.ndarray | None = None) -> LocateResult:
+                    io: str = "tensor", crop: np.ndarray | None = None,
+                    reference: Reference | None = None) -> LocateResult:
     """Compare every layer of the generator ``artifact`` (``fmt`` ``onnx`` or ``coreml``; ``precision`` ``fp32``
     or ``fp16``) with the PyTorch module of ``checkpoint`` on one frame: ``image`` float32 (6, 320, 320) and
     ``audio`` the window, and for an image-I/O artifact (``io='image'``) ``crop``, the uint8 (320, 320, 3) BGR crop
-    that ``image`` was made from.
+    that ``image`` was made from. ``reference``: :func:`torch_reference` of the same checkpoint and frame, when the
+    caller compares several artifacts (made here otherwise).
 
     Never raises for an artifact that cannot be matched or run: the result's ``error`` says why.
     """
@@ -444,7 +435,7 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
     if precision not in K_LOCAL:
         result.error = f"no layer limits for precision {precision!r} (fp32 or fp16)"
         return result
-    ref = torch_reference(checkpoint, image, audio, mode)
+    ref = reference if reference is not None else torch_reference(checkpoint, image, audio, mode)
     layers = ref.layers
     try:
         art_layers, runner = _artifact_runner(artifact, fmt, io, image, audio, crop)
