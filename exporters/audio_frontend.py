@@ -20,7 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET, save_package
 from framegen.exporters.errors import ExportError
+from framegen.exporters.onnx_export import DEFAULT_OPSET, save_onnx, set_metadata
 from framegen.models.audio_frontend import (
     FEATURES_INPUT,
     FEATURES_OUTPUT,
@@ -31,7 +33,8 @@ from framegen.models.audio_frontend import (
 )
 from framegen.models.contract import FEATURE_WIDTH, MEL
 from framegen.models.errors import first_line
-from framegen.models.imports import quiet
+from framegen.models.imports import coremltools, quiet
+from framegen.models.version import __version__
 
 KINDS = ("audio_frontend", "audio_features")
 MAX_BATCH = 64  # Core ML batch range of audio_frontend, as for the encoder
@@ -74,7 +77,6 @@ def onnx_model(module: Any, kind: str, opset: int | None = None) -> Any:
     """``kind``'s fp32 graph as an ``onnx.ModelProto`` with the contract's names and symbolic dims."""
     import onnx
     import torch
-    from framegen.exporters.onnx_export import DEFAULT_OPSET
 
     spec = io_spec(kind)
     names = [t["name"] for t in (*spec["inputs"], *spec["outputs"])]
@@ -107,8 +109,6 @@ def onnx_model(module: Any, kind: str, opset: int | None = None) -> Any:
 def export_onnx(module: Any, kind: str, path: str | os.PathLike[str], metadata: dict[str, str],
                 opset: int | None = None) -> Path:
     """Write ``kind`` (.onnx) with ``metadata``; not validated here (toolkit.validate_frontend does that)."""
-    from framegen.exporters.onnx_export import save_onnx, set_metadata
-
     model = onnx_model(module, kind, opset)
     set_metadata(model, metadata)
     return save_onnx(model, path)
@@ -130,9 +130,6 @@ def export_coreml(module: Any, kind: str, path: str | os.PathLike[str], metadata
                   traced: Any = None) -> Path:
     """Write ``kind`` as an fp32 ML program (.mlpackage) with ``metadata``; flexible batch / sample count."""
     import numpy as np
-    from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET, save_package
-    from framegen.models.imports import coremltools
-    from framegen.models.version import __version__
 
     ct = coremltools()
     spec = io_spec(kind)

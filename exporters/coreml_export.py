@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from framegen.exporters.errors import ExportError
+from framegen.exporters.onnx_export import encoder_example, generator_example
 from framegen.models.atomic import atomic_output
+from framegen.models.contract import contract_dict
 from framegen.models.imports import coremltools, quiet
+from framegen.models.metadata import artifact_metadata
+from framegen.models.version import __version__
 
 MINIMUM_DEPLOYMENT_TARGET = "iOS16"  # macOS 13; the ML program opset the coreml-mil verifier implements
 MAX_BATCH = 64
@@ -29,7 +33,6 @@ def exported_program(model: Any, kind: str) -> Any:
     """``torch.export`` of a generator (``kind='generator'``) or audio encoder with a dynamic batch axis, decomposed
     to core ATen ops: the input of :func:`convert`. Reuse it for both precisions; exporting is the slow part."""
     import torch
-    from framegen.exporters.onnx_export import encoder_example, generator_example
 
     args = generator_example(model.mode) if kind == "generator" else encoder_example()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
@@ -39,8 +42,6 @@ def exported_program(model: Any, kind: str) -> Any:
 
 
 def _io_spec(kind: str, mode: str) -> tuple[list[tuple[str, tuple[int, ...], str]], list[tuple[str, str]]]:
-    from framegen.models.contract import contract_dict
-
     c = contract_dict(mode)[kind]
     ins = []
     for name, info in c["inputs"].items():
@@ -58,8 +59,6 @@ def convert(program: Any, kind: str, mode: str, path: str | os.PathLike[str], pr
     renamed, so ``path`` never holds a half-written package.
     """
     import numpy as np
-    from framegen.models.metadata import artifact_metadata
-    from framegen.models.version import __version__
 
     if precision not in _PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")

@@ -30,9 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.coreml_export import save_package
 from framegen.exporters.errors import ExportError
+from framegen.exporters.onnx_export import (
+    DEFAULT_OPSET,
+    EXPORT_CHOICE,
+    generator_onnx_model,
+    save_onnx,
+    set_metadata,
+    to_float16,
+)
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, MASK_COLS, MASK_ROWS, audio_shape
-from framegen.models.imports import quiet
+from framegen.models.imports import coremltools, quiet
+from framegen.models.metadata import artifact_metadata
+from framegen.models.version import __version__
 
 IO = "image"
 # Core ML image outputs of ML programs need iOS 16 / macOS 13 (coremltools refuses them for older targets).
@@ -83,8 +94,6 @@ def image_metadata(model_kind: str, mode: str, precision: str, fmt: str,
                    source_sha256: str | None = None) -> dict[str, str]:
     """The artifact metadata of an image-I/O variant: the tensor artifacts' map (contract, mode, precision, source
     sha256) with ``io = image`` and the image semantics under ``image_io``."""
-    from framegen.models.metadata import artifact_metadata
-
     return artifact_metadata(model_kind, mode, precision, source_sha256, io=IO,
                              extra={METADATA_KEY: image_semantics(fmt)})
 
@@ -160,8 +169,6 @@ def wrap_onnx_generator(proto: Any) -> Any:
 def generator_onnx_image_model(model: Any, precision: str = "fp32", opset: int | None = None,
                                exporter: str | None = None) -> Any:
     """The image-I/O generator as an in-memory ``onnx.ModelProto`` (the exporter's tensor graph, wrapped)."""
-    from framegen.exporters.onnx_export import generator_onnx_model
-
     return wrap_onnx_generator(generator_onnx_model(model, precision, opset, exporter))
 
 
@@ -187,7 +194,6 @@ def _coreml_wrapper(model: Any) -> Any:
 def coreml_image_model(model: Any, precision: str = "fp16") -> Any:
     """Convert the image-I/O variant to an in-memory ``coremltools.models.MLModel`` (ML program, not loaded)."""
     import torch
-    from framegen.models.imports import coremltools
 
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")
@@ -225,9 +231,6 @@ def export_generator_coreml_image(model: Any, path: str | os.PathLike[str], prec
                                   metadata: dict[str, str] | None = None) -> Path:
     """Export the Core ML image-I/O variant (.mlpackage) of a generator module to ``path`` (temporary sibling,
     then renamed). ``metadata`` defaults to :func:`image_metadata` without a source sha256."""
-    from framegen.exporters.coreml_export import save_package
-    from framegen.models.version import __version__
-
     ml = coreml_image_model(model, precision)
     meta = metadata if metadata is not None else image_metadata("generator", model.mode, precision, "coreml")
     ml.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
@@ -261,8 +264,6 @@ def build_onnx_image_artifact(model: Any, precision: str, path: str | os.PathLik
                               *, base: Any = None, opset: int | None = None) -> dict[str, Any]:
     """Write the ONNX image-I/O variant; returns the manifest entry's format-specific fields. ``base``: the fp32
     tensor ONNX graph already exported (saves a trace)."""
-    from framegen.exporters.onnx_export import DEFAULT_OPSET, EXPORT_CHOICE, save_onnx, set_metadata, to_float16
-
     if base is None:
         proto = generator_onnx_image_model(model, precision, opset)
     else:

@@ -19,6 +19,18 @@ from typing import Any
 
 from framegen.exporters.errors import ExportError
 from framegen.models.atomic import atomic_output
+from framegen.models.contract import (
+    ENC_INPUT,
+    ENC_MEL_WINDOW,
+    ENC_OUTPUT,
+    GEN_AUDIO,
+    GEN_IMAGE,
+    GEN_OUTPUT,
+    INNER_SIZE,
+    MEL,
+    audio_shape,
+)
+from framegen.models.metadata import artifact_metadata
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_EXPORTER = "torchscript"
@@ -224,7 +236,6 @@ def _check_precision(precision: str) -> None:
 def generator_example(mode: str, batch: int = 2) -> tuple[Any, Any]:
     """Zero tensors shaped like the generator's inputs (only their shapes matter to the exporters)."""
     import torch
-    from framegen.models.contract import INNER_SIZE, audio_shape
 
     return torch.zeros(batch, 6, INNER_SIZE, INNER_SIZE), torch.zeros(batch, *audio_shape(mode))
 
@@ -232,7 +243,6 @@ def generator_example(mode: str, batch: int = 2) -> tuple[Any, Any]:
 def encoder_example(batch: int = 2) -> tuple[Any]:
     """A zero tensor shaped like the audio encoder's mel-window input."""
     import torch
-    from framegen.models.contract import ENC_MEL_WINDOW, MEL
 
     return (torch.zeros(batch, 1, MEL["n_mels"], ENC_MEL_WINDOW),)
 
@@ -240,8 +250,6 @@ def encoder_example(batch: int = 2) -> tuple[Any]:
 def generator_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
                          exporter: str | None = None) -> Any:
     """The generator as an in-memory ``onnx.ModelProto`` (inputs ``image``, ``audio``; output ``output``)."""
-    from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
-
     _check_precision(precision)
     proto = torch_to_onnx(model, generator_example(model.mode), (GEN_IMAGE, GEN_AUDIO), (GEN_OUTPUT,),
                           exporter or DEFAULT_EXPORTER, opset or DEFAULT_OPSET)
@@ -251,8 +259,6 @@ def generator_onnx_model(model: Any, precision: str = "fp32", opset: int | None 
 def encoder_onnx_model(model: Any, precision: str = "fp32", opset: int | None = None,
                        exporter: str | None = None) -> Any:
     """The audio encoder as an in-memory ``onnx.ModelProto`` (input ``mel``; output ``embedding``)."""
-    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT
-
     _check_precision(precision)
     proto = torch_to_onnx(model, encoder_example(), (ENC_INPUT,), (ENC_OUTPUT,), exporter or DEFAULT_EXPORTER,
                           opset or DEFAULT_OPSET)
@@ -260,8 +266,6 @@ def encoder_onnx_model(model: Any, precision: str = "fp32", opset: int | None = 
 
 
 def _default_metadata(kind: str, mode: str, precision: str, metadata: dict[str, str] | None) -> dict[str, str]:
-    from framegen.models.metadata import artifact_metadata
-
     return metadata if metadata is not None else artifact_metadata(kind, mode, precision)
 
 

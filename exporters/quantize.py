@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.coreml_export import save_package
 from framegen.exporters.errors import ExportError
 from framegen.models.errors import first_line
-from framegen.models.imports import quiet
+from framegen.models.imports import coremltools, quiet
 
 #: int8 ONNX activation formats, by the runtime an artifact is quantized for. Weights are int8 per channel in both.
 INT8_TARGETS: dict[str, dict[str, Any]] = {
@@ -122,9 +123,6 @@ def compress_coreml(package: str | os.PathLike[str], out: str | os.PathLike[str]
     ``int8`` (8-bit linear, symmetric, per output channel), ``pal6`` or ``pal4`` (6- / 4-bit k-means palettization
     per tensor). ``metadata`` replaces the given user-defined metadata keys. Returns the path and a JSON-able record.
     """
-    from framegen.exporters.coreml_export import save_package
-    from framegen.models.imports import coremltools
-
     if precision not in COREML_COMPRESSIONS:
         raise ExportError(f"unknown Core ML weight compression {precision!r}; expected "
                           f"{', '.join(COREML_COMPRESSIONS)}")

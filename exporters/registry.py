@@ -13,7 +13,9 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
+from framegen.exporters import coreml_export, onnx_export
 from framegen.exporters.errors import ExportError
+from framegen.exporters.image_io import build_coreml_image_artifact, build_onnx_image_artifact
 
 
 class FormatExporter(ABC):
@@ -53,16 +55,12 @@ class OnnxExporter(FormatExporter):
 
     def trace(self, module: Any, kind: str, opset: int | None) -> Any:
         """The fp32 ONNX graph of the module."""
-        from framegen.exporters import onnx_export
-
         build = onnx_export.generator_onnx_model if kind == "generator" else onnx_export.encoder_onnx_model
         return build(module, "fp32", opset)
 
     def build(self, base: Any, kind: str, mode: str, precision: str, path: str | os.PathLike[str],
               metadata: dict[str, str], opset: int | None) -> dict[str, Any]:
         """Save ``base`` (converted to float16 weights and compute for fp16) with its metadata."""
-        from framegen.exporters import onnx_export
-
         proto = onnx_export.to_float16(base) if precision == "fp16" else base
         onnx_export.set_metadata(proto, metadata)
         onnx_export.save_onnx(proto, path)
@@ -71,14 +69,10 @@ class OnnxExporter(FormatExporter):
     def build_image(self, module: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
                     base: Any, opset: int | None) -> dict[str, Any]:
         """The tensor graph wrapped with the pre- and post-processing (saves a second trace)."""
-        from framegen.exporters.image_io import build_onnx_image_artifact
-
         return build_onnx_image_artifact(module, precision, path, metadata, base=base, opset=opset)
 
     def tools(self, opset: int | None) -> dict[str, Any]:
         """Exporter, opset and the fp16 scheme."""
-        from framegen.exporters import onnx_export
-
         return {**onnx_export.EXPORT_CHOICE, "opset": opset or onnx_export.DEFAULT_OPSET,
                 "opset_overridden": opset is not None,
                 "fp16": "fp32 graph with float16 weights and compute, float32 inputs/outputs "
@@ -93,15 +87,11 @@ class CoreMLExporter(FormatExporter):
 
     def trace(self, module: Any, kind: str, opset: int | None) -> Any:
         """The ``torch.export`` program (decompositions run) of the module."""
-        from framegen.exporters import coreml_export
-
         return coreml_export.exported_program(module, kind)
 
     def build(self, base: Any, kind: str, mode: str, precision: str, path: str | os.PathLike[str],
               metadata: dict[str, str], opset: int | None) -> dict[str, Any]:
         """Convert ``base`` to an ML program computing in ``precision``."""
-        from framegen.exporters import coreml_export
-
         coreml_export.convert(base, kind, mode, path, precision, metadata)
         return {"minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET, "compute_precision": precision,
                 "batch_range": [1, coreml_export.MAX_BATCH]}
@@ -109,14 +99,10 @@ class CoreMLExporter(FormatExporter):
     def build_image(self, module: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
                     base: Any, opset: int | None) -> dict[str, Any]:
         """A BGR-image-in, BGR-image-out ML program (batch 1)."""
-        from framegen.exporters.image_io import build_coreml_image_artifact
-
         return build_coreml_image_artifact(module, precision, path, metadata)
 
     def tools(self, opset: int | None) -> dict[str, Any]:
         """Route, program type, deployment target and batch range."""
-        from framegen.exporters import coreml_export
-
         return {"route": "torch.export.export(...).run_decompositions({}) -> coremltools.convert",
                 "convert_to": "mlprogram", "minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET,
                 "batch": f"flexible 1..{coreml_export.MAX_BATCH} (RangeDim)"}

@@ -23,6 +23,7 @@ from typing import Any
 
 from framegen.exporters.errors import ExportError
 from framegen.models.atomic import atomic_output
+from framegen.models.bundle import load_bundle
 from framegen.models.contract import (
     ENC_INPUT,
     ENC_MEL_WINDOW,
@@ -204,8 +205,6 @@ class RepositoryModel:
 def bundle_models(bundle: str | os.PathLike[str], precision: str | None = None) -> list[RepositoryModel]:
     """The generator (and the audio encoder, when the bundle holds one) ONNX artifacts of ``precision`` (default:
     fp32 when the bundle holds it, else fp16)."""
-    from framegen.models.bundle import load_bundle
-
     b = load_bundle(bundle)
     if precision is None:
         precision = "fp32" if b.has(GENERATOR, "onnx", "fp32") or not b.has(GENERATOR, "onnx", "fp16") else "fp16"

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from framegen.models.contract import CONTRACT_VERSION, contract_dict
+from framegen.models.version import __version__
+
 MODELS = ("generator", "audio_encoder")
 PRECISIONS = ("fp32", "fp16")
 
@@ -26,17 +29,12 @@ KEY_VERSION = "framegen_version"
 
 def contract_json(mode: str) -> str:
     """The contract for ``mode`` as compact, key-sorted JSON (the same bytes every time)."""
-    from framegen.models.contract import contract_dict
-
     return json.dumps(contract_dict(mode), sort_keys=True, separators=(",", ":"))
 
 
 def artifact_metadata(model: str, mode: str, precision: str, source_sha256: str | None = None,
                       io: str = "tensor", extra: dict[str, Any] | None = None) -> dict[str, str]:
     """The string map embedded in an artifact: contract, model kind, mode, precision, I/O kind, source sha256."""
-    from framegen.models.contract import CONTRACT_VERSION
-    from framegen.models.version import __version__
-
     if model not in MODELS:
         raise ValueError(f"unknown model kind {model!r}")
     meta = {

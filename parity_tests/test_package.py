@@ -128,6 +128,84 @@ def test_no_import_circles_anywhere_in_the_product():
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
+#: runtimes a framegen module may load lazily, inside a function, so that ``--help`` and ``import framegen`` stay fast
+HEAVY = {"torch", "onnxruntime", "coremltools", "openvino", "tritonclient", "pytriton", "onnx", "cv2", "av", "scipy",
+         "nncf"}
+#: the CLI layer imports the API (and numpy with it) inside each command, so that ``--help`` loads none of it
+CLI_LAYER = ("toolkit/cli.py", "toolkit/commands/")
+
+
+def _top_level(path: Path) -> tuple[set[str], set[str]]:
+    """The framegen modules and the external top-level packages a file imports at module level (inside module-level
+    ``try`` / ``if`` too, ``TYPE_CHECKING`` blocks aside)."""
+    internal, external = set(), set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                for block in (node.body, node.orelse, *[h.body for h in getattr(node, "handlers", [])],
+                              getattr(node, "finalbody", [])):
+                    visit(block)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] if not node.level
+                         else [])
+                for name in names:
+                    (internal if name.startswith("framegen.") else external).add(name.split(".")[0]
+                                                                                  if not name.startswith("framegen.")
+                                                                                  else name)
+    visit(ast.parse(path.read_text()).body)
+    return internal, external
+
+
+def _heavy_modules() -> set[str]:
+    """Product modules that load a heavy runtime when imported (themselves or through their top-level imports)."""
+    files = {_module_name(p): p for pkg in PACKAGES for p in _modules(pkg)}
+    tops = {m: _top_level(p) for m, p in files.items()}
+    deps = {m: {d[len("framegen."):] for d in internal} & set(files) for m, (internal, _) in tops.items()}
+    heavy = {m for m, (_, external) in tops.items() if external & HEAVY}
+    while True:
+        more = {m for m in files if m not in heavy and deps[m] & heavy}
+        if not more:
+            return heavy
+        heavy |= more
+
+
+def test_framegen_imports_sit_at_the_top_unless_they_load_a_heavy_runtime():
+    """A function-level ``from framegen... import`` is allowed only for a module that loads torch, onnxruntime, ...
+    at import (and in the CLI layer, which keeps ``--help`` free of numpy); anything else hides the import graph."""
+    heavy = _heavy_modules()
+    hidden = []
+    for package in PACKAGES:
+        for path in _modules(package):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(CLI_LAYER):
+                continue
+            tree = ast.parse(path.read_text())
+            for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("framegen."):
+                        targets = {f"{node.module}.{a.name}"[len("framegen."):] for a in node.names}
+                        targets = {t for t in targets if t in _graph_modules()} or {node.module[len("framegen."):]}
+                        if not targets & heavy:
+                            hidden.append(f"{rel}:{node.lineno} {node.module}")
+    assert not hidden, "\n".join(sorted(set(hidden)))
+
+
+def _graph_modules() -> set[str]:
+    return {_module_name(p) for pkg in PACKAGES for p in _modules(pkg)}
+
+
+def test_help_loads_no_numpy_and_no_runtime():
+    watched = sorted(HEAVY | {"numpy"})
+    code = ("import sys\nfrom framegen.toolkit.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n"
+            f"    pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {watched!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
 def test_the_circle_check_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
 

@@ -21,7 +21,7 @@ from framegen.toolkit.cli import app
 from framegen.toolkit.compare.metrics import ErrorStats
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, StageLimits, get_profile
 from framegen.toolkit.frames.plan import Candidate, Request
-from framegen.toolkit.parity.engine import parse_backends, plan_candidates, run_parity, verify_checksums
+from framegen.toolkit.parity.engine import parity_candidates, parse_backends, run_parity, verify_checksums
 from typer.testing import CliRunner
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.
@@ -163,7 +163,7 @@ def test_fp16_profile_catches_its_sensitivity_case(tmp_path, bundle_dir, generat
 
 
 def _count_opens(monkeypatch, *paths):
-    """Count every open of ``paths`` (builtins.open and io.open: torch.load, hashing and pathlib all go through them)."""
+    """Count every open of ``paths`` (builtins.open and io.open: torch.load, hashing and pathlib use them)."""
     import builtins
     import io
     import os
@@ -312,9 +312,9 @@ def test_plan_and_parse(bundle_dir):
     assert parse_backends(None) is None
     assert parse_backends("ort-cpu, coreml-mil:fp16,ort-cpu:image:fp32") == [
         Request("ort-cpu"), Request("coreml-mil", "fp16"), Request("ort-cpu", "fp32", "image")]
-    cands, _ = plan_candidates(bundle, [Request("ort-cpu", None, "tensor")])
+    cands, _ = parity_candidates(bundle, [Request("ort-cpu", None, "tensor")])
     assert cands == [Candidate("ort-cpu", "fp32"), Candidate("ort-cpu", "fp16")]
-    default, notes = plan_candidates(bundle)
+    default, notes = parity_candidates(bundle)
     assert Candidate("torch-cpu", "fp32") not in default  # the reference is not its own candidate by default
     assert all(isinstance(n, str) for n in notes)
 

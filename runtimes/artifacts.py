@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from framegen.models.bundle import load_bundle
 from framegen.models.contract import AUDIO_SHAPES
+from framegen.models.errors import FramegenError
 from framegen.runtimes.base import BackendError
 from framegen.runtimes.spec import BackendSpec, OpenRequest
 
@@ -42,8 +44,6 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
             raise BackendError(f"{path}: {backend} needs a {label} model ({' or '.join(SUFFIXES[fmt])})")
         return ResolvedArtifact(path, fmt, None, None, os.fspath(path), None)
     if req.bundle is not None:
-        from framegen.models.bundle import load_bundle
-
         bundle = load_bundle(req.bundle)
         art = bundle.find("generator", fmt, req.precision, req.io)
         sha = art.entry.get("sha256")
@@ -71,9 +71,6 @@ def artifact_problem(spec: BackendSpec, req: OpenRequest) -> str | None:
             return None
         return f"needs a {label} model, {Path(req.artifact).name} is not one"
     if req.bundle is not None:
-        from framegen.models.bundle import load_bundle
-        from framegen.models.errors import FramegenError
-
         try:
             bundle = load_bundle(req.bundle)
         except FramegenError as exc:

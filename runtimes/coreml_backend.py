@@ -19,6 +19,7 @@ import numpy as np
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.image_io_backend import CoreMLImageBackend
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 #: ``--compute-units`` values -> ``coremltools.ComputeUnit`` member names
@@ -140,8 +141,6 @@ class CoreMLBackend(Backend):
 
 def _open(req: OpenRequest) -> Backend:
     if req.io == "image":
-        from framegen.runtimes.image_io_backend import CoreMLImageBackend
-
         return CoreMLImageBackend(req)
     return CoreMLBackend(req)
 

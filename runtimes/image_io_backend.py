@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
 from framegen.models.errors import first_line
+from framegen.models.imports import coremltools, mlprogram_spec
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
 from framegen.runtimes.spec import OpenRequest
@@ -33,8 +35,6 @@ _ORT_PROVIDERS = {"ort-cpu": ["CPUExecutionProvider"], "ort-cuda": ["CUDAExecuti
 
 def checked_artifact(req: OpenRequest, fmt: str, name: str) -> Any:
     """The image-I/O artifact ``req`` names, its sha256 checked against the bundle manifest (when from a bundle)."""
-    from framegen.models.bundle import sha256_path
-
     art = resolve_artifact(req, fmt, name)
     if art.sha256 is not None and sha256_path(art.path) != art.sha256:
         raise BackendError(f"{art.path}: contents differ from the bundle manifest's sha256 (altered artifact)")
@@ -83,8 +83,6 @@ class OrtImageBackend(Backend):
 
 def color_layouts(path: Path | str | os.PathLike[str]) -> tuple[str, str]:
     """Colour layouts (``BGR``/``RGB``) of the package's image input ``image`` and image output ``output``."""
-    from framegen.models.imports import mlprogram_spec
-
     spec = mlprogram_spec(path)
 
     from coremltools.proto import FeatureTypes_pb2
@@ -130,7 +128,6 @@ class CoreMLImageBackend(Backend):
         art = checked_artifact(req, "coreml", "coreml")
         if sys.platform != "darwin":
             raise BackendError(f"coreml: Core ML runs only on macOS; use coreml-mil to verify {art.path} here")
-        from framegen.models.imports import coremltools
 
         ct = coremltools()
         self.model = ct.models.MLModel(os.fspath(art.path), compute_units=ct.ComputeUnit.ALL)

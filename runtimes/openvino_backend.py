@@ -32,6 +32,7 @@ from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZ
 from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.ort_backend import physical_cores, read_onnx_io
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 NAME = "openvino"
@@ -46,8 +47,6 @@ def _ov() -> Any:
 
 
 def _cores() -> int:
-    from framegen.runtimes.ort_backend import physical_cores
-
     return physical_cores()
 
 
@@ -88,8 +87,6 @@ class OpenVinoBackend(Backend):
     """A generator ONNX model compiled by OpenVINO for the CPU."""
 
     def __init__(self, req: OpenRequest) -> None:
-        from framegen.runtimes.ort_backend import read_onnx_io
-
         art = resolve_artifact(req, "onnx", NAME)
         _inputs, _outputs, model_precision, meta = read_onnx_io(art.path)
         precision = art.precision or model_precision

@@ -62,6 +62,7 @@ from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZ
 from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import ResolvedArtifact, mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
+from framegen.runtimes.image_io_backend import OrtImageBackend
 from framegen.runtimes.native import missing_dependency, missing_libraries, needed_libraries, nvidia_gpu
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
@@ -552,16 +553,12 @@ def _probe_trt() -> Availability:
 
 def _open_cpu(req: OpenRequest) -> Backend:
     if req.io == "image":
-        from framegen.runtimes.image_io_backend import OrtImageBackend
-
         return OrtImageBackend("ort-cpu", req)
     return OrtBackend("ort-cpu", CPU_EP, req)
 
 
 def _open_cuda(req: OpenRequest) -> Backend:
     if req.io == "image":
-        from framegen.runtimes.image_io_backend import OrtImageBackend
-
         return OrtImageBackend("ort-cuda", req)
     return OrtBackend("ort-cuda", CUDA_EP, req)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from framegen.runtimes.artifacts import artifact_problem
 from framegen.runtimes.base import Backend, BackendError
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
@@ -68,8 +69,6 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
     With a ``request`` (a bundle and/or checkpoint and a precision) each row also says whether that backend can be
     opened from it (``artifact``: ``None`` when it can, else why not) and which one ``auto`` would pick (``auto``).
     """
-    from framegen.runtimes.artifacts import artifact_problem
-
     rows = []
     for spec in all_specs():
         avail = availability(spec, request.options if request is not None else None)
@@ -91,8 +90,6 @@ def list_backends(request: OpenRequest | None = None) -> list[dict[str, Any]]:
 def resolve_auto(request: OpenRequest) -> str:
     """The backend ``auto`` means for this request: the first of :func:`auto_order` that is available here and
     whose artifact the request holds; a one-line error saying why each was passed over when none fits."""
-    from framegen.runtimes.artifacts import artifact_problem
-
     specs = {s.name: s for s in all_specs()}
     passed: list[str] = []
     for name in auto_order():

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
+from framegen.runtimes.native import nvidia_gpu
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 
@@ -71,8 +72,6 @@ def _probe_cuda() -> Availability:
     if torch.version.cuda is None:
         return Availability(False, f"torch {torch.__version__} is a CPU-only build")
     if not torch.cuda.is_available():
-        from framegen.runtimes.native import nvidia_gpu
-
         return Availability(False, nvidia_gpu().reason or "torch sees no CUDA GPU")
     return Availability(True, torch.cuda.get_device_name(0))
 

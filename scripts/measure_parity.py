@@ -132,7 +132,7 @@ def main() -> int:
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
     from framegen.toolkit.inputs.synth import synth_template
     from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import plan_candidates, run_parity
+    from framegen.toolkit.parity.engine import parity_candidates, run_parity
 
     _skip_export_validation()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def main() -> int:
             export_bundle(ckpt, bundle, formats=("onnx", "coreml"), precisions=("fp32", "fp16"),
                           io=("tensor", "image"), mode=model_mode, force=True)  # ave and hubert weights look alike
         feats = features_for(mode, seed)
-        cands, _ = plan_candidates(bundle, checkpoint=ckpt)
+        cands, _ = parity_candidates(bundle, checkpoint=ckpt)
         cands = [c for c in cands if c.backend in ("ort-cpu", "coreml-mil")]
         tol = resolve_tolerances("derived", ckpt, template, feats, model_mode, speech=args.frames,
                                  silence=1 if args.silence_frames else 0)

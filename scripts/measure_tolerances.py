@@ -131,7 +131,7 @@ def main() -> int:
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
     from framegen.toolkit.inputs.synth import synth_template
     from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import Candidate, plan_candidates, run_parity
+    from framegen.toolkit.parity.engine import Candidate, parity_candidates, run_parity
 
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -152,7 +152,7 @@ def main() -> int:
             (np.abs(np.random.default_rng(0).standard_normal((200, 512))) * 0.5).astype(np.float32)
 
         # 1. correct backends
-        cands, notes = plan_candidates(load_bundle(bundle))
+        cands, notes = parity_candidates(load_bundle(bundle))
         report = run_parity(bundle, ckpt, prepared, feats, candidates=cands, frames=args.frames, silence_frames=0,
                             tolerances="fixed", locate=False)
         results["correct"] = parity_rows(report)

@@ -14,8 +14,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.atomic import check_writable
+from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.models.version import __version__
+from framegen.runtimes.registry import list_backends
+from framegen.runtimes.spec import OpenRequest
+from framegen.runtimes.triton_backend import parse_url
+from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
+from framegen.toolkit.bench.stream import run_bench_stream
+from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_triton_bench
+from framegen.toolkit.common.files import write_json
+from framegen.toolkit.compare import reports
+from framegen.toolkit.compare.html import bench_html, parity_html
+from framegen.toolkit.compare.reports import write_text_atomic
+from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
+from framegen.toolkit.export.bundle import export_bundle
+from framegen.toolkit.frames.plan import PRECISIONS, Request, open_candidate, plan_candidates
+from framegen.toolkit.frames.video import DEFAULT_PRESET, check_frames_dir, container_format
+from framegen.toolkit.inputs.audio import audio_to_features, decode_audio, melspectrogram, torch_encoder_fn
+from framegen.toolkit.inputs.encoders import resolve_encoder
+from framegen.toolkit.inputs.features import FeatureError, load_features, save_npy, validate_features
+from framegen.toolkit.inputs.template import LANDMARK_SUFFIX, numbered_files, open_template
+from framegen.toolkit.parity.engine import parity_job, resolve_audio_input
+from framegen.toolkit.parity.golden import AudioSource, check_golden, write_golden
+from framegen.toolkit.serve import ServeOptions
+from framegen.toolkit.serve import serve as run_serve
 
 PathLike = str | os.PathLike[str]
 
@@ -59,7 +83,6 @@ def _split(value: str | Sequence[str]) -> list[str]:
 def _loaded(checkpoint: PathLike | None, bundle: PathLike | None) -> tuple[Any, Any]:
     """The checkpoint and the bundle's manifest, each read (and hashed) once for the whole job; both stay path-like,
     so everything below takes them where it takes a path."""
-    from framegen.models.bundle import load_bundle
     from framegen.models.checkpoint import load_checkpoint
 
     return (load_checkpoint(checkpoint) if checkpoint is not None else None,
@@ -115,7 +138,6 @@ def template_synth(out: PathLike, *, frames: int | None = None, width: int = 128
     """Write a deterministic synthetic template (face-like frames drawn from a landmark track, or following the real
     track in ``landmarks``) to ``out``; ``frames`` defaults to 50, or every file of ``landmarks``. Returns ``out``."""
     from framegen.toolkit.inputs.synth import synth_template
-    from framegen.toolkit.inputs.template import LANDMARK_SUFFIX, numbered_files
 
     if frames is None:
         frames = 50
@@ -132,8 +154,6 @@ def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None =
     video frame, computed with the audio encoder checkpoint exactly as SyncTalk_2D's inference does. ``out``: also
     save them as ``.npy`` there."""
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
-    from framegen.toolkit.inputs.features import save_npy
 
     feats = audio_to_features(audio, torch_encoder_fn(load_audio_encoder(encoder)), batch=batch, progress=progress)
     if out is not None:
@@ -144,9 +164,6 @@ def audio_features(audio: PathLike, encoder: PathLike, *, out: PathLike | None =
 def audio_mel(audio: PathLike, *, out: PathLike | None = None) -> np.ndarray:
     """SyncTalk_2D's normalised log-mel spectrogram of a speech file (any format PyAV reads): (T, 80) float32, 80
     frames per second, ``T = 1 + samples // 200`` (docs/CONTRACT.md §4). ``out``: also save it as ``.npy`` there."""
-    from framegen.toolkit.inputs.audio import decode_audio, melspectrogram
-    from framegen.toolkit.inputs.features import save_npy
-
     spec = melspectrogram(decode_audio(audio))
     if out is not None:
         save_npy(out, spec)
@@ -172,9 +189,6 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
     JUnit XML there (one test case per artifact with its figures and limits; a refused export is one failing case).
     Returns the written :class:`framegen.models.bundle.Bundle`.
     """
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.export.bundle import export_bundle
-
     _check_outputs(None, None, junit_xml)
     try:
         dest = export_bundle(checkpoint, out, audio_encoder=audio_encoder, formats=_split(formats),
@@ -192,8 +206,6 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
 
 
 def _export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None) -> None:
-    from framegen.toolkit.compare import reports
-
     reports.write_reports(reports.export_junit(artifacts, error), None, junit_path=path, markdown_path=None)
 
 
@@ -227,17 +239,11 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
              precision: str = "fp32") -> list[BackendRow]:
     """Every backend framegen knows, whether it runs here and why not; with a bundle and/or checkpoint also whether
     each can be opened from it and which one ``auto`` picks."""
-    from framegen.runtimes.registry import list_backends
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.frames.plan import PRECISIONS
-
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     request = None
     if bundle is not None or checkpoint is not None:
         if bundle is not None:
-            from framegen.models.bundle import load_bundle
-
             load_bundle(bundle)  # a bad bundle is the user's error, not every backend's "reason"
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise UsageError(f"{checkpoint}: no such checkpoint file")
@@ -254,7 +260,6 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
 def _template(template: PathLike | Any, skip_bad_boxes: bool = False,
               warn: Callable[[str], None] | None = None) -> Any:
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     if isinstance(template, PreparedTemplate):
         return template
@@ -270,8 +275,6 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
               bundle: PathLike | None = None) -> np.ndarray:
     """Feature rows from an array, a file, or computed from speech ('ave' only) with ``encoder`` (a .pth checkpoint,
     or an exported .onnx / .mlpackage) or, without one, the bundle's own exported audio encoder."""
-    from framegen.toolkit.inputs.features import FeatureError, load_features, validate_features
-
     if features is not None:
         if isinstance(features, np.ndarray):
             return validate_features(features, mode, "features")
@@ -280,8 +283,6 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
         raise UsageError("give features, or audio to compute them from")
     if mode != "ave":
         raise FeatureError(f"audio makes 'ave' features; the generator is {mode!r}: give --features")
-    from framegen.toolkit.inputs.audio import audio_to_features
-    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     if note is not None:
@@ -291,9 +292,6 @@ def _features(mode: str, features: PathLike | np.ndarray | None, audio: PathLike
 
 def _check_outputs(out: PathLike | None, frames_dir: PathLike | None, *reports: PathLike | None) -> None:
     """Refuse an output video, frames folder or report file that cannot be written, before any work."""
-    from framegen.models.atomic import check_writable
-    from framegen.toolkit.frames.video import check_frames_dir, container_format
-
     if out is not None:
         container_format(out)
         if not Path(out).parent.is_dir():
@@ -327,8 +325,6 @@ def _check_sources(checkpoint: PathLike | None, bundle: PathLike | None, feature
 
 def _open(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
           mode: str | None, options: dict[str, Any] | None) -> Any:
-    from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
-
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
                            requested=[Request(backend, precision, io)], options=options)
     return open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
@@ -375,7 +371,6 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     ``stats``: also write the timing stats as JSON there. ``note`` / ``warn`` receive progress lines.
     """
     from framegen.toolkit.frames.render import render as run_render
-    from framegen.toolkit.frames.video import DEFAULT_PRESET
 
     if out is None and frames_dir is None:
         raise UsageError("render: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -402,8 +397,6 @@ def render(template: PathLike | Any, *, out: PathLike | None = None, frames_dir:
     if warn is not None and audio_s is not None and video_s is not None and audio_s + 0.5 < video_s:
         warn(f"{audio}: {audio_s:.2f} s of audio for {video_s:.2f} s of video; the end is silent")
     if stats is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(stats, result.as_dict())
     return result
 
@@ -416,8 +409,6 @@ def demo(out: PathLike = "framegen-demo", *, seconds: float | None = None, seed:
     (``weights="random"``: a calibrated seeded stand-in), speech, features, a render, a bundle, a video per
     available backend and the parity table. ``quick``: a small template, ONNX only, 2 parity frames. ``log`` gets
     one line per step. Returns the :class:`framegen.toolkit.demo.DemoContext` (artifacts, results, ``exit_code``)."""
-    from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
-
     if quick:
         ctx = quick_context(Path(out), seconds=seconds or 1.0, seed=seed, progress=progress, weights=weights)
     else:
@@ -451,8 +442,6 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
     error plot). ``triton_url``: the server the
     ``triton`` backend runs on. See docs/PARITY.md.
     """
-    from framegen.toolkit.parity.engine import parity_job
-
     _exists(bundle=bundle, checkpoint=checkpoint)
     _check_outputs(None, None, json, junit_xml, markdown, html)
     options = _triton_options(triton_url)
@@ -478,8 +467,6 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
         for cand in report.candidates:
             cand.heatmap = cand.heatmap_output = None
         if json is not None:
-            from framegen.toolkit.common.files import write_json
-
             write_json(json, report.as_dict())
     _ci_reports(report, "parity", junit_xml, markdown)
     return report
@@ -487,9 +474,6 @@ def parity(*, bundle: PathLike, checkpoint: PathLike, template: PathLike | Any,
 
 def _write_html(report: Any, path: PathLike) -> None:
     """The parity report as one self-contained HTML page (its heat maps embedded)."""
-    from framegen.toolkit.compare.html import parity_html
-    from framegen.toolkit.compare.reports import write_text_atomic
-
     write_text_atomic(path, parity_html(report.as_dict()))
 
 
@@ -497,7 +481,6 @@ def _triton_options(url: str | None) -> dict[str, Any] | None:
     """The backends' options that name a Triton server (checked), or ``None``."""
     if url is None:
         return None
-    from framegen.runtimes.triton_backend import parse_url
 
     parse_url(url)
     return {"triton_url": str(url)}
@@ -505,8 +488,6 @@ def _triton_options(url: str | None) -> dict[str, Any] | None:
 
 def _ci_reports(report: Any, kind: str, junit_xml: PathLike | None, markdown: PathLike | None) -> None:
     """JUnit XML and Markdown of a parity or golden report (from its JSON form: one verdict in every format)."""
-    from framegen.toolkit.compare import reports
-
     want_md = markdown is not None or bool(os.environ.get(reports.STEP_SUMMARY))
     if junit_xml is None and not want_md:
         return
@@ -528,9 +509,6 @@ def golden_write(*, bundle: PathLike, template: PathLike | Any, out: PathLike, f
     """Write golden vectors for ports: every pipeline stage of ``cases`` frames as raw little-endian files plus
     ``index.json`` and a README. The model output comes from ``checkpoint`` (PyTorch) or, by default, the bundle's
     fp32 ONNX generator on ort-cpu. Returns the golden directory."""
-    from framegen.toolkit.parity.engine import resolve_audio_input
-    from framegen.toolkit.parity.golden import AudioSource, write_golden
-
     checkpoint, b = _loaded(checkpoint, bundle)
     audio_input = resolve_audio_input(b.mode, features, audio, encoder)
     source = None if audio_input.mel_windows is None else AudioSource(audio_input.mel_windows, audio_input.source)
@@ -546,14 +524,10 @@ def golden_check(golden: PathLike, candidate: PathLike, *, profile: str = "fp32"
     """Compare a port's stage files (in the golden layout) with the golden ones, stage by stage, each judged on the
     candidate's own inputs to it; with ``bundle`` the model too (its artifact run on the candidate's model input).
     Returns a :class:`framegen.toolkit.parity.golden.GoldenReport`: ``.passed``, and the first stage that departs."""
-    from framegen.toolkit.parity.golden import check_golden
-
     _check_outputs(None, None, json, junit_xml, markdown)
     report = check_golden(golden, candidate, profile=profile, bundle=bundle)
     _ci_reports(report, "golden", junit_xml, markdown)
     if json is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(json, report.as_dict())
     return report
 
@@ -569,15 +543,12 @@ def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoi
     paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
     ``template``. Returns the report dict (the schema of ``framegen bench --stream --json``)."""
     _check_outputs(None, None, json)
-    from framegen.toolkit.bench.stream import run_bench_stream
 
     checkpoint, bundle = _loaded(checkpoint, bundle)
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
                               backends=_split(backends) if backends is not None else None, precision=precision,
                               audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, on_result=on_result)
     if json is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(json, report)
     return report
 
@@ -588,16 +559,12 @@ def bench_triton(triton_url: str, *, streams: str | Sequence[int] | None = None,
                  ) -> dict[str, Any]:
     """Throughput, latency and server-side batching of a Triton server hosting the generator, at each number of
     concurrent client streams (default 1, 4, 8). Returns the report dict (``framegen bench --backends triton``)."""
-    from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_triton_bench
-
     _triton_options(triton_url)
     _check_outputs(None, None, json)
     counts = DEFAULT_STREAMS if streams is None else parse_streams(streams)
     report = run_triton_bench(triton_url, streams=counts, seconds=seconds, requests=requests,
                               frames_per_request=frames_per_request, mode=mode, on_result=on_result)
     if json is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(json, report)
     return report
 
@@ -614,7 +581,6 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
     schema of ``framegen bench --json``). ``html``: also a self-contained page plotting the latency percentiles and
     the batch sweep."""
     _check_outputs(None, None, json, html)
-    from framegen.toolkit.bench.core import DEFAULT_E2E_FRAMES, parse_batches, run_bench
 
     batch_list = parse_batches(batches) if isinstance(batches, str) else (list(batches) if batches else None)
     checkpoint, bundle = _loaded(checkpoint, bundle)
@@ -625,13 +591,8 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
                        features=features, e2e_frames=e2e_frames if e2e_frames is not None else DEFAULT_E2E_FRAMES,
                        e2e_batch=e2e_batch, on_result=on_result)
     if json is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(json, report)
     if html is not None:
-        from framegen.toolkit.compare.html import bench_html
-        from framegen.toolkit.compare.reports import write_text_atomic
-
         write_text_atomic(html, bench_html(report))
     return report
 
@@ -648,9 +609,6 @@ def serve(bundle: PathLike, *, backend: str = "auto", precision: str = "fp32", h
     ``on_ready`` receives a :class:`framegen.toolkit.serve.ServerInfo`
     (ports, ``grpc_url``) once the models answer; ``stop`` (a ``threading.Event``) stops a server run in a thread.
     Needs ``pip install 'framegen[serve]'``. See :func:`framegen.toolkit.serve.serve`."""
-    from framegen.toolkit.serve import ServeOptions
-    from framegen.toolkit.serve import serve as run_serve
-
     if preferred_batch is None:
         sizes = tuple(b for b in (4, 8, 16) if b <= max_batch)
     elif isinstance(preferred_batch, str):
@@ -676,7 +634,6 @@ def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: st
     features (``speech``: the speech file validation uses; default the shared fixture, else synthetic). Returns the
     written :class:`framegen.models.bundle.Bundle`. ``framegen export --audio-frontend`` adds the same artifacts to a
     full bundle."""
-    from framegen.models.bundle import load_bundle
     from framegen.toolkit.export.frontend import export_audio_frontend as _export
 
     return load_bundle(_export(audio_encoder, out, formats=_split(formats), opset=opset, force=force, speech=speech,
@@ -695,7 +652,6 @@ def stream_session(template: PathLike | Any, *, checkpoint: PathLike | None = No
     end. Frames equal :func:`render`'s of the same whole audio bit for bit. The audio encoder is ``encoder`` (.pth,
     .onnx, .mlpackage) or the bundle's exported one. Closing the session closes its backend."""
     from framegen.toolkit.frames.stream import StreamSession
-    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     if (checkpoint is None) == (bundle is None):
         raise UsageError("stream: give exactly one of --checkpoint CKPT or --bundle DIR")
@@ -723,7 +679,6 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.frames.stream.StreamRunStats`
     (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context)."""
     from framegen.toolkit.frames.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
-    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     if out is None and frames_dir is None:
         raise UsageError("stream: give --out OUT.mp4 and/or --frames-dir DIR")
@@ -745,7 +700,5 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
                                  start_frame=start_frame, batch=batch, crf=crf, preset=preset,
                                  chunk_samples=chunk)
     if stats is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(stats, result.as_dict())
     return result

@@ -25,9 +25,17 @@ from typing import Any
 
 import numpy as np
 from framegen.models.atomic import atomic_output
+from framegen.models.bundle import load_bundle
 from framegen.models.contract import SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.toolkit.common.files import write_json
+from framegen.toolkit.export.bundle import export_bundle
+from framegen.toolkit.frames.plan import Candidate, open_candidate, plan_candidates
+from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
+from framegen.toolkit.inputs.features import save_npy
 from framegen.toolkit.inputs.speech import speech_like
+from framegen.toolkit.inputs.template import open_template
+from framegen.toolkit.parity.engine import parity_candidates, parse_backends, print_report, run_parity
 
 MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replace it
 DEFAULT_SECONDS = 3.0
@@ -61,8 +69,8 @@ class DemoContext:
     #: Export formats of the bundle; the quick variant leaves Core ML out (its conversion is the slow part).
     formats: tuple[str, ...] = ("onnx", "coreml")
     parity_frames: int = DEFAULT_PARITY_FRAMES
-    #: ``None``: every available backend x every precision the bundle feeds (see ``toolkit.parity.plan_candidates``);
-    #: else a ``framegen parity --backends`` list.
+    #: ``None``: every available backend x every precision the bundle feeds (see
+    #: ``toolkit.parity.engine.parity_candidates``); else a ``framegen parity --backends`` list.
     parity_backends: str | None = None
     #: ``trained``: the shipped demo generator (framegen.models.demo); ``random``: a calibrated seeded stand-in
     weights: str = "trained"
@@ -132,8 +140,6 @@ def step_speech(ctx: DemoContext) -> str:
 def step_features(ctx: DemoContext) -> str:
     """'ave' features of the speech through the audio encoder, as SyncTalk_2D computes them."""
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
-    from framegen.toolkit.inputs.features import save_npy
 
     feats = audio_to_features(ctx.artifacts["speech"], torch_encoder_fn(load_audio_encoder(ctx.artifacts["encoder"])))
     path = save_npy(ctx.out / "features.npy", feats)
@@ -145,11 +151,8 @@ def step_features(ctx: DemoContext) -> str:
 def render_on(ctx: DemoContext, backend_name: str, *, bundle: Any = None) -> Any:
     """Render the demo video on one backend (fp32, opened by the planner as ``framegen render`` opens it) to
     ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
-    from framegen.toolkit.common.files import write_json
-    from framegen.toolkit.frames.plan import Candidate, open_candidate
     from framegen.toolkit.frames.render import render
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     out = ctx.out / f"demo-{backend_name}.mp4"
@@ -178,9 +181,6 @@ def step_render(ctx: DemoContext) -> str:
 
 def step_export(ctx: DemoContext) -> str:
     """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export."""
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.export.bundle import export_bundle
-
     # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
     spent = {"coreml": 0.0, "other": 0.0}
     last = [time.perf_counter()]
@@ -204,8 +204,6 @@ def step_export(ctx: DemoContext) -> str:
 def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
     """Backends the planner renders with from the bundle and checkpoint (fp32), and ``name (why)`` for each one
     left out (verifiers, backends the bundle does not feed, those not available here)."""
-    from framegen.toolkit.frames.plan import plan_candidates
-
     plan = plan_candidates("demo", checkpoint=ctx.artifacts["checkpoint"], bundle=ctx.artifacts.get("bundle"),
                            precisions=["fp32"])
     names = list(dict.fromkeys(c.backend for c in plan.candidates))
@@ -223,14 +221,10 @@ def step_render_backends(ctx: DemoContext) -> str:
 
 def step_parity(ctx: DemoContext) -> str:
     """The parity table: a few frames through every available backend and precision against PyTorch fp32."""
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.common.files import write_json
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import parse_backends, plan_candidates, print_report, run_parity
 
     bundle = load_bundle(ctx.artifacts["bundle"])
-    candidates, notes = plan_candidates(bundle, parse_backends(ctx.parity_backends))
+    candidates, notes = parity_candidates(bundle, parse_backends(ctx.parity_backends))
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     report = run_parity(bundle.root, ctx.artifacts["checkpoint"], prepared, ctx.results["features"],
                         candidates=candidates, frames=ctx.parity_frames, batch=ctx.batch, progress=ctx.progress,

@@ -32,8 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.triton import model_tensors
+from framegen.models.bundle import load_bundle
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.models.errors import FramegenError, first_line
+from framegen.runtimes.ort_backend import session_options
+from framegen.runtimes.registry import open_backend, resolve_auto
+from framegen.runtimes.spec import OpenRequest
 
 log = logging.getLogger("framegen.serve")
 
@@ -141,7 +146,6 @@ class _Encoder:
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
-        from framegen.runtimes.ort_backend import session_options
 
         self.session = ort.InferenceSession(os.fspath(path), session_options({"threads": 1}),
                                             providers=["CPUExecutionProvider"])
@@ -205,9 +209,6 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonSecurityConfig
     except ImportError as exc:
         raise ServeError(f"serve needs nvidia-pytriton (pip install 'framegen[serve]'): {exc}") from None
-    from framegen.models.bundle import load_bundle
-    from framegen.runtimes.registry import open_backend, resolve_auto
-    from framegen.runtimes.spec import OpenRequest
 
     b = load_bundle(bundle)
     request = OpenRequest(bundle=b, precision=precision, mode=b.mode, options=dict(backend_options or {}))
@@ -271,8 +272,6 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
                     config=model_config, strict=True)
         models = [GENERATOR]
         if encoder is not None:
-            from framegen.exporters.triton import model_tensors
-
             enc_in, enc_out = model_tensors(AUDIO_ENCODER, "ave")
             triton.bind(model_name=AUDIO_ENCODER, infer_func=infer_encoder,
                         inputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_in],

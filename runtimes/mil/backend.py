@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from framegen.models.bundle import sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta, generator_io
@@ -22,8 +23,6 @@ class CoreMLMilBackend(Backend):
     """
 
     def __init__(self, program: MilProgram, mode: str, source: str, check_finite: bool = False) -> None:
-        from framegen.runtimes.base import generator_io
-
         for name in (GEN_IMAGE, GEN_AUDIO):
             if name not in program.inputs:
                 raise BackendError(f"{program.path}: not a framegen generator (inputs {list(program.inputs)})")
@@ -69,11 +68,8 @@ def _probe() -> Availability:
 
 
 def _open(req: OpenRequest) -> Backend:
-    from framegen.models.bundle import sha256_path
-
     if req.io == "image":
         return MilImageBackend(req)
-    from framegen.runtimes.artifacts import mode_from_audio_shape, settle_mode
 
     art = resolve_artifact(req, "coreml", NAME)
     if not art.path.is_dir():

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 from framegen.models.bundle import BundleError, contained_path
+from framegen.models.contract import ENC_INPUT, ENC_OUTPUT
 from framegen.models.errors import FramegenError
+from framegen.models.imports import coremltools
 from framegen.runtimes.base import BackendError
 
 NAME = "coreml-mil"
@@ -75,8 +77,6 @@ def _mil_dtype(torch_dtype: Any) -> str:
 
 def quiet_coremltools() -> Any:
     """coremltools' protobuf modules, imported without its warnings about the macOS-only native runtime."""
-    from framegen.models.imports import coremltools
-
     coremltools()
     from coremltools.proto import MIL_pb2, Model_pb2
 
@@ -475,8 +475,6 @@ def run_batched(program: MilProgram, feeds: dict[str, np.ndarray], out_name: str
 def encoder_fn(program: MilProgram | str | os.PathLike[str]) -> Callable[[np.ndarray], np.ndarray]:
     """An audio-encoder ML program as ``mel windows float32 [N, 1, 80, 16] -> embeddings float32 [N, 512]`` (the
     ``encode`` argument of ``framegen.toolkit.inputs.audio.ave_features``)."""
-    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT
-
     prog = program if isinstance(program, MilProgram) else MilProgram(program)
     if ENC_INPUT not in prog.inputs or ENC_OUTPUT not in prog.outputs:
         raise MilError(f"{prog.path}: not an audio encoder (inputs {list(prog.inputs)}, outputs "

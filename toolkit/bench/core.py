@@ -31,6 +31,12 @@ from typing import Any
 import numpy as np
 from framegen.models.contract import INNER_SIZE
 from framegen.models.errors import FramegenError
+from framegen.runtimes.registry import get_spec, open_backend
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.bench.machine import describe_machine, peak_gflops
+from framegen.toolkit.frames.plan import PRECISIONS, Candidate, PlanError, Request, open_candidate, plan_candidates
+from framegen.toolkit.inputs.features import load_features
+from framegen.toolkit.inputs.template import open_template
 
 SCHEMA_VERSION = 1
 DEFAULT_WARMUP = 3
@@ -241,8 +247,6 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
     at least 5); at least one warm-up call is made in that case. Peak RSS and device memory cover warm-up and the
     timed calls (first calls are where runtimes allocate).
     """
-    from framegen.toolkit.bench.machine import peak_gflops
-
     if batch < 1:
         raise BenchError(f"--batch {batch}: must be at least 1")
     if iterations is not None and iterations < 1:
@@ -304,7 +308,6 @@ def measure_e2e(template: str | os.PathLike[str], features: np.ndarray, backend:
     """
     from framegen.toolkit.frames.render import render
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     prepared = PreparedTemplate(open_template(template))
     with tempfile.TemporaryDirectory(prefix="framegen-bench-", dir=workdir) as tmp:
@@ -359,9 +362,6 @@ def plan(checkpoint: str | os.PathLike[str] | None, bundle: str | os.PathLike[st
     verifiers, x every precision the source feeds it; a named backend that is unavailable here or has nothing to
     run is skipped with its reason; unknown names are an error.
     """
-    from framegen.runtimes.registry import get_spec
-    from framegen.toolkit.frames.plan import PRECISIONS, PlanError, Request, plan_candidates
-
     if checkpoint is None and bundle is None:
         raise BenchError("bench: give --checkpoint CKPT and/or --bundle DIR")
     for p in precisions or []:
@@ -408,11 +408,6 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
     e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.bench.machine import describe_machine
-    from framegen.toolkit.frames.plan import Candidate, open_candidate
-
     if (template is None) != (features is None):
         raise BenchError("--e2e needs both --template T and --features F")
     for label, path in (("--checkpoint", checkpoint), ("--bundle", bundle), ("--template", template),
@@ -443,8 +438,6 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
                 if on_result is not None:
                     on_result("model", row)
             if template is not None and features is not None:
-                from framegen.toolkit.inputs.features import load_features
-
                 feats = load_features(features, backend.mode)
                 # The end-to-end run opens the backend exactly as `framegen render` does (render options included).
                 with open_candidate(Candidate(name, precision), bundle=bundle, checkpoint=checkpoint,

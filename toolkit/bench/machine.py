@@ -14,6 +14,9 @@ import sys
 from functools import lru_cache
 from typing import Any
 
+from framegen.runtimes.native import nvidia_gpu
+from framegen.runtimes.ort_backend import physical_cores
+
 #: fp32 FLOP per cycle per core (FMA counted as 2) by what the cores can issue. Two FMA pipes of the given width are
 #: assumed where FMA exists (Haswell and later, Zen 2 and later); AMD Zen 4 executes 512-bit instructions on
 #: 256-bit pipes, so AVX-512 does not double its peak; Zen 5 (family 0x1A) has full-width pipes.
@@ -73,8 +76,6 @@ def _sysctl(name: str) -> str | None:
 
 def usable_cores() -> tuple[int, int]:
     """(physical, logical) cores this process may run on (physical as ONNX Runtime's backend counts them)."""
-    from framegen.runtimes.ort_backend import physical_cores
-
     logical = os.cpu_count() or 1
     if hasattr(os, "sched_getaffinity"):
         logical = min(logical, len(os.sched_getaffinity(0)))
@@ -166,8 +167,6 @@ def gpu_description() -> list[dict[str, Any]]:
     except ImportError:
         pass
     if not gpus:
-        from framegen.runtimes.native import nvidia_gpu
-
         probe = nvidia_gpu()
         for i in range(probe.count):
             gpus.append({"index": i, "name": probe.name if i == 0 else "", "memory_gb": None, "capability": None,

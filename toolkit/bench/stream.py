@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 from framegen.models.contract import SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
+from framegen.toolkit.inputs.audio import decode_audio
+from framegen.toolkit.inputs.encoders import resolve_encoder
 from framegen.toolkit.inputs.speech import harmonic_speech
+from framegen.toolkit.inputs.template import open_template
 
 
 class StreamBenchError(FramegenError):
@@ -108,11 +112,7 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
                      on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Open the template, the encoder (``encoder`` or the bundle's) and each backend (render options, as `framegen
     stream` opens them), and run :func:`bench_stream` on ``seconds`` of ``audio`` (default: synthetic speech)."""
-    from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
-    from framegen.toolkit.inputs.audio import decode_audio
-    from framegen.toolkit.inputs.encoders import resolve_encoder
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     if template is None:
         raise StreamBenchError("bench --stream needs --template T")

@@ -20,6 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from framegen.models.errors import FramegenError
+from framegen.runtimes.spec import OpenRequest
+from framegen.runtimes.triton_backend import TritonBackend, request_url
+from framegen.toolkit.bench.core import bench_inputs, latency_summary
+from framegen.toolkit.bench.machine import describe_machine
+from framegen.toolkit.common.console import out
 
 SCHEMA_VERSION = 1
 DEFAULT_STREAMS = (1, 4, 8)
@@ -48,9 +53,6 @@ def parse_streams(text: str | Sequence[int] | None) -> list[int]:
 
 
 def _open(url: str, mode: str | None) -> Any:
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.runtimes.triton_backend import TritonBackend
-
     return TritonBackend(OpenRequest(mode=mode, options={"triton_url": url, "workers": 1}))
 
 
@@ -68,8 +70,6 @@ def _settled(client: Any, inferences: int, timeout: float = 2.0) -> dict[str, in
 def measure_streams(url: str, streams: int, *, seconds: float = DEFAULT_SECONDS, requests: int | None = None,
                     frames_per_request: int = 1, mode: str | None = None) -> dict[str, Any]:
     """Run ``streams`` concurrent client streams against the server at ``url``; one ``results`` row."""
-    from framegen.toolkit.bench.core import bench_inputs, latency_summary
-
     clients = [_open(url, mode) for _ in range(streams)]
     try:
         inputs = [bench_inputs(clients[0].mode, frames_per_request, seed=k) for k in range(streams)]
@@ -139,9 +139,6 @@ def run_triton_bench(url: str | None = None, *, streams: Sequence[int] = DEFAULT
     """Measure the server at ``url`` (default ``$FRAMEGEN_TRITON_URL``) at each number of concurrent streams; returns
     the report: ``{schema, server, model, machine, settings, results: [{streams, fps, latency_ms: {p50, p90, p99,
     ...}, server_inferences, server_executions, avg_server_batch, gain_over_1_stream}], load_after}``."""
-    from framegen.runtimes.triton_backend import request_url
-    from framegen.toolkit.bench.machine import describe_machine
-
     url = url or request_url()
     if url is None:
         raise TritonBenchError("bench --backends triton: name the server with --triton-url grpc://HOST:PORT")
@@ -179,7 +176,6 @@ def run_triton_bench(url: str | None = None, *, streams: Sequence[int] = DEFAULT
 
 def print_triton_report(report: dict[str, Any], console: Any = None) -> None:
     """The report as one table on stdout."""
-    from framegen.toolkit.common.console import out
     from rich.console import Console
     from rich.table import Table
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from framegen.toolkit.common.console import out
 
 # Histogram of |error| for the p99: log-spaced bins from 1e-9 to 256 cover float outputs and uint8 levels alike.
 _EDGES = np.concatenate([[0.0], np.logspace(-9, math.log10(256.0), 1200)])
@@ -172,7 +173,6 @@ def cell(v: Any, kind: str = "g") -> str:
 def wide_console() -> Any:
     """The stdout console, or, when stdout is not a terminal (CI logs, pipes), one 150 columns wide so that result
     tables are not cut to rich's default of 80."""
-    from framegen.toolkit.common.console import out
     from rich.console import Console
 
     return out if out.is_terminal else Console(width=max(out.width, 150), highlight=False)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from framegen.models.errors import FramegenError
+from framegen.toolkit.compare.floors import DEFAULT_FLOORS, DESCRIPTIONS
 
 MODEL_OUTPUT = "model_output"
 FINAL_FRAME = "final_frame"
@@ -215,13 +216,11 @@ def known_stages() -> list[str]:
 
 def profile_for(precision: str, io: str = "tensor") -> Profile:
     """The profile for an artifact of ``precision`` (``fp32``/``fp16``) and I/O variant (``tensor``/``image``)."""
-    if io == "tensor" and precision not in ("fp32", "fp16"):
-        from framegen.toolkit.compare.floors import DEFAULT_FLOORS, DESCRIPTIONS  # int8 / pal6 / pal4 (issue 18)
-
-        if precision in DEFAULT_FLOORS:  # the final frame's quality floor; the model output is reported only
-            psnr, level = DEFAULT_FLOORS[precision]
-            return Profile(precision, DESCRIPTIONS[precision], {
-                MODEL_OUTPUT: StageLimits(), FINAL_FRAME: StageLimits(max_abs=level, min_psnr_db=psnr)})
+    if io == "tensor" and precision not in ("fp32", "fp16") and precision in DEFAULT_FLOORS:
+        # the final frame's quality floor; the model output is reported only
+        psnr, level = DEFAULT_FLOORS[precision]
+        return Profile(precision, DESCRIPTIONS[precision], {
+            MODEL_OUTPUT: StageLimits(), FINAL_FRAME: StageLimits(max_abs=level, min_psnr_db=psnr)})
     if precision not in ("fp32", "fp16"):
         raise ProfileError(f"no tolerance profile for precision {precision!r} (fp32 or fp16)")
     if io not in ("tensor", "image"):

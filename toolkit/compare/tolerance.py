@@ -54,7 +54,9 @@ from framegen.toolkit.compare.profiles import (
     ProfileError,
     StageLimits,
     known_stages,
+    profile_for,
 )
+from framegen.toolkit.inputs.features import audio_windows
 
 #: Bump when what is measured or how changes: older cache entries are then ignored.
 METHOD_VERSION = 1
@@ -117,8 +119,6 @@ def measurement_frames(template: Any, features: np.ndarray, mode: str, *, speech
                        start_frame: int = 0) -> list[MeasureFrame]:
     """The first ``speech`` parity frames (their real audio windows) and ``silence`` frames with an all-zero window
     (what SyncTalk_2D feeds at a clip's silent edges) on the template frames that follow."""
-    from framegen.toolkit.inputs.features import audio_windows
-
     out = []
     count = min(speech, int(features.shape[0]))
     for i in range(count + silence):
@@ -489,8 +489,6 @@ TOLERANCE_KINDS = ("derived", "fixed")
 def fixed_profile(precision: str, io: str = "tensor") -> Profile:
     """The fixed profile of :mod:`framegen.toolkit.compare.profiles` for this precision and I/O variant, its sources
     filled."""
-    from framegen.toolkit.compare.profiles import profile_for
-
     base = profile_for(precision, io)
     sources = {stage: dict.fromkeys(lim.as_dict(), LAYER_SOURCE if stage == LAYERS else
                                     f"fixed profile {base.name} (docs/PARITY.md)")

@@ -18,11 +18,14 @@ from typing import Any
 from framegen.exporters import onnx_export
 from framegen.exporters.errors import ExportError, ExportValidationError
 from framegen.exporters.registry import EXPORTERS, get_exporter
+from framegen.exporters.triton import precheck, write_repository
 from framegen.models.atomic import AtomicOutput
 from framegen.models.bundle import MANIFEST, sha256_path
 from framegen.models.metadata import artifact_metadata, contract_json
+from framegen.models.version import __version__
 from framegen.toolkit.export.compress import COMPRESSED, export_compressed, split_precisions
 from framegen.toolkit.export.validate import Reference, reference, validate_artifact
+from framegen.toolkit.export.validate_image import export_image_entries
 
 FORMATS = tuple(EXPORTERS)
 PRECISIONS = ("fp32", "fp16", *COMPRESSED)  # compressed ones: toolkit.compress
@@ -59,7 +62,6 @@ def tool_versions() -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    from framegen.models.version import __version__
 
     versions = {"framegen": __version__, "python": platform.python_version()}
     for dist, key in (("torch", "torch"), ("onnx", "onnx"), ("onnxscript", "onnxscript"),
@@ -117,7 +119,6 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
 
     generator = load_generator(checkpoint, mode)
     if triton is not None:  # refuse a bad repository target or config before the slow work
-        from framegen.exporters.triton import precheck
 
         precheck(triton, generator.mode, triton_options, force)
     if generator.mode_choice.note:
@@ -166,8 +167,6 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if triton is not None:
-            from framegen.exporters.triton import write_repository
-
             write_repository(work, triton, options=triton_options, force=force, progress=say)
         output.commit()
     except ExportValidationError as exc:
@@ -192,8 +191,6 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
     for io in ios:
         if io == "image":
             if kind == "generator":
-                from framegen.toolkit.export.validate_image import export_image_entries
-
                 entries += export_image_entries(exporter, module, mode, precs, opset, ref, sha, work, dest, say,
                                                 base=base)
             continue

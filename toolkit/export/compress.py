@@ -29,10 +29,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters import coreml_export, onnx_export, quantize
+from framegen.exporters.errors import ExportValidationError
+from framegen.exporters.quantize import INT8_TARGETS
+from framegen.exporters.registry import get_exporter
+from framegen.models.bundle import load_bundle, sha256_path
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
 from framegen.models.errors import FramegenError
+from framegen.models.metadata import artifact_metadata
+from framegen.runtimes.registry import availability, get_spec, open_backend, render_options
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.bench.core import measure, measure_e2e
+from framegen.toolkit.bench.machine import describe_machine
 from framegen.toolkit.compare.floors import COMPRESSED
 from framegen.toolkit.compare.floors import DEFAULT_FLOORS as _FLOORS
-from framegen.toolkit.compare.profiles import FINAL_FRAME, Profile, StageLimits
+from framegen.toolkit.compare.metrics import ErrorStats
+from framegen.toolkit.compare.profiles import FINAL_FRAME, Profile, StageLimits, profile_for
+from framegen.toolkit.inputs.features import audio_windows, feature_width, load_features
+from framegen.toolkit.inputs.template import open_template
 
 CALIBRATION_FRAMES = 8
 GATE_FRAMES = 4
@@ -69,8 +83,6 @@ def compressed_profile(precision: str, floor: QualityFloor | None = None) -> Pro
     """The named parity profile of a compressed precision (:func:`framegen.toolkit.compare.profiles.profile_for`'s),
     with
     ``floor`` in place of its default final-frame floor when given."""
-    from framegen.toolkit.compare.profiles import profile_for
-
     if precision not in COMPRESSED:
         raise CompressError(f"no compressed precision {precision!r}; known: {', '.join(COMPRESSED)}")
     base = profile_for(precision)
@@ -117,8 +129,6 @@ class CompressOptions:
 
     def check(self) -> None:
         """Refuse bad options before anything is built."""
-        from framegen.exporters.quantize import INT8_TARGETS
-
         if self.int8_target not in INT8_TARGETS:
             raise CompressError(f"--int8-target {self.int8_target!r}: expected {', '.join(INT8_TARGETS)}")
         if self.calibration_frames < 1 or self.gate_frames < 1:
@@ -162,9 +172,7 @@ def gate_data(module: Any, mode: str, options: CompressOptions) -> GateData:
     from disjoint feature rows.
     """
     import torch
-    from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     if "gate" in options._data:
         return options._data["gate"]
@@ -189,8 +197,6 @@ def gate_data(module: Any, mode: str, options: CompressOptions) -> GateData:
         source["note"] = f"template has {len(usable)} usable frames: calibration and gate frames overlap"
     cal_idx, gate_idx = [picks[k] for k in cal_pos], [picks[k] for k in gate_pos]
     if options.features is not None:
-        from framegen.toolkit.inputs.features import audio_windows, load_features
-
         feats = load_features(options.features, mode)
         windows = audio_windows(feats, _spread(int(feats.shape[0]), total), mode)
         source["features"] = os.fspath(options.features)
@@ -229,17 +235,13 @@ def gate_backend(fmt: str, precision: str, int8_target: str | None) -> str:
     ``openvino`` when it is available here, else ``ort-cpu``), Core ML through the ``coreml-mil`` verifier."""
     if fmt == "coreml":
         return "coreml-mil"
-    if int8_target == "openvino":
-        from framegen.runtimes.registry import availability, get_spec
-
-        if availability(get_spec("openvino")).available:
-            return "openvino"
+    if int8_target == "openvino" and availability(get_spec("openvino")).available:
+        return "openvino"
     return "ort-cpu"
 
 
 def _final_frame_stats(data: GateData, pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     from framegen.models.pixels import pred_to_uint8
-    from framegen.toolkit.compare.metrics import ErrorStats
     from framegen.toolkit.inputs.preprocess import paste_back
 
     out_stats, frame_stats = ErrorStats("float"), ErrorStats("uint8")
@@ -258,10 +260,6 @@ def judge(path: str | os.PathLike[str], fmt: str, precision: str, data: GateData
     """Run a compressed artifact on ``backend`` over the gate's held-out frames and judge its final frames under
     ``precision``'s profile with ``floor``; returns the verdict (``passed``, figures, and the shortfall per limit).
     Raises ``ExportValidationError`` only when the artifact cannot run at all."""
-    from framegen.exporters.errors import ExportValidationError
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-
     p = label or os.fspath(path)
     t0 = time.perf_counter()
     try:
@@ -314,7 +312,6 @@ def split_precisions(precisions: Sequence[str]) -> tuple[list[str], list[str]]:
 def _onnx_io_ok(path: Path, ref: Any, label: str) -> None:
     """Names, float32 dtypes and a dynamic batch of a quantized ONNX model (its numbers are the gate's)."""
     import onnxruntime as ort
-    from framegen.exporters.errors import ExportValidationError
 
     sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     ins, outs = sess.get_inputs(), sess.get_outputs()
@@ -336,12 +333,6 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
     """Build, gate and describe the compressed generator artifacts of one format (``toolkit.export`` calls this
     with the format's traced ``base``: the fp32 ONNX proto, or the exported program for Core ML). Returns manifest
     entries; raises ``ExportValidationError`` when one is below its floor."""
-    from framegen.exporters import coreml_export, onnx_export, quantize
-    from framegen.exporters.errors import ExportValidationError
-    from framegen.exporters.registry import get_exporter
-    from framegen.models.bundle import sha256_path
-    from framegen.models.metadata import artifact_metadata
-
     if kind != "generator":
         say(f"{kind}: {', '.join(precisions)} apply to the generator only; {kind} exported at fp32 / fp16 as asked")
         return []
@@ -424,11 +415,6 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
     """Size on disk, model-only fps (batch 1) and end-to-end render fps for every backend x ONNX precision of
     ``bundle``, all in one run; model-only timings are interleaved over ``rounds`` rounds (the median kept) so that
     load from other work falls on every row alike. Ratios are against the first backend's fp32."""
-    from framegen.models.bundle import load_bundle
-    from framegen.runtimes.registry import availability, get_spec, open_backend, render_options
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.bench.core import measure, measure_e2e
-
     b = load_bundle(bundle)
     tmp = None
     if template is None:
@@ -438,12 +424,8 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
         template = synth_template(tmp / "synth", frames=24, width=1280, height=720)
     try:
         if features is not None:
-            from framegen.toolkit.inputs.features import load_features
-
             feats = load_features(features, b.mode)
         else:
-            from framegen.toolkit.inputs.features import feature_width
-
             rng = np.random.default_rng(5)  # non-negative rows with the spread of real 'ave' features
             feats = (np.abs(rng.standard_normal((e2e_frames, feature_width(b.mode)))) * 0.5).astype(np.float32)
         rows: list[dict[str, Any]] = []
@@ -480,7 +462,6 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
                 r["size_ratio"] = round(r["bytes"] / base["bytes"], 3)
                 r["model_speedup"] = round(r["model_fps"] / base["model_fps"], 2)
                 r["e2e_speedup"] = round(r["e2e_fps"] / base["e2e_fps"], 2)
-        from framegen.toolkit.bench.machine import describe_machine
 
         return {"bundle": os.fspath(b.root), "rows": rows, "notes": notes,
                 "baseline": f"{rows[0]['backend']}/fp32" if rows else None, "machine": describe_machine()}

@@ -12,6 +12,9 @@ from typing import Any
 
 from framegen.exporters.errors import ExportError, ExportValidationError
 from framegen.models.atomic import atomic_output
+from framegen.models.bundle import MANIFEST
+from framegen.models.metadata import contract_json
+from framegen.toolkit.export.bundle import HASHING, MANIFEST_VERSION, tool_versions
 from framegen.toolkit.export.validate_frontend import FORMATS, METADATA_KEY, export_frontend_entries
 
 
@@ -27,10 +30,7 @@ def export_audio_frontend(audio_encoder: str | os.PathLike[str], out: str | os.P
     ``ExportValidationError`` and nothing is left at ``out``. ``force`` replaces an existing bundle.
     """
     from framegen.models.audio_frontend import frontend_contract
-    from framegen.models.bundle import MANIFEST
     from framegen.models.checkpoint import load_audio_encoder, sha256_file
-    from framegen.models.metadata import contract_json
-    from framegen.toolkit.export.bundle import HASHING, MANIFEST_VERSION, tool_versions
 
     fmts = []
     for f in formats:

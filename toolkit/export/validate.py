@@ -37,8 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.coreml_export import MAX_BATCH
 from framegen.exporters.errors import ExportValidationError
+from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.models.errors import FramegenError, first_line
+from framegen.models.imports import mlprogram_spec
+from framegen.runtimes.mil.program import run_mlpackage
+from framegen.toolkit.compare.tolerance import K, fp16_emulation
 
 VALIDATION_SEED = 6
 VALIDATION_BATCH = 3
@@ -114,7 +119,6 @@ def reference(module: Any, kind: str, mode: str) -> Reference:
     """Run ``module`` once on the validation inputs, recording its convolutions in execution order with each one's
     following BatchNorm folded in (``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``)."""
     import torch
-    from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
     from torch import nn
 
     inputs = validation_inputs(kind, mode)
@@ -163,8 +167,6 @@ def emulated_fp16(module: Any, inputs: Sequence[np.ndarray], run: Callable[[Any]
     """``run(emulation)`` for the fp16 emulation of ``module``, and the seconds it took; with ``cache``
     (a :attr:`Reference.emulations`), run at most once per ``tag`` and ``inputs``: a second artifact of the same
     export reuses it."""
-    from framegen.toolkit.compare.tolerance import fp16_emulation
-
     h = hashlib.sha256(tag.encode())
     for a in inputs:
         h.update(f"{a.dtype}{a.shape}".encode())
@@ -182,8 +184,6 @@ def emulated_fp16(module: Any, inputs: Sequence[np.ndarray], run: Callable[[Any]
 
 def derived_limit(fixed: float, measured: float, unit: str = "") -> tuple[float, str]:
     """``max(fixed, K["fp16"] x measured)`` and where it came from."""
-    from framegen.toolkit.compare.tolerance import K
-
     k = K["fp16"]
     if not np.isfinite(measured):  # an emulation that overflowed measures nothing: it must not open the limit
         return fixed, f"fixed (the independent fp16 execution gave {measured})"
@@ -202,8 +202,6 @@ def tolerance_for(ref: Reference, precision: str, batches: Sequence[int]
     on ``ref.inputs`` against ``ref.output``, the error taken like the artifact's (the worst over ``batches``, each
     the batch's first samples). ``weight_rel`` and every fp32 limit are fixed.
     """
-    from framegen.toolkit.compare.tolerance import K
-
     base = TOLERANCES[(ref.kind, precision)]
     sources = dict.fromkeys(base.as_dict(), FIXED)
     if precision != "fp16" or not batches or ref.module is None:
@@ -358,7 +356,6 @@ def coreml_convs(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np
     """``(op name, weight, bias)`` of every conv op of an .mlpackage's ML program, in program order (weights read
     from the package's weight file by coremltools' own MIL loader)."""
     from coremltools.converters.mil.frontend.milproto.load import load as load_mil
-    from framegen.models.imports import mlprogram_spec
 
     spec = mlprogram_spec(path)
     weights = Path(path) / "Data" / "com.apple.CoreML" / "weights"
@@ -386,8 +383,6 @@ def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str
     """Check an .mlpackage on any OS: ML program, tensor names / shapes / dtypes (flexible batch 1..``max_batch``),
     metadata, compute precision and weights; with the ``coreml-mil`` verifier, also its numbers at
     ``numeric_batches``. Returns the figures, raises ``ExportValidationError``."""
-    from framegen.models.imports import mlprogram_spec
-
     p = Path(label or path)
     tol = TOLERANCES[(ref.kind, precision)]  # the weight check's: fixed; the numbers' limits below
     try:
@@ -425,7 +420,6 @@ def validate_coreml(path: str | os.PathLike[str], ref: Reference, precision: str
     result: dict[str, Any] = {"runtime": "coremltools spec + MIL weights (Linux)",
                               "deployment_target_spec_version": spec.specificationVersion}
     result.update(check_weights(p, convs, ref, tol))
-    from framegen.runtimes.mil.program import run_mlpackage
 
     tol, sources, emulation = tolerance_for(ref, precision, numeric_batches)
     result.update({"tolerance": tol.as_dict(), "tolerance_sources": sources})
@@ -460,8 +454,6 @@ def validate_artifact(fmt: str, path: str | os.PathLike[str], ref: Reference, pr
 
 def _validate_coreml_export(path: str | os.PathLike[str], ref: Reference, precision: str,
                             metadata: dict[str, str] | None, label: str | None) -> dict[str, Any]:
-    from framegen.exporters.coreml_export import MAX_BATCH
-
     # The generator's verifier run is slow (op by op): batch 1; the small encoder also at batch 3.
     return validate_coreml(path, ref, precision, metadata, max_batch=MAX_BATCH,
                            numeric_batches=(1,) if ref.kind == "generator" else (1, VALIDATION_BATCH), label=label)

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET
 from framegen.exporters.errors import ExportError, ExportValidationError
+from framegen.exporters.onnx_export import DEFAULT_OPSET
 from framegen.models.audio_frontend import (
     FEATURES_INPUT,
     FEATURES_OUTPUT,
@@ -38,8 +40,25 @@ from framegen.models.audio_frontend import (
     AudioFrontend,
     frontend_contract,
 )
-from framegen.models.contract import SAMPLE_RATE
+from framegen.models.bundle import Bundle, load_bundle, sha256_path
+from framegen.models.contract import MEL, SAMPLE_RATE
 from framegen.models.errors import FramegenError, first_line
+from framegen.models.imports import mlprogram_spec
+from framegen.models.metadata import KEY_MODEL, artifact_metadata
+from framegen.runtimes.mil.program import MilProgram
+from framegen.toolkit.compare.metrics import ErrorStats
+from framegen.toolkit.compare.profiles import StageLimits
+from framegen.toolkit.compare.results import CandidateResult, StageResult
+from framegen.toolkit.export.validate import check_metadata
+from framegen.toolkit.frames.plan import Candidate
+from framegen.toolkit.inputs.audio import (
+    ave_features,
+    decode_audio,
+    mel_basis,
+    mel_frame_count,
+    melspectrogram,
+    torch_encoder_fn,
+)
 from framegen.toolkit.inputs.speech import harmonic_speech
 
 KINDS = ("audio_frontend", "audio_features")
@@ -54,8 +73,6 @@ SPEECH_SAMPLES = 150_200
 
 def hann_window() -> np.ndarray:
     """The periodic 800-point Hann window of the STFT (scipy's ``get_window('hann', 800)``), float64."""
-    from framegen.models.contract import MEL
-
     n = int(MEL["n_fft"])
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
@@ -63,8 +80,6 @@ def hann_window() -> np.ndarray:
 def frontend_module() -> AudioFrontend:
     """The front-end module built from the numpy mel's own filter bank (``toolkit.audio.mel_basis``) and the STFT
     window."""
-    from framegen.toolkit.inputs.audio import mel_basis
-
     return AudioFrontend(mel_basis(), hann_window()).eval()
 
 
@@ -76,8 +91,6 @@ def features_module(encoder: Any) -> AudioFeatures:
 # ---------------------------------------------------------------------------------------------------- signals
 
 def _speech(path: str | os.PathLike[str] | None) -> np.ndarray | None:
-    from framegen.toolkit.inputs.audio import decode_audio
-
     if path is None:
         return None
     p = Path(path)
@@ -123,8 +136,6 @@ class FrontendReference:
     front-end refused on its mel never pays for the encoder): what every artifact must reproduce."""
 
     def __init__(self, signals: dict[str, np.ndarray], encoder: Any = None) -> None:
-        from framegen.toolkit.inputs.audio import melspectrogram
-
         self.signals = signals
         self.encoder = encoder
         self.mel = {k: melspectrogram(x) for k, x in signals.items()}
@@ -132,8 +143,6 @@ class FrontendReference:
 
     def features(self, name: str) -> np.ndarray:
         """framegen's features of signal ``name`` (``ave_features`` of its mel with the PyTorch encoder)."""
-        from framegen.toolkit.inputs.audio import ave_features, torch_encoder_fn
-
         if self.encoder is None:
             raise ValueError("validating audio_features needs a reference made with the encoder")
         if name not in self._features:
@@ -157,8 +166,6 @@ def open_runner(path: str | os.PathLike[str], fmt: str) -> Callable[[dict[str, n
         names = [o.name for o in session.get_outputs()]
         return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
     if fmt == "coreml":
-        from framegen.runtimes.mil.program import MilProgram
-
         program = MilProgram(path)
         return program.run
     raise ExportError(f"unknown format {fmt!r}; expected {', '.join(FORMATS)}")
@@ -197,7 +204,6 @@ def stream_features(run: Callable[[np.ndarray], np.ndarray], pcm: np.ndarray, bl
     past that call's own count is its last row (both are the window shifted to end at the clip's end).
     """
     from framegen.models.audio_frontend import reference_window_count
-    from framegen.toolkit.inputs.audio import mel_frame_count
 
     x = np.asarray(pcm, dtype=np.float32)
     total = reference_window_count(mel_frame_count(x.shape[0]))  # N: known once the stream has ended
@@ -271,7 +277,6 @@ def _check_onnx_structure(path: Path, kind: str, label: str) -> dict[str, str]:
 
 def _check_coreml_structure(path: Path, kind: str, label: str) -> dict[str, str]:
     from framegen.exporters.audio_frontend import io_spec
-    from framegen.models.imports import mlprogram_spec
 
     try:
         spec = mlprogram_spec(path)
@@ -299,9 +304,6 @@ def validate_frontend_artifact(path: str | os.PathLike[str], fmt: str, kind: str
     through it (ONNX Runtime CPU or coreml-mil) against framegen's mel / features; raises
     :class:`ExportValidationError` naming ``label`` (default: the path) on the first departure, else returns the
     record for the manifest entry's ``validation``."""
-    from framegen.models.errors import FramegenError
-    from framegen.toolkit.export.validate import check_metadata
-
     p = Path(path)
     name = label or os.fspath(p)
     if kind not in KINDS:
@@ -356,8 +358,6 @@ def validate_frontend_artifact(path: str | os.PathLike[str], fmt: str, kind: str
 
 
 def _mel(x: np.ndarray) -> np.ndarray:
-    from framegen.toolkit.inputs.audio import melspectrogram
-
     return melspectrogram(x)
 
 
@@ -367,8 +367,6 @@ def frontend_metadata(kind: str, source_sha256: str | None) -> dict[str, str]:
     """The metadata a front-end artifact embeds: the artifact metadata of the encoder it chains ('ave' contract,
     source sha256 of the encoder checkpoint), ``model`` = ``kind``, and the front-end's own contract under
     ``audio_frontend``."""
-    from framegen.models.metadata import KEY_MODEL, artifact_metadata
-
     meta = artifact_metadata("audio_encoder", "ave", "fp32", source_sha256,
                              extra={METADATA_KEY: frontend_contract()})
     meta[KEY_MODEL] = kind
@@ -385,7 +383,6 @@ def export_frontend_entries(formats: Sequence[str], encoder: Any, source_sha256:
     the speech file for validation (default: the shared fixture when present, else synthetic speech). ``frontend``:
     a front-end module to export instead of :func:`frontend_module` (tests use it to prove a bad one is refused)."""
     from framegen.exporters import audio_frontend as fx
-    from framegen.models.bundle import sha256_path
 
     say = say or (lambda _m: None)
     fe = frontend if frontend is not None else frontend_module()
@@ -423,14 +420,10 @@ def export_frontend_entries(formats: Sequence[str], encoder: Any, source_sha256:
 
 
 def _default_opset() -> int:
-    from framegen.exporters.onnx_export import DEFAULT_OPSET
-
     return DEFAULT_OPSET
 
 
 def _coreml_target() -> str:
-    from framegen.exporters.coreml_export import MINIMUM_DEPLOYMENT_TARGET
-
     return MINIMUM_DEPLOYMENT_TARGET
 
 
@@ -448,13 +441,7 @@ def frontend_parity(bundle: Any, audio: str | os.PathLike[str] | np.ndarray,
     framegen's features with the PyTorch ``encoder`` checkpoint, limit 1e-4 of their largest value; skipped
     without ``encoder``), one :class:`framegen.toolkit.compare.results.CandidateResult` per format, labelled
     ``ort-cpu:fp32:audio`` / ``coreml-mil:fp32:audio``. A bundle without front-end artifacts gives ``[]``."""
-    from framegen.models.bundle import Bundle, load_bundle
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.models.errors import FramegenError
-    from framegen.toolkit.compare.metrics import ErrorStats
-    from framegen.toolkit.compare.results import CandidateResult, StageResult
-    from framegen.toolkit.frames.plan import Candidate
-    from framegen.toolkit.inputs.audio import ave_features, decode_audio, melspectrogram, torch_encoder_fn
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     arts = [a for a in b.artifacts if a.model in KINDS and a.format in FORMATS]
@@ -504,8 +491,6 @@ def write_frontend_golden(golden: str | os.PathLike[str], audio: str | os.PathLi
     run's audio): ``audio_frontend/pcm.bin`` (the first ``seconds`` of the audio, float32 16 kHz mono) and
     ``audio_frontend/mel.bin`` (framegen's mel of it, float32 [T, 80]), raw little-endian like every golden stage;
     returns the entry for ``index.json``."""
-    from framegen.toolkit.inputs.audio import decode_audio, melspectrogram
-
     root = Path(golden) / GOLDEN_DIR
     root.mkdir(parents=True, exist_ok=True)
     pcm = np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else decode_audio(audio)
@@ -532,9 +517,6 @@ def check_frontend_golden(index: dict[str, Any], golden: str | os.PathLike[str],
     ``stage_check``: the class to return (``toolkit.golden.StageCheck``; passed in, so that this module does not
     import the golden module, which imports this one). Adds the file to ``known`` (the candidate files the check
     used)."""
-    from framegen.toolkit.compare.metrics import ErrorStats
-    from framegen.toolkit.compare.profiles import StageLimits
-
     entry = index.get(GOLDEN_DIR)
     if not entry:
         return None

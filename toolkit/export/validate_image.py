@@ -11,8 +11,23 @@ from typing import Any
 import numpy as np
 from framegen.exporters.errors import ExportError, ExportValidationError
 from framegen.exporters.image_io import IO, image_metadata, manifest_io
+from framegen.models.bundle import sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
 from framegen.models.errors import FramegenError
+from framegen.models.imports import mlprogram_spec
+from framegen.runtimes.registry import open_backend
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.compare.tolerance import K
+from framegen.toolkit.export.validate import (
+    EMULATION,
+    TOLERANCES,
+    check_metadata,
+    check_weights,
+    coreml_convs,
+    derived_limit,
+    emulated_fp16,
+    onnx_convs,
+)
 
 # ------------------------------------------------------------------------------------------------- validation
 
@@ -69,9 +84,6 @@ def image_limits_for(model: Any, precision: str, crops: np.ndarray, audio: np.nd
     ``max_abs`` / ``mean_abs`` set to ``max(fixed, K["fp16"] x its levels)``. ``cache``: a
     :attr:`Reference.emulations`, so that one export emulates once for all its image-I/O artifacts.
     """
-    from framegen.toolkit.compare.tolerance import K
-    from framegen.toolkit.export.validate import EMULATION, derived_limit, emulated_fp16
-
     base = LIMITS[precision]
     sources = dict.fromkeys(base.as_dict(), FIXED)
     if precision != "fp16":
@@ -158,8 +170,6 @@ def _check_onnx_structure(path: Path, mode: str, name: str) -> tuple[Any, dict[s
 def _check_coreml_structure(path: Path, mode: str, name: str) -> dict[str, str]:
     """The package's metadata, after checking its image input / output (320x320 BGR), audio input and ML program
     specification version (image outputs need iOS 16)."""
-    from framegen.models.imports import mlprogram_spec
-
     try:
         spec = mlprogram_spec(path)
     except FramegenError as exc:
@@ -205,11 +215,6 @@ def validate_image_artifact(path: str | os.PathLike[str], model: Any, fmt: str, 
     ``cases``: ``(crops, audio, expected)`` from :func:`validation_cases`, to share the reference run between
     artifacts.
     """
-    from framegen.models.errors import FramegenError
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.export.validate import TOLERANCES, check_metadata, check_weights, coreml_convs, onnx_convs
-
     p = Path(path)
     name = label or os.fspath(p)
     if precision not in LIMITS:
@@ -278,7 +283,6 @@ def export_image_entries(exporter: Any, model: Any, mode: str, precisions: list[
     ``base``: its trace of the module, already made for the tensor artifacts."""
     import time
 
-    from framegen.models.bundle import sha256_path
 
     fmt = exporter.name
     ins, outs = manifest_io(fmt, mode)

@@ -15,7 +15,18 @@ from typing import Any
 
 from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
+from framegen.runtimes.artifacts import artifact_problem
 from framegen.runtimes.base import Backend
+from framegen.runtimes.registry import (
+    AUTO,
+    all_specs,
+    availability,
+    get_spec,
+    open_backend,
+    render_options,
+    resolve_auto,
+)
+from framegen.runtimes.spec import OpenRequest
 
 PURPOSES = ("render", "parity", "bench", "demo", "golden")
 #: purposes whose default plan includes verifiers (they check artifacts; rendering or timing one proves nothing)
@@ -88,8 +99,6 @@ def parse_candidates(text: str | None) -> list[Request] | None:
 
 def _source(bundle: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None, precision: str,
             io: str, model: Any = None, options: dict[str, Any] | None = None) -> Any:
-    from framegen.runtimes.spec import OpenRequest
-
     return OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision, io=io, model=model,
                        options=dict(options or {}))
 
@@ -105,9 +114,6 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
     for parity and golden. With ``requested``: exactly those (``auto`` resolves to one backend), and anything that
     cannot run is a :class:`PlanError` naming it.
     """
-    from framegen.runtimes.artifacts import artifact_problem
-    from framegen.runtimes.registry import AUTO, all_specs, availability, get_spec, resolve_auto
-
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
     if bundle is None and checkpoint is None and model is None:
@@ -167,9 +173,6 @@ def open_candidate(candidate: Candidate, *, bundle: str | os.PathLike[str] | Non
                    options: dict[str, Any] | None = None, for_render: bool = True, model: Any = None) -> Backend:
     """Open ``candidate`` as every job does: from the bundle / checkpoint, with the spec's render options when it
     feeds the render pipeline (``for_render``; bench's model-only timing turns them off), plus ``options``."""
-    from framegen.runtimes.registry import open_backend, render_options
-    from framegen.runtimes.spec import OpenRequest
-
     opts = {**(render_options(candidate.backend) if for_render else {}), **(options or {})}
     request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=candidate.precision, io=candidate.io,
                           mode=mode, model=model, options=opts)

@@ -23,6 +23,7 @@ from framegen.models.contract import INNER_OFFSET, INNER_SIZE
 from framegen.models.errors import FramegenError
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
+from framegen.toolkit.common.console import err
 from framegen.toolkit.frames.pipeline import Pipeline, PipelineTimings, Stage
 from framegen.toolkit.frames.video import (
     DEFAULT_CRF,
@@ -155,7 +156,6 @@ def iter_frames(template: PreparedTemplate, features: np.ndarray, backend: Backe
 
 
 def _progress_bar(total: int) -> Any:
-    from framegen.toolkit.common.console import err
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 

@@ -69,7 +69,8 @@ from framegen.models.contract import (
 from framegen.models.errors import FramegenError
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
-from framegen.toolkit.inputs.audio import AudioError, mel_frame_count, mel_frames, window_count
+from framegen.toolkit.frames.video import DEFAULT_PRESET, FramesDirWriter, VideoWriter, check_video_size
+from framegen.toolkit.inputs.audio import AudioError, decoded_blocks, mel_frame_count, mel_frames, window_count
 from framegen.toolkit.inputs.preprocess import PreparedTemplate, cv2_single_thread, paste_back
 
 Encoder = Callable[[np.ndarray], np.ndarray]
@@ -618,8 +619,6 @@ class StreamSession:
 def iter_audio_file(path: str | os.PathLike[str], chunk: int) -> Iterator[np.ndarray]:
     """Decode any audio file PyAV reads to 16 kHz mono float32 chunks of ``chunk`` samples (the last shorter),
     sample for sample what :func:`framegen.toolkit.inputs.audio.decode_audio` returns, without holding the file."""
-    from framegen.toolkit.inputs.audio import decoded_blocks
-
     if chunk < 1:
         raise StreamError(f"chunk of {chunk} samples: must be at least 1")
     pending: list[np.ndarray] = []
@@ -717,8 +716,6 @@ class _PushedAudio:
 
 def _stream_writer(out: str | os.PathLike[str], width: int, height: int, fps: int, crf: int, preset: str) -> Any:
     """A :class:`framegen.toolkit.frames.video.VideoWriter` whose AAC track is fed from pushed samples."""
-    from framegen.toolkit.frames.video import VideoWriter
-
     class StreamVideoWriter(VideoWriter):
         def __init__(self) -> None:
             self.pushed = _PushedAudio()
@@ -853,8 +850,6 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
     :func:`play`) and write the frames to an mp4 (H.264 + the streamed audio as AAC, frame k at k/fps s) and/or
     PNGs. Outputs appear only when complete (temporary names, renamed); an error or Ctrl-C leaves none.
     """
-    from framegen.toolkit.frames.video import DEFAULT_PRESET, FramesDirWriter, check_video_size
-
     if out is None and frames_dir is None:
         raise StreamError("nothing to write: give an output video (--out) and/or --frames-dir")
     width, height = template.template.width, template.template.height

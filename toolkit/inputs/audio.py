@@ -30,6 +30,7 @@ from framegen.models.contract import (
     SAMPLE_RATE,
 )
 from framegen.models.errors import FramegenError, first_line
+from framegen.toolkit.common.console import err
 
 if TYPE_CHECKING:
     from torch import nn
@@ -312,7 +313,6 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda n: None
-        from framegen.toolkit.common.console import err
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("audio windows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

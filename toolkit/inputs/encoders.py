@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import Bundle, load_bundle
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, FEATURE_WIDTH
 from framegen.models.errors import FramegenError, first_line
+from framegen.runtimes.mil.program import encoder_fn
+from framegen.toolkit.inputs.audio import torch_encoder_fn
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 #: The order in which :func:`bundle_encoder_fn` looks for an audio encoder in a bundle.
@@ -32,7 +35,6 @@ class EncoderError(FramegenError):
 def torch_encoder(checkpoint: str | os.PathLike[str]) -> Encoder:
     """The SyncTalk_2D ``audio_visual_encoder.pth`` checkpoint on PyTorch (CPU)."""
     from framegen.models.checkpoint import load_audio_encoder
-    from framegen.toolkit.inputs.audio import torch_encoder_fn
 
     return torch_encoder_fn(load_audio_encoder(checkpoint))
 
@@ -69,8 +71,6 @@ def onnx_encoder(path: str | os.PathLike[str], threads: int | None = None) -> En
 def coreml_mil_encoder(path: str | os.PathLike[str]) -> Encoder:
     """An exported audio-encoder ``.mlpackage`` run by the coreml-mil verifier (its ML program op by op on the CPU;
     not Apple's Core ML runtime)."""
-    from framegen.runtimes.mil.program import encoder_fn
-
     return encoder_fn(path)
 
 
@@ -81,8 +81,6 @@ def bundle_encoder_fn(bundle: str | os.PathLike[str] | Any, format: str | None =
     Without ``format`` / ``precision`` the first of :data:`PREFERENCE` the bundle holds; an EncoderError (one line
     naming the bundle and what it holds) when it has none.
     """
-    from framegen.models.bundle import Bundle, load_bundle
-
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     wanted = [(f, p) for f, p in PREFERENCE
               if (format is None or f == format) and (precision is None or p == precision)]
@@ -109,7 +107,6 @@ def resolve_encoder(*, encoder: str | os.PathLike[str] | None = None,
         return _file_encoder(str(p.resolve()), p.stat().st_mtime_ns)
     if bundle is None:
         raise EncoderError("computing 'ave' features needs --encoder ENC.pth or a --bundle with an audio encoder")
-    from framegen.models.bundle import load_bundle
 
     b = load_bundle(bundle)
     return _bundle_encoder(str(b.root.resolve()), (b.root / "manifest.json").stat().st_mtime_ns)

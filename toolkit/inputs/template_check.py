@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from framegen.toolkit.common.files import write_png
 from framegen.toolkit.inputs.preprocess import PreprocessError, check_box, crop_box
 from framegen.toolkit.inputs.template import open_template
 
@@ -67,9 +68,7 @@ def write_preview(directory: str | os.PathLike[str], report: dict[str, Any], pat
                   ) -> dict[str, Any]:
     """A contact sheet of up to 16 usable frames' crops with their boxes drawn, spread over the template, written
     to ``path`` (PNG); returns ``{path, frames}`` (no frame when none is usable, and nothing written)."""
-    from framegen.toolkit.common.files import write_png
     from framegen.toolkit.inputs.preprocess import contact_sheet
-    from framegen.toolkit.inputs.template import open_template
 
     good = [f["index"] for f in report["frames"] if "error" not in f]
     if not good:

@@ -14,6 +14,11 @@ import os
 from typing import Any
 
 import numpy as np
+from framegen.models.errors import FramegenError
+from framegen.toolkit.compare.metrics import ErrorStats
+from framegen.toolkit.compare.results import CandidateResult, StageResult
+from framegen.toolkit.frames.plan import Candidate
+from framegen.toolkit.inputs.encoders import coreml_mil_encoder, onnx_encoder, torch_encoder
 
 #: windows compared (the first ones of the audio): enough for the frames parity renders, cheap in the verifier
 MAX_WINDOWS = 64
@@ -25,12 +30,6 @@ def encoder_parity(bundle: Any, mel_windows: np.ndarray, encoder: str | os.PathL
     """One :class:`framegen.toolkit.compare.results.CandidateResult` per exported audio encoder of ``bundle``
     (labelled ``ort-cpu:fp32:encoder``, ``coreml-mil:fp16:encoder``, ...), on the first :data:`MAX_WINDOWS` of
     ``mel_windows`` ([N, 1, 80, 16]) against the PyTorch ``encoder`` checkpoint. ``[]`` when it has none."""
-    from framegen.models.errors import FramegenError
-    from framegen.toolkit.compare.metrics import ErrorStats
-    from framegen.toolkit.compare.results import CandidateResult, StageResult
-    from framegen.toolkit.frames.plan import Candidate
-    from framegen.toolkit.inputs.encoders import coreml_mil_encoder, onnx_encoder, torch_encoder
-
     arts = [a for a in bundle.artifacts if a.model == "audio_encoder" and a.format in _RUNNERS]
     if not arts:
         return []

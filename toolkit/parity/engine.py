@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import load_bundle, sha256_path
 from framegen.models.errors import FramegenError
-from framegen.toolkit.common.files import jsonable
+from framegen.runtimes.registry import get_spec, open_backend
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.common.console import err, out
+from framegen.toolkit.common.console import note as _note
+from framegen.toolkit.common.files import jsonable, write_json
 from framegen.toolkit.compare.metrics import ErrorStats, cell, outside_box_diffs, wide_console
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
 from framegen.toolkit.compare.results import (
@@ -39,11 +44,54 @@ from framegen.toolkit.compare.results import (
     StageResult,
     judge_stages,
 )
-from framegen.toolkit.compare.tolerance import Overrides, Tolerances
+from framegen.toolkit.compare.tolerance import (
+    Overrides,
+    Tolerances,
+    fixed_profile,
+    load_profile_file,
+    parse_tolerance,
+    resolve_tolerances,
+)
+from framegen.toolkit.frames.plan import open_candidate, parse_candidates
+from framegen.toolkit.frames.plan import plan_candidates as plan_backends
+from framegen.toolkit.inputs.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
+from framegen.toolkit.inputs.encoders import resolve_encoder
+from framegen.toolkit.inputs.features import audio_windows, load_features, validate_features
+from framegen.toolkit.inputs.template import open_template
+from framegen.toolkit.parity.encoder import encoder_parity
+from framegen.toolkit.parity.image import run_image_parity
+from framegen.toolkit.parity.layers import locate_artifact, print_locate, torch_reference
+from framegen.toolkit.parity.replay import (
+    ReplayBackend,
+    check_saved,
+    frame_digest,
+    inputs_digest,
+    load_outputs,
+    runtime_versions,
+    save_outputs,
+)
 
-__all__ = ["REFERENCE", "STAGES", "AudioInput", "Candidate", "CandidateResult", "ChecksumResult", "ParityError",
-           "ParityReport", "Segment", "StageResult", "judge_stages", "parity_job", "parse_backends", "plan_candidates",
-           "plan_segments", "print_report", "resolve_audio_input", "run_parity", "verify_checksums"]
+__all__ = [
+    "REFERENCE",
+    "STAGES",
+    "AudioInput",
+    "Candidate",
+    "CandidateResult",
+    "ChecksumResult",
+    "ParityError",
+    "ParityReport",
+    "Segment",
+    "StageResult",
+    "judge_stages",
+    "parity_candidates",
+    "parity_job",
+    "parse_backends",
+    "plan_segments",
+    "print_report",
+    "resolve_audio_input",
+    "run_parity",
+    "verify_checksums",
+]
 
 STAGES = (MODEL_OUTPUT, FINAL_FRAME)
 # Below this output spread the generator is nearly constant (an uncalibrated checkpoint) and parity proves little.
@@ -59,12 +107,10 @@ class ParityError(FramegenError):
 def parse_backends(text: str | None) -> list[Any] | None:
     """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> the planner's requests
     (:func:`framegen.toolkit.frames.plan.parse_candidates`); ``None`` for the default plan."""
-    from framegen.toolkit.frames.plan import parse_candidates
-
     return parse_candidates(text)
 
 
-def plan_candidates(bundle: Any, requested: list[Any] | None = None,
+def parity_candidates(bundle: Any, requested: list[Any] | None = None,
                     checkpoint: str | os.PathLike[str] | None = None,
                     options: dict[str, Any] | None = None) -> tuple[list[Candidate], list[str]]:
     """The candidates to compare, chosen by the one planner (:func:`framegen.toolkit.frames.plan.plan_candidates`,
@@ -76,10 +122,8 @@ def plan_candidates(bundle: Any, requested: list[Any] | None = None,
     that cannot run is a :class:`framegen.toolkit.frames.plan.PlanError` naming it. ``options``: the backends'
     ``OpenRequest.options`` (e.g. ``triton_url``), which remote backends' probes read.
     """
-    from framegen.toolkit.frames.plan import plan_candidates as plan
-
     root = bundle.root if hasattr(bundle, "artifacts") else bundle
-    result = plan("parity", bundle=bundle, checkpoint=checkpoint, requested=requested, options=options)
+    result = plan_backends("parity", bundle=bundle, checkpoint=checkpoint, requested=requested, options=options)
     cands = result.candidates
     if requested is None:
         cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
@@ -91,8 +135,6 @@ def plan_candidates(bundle: Any, requested: list[Any] | None = None,
 
 def verify_checksums(bundle: Any) -> list[ChecksumResult]:
     """Every artifact's sha256 against the manifest (all of them, not just the first mismatch)."""
-    from framegen.models.bundle import sha256_path
-
     results = []
     for a in bundle.artifacts:
         expected = a.entry.get("sha256")
@@ -130,9 +172,6 @@ def plan_segments(template: Any, features: np.ndarray, frames: int, silence_fram
 
 def frame_plan(template: Any, segments: list[Segment], mode: str) -> list[dict[str, Any]]:
     """Every frame a run compares: run-wide index, template frame, audio kind and the sha256 of its model inputs."""
-    from framegen.toolkit.inputs.features import audio_windows
-    from framegen.toolkit.parity.replay import frame_digest
-
     plan = []
     for seg in segments:
         for j in range(seg.count):
@@ -144,8 +183,6 @@ def frame_plan(template: Any, segments: list[Segment], mode: str) -> list[dict[s
 
 def frame_inputs(template: Any, segments: list[Segment], mode: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
     """The model inputs (image (6, 320, 320), audio window) of run-wide frame ``frame``."""
-    from framegen.toolkit.inputs.features import audio_windows
-
     for seg in segments:
         if seg.offset <= frame < seg.offset + seg.count:
             j = frame - seg.offset
@@ -218,7 +255,6 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray
     if features is not None:
         if encoder is not None:
             raise ParityError("--encoder goes with --audio, not --features")
-        from framegen.toolkit.inputs.features import load_features, validate_features
 
         if isinstance(features, np.ndarray):
             return AudioInput(validate_features(features, mode, "features"), {"features": "array"})
@@ -228,8 +264,6 @@ def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray
     if encoder is None and bundle is None:
         raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
     from framegen.models.checkpoint import sha256_file
-    from framegen.toolkit.inputs.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
-    from framegen.toolkit.inputs.encoders import resolve_encoder
 
     wav = decode_audio(audio)
     try:
@@ -261,8 +295,6 @@ def _check_source(b: Any, checkpoint: str | os.PathLike[str]) -> list[str]:
 
 def _artifact_of(b: Any, cand: Candidate) -> Any:
     """The bundle artifact a candidate runs (``None`` for checkpoint backends and unknown names)."""
-    from framegen.runtimes.registry import get_spec
-
     try:
         fmt = get_spec(cand.backend).needs
     except FramegenError:
@@ -275,8 +307,6 @@ def _artifact_of(b: Any, cand: Candidate) -> Any:
 def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str, Any]]
                 ) -> list[tuple[Candidate, Any]]:
     """Candidates for saved runs, each checked against this run's inputs and this bundle's artifact."""
-    from framegen.toolkit.parity.replay import check_saved, load_outputs
-
     digests = [f["sha256"] for f in plan]
     out = []
     for path in paths:
@@ -295,9 +325,6 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
     """One tracker per tensor candidate (with its saved run, or ``None`` to run it here) and the backends that
     opened, by tracker index. Live candidates open exactly as ``framegen render`` opens them
     (:func:`framegen.toolkit.frames.plan.open_candidate`); one that cannot open is a failed result, not an exception."""
-    from framegen.toolkit.frames.plan import open_candidate
-    from framegen.toolkit.parity.replay import ReplayBackend
-
     trackers: list[_Tracker] = []
     backends: dict[int, Any] = {}
     for k, (cand, run) in enumerate(cands):
@@ -329,8 +356,6 @@ def _profile_or_fixed(tolerances: Tolerances, precision: str, io: str) -> Profil
     try:
         return tolerances.profile(precision, io)
     except FramegenError:
-        from framegen.toolkit.compare.tolerance import fixed_profile
-
         return fixed_profile("fp32", io)
 
 
@@ -411,7 +436,6 @@ def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLi
     """Write every live candidate's recorded outputs (tensor: float model outputs; image-I/O: uint8 predictions)
     with the header that lets another machine's run be checked against this one's inputs and artifact."""
     from framegen.models.checkpoint import sha256_file
-    from framegen.toolkit.parity.replay import inputs_digest, runtime_versions, save_outputs
 
     runs = []
     versions = runtime_versions()
@@ -439,8 +463,6 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
     """The ``layers`` stage of every fp32 / fp16 candidate that runs a bundle's ONNX or Core ML artifact (loaded
     outputs included): each of the artifact's layers against PyTorch on the run's first frame
     (:mod:`framegen.toolkit.parity.layers`). An artifact shared by several candidates is compared once."""
-    from framegen.toolkit.parity.layers import locate_artifact, torch_reference
-
     image, audio = frame_inputs(template, segments, b.mode, 0)
     reference = None
     crop = np.ascontiguousarray(template.prepared(plan[0]["template_index"]).crop328[4:-4, 4:-4])
@@ -481,9 +503,6 @@ def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segme
                                        list[tuple[CandidateResult, dict[str, np.ndarray] | None]]]:
     """Open, stream and judge the tensor candidates (live or loaded); returns their results, the reference's info
     and, with ``record``, each live candidate's outputs by frame digest."""
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
     trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record, options)
     try:
@@ -519,7 +538,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
 
     ``template`` is a :class:`framegen.toolkit.inputs.preprocess.PreparedTemplate`, ``features`` the (N, F) feature
     rows of
-    the bundle's mode; ``candidates`` default to :func:`plan_candidates`'s choice (none when ``load_outputs`` is
+    the bundle's mode; ``candidates`` default to :func:`parity_candidates`'s choice (none when ``load_outputs`` is
     given). ``start_frame``: the template frame the ping-pong walk starts at; ``batch`` overrides each backend's.
     ``tolerances``: ``derived`` (from ``measure_frames`` speech frames and one silent frame of this checkpoint,
     :mod:`framegen.toolkit.compare.tolerance`, cached), ``fixed``, or a ready :class:`Tolerances`; ``overrides`` apply
@@ -531,9 +550,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     for one PNG per candidate. Candidates that cannot be opened or fail while running are failures in the report;
     bad usage raises.
     """
-    from framegen.models.bundle import load_bundle
     from framegen.models.checkpoint import load_checkpoint
-    from framegen.toolkit.compare.tolerance import resolve_tolerances
 
     if frames < 1:
         raise ParityError(f"--frames must be at least 1, got {frames}")
@@ -548,7 +565,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     plan = frame_plan(template, segments, b.mode)
     saved = _load_saved(b, list(load_outputs or []), plan)
     if candidates is None:
-        candidates, notes_plan = ([], []) if saved else plan_candidates(b, checkpoint=checkpoint, options=options)
+        candidates, notes_plan = ([], []) if saved else parity_candidates(b, checkpoint=checkpoint, options=options)
         notes += notes_plan
     if not candidates and not saved:
         raise ParityError("no candidate backend to compare")
@@ -570,7 +587,6 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
                                                record=save_outputs is not None, options=options)
     if image:
         # Image-I/O variants take uint8 crops, not the float Backend interface: their own runner, same frames.
-        from framegen.toolkit.parity.image import run_image_parity
 
         image_results = run_image_parity(b, checkpoint, template, features, [c for c, _ in image],
                                          segments=segments, profile=lambda p: tolerances.profile(p, "image"),
@@ -589,7 +605,6 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         results += frontend_parity(b, inputs["audio"], inputs.get("encoder"))
     if (inputs or {}).get("audio") and (inputs or {}).get("encoder_kind") == "checkpoint" and mel_windows is not None:
         # The bundle's exported audio encoders against the PyTorch checkpoint on the run's mel windows.
-        from framegen.toolkit.parity.encoder import encoder_parity
 
         results += encoder_parity(b, mel_windows, inputs["encoder"])
     return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
@@ -615,11 +630,8 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     ``STAGE.METRIC=VALUE`` overrides, ``profile``: a TOML/JSON file of them (applied first). ``json``: also write the
     report there. ``options``: every backend's ``OpenRequest.options`` (e.g. ``triton_url``). See :func:`run_parity`
     for the rest."""
-    from framegen.models.bundle import load_bundle
     from framegen.models.checkpoint import load_checkpoint
-    from framegen.toolkit.compare.tolerance import load_profile_file, parse_tolerance
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
-    from framegen.toolkit.inputs.template import open_template
 
     overrides = Overrides()
     if profile is not None:
@@ -633,7 +645,7 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     if requested is None and load_outputs:
         candidates, notes = [], []
     else:
-        candidates, notes = plan_candidates(b, requested, checkpoint=checkpoint, options=options)
+        candidates, notes = parity_candidates(b, requested, checkpoint=checkpoint, options=options)
     if isinstance(template, PreparedTemplate):
         prepared, where = template, os.fspath(template.template.root)
     else:
@@ -645,8 +657,6 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
                         load_outputs=list(load_outputs), mel_windows=audio_input.mel_windows, options=options)
     report.notes[:0] = notes + prepared.warnings
     if json is not None:
-        from framegen.toolkit.common.files import write_json
-
         write_json(json, report.as_dict())
     return report
 
@@ -659,7 +669,6 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from framegen.toolkit.common.console import err
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -687,7 +696,6 @@ _LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cos
 
 def print_tolerances(report: ParityReport) -> None:
     """Every limit in force, per profile and stage, with where it came from."""
-    from framegen.toolkit.common.console import out
     from rich import box
     from rich.table import Table
 
@@ -712,9 +720,6 @@ def print_tolerances(report: ParityReport) -> None:
 
 def _print_layers(cand: CandidateResult, table: bool) -> None:
     """One line for a candidate's ``layers`` stage, and its per-layer table when it failed (or ``table``)."""
-    from framegen.toolkit.common.console import out
-    from framegen.toolkit.parity.layers import print_locate
-
     stage = next((s for s in cand.stages if s.stage == LAYERS), None)
     if stage is None or cand.locate is None:
         return
@@ -730,8 +735,6 @@ def _print_layers(cand: CandidateResult, table: bool) -> None:
 def print_report(report: ParityReport, limits: bool = True) -> None:
     """The console table (rich, stdout), the limits in force, per-layer tables of located candidates and one line
     per failure."""
-    from framegen.toolkit.common.console import note as _note
-    from framegen.toolkit.common.console import out
     from rich import box
     from rich.table import Table
 

@@ -24,11 +24,17 @@ from typing import Any
 
 import numpy as np
 from framegen.models.atomic import atomic_output
-from framegen.models.bundle import BundleError, contained_path
+from framegen.models.bundle import BundleError, contained_path, load_bundle, sha256_path
 from framegen.models.contract import CROP_SIZE, INNER_OFFSET, INNER_SIZE, LMS_POINTS, audio_shape, contract_dict
 from framegen.models.errors import FramegenError
+from framegen.runtimes.registry import open_backend
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.common.console import note, out
+from framegen.toolkit.common.files import jsonable
 from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
 from framegen.toolkit.compare.profiles import EXACT, FINAL_FRAME, MODEL_OUTPUT, StageLimits, golden_limits
+from framegen.toolkit.inputs.encoders import onnx_encoder
+from framegen.toolkit.inputs.features import audio_window, validate_features
 
 FORMAT = "framegen-golden"
 VERSION = 1
@@ -131,9 +137,6 @@ def write_golden(bundle: str | os.PathLike[str], template: Any, features: np.nda
     mode. The model output comes from the bundle's fp32 ONNX generator on ``ort-cpu``, or from the PyTorch
     reference (``torch-cpu``) when ``checkpoint`` is given. ``audio`` adds the mel-window and embedding stages.
     """
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.inputs.features import validate_features
-
     dest = Path(out)
     _check_destination(dest, force)
     b = load_bundle(bundle)
@@ -177,11 +180,6 @@ class _Models:
 def _golden_model(bundle: str | os.PathLike[str], index: dict[str, Any], profile: str) -> _Models:
     """The bundle's tensor generator (and audio encoder) for ``profile`` on ONNX Runtime's CPU provider (fp16
     profiles: the fp16 artifacts)."""
-    from framegen.models.bundle import load_bundle
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.inputs.encoders import onnx_encoder
-
     b = load_bundle(bundle)
     if b.mode != index.get("mode"):
         raise GoldenError(f"--bundle {bundle}: a {b.mode!r} bundle, the golden is {index.get('mode')!r}")
@@ -203,10 +201,6 @@ def _check_destination(dest: Path, force: bool) -> None:
 
 def _model_output_source(b: Any, checkpoint: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
     """The backend that computes the golden model output, and how the index describes it."""
-    from framegen.models.bundle import sha256_path
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
-
     if checkpoint is not None:
         backend = open_backend("torch-cpu", OpenRequest(checkpoint=checkpoint, mode=b.mode))
         return backend, {"backend": "torch-cpu", "precision": "fp32", "checkpoint": os.fspath(checkpoint)}
@@ -266,7 +260,6 @@ def _case_values(template: Any, backend: Any, feats: np.ndarray, mode: str, n: i
                  audio: AudioSource | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every stage's value for output frame ``i`` (case ``n``), and the case's index entry (without files)."""
     from framegen.models.pixels import model_input, pred_to_uint8
-    from framegen.toolkit.inputs.features import audio_window
     from framegen.toolkit.inputs.preprocess import paste_back
 
     k = template.template_index(i, start_frame)
@@ -443,8 +436,6 @@ class StageCheck:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        from framegen.toolkit.common.files import jsonable
-
         return {"stage": self.name, "status": self.status, "cases": self.cases, "of": self.total_cases,
                 "judged_on": "own inputs" if self.local else "golden values",
                 "checked_against": list(DERIVED_FROM.get(self.name, ("golden",))),
@@ -789,7 +780,6 @@ def _short(v: float | None) -> str:
 
 def print_golden_report(report: GoldenReport) -> None:
     """The stage table in pipeline order, 80 columns wide: the verdict and the first departing stage first."""
-    from framegen.toolkit.common.console import note, out
     from rich import box
     from rich.table import Table
 

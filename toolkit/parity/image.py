@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.bundle import load_bundle
 from framegen.models.contract import INNER_OFFSET, INNER_SIZE
 from framegen.models.errors import FramegenError
+from framegen.runtimes.registry import open_backend
+from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
 from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, Profile, profile_for
 from framegen.toolkit.compare.results import REFERENCE, Candidate, CandidateResult, judge_stages
+from framegen.toolkit.frames.plan import PlanError, open_candidate, plan_candidates
+from framegen.toolkit.inputs.features import audio_windows
+from framegen.toolkit.parity.golden import load_index, read_stage, write_bin
+from framegen.toolkit.parity.replay import ReplayBackend, frame_digest
 
 _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 
@@ -34,8 +41,6 @@ _INNER = slice(INNER_OFFSET, INNER_OFFSET + INNER_SIZE)
 def plan_image_candidates(bundle: Any) -> tuple[list[Candidate], list[str]]:
     """Image candidates for a loaded bundle (every available backend x every image-I/O generator artifact it runs,
     as the planner finds them), plus notes on those left out."""
-    from framegen.toolkit.frames.plan import PlanError, plan_candidates
-
     try:
         plan = plan_candidates("parity", bundle=bundle.root, ios=["image"])
     except PlanError as exc:
@@ -58,10 +63,6 @@ def run_image_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLi
     keep each live candidate's predictions by frame digest in its ``recorded``, for ``--save-outputs``. A candidate
     that cannot be opened or fails while running is a failed result (its error says why).
     """
-    from framegen.models.bundle import load_bundle
-    from framegen.toolkit.frames.plan import open_candidate
-    from framegen.toolkit.parity.replay import ReplayBackend
-
     b = load_bundle(bundle)
     if segments is None:
         segments = [_Segment(features, min(frames, int(features.shape[0])), start_frame, 0)]
@@ -109,12 +110,8 @@ def _compare(b: Any, checkpoint: str | os.PathLike[str], template: Any, segments
              results: list[CandidateResult], stats: dict[int, tuple[ErrorStats, ErrorStats]]) -> int:
     """Stream the reference over every segment and compare each open image model's frames; returns the frames."""
     from framegen.models.pixels import pred_to_uint8
-    from framegen.runtimes.registry import open_backend
-    from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.frames.render import iter_frames
-    from framegen.toolkit.inputs.features import audio_windows
     from framegen.toolkit.inputs.preprocess import paste_back
-    from framegen.toolkit.parity.replay import frame_digest
 
     total = 0
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
@@ -157,7 +154,6 @@ def write_image_candidate(golden: str | os.PathLike[str], model: Any, out: str |
     and the frame. Writes ``pred_320``, ``pasted_328`` and ``final_frame`` per case under ``out`` (the candidate
     layout ``framegen golden check`` reads)."""
     from framegen.toolkit.inputs.preprocess import paste_back
-    from framegen.toolkit.parity.golden import load_index, read_stage, write_bin
 
     root, dest = Path(golden), Path(out)
     index = load_index(root)

@@ -39,7 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
 from framegen.models.errors import FramegenError, first_line
+from framegen.runtimes.image_io_backend import color_layouts, pixels_to_planes
+from framegen.runtimes.mil.program import MilProgram
+from framegen.toolkit.common.console import out
+from framegen.toolkit.compare.metrics import cell, wide_console
 from framegen.toolkit.compare.tolerance import K, fp16_emulation
 
 CONV, UPSAMPLE = "conv", "upsample"
@@ -394,8 +399,6 @@ def _run_mil(program: Any, tensors: list[str], feeds: dict[str, np.ndarray]) -> 
 def _artifact_runner(artifact: str | os.PathLike[str], fmt: str, io: str, image: np.ndarray, audio: np.ndarray,
                      crop: np.ndarray | None) -> tuple[list[ArtifactLayer], Callable[[list[str]], dict]]:
     """The artifact's layers and a function returning the values of named tensors on this frame's feeds."""
-    from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
-
     if io == "image" and crop is None:
         raise LocateError("an image-I/O artifact needs the frame's uint8 crop")
     a = np.ascontiguousarray(audio[None], dtype=np.float32)
@@ -405,12 +408,8 @@ def _artifact_runner(artifact: str | os.PathLike[str], fmt: str, io: str, image:
         feeds = {GEN_IMAGE: x, GEN_AUDIO: a}
         return layers, lambda names: _run_onnx(model, names, feeds)
     if fmt == "coreml":
-        from framegen.runtimes.mil.program import MilProgram
-
         program = MilProgram(artifact)
         if io == "image":
-            from framegen.runtimes.image_io_backend import color_layouts, pixels_to_planes
-
             x = pixels_to_planes(crop, color_layouts(artifact)[0])
         else:
             x = np.ascontiguousarray(image[None], np.float32)
@@ -473,8 +472,6 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
 
 def print_locate(result: LocateResult, label: str, context: int = 3) -> None:
     """The per-layer table around the first divergence (all layers are in ``--json``)."""
-    from framegen.toolkit.common.console import out
-    from framegen.toolkit.compare.metrics import cell, wide_console
     from rich import box
     from rich.table import Table
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.atomic import atomic_output
+from framegen.models.contract import INNER_OFFSET, INNER_SIZE
 from framegen.models.errors import FramegenError
+from framegen.models.imports import coremltools
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
 
 FORMAT = "framegen-parity-outputs"
@@ -55,7 +58,6 @@ def runtime_versions() -> dict[str, str]:
     out = {}
     with contextlib.suppress(metadata.PackageNotFoundError):
         out["framegen"] = metadata.version("framegen")
-    from framegen.models.imports import coremltools
 
     for name in ("numpy", "torch", "onnxruntime", "coremltools", "openvino"):
         try:
@@ -83,8 +85,6 @@ class SavedRun:
 
 def save_outputs(path: str | os.PathLike[str], runs: list[dict[str, Any]]) -> Path:
     """Write ``runs`` (each: ``header`` dict and ``outputs`` {frame digest: array}) to one ``.npz``, atomically."""
-    from framegen.models.atomic import atomic_output
-
     arrays: dict[str, np.ndarray] = {}
     headers = []
     for n, run in enumerate(runs):
@@ -144,7 +144,6 @@ def check_saved(run: SavedRun, digests: list[str], artifact_sha256: str | None) 
 
 def crop_digest(crop: np.ndarray, audio: np.ndarray) -> str:
     """:func:`frame_digest` of the model inputs an image-I/O variant's uint8 (320, 320, 3) ``crop`` stands for."""
-    from framegen.models.contract import INNER_OFFSET, INNER_SIZE
     from framegen.models.pixels import model_input
 
     full = np.zeros((INNER_SIZE + 2 * INNER_OFFSET,) * 2 + (3,), np.uint8)  # model_input reads only the inner part

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from framegen.toolkit.compare.metrics import ErrorStats
+from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
 
 
 def _stage_for(actual: np.ndarray, stage: str | None) -> str:
-    from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT
-
     if stage is not None:
         return stage
     return FINAL_FRAME if actual.dtype == np.uint8 else MODEL_OUTPUT
@@ -27,9 +27,6 @@ def assert_frames_close(actual: Any, expected: Any, *, profile: str = "fp32", st
     limit, e.g. ``model_output (fp32 profile): mean_abs 1.20e-03 > 1.00e-04; worst: frame 0 at [1, 12, 300],
     actual 0.53, expected 0.51``.
     """
-    from framegen.toolkit.compare.metrics import ErrorStats
-    from framegen.toolkit.compare.profiles import get_profile
-
     a, e = np.asarray(actual), np.asarray(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{msg + ': ' if msg else ''}shapes differ: actual {a.shape}, expected {e.shape}")

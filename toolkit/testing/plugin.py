@@ -33,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from framegen.toolkit.demo import write_wav
+from framegen.toolkit.inputs.speech import speech_like
+from framegen.toolkit.parity.engine import parity_candidates, parse_backends
+from framegen.toolkit.testing.asserts import assert_parity_passed
 
 MARKER = "framegen_parity"
 _SETTINGS = {
@@ -81,9 +85,7 @@ def _labels(config: pytest.Config) -> list[str] | str:
     if bundle is None or checkpoint is None:
         return "framegen: set framegen_bundle and framegen_checkpoint (pytest.ini) or --framegen-bundle/-checkpoint"
     try:
-        from framegen.toolkit.parity.engine import parse_backends, plan_candidates
-
-        cands, _ = plan_candidates(bundle, parse_backends(_setting(config, "backends")), checkpoint=checkpoint)
+        cands, _ = parity_candidates(bundle, parse_backends(_setting(config, "backends")), checkpoint=checkpoint)
     except Exception as exc:  # shown as the skip reason: the user's configuration, not a crash of the suite
         return f"framegen: {exc}"
     return [c.label for c in cands]
@@ -123,9 +125,6 @@ def framegen_parity(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         template = framegen.template_synth(work / "template", frames=8, width=640, height=360, seed=0)
     features, audio = _path(config, "features"), _path(config, "audio")
     if features is None and audio is None:
-        from framegen.toolkit.demo import write_wav
-        from framegen.toolkit.inputs.speech import speech_like
-
         audio = write_wav(work / "speech.wav", speech_like(2.0, seed=11))
     overrides = (_setting(config, "tolerance") or "").split()
     return framegen.parity(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
@@ -147,8 +146,6 @@ class CandidateCheck:
 
     def assert_passed(self) -> None:
         """``framegen.testing.assert_parity_passed`` for this candidate."""
-        from framegen.toolkit.testing.asserts import assert_parity_passed
-
         assert_parity_passed(self.report, self.label)
 
 
