@@ -275,7 +275,8 @@ def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(fr
 
 def test_golden_pcm_to_mel_stage(frontend_bundle, tmp_path):
     from framegen.toolkit.export.validate_frontend import check_frontend_golden, write_frontend_golden
-    from framegen.toolkit.parity.golden import StageCheck, write_bin
+    from framegen.toolkit.parity.golden import write_bin
+    from framegen.toolkit.parity.golden_check import StageCheck
 
     golden = tmp_path / "golden"
     entry = write_frontend_golden(golden, _chirp(40_000, amp=0.8))

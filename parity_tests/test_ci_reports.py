@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from framegen.toolkit.api import golden_check
 from framegen.toolkit.compare import reports
-from framegen.toolkit.parity.golden import copy_candidate, load_index, read_stage
+from framegen.toolkit.parity.golden import load_index, read_stage
+from framegen.toolkit.parity.golden_check import copy_candidate
 
 
 def _junit_cases(path) -> dict[tuple[str, str], str]:

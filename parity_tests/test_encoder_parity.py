@@ -56,7 +56,8 @@ def test_parity_from_audio_with_the_bundles_own_encoder(bundle_dir, encoder_ckpt
                                                         prepared_template):
     """--bundle B --audio A with no --encoder: features from the bundle's ONNX fp32 encoder, as render and stream
     compute them; with the checkpoint, parity adds the encoder artifacts' own check."""
-    from framegen.toolkit.parity.engine import parity_job, resolve_audio_input
+    from framegen.toolkit.parity.engine import parity_job
+    from framegen.toolkit.parity.inputs import resolve_audio_input
 
     own = resolve_audio_input("ave", None, short_speech, None, bundle=bundle_dir)
     ref = resolve_audio_input("ave", None, short_speech, encoder_ckpt)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from framegen.toolkit.cli import app
-from framegen.toolkit.parity.golden import STAGE_NAMES, check_golden, copy_candidate, load_index, read_stage
+from framegen.toolkit.parity.golden import STAGE_NAMES, load_index, read_stage
+from framegen.toolkit.parity.golden_check import check_golden, copy_candidate
 from typer.testing import CliRunner
 
 
@@ -281,7 +282,8 @@ def _port_with_own_crops(golden_dir: Path, bundle_dir: Path, out: Path, *, share
     from framegen.models.contract import audio_shape
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.parity.golden import recompute, write_bin
+    from framegen.toolkit.parity.golden import write_bin
+    from framegen.toolkit.parity.golden_check import recompute
 
     index = load_index(golden_dir)
     specs = {s["name"]: s for s in index["stages"]}

@@ -201,7 +201,7 @@ def _golden_index(files: object, stages: object = None, tolerances: object = Non
                                        max_size=2)),
        stages=st.none() | _json, tolerances=st.none() | _json, payload=st.binary(max_size=24))
 def test_any_golden_index_checks_or_gets_one_framegen_error(tmp_path_factory, files, stages, tolerances, payload):
-    from framegen.toolkit.parity.golden import check_golden
+    from framegen.toolkit.parity.golden_check import check_golden
 
     golden = tmp_path_factory.mktemp("g")
     cand = tmp_path_factory.mktemp("c")
@@ -218,7 +218,8 @@ def test_any_golden_index_checks_or_gets_one_framegen_error(tmp_path_factory, fi
 
 
 def test_a_golden_index_pointing_outside_is_refused(tmp_path):
-    from framegen.toolkit.parity.golden import GoldenError, check_golden
+    from framegen.toolkit.parity.golden import GoldenError
+    from framegen.toolkit.parity.golden_check import check_golden
 
     golden, cand = tmp_path / "g", tmp_path / "c"
     golden.mkdir()

@@ -312,7 +312,7 @@ def image_golden(tmp_path_factory, image_bundle, generator_ckpt, prepared_templa
 
 
 def test_onnx_variants_against_golden_vectors(image_golden, image_bundle, tmp_path):
-    from framegen.toolkit.parity.golden import check_golden
+    from framegen.toolkit.parity.golden_check import check_golden
     from framegen.toolkit.parity.image import write_image_candidate
 
     with _image_model(image_bundle.path("onnx", "fp32")) as m:

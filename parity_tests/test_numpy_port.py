@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 from framegen.toolkit.cli import app
-from framegen.toolkit.parity.golden import check_golden, load_index
+from framegen.toolkit.parity.golden import load_index
+from framegen.toolkit.parity.golden_check import check_golden
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner

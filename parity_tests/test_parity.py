@@ -21,7 +21,8 @@ from framegen.toolkit.cli import app
 from framegen.toolkit.compare.metrics import ErrorStats
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, StageLimits, get_profile
 from framegen.toolkit.frames.plan import Candidate, Request
-from framegen.toolkit.parity.engine import parity_candidates, parse_backends, run_parity, verify_checksums
+from framegen.toolkit.parity.engine import run_parity
+from framegen.toolkit.parity.inputs import parity_candidates, parse_backends, verify_checksums
 from typer.testing import CliRunner
 
 # Sizes of the deliberate breakages (docs/PARITY.md): the smallest each profile must catch.

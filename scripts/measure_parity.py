@@ -132,7 +132,8 @@ def main() -> int:
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
     from framegen.toolkit.inputs.synth import synth_template
     from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import parity_candidates, run_parity
+    from framegen.toolkit.parity.engine import run_parity
+    from framegen.toolkit.parity.inputs import parity_candidates
 
     _skip_export_validation()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,8 @@ def main() -> int:
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
     from framegen.toolkit.inputs.synth import synth_template
     from framegen.toolkit.inputs.template import open_template
-    from framegen.toolkit.parity.engine import Candidate, parity_candidates, run_parity
+    from framegen.toolkit.parity.engine import Candidate, run_parity
+    from framegen.toolkit.parity.inputs import parity_candidates
 
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:

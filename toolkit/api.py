@@ -36,8 +36,10 @@ from framegen.toolkit.inputs.audio import audio_to_features, decode_audio, melsp
 from framegen.toolkit.inputs.encoders import resolve_encoder
 from framegen.toolkit.inputs.features import FeatureError, load_features, save_npy, validate_features
 from framegen.toolkit.inputs.template import LANDMARK_SUFFIX, numbered_files, open_template
-from framegen.toolkit.parity.engine import parity_job, resolve_audio_input
-from framegen.toolkit.parity.golden import AudioSource, check_golden, write_golden
+from framegen.toolkit.parity.engine import parity_job
+from framegen.toolkit.parity.golden import AudioSource, write_golden
+from framegen.toolkit.parity.golden_check import check_golden
+from framegen.toolkit.parity.inputs import resolve_audio_input
 from framegen.toolkit.serve import ServeOptions
 from framegen.toolkit.serve import serve as run_serve
 

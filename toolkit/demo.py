@@ -35,7 +35,9 @@ from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
 from framegen.toolkit.inputs.features import save_npy
 from framegen.toolkit.inputs.speech import speech_like
 from framegen.toolkit.inputs.template import open_template
-from framegen.toolkit.parity.engine import parity_candidates, parse_backends, print_report, run_parity
+from framegen.toolkit.parity.engine import run_parity
+from framegen.toolkit.parity.inputs import parity_candidates, parse_backends
+from framegen.toolkit.parity.report import print_report
 
 MARKER = ".framegen-demo"  # marks a folder the demo made, so a rerun may replace it
 DEFAULT_SECONDS = 3.0

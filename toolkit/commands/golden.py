@@ -69,7 +69,7 @@ def check(
 ) -> None:
     """Compare a port's stage files with the golden ones; the table marks the first stage that departs."""
     from framegen.toolkit.api import golden_check
-    from framegen.toolkit.parity.golden import print_golden_report
+    from framegen.toolkit.parity.golden_check import print_golden_report
 
     report = golden_check(golden, candidate, profile=profile, bundle=bundle, json=json_path, junit_xml=junit_xml,
                           markdown=markdown)

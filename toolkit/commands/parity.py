@@ -73,7 +73,7 @@ def parity(
 ) -> None:
     """Run the same frames through PyTorch fp32 and every backend; exit 0 when all pass, 1 when any fails."""
     from framegen.toolkit.api import parity as run_parity
-    from framegen.toolkit.parity.engine import print_report
+    from framegen.toolkit.parity.report import print_report
 
     report = run_parity(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
                         encoder=encoder, backends=backends, frames=frames, silence_frames=silence_frames,

@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from framegen.models.bundle import load_bundle, sha256_path
+from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.runtimes.registry import get_spec, open_backend
 from framegen.runtimes.spec import OpenRequest
-from framegen.toolkit.common.console import err, out
-from framegen.toolkit.common.console import note as _note
+from framegen.toolkit.common.console import err
 from framegen.toolkit.common.files import jsonable, write_json
-from framegen.toolkit.compare.metrics import ErrorStats, cell, outside_box_diffs, wide_console
+from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
 from framegen.toolkit.compare.results import (
     REFERENCE,
@@ -52,24 +51,32 @@ from framegen.toolkit.compare.tolerance import (
     parse_tolerance,
     resolve_tolerances,
 )
-from framegen.toolkit.frames.plan import open_candidate, parse_candidates
-from framegen.toolkit.frames.plan import plan_candidates as plan_backends
-from framegen.toolkit.inputs.audio import AudioError, ave_features, decode_audio, mel_windows, melspectrogram
-from framegen.toolkit.inputs.encoders import resolve_encoder
-from framegen.toolkit.inputs.features import audio_windows, load_features, validate_features
+from framegen.toolkit.frames.plan import open_candidate
 from framegen.toolkit.inputs.template import open_template
 from framegen.toolkit.parity.encoder import encoder_parity
 from framegen.toolkit.parity.image import run_image_parity
-from framegen.toolkit.parity.layers import locate_artifact, print_locate, torch_reference
+from framegen.toolkit.parity.inputs import (
+    AudioInput,
+    ParityError,
+    Segment,
+    frame_inputs,
+    frame_plan,
+    parity_candidates,
+    parse_backends,
+    plan_segments,
+    resolve_audio_input,
+    verify_checksums,
+)
+from framegen.toolkit.parity.layers import locate_artifact, torch_reference
 from framegen.toolkit.parity.replay import (
     ReplayBackend,
     check_saved,
-    frame_digest,
     inputs_digest,
     load_outputs,
     runtime_versions,
     save_outputs,
 )
+from framegen.toolkit.parity.report import print_report
 
 __all__ = [
     "REFERENCE",
@@ -98,97 +105,10 @@ STAGES = (MODEL_OUTPUT, FINAL_FRAME)
 _MIN_REFERENCE_STD = 0.05
 
 
-class ParityError(FramegenError):
-    """Parity cannot run as asked (unknown backend, nothing to compare, inputs that cannot be used)."""
-
-
 # ----------------------------------------------------------------------------------------------- planning
-
-def parse_backends(text: str | None) -> list[Any] | None:
-    """``"ort-cpu,coreml-mil:fp16,ort-cpu:fp32:image"`` -> the planner's requests
-    (:func:`framegen.toolkit.frames.plan.parse_candidates`); ``None`` for the default plan."""
-    return parse_candidates(text)
-
-
-def parity_candidates(bundle: Any, requested: list[Any] | None = None,
-                    checkpoint: str | os.PathLike[str] | None = None,
-                    options: dict[str, Any] | None = None) -> tuple[list[Candidate], list[str]]:
-    """The candidates to compare, chosen by the one planner (:func:`framegen.toolkit.frames.plan.plan_candidates`,
-    purpose
-    ``parity``), and notes on the backends left out.
-
-    ``requested`` ``None``: every available backend x every precision and I/O variant the bundle (and checkpoint)
-    feeds it, verifiers included, the fp32 reference itself excepted. Otherwise exactly the named ones; anything
-    that cannot run is a :class:`framegen.toolkit.frames.plan.PlanError` naming it. ``options``: the backends'
-    ``OpenRequest.options`` (e.g. ``triton_url``), which remote backends' probes read.
-    """
-    root = bundle.root if hasattr(bundle, "artifacts") else bundle
-    result = plan_backends("parity", bundle=bundle, checkpoint=checkpoint, requested=requested, options=options)
-    cands = result.candidates
-    if requested is None:
-        cands = [c for c in cands if (c.backend, c.precision, c.io) != (REFERENCE, "fp32", "tensor")]
-        if not cands:
-            raise ParityError(f"{root}: no available backend can run any of its generators; "
-                              f"{'; '.join(result.notes)}")
-    return cands, list(result.notes)
-
-
-def verify_checksums(bundle: Any) -> list[ChecksumResult]:
-    """Every artifact's sha256 against the manifest (all of them, not just the first mismatch)."""
-    results = []
-    for a in bundle.artifacts:
-        expected = a.entry.get("sha256")
-        results.append(ChecksumResult(a.path.relative_to(bundle.root).as_posix(), a.model, a.format, a.precision,
-                                      expected if isinstance(expected, str) else None, sha256_path(a.path)))
-    return results
 
 
 # ----------------------------------------------------------------------------------------------- running
-
-@dataclass(frozen=True)
-class Segment:
-    """Consecutive output frames with one kind of audio: the speech features, or silence."""
-
-    audio: str  # "speech" | "silence"
-    features: np.ndarray
-    count: int
-    start_frame: int  # the template frame its ping-pong walk starts at
-    offset: int  # the run-wide index of its first frame
-
-
-def plan_segments(template: Any, features: np.ndarray, frames: int, silence_frames: int = 1,
-                  start_frame: int = 0) -> list[Segment]:
-    """The speech frames ``0..frames-1`` (fewer when the features are shorter), then ``silence_frames`` frames whose
-    audio windows are all zero rows, on the template frames that follow."""
-    count = min(frames, int(features.shape[0]))
-    segments = [Segment("speech", features, count, start_frame, 0)]
-    if silence_frames > 0:
-        width = int(np.asarray(features).reshape(features.shape[0], -1).shape[1])
-        after = template.template_index(count, start_frame)
-        segments.append(Segment("silence", np.zeros((silence_frames, width), np.float32), silence_frames, after,
-                                count))
-    return segments
-
-
-def frame_plan(template: Any, segments: list[Segment], mode: str) -> list[dict[str, Any]]:
-    """Every frame a run compares: run-wide index, template frame, audio kind and the sha256 of its model inputs."""
-    plan = []
-    for seg in segments:
-        for j in range(seg.count):
-            k = template.template_index(j, seg.start_frame)
-            digest = frame_digest(template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0])
-            plan.append({"frame": seg.offset + j, "template_index": int(k), "audio": seg.audio, "sha256": digest})
-    return plan
-
-
-def frame_inputs(template: Any, segments: list[Segment], mode: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
-    """The model inputs (image (6, 320, 320), audio window) of run-wide frame ``frame``."""
-    for seg in segments:
-        if seg.offset <= frame < seg.offset + seg.count:
-            j = frame - seg.offset
-            k = template.template_index(j, seg.start_frame)
-            return template.prepared(k).image_input(), audio_windows(seg.features, [j], mode)[0]
-    raise ParityError(f"frame {frame} is not part of this run")
 
 
 @dataclass
@@ -228,57 +148,6 @@ class _Tracker:
 
     def finish(self) -> None:
         judge_stages(self.result, self.profile, ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)))
-
-
-@dataclass
-class AudioInput:
-    """The feature rows a run uses, where they came from, and (from audio) the encoder windows that made them."""
-
-    features: np.ndarray
-    source: dict[str, str]
-    mel_windows: np.ndarray | None = None
-
-
-def resolve_audio_input(mode: str, features: str | os.PathLike[str] | np.ndarray | None,
-                        audio: str | os.PathLike[str] | None, encoder: str | os.PathLike[str] | None,
-                        progress: bool = False, bundle: str | os.PathLike[str] | None = None) -> AudioInput:
-    """Feature rows from ``--features F`` (a file or an array) or from ``--audio A`` (exactly one; ParityError
-    otherwise).
-
-    Audio goes through framegen's mel (:mod:`framegen.toolkit.inputs.audio`) and the PyTorch audio encoder checkpoint
-    ``encoder`` (the reference encoder; 'ave' features only) or, without one, the ``bundle``'s own exported encoder
-    (a self-contained bundle; its artifacts are then what parity's features rest on, and the encoder check against
-    PyTorch needs the checkpoint).
-    """
-    if (features is None) == (audio is None):
-        raise ParityError("give either --features F or --audio A (with --encoder ENC, or a bundle with an encoder)")
-    if features is not None:
-        if encoder is not None:
-            raise ParityError("--encoder goes with --audio, not --features")
-
-        if isinstance(features, np.ndarray):
-            return AudioInput(validate_features(features, mode, "features"), {"features": "array"})
-        return AudioInput(load_features(features, mode), {"features": os.fspath(features)})
-    if mode != "ave":
-        raise ParityError(f"--audio makes 'ave' features; the bundle's generator is {mode!r} mode (use --features)")
-    if encoder is None and bundle is None:
-        raise ParityError("--audio needs --encoder ENC (the audio encoder checkpoint, audio_visual_encoder.pth)")
-    from framegen.models.checkpoint import sha256_file
-
-    wav = decode_audio(audio)
-    try:
-        mel = melspectrogram(wav)
-        windows = mel_windows(mel)
-    except ValueError as exc:
-        raise AudioError(f"{audio}: {exc}") from None
-    encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
-    feats = ave_features(mel, encode, progress=progress)
-    if encoder is None or Path(encoder).suffix in (".onnx", ".mlpackage"):
-        return AudioInput(feats, {"audio": os.fspath(audio), "embedding_from": label, "encoder_kind": "artifact"},
-                          windows)
-    return AudioInput(feats, {"audio": os.fspath(audio), "encoder": os.fspath(encoder),
-                              "encoder_sha256": sha256_file(encoder), "encoder_kind": "checkpoint",
-                              "embedding_from": "PyTorch audio encoder checkpoint (fp32, CPU)"}, windows)
 
 
 def _check_source(b: Any, checkpoint: str | os.PathLike[str]) -> list[str]:
@@ -688,102 +557,4 @@ class _Progress:
 
 # ----------------------------------------------------------------------------------------------- output
 
-_SHORT = {MODEL_OUTPUT: "output", FINAL_FRAME: "frame"}
-_LIMIT_SHORT = {"max_abs": "max", "mean_abs": "mean", "p99_abs": "p99", "min_cosine": "cos>=",
-                "min_psnr_db": "PSNR>=", "max_share_diff": "≠", "max_share_diff_gt1": ">1", "max_bias": "|bias|",
-                "max_spread_change": "|spread|", "max_excess": "x own limit"}
 
-
-def print_tolerances(report: ParityReport) -> None:
-    """Every limit in force, per profile and stage, with where it came from."""
-    from rich import box
-    from rich.table import Table
-
-    if report.tolerances is not None:
-        out.print(report.tolerances.describe(), soft_wrap=True)
-    profiles: dict[str, Profile] = {}
-    for c in report.candidates:
-        if c.limits_profile is not None:
-            profiles.setdefault(c.limits_profile.name, c.limits_profile)
-    if not profiles:
-        return
-    table = Table(title="limits in force", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("profile", "stage", "limit", "value", "from"):
-        table.add_column(col, justify="right" if col == "value" else "left", no_wrap=col != "from")
-    for prof in profiles.values():
-        for stage, limits in prof.stages.items():
-            for metric, value in limits.as_dict().items():
-                table.add_row(prof.name, _SHORT.get(stage, stage), _LIMIT_SHORT.get(metric, metric), cell(value),
-                              prof.sources.get(stage, {}).get(metric, ""))
-    wide_console().print(table)
-
-
-def _print_layers(cand: CandidateResult, table: bool) -> None:
-    """One line for a candidate's ``layers`` stage, and its per-layer table when it failed (or ``table``)."""
-    stage = next((s for s in cand.stages if s.stage == LAYERS), None)
-    if stage is None or cand.locate is None:
-        return
-    m = stage.metrics
-    if m.get("worst_layer") is not None:
-        out.print(f"layers {cand.label}: {m['layers']} layers on frame {m['frame']}, the closest to its limit "
-                  f"{m['worst_layer']} at {m['excess']:.2f} of it (local rel rms {cell(m['worst_local_rel_rms'])}): "
-                  + ("[green]pass[/green]" if stage.passed else "[red]FAIL[/red]"), soft_wrap=True)
-    if table or not cand.passed:
-        print_locate(cand.locate, cand.label)
-
-
-def print_report(report: ParityReport, limits: bool = True) -> None:
-    """The console table (rich, stdout), the limits in force, per-layer tables of located candidates and one line
-    per failure."""
-    from rich import box
-    from rich.table import Table
-
-    ref = report.reference
-    speech = sum(1 for f in report.frames if f.get("audio", "speech") == "speech")
-    out.print(f"reference: {ref.get('name')} fp32 ({ref.get('source')}); {len(report.frames)} frames ({speech} "
-              f"speech, {len(report.frames) - speech} silence), template frames "
-              f"{', '.join(str(f['template_index']) for f in report.frames[:12])}"
-              f"{' ...' if len(report.frames) > 12 else ''}; output = model output (float, 0..1), frame = final "
-              f"frame inside the crop box (uint8 levels)", soft_wrap=True)
-    for c in report.checksums:
-        if not c.ok:
-            out.print(f"[red]checksum mismatch[/red] {c.path}", soft_wrap=True)
-    table = Table(title="parity against PyTorch fp32", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("backend", "profile", "stage", "max |Δ|", "mean |Δ|", "p99 |Δ|", "PSNR dB", "bias", "spread", "≠",
-                ">1", "worst: frame @ index", "result"):
-        # Names and verdicts are never cut: the numbers give way when the table is wider than the console.
-        keep = {"backend": max([len(c.label) for c in report.candidates] or [7]), "result": 6,
-                "profile": max([len(c.profile or "-") for c in report.candidates] or [7]), "stage": 6}
-        table.add_column(col, justify="left" if col in ("backend", "profile", "stage", "result") else "right",
-                         no_wrap=True, min_width=keep.get(col))
-    for cand in report.candidates:
-        if cand.error and not cand.stages:
-            table.add_row(cand.label, cand.profile or "-", "-", *["-"] * 9, "[red]FAIL[/red]")
-            continue
-        for s in cand.stages:
-            if s.stage == LAYERS:
-                continue  # one line each below the table
-            m = s.metrics
-            worst = f"{m['worst_frame']} @ {m['worst_index']}" if m["max_abs"] else "-"
-            ok = s.passed and not cand.error and not (s.stage == FINAL_FRAME and cand.outside_box_diffs)
-            table.add_row(cand.label, cand.profile, _SHORT.get(s.stage, s.stage), cell(m["max_abs"]),
-                          cell(m["mean_abs"]), cell(m["p99_abs"]), cell(m["psnr_db"], "db"), cell(m["bias"]),
-                          cell(m["spread_change"], "signed_pct"), cell(m["share_diff"], "pct"),
-                          cell(m["share_diff_gt1"], "pct") if s.kind == "uint8" else "-", worst,
-                          "[green]pass[/green]" if ok else "[red]FAIL[/red]")
-    wide_console().print(table)
-    if limits:
-        print_tolerances(report)
-    for cand in report.candidates:
-        _print_layers(cand, report.show_layers)
-    for n in report.notes:
-        _note(n)
-    if report.saved_outputs:
-        out.print(f"saved outputs: {report.saved_outputs}", soft_wrap=True)
-    failures = report.failures()
-    for line in failures:
-        out.print(f"[red]FAIL[/red] {line}", soft_wrap=True)
-    if report.passed:
-        out.print(f"[green]parity: all {len(report.candidates)} candidate(s) pass[/green]")
-    else:
-        out.print(f"[red]parity: {len(failures)} failure(s)[/red]")

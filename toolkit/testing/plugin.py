@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from framegen.toolkit.demo import write_wav
 from framegen.toolkit.inputs.speech import speech_like
-from framegen.toolkit.parity.engine import parity_candidates, parse_backends
+from framegen.toolkit.parity.inputs import parity_candidates, parse_backends
 from framegen.toolkit.testing.asserts import assert_parity_passed
 
 MARKER = "framegen_parity"
