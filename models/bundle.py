@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from framegen.models.errors import FramegenError
+from framegen.models.validation import ValidationRecord
 
 MANIFEST = "manifest.json"
 
@@ -50,6 +51,12 @@ class Artifact:
     path: Path
     io: str  # tensor (contract float I/O) | image (uint8 image I/O variant)
     entry: dict[str, Any]
+
+    @property
+    def validation(self) -> ValidationRecord | None:
+        """How export checked it (``None`` when the manifest records nothing)."""
+        record = self.entry.get("validation")
+        return None if record is None else ValidationRecord.from_dict(record, f"{self.path.name}: validation")
 
 
 @dataclass
@@ -175,6 +182,8 @@ def load_bundle(path: str | os.PathLike[str] | Bundle) -> Bundle:
     artifacts = []
     for k, entry in enumerate(manifest["artifacts"]):
         _check_entry(manifest_path, k, entry)
+        if "validation" in entry:
+            ValidationRecord.from_dict(entry["validation"], f"{manifest_path}: artifacts[{k}].validation")
         p = contained_path(root, entry["path"], f"{manifest_path}: artifacts[{k}]")
         if not p.exists():
             raise BundleError(f"{root}: manifest lists {entry['path']}, which is missing")

@@ -32,18 +32,18 @@ def seed2_generator_ckpt(tmp_path_factory, seed2_generator) -> Path:
 def seed2_export(tmp_path_factory, seed2_generator_ckpt) -> tuple[Path, int]:
     """``(bundle, emulations)``: ONNX fp16 generators, tensor and image I/O, from ``seed2_generator_ckpt``, and how
     many times the export ran :func:`framegen.toolkit.compare.tolerance.fp16_emulation`."""
-    import framegen.toolkit.compare.tolerance as tolerance
+    import framegen.toolkit.export.validate as validate
     from framegen.toolkit.export.bundle import export_bundle
 
     calls = []
-    real = tolerance.fp16_emulation
+    real = validate.fp16_emulation  # export validation's own reference to it (imported at its top)
 
     def counted(model):
         calls.append(type(model).__name__)
         return real(model)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tolerance, "fp16_emulation", counted)
+        mp.setattr(validate, "fp16_emulation", counted)
         bundle = export_bundle(seed2_generator_ckpt, tmp_path_factory.mktemp("bundle_s2") / "bundle",
                                formats=("onnx",), precisions=("fp16",), io=("tensor", "image"), mode="ave")
     return bundle, len(calls)

@@ -118,9 +118,10 @@ def test_bundle_lists_validated_fp32_artifacts_with_contract_metadata(frontend_b
     got = sorted((a.model, a.format, a.precision) for a in b.artifacts)
     assert got == sorted((k, f, "fp32") for k in ("audio_frontend", "audio_features") for f in FORMATS)
     for a in b.artifacts:
-        v = a.entry["validation"]
-        assert v["passed"] and set(v["signals"]) == {"speech", "silence", "square", "white_noise", "clip_0.3s",
-                                                     "clip_60s"}
+        record = a.validation
+        assert record.kind == "frontend" and record.passed and all(c.passed for c in record.checks)
+        v = record.details
+        assert set(v["signals"]) == {"speech", "silence", "square", "white_noise", "clip_0.3s", "clip_60s"}
         assert v["signals"]["clip_60s"]["samples"] == 960_000
         for s in v["signals"].values():
             assert s["max_abs_err" if a.model == "audio_frontend" else "max_rel_err"] <= 1e-4

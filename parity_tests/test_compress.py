@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from framegen.models.bundle import load_bundle
+from framegen.models.validation import ValidationRecord
 
 
 def _entry(bundle, fmt, precision):
@@ -81,10 +82,13 @@ def test_int8_onnx_is_under_30_percent_of_fp32_and_is_qdq(int8_onnx_bundle):
 
 
 def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):
-    v = _entry(int8_onnx_bundle, "onnx", "int8")["validation"]
-    assert v["profile"] == "int8" and v["passed"] and v["backend"] == "openvino"
-    assert v["floor"] == {"min_psnr_db": 12.0, "max_level_error": 255.0}
-    assert v["frames"] == 2 and 12.0 <= v["final_frame"]["psnr_db"] < 60
+    record = ValidationRecord.from_dict(_entry(int8_onnx_bundle, "onnx", "int8")["validation"])
+    assert record.kind == "quality-floor" and record.passed and record.runtime == "openvino"
+    psnr, level = record.check("psnr_db"), record.check("max_level_error")
+    assert (psnr.bound, psnr.limit, level.bound, level.limit) == ("min", 12.0, "max", 255.0)
+    assert psnr.passed and level.passed and 12.0 <= psnr.value < 60
+    v = record.details
+    assert v["profile"] == "int8" and v["frames"] == 2 and v["final_frame"]["psnr_db"] == psnr.value
     assert v["size_vs_fp32"] < 0.30
 
 
@@ -169,7 +173,7 @@ def test_coreml_mil_expands_compressed_weights_exactly_as_coremltools(compressed
             assert got.dtype == want.dtype and np.array_equal(got, want)
             checked += 1
         assert checked == program.op_counts[op_type]
-        assert art.entry["compute_precision"] == "fp16" and art.entry["validation"]["backend"] == "coreml-mil"
+        assert art.entry["compute_precision"] == "fp16" and art.validation.runtime == "coreml-mil"
 
 
 def test_coreml_compressed_sizes(compressed_coreml_bundle):
@@ -177,7 +181,8 @@ def test_coreml_compressed_sizes(compressed_coreml_bundle):
     pal6 = _entry(compressed_coreml_bundle, "coreml", "pal6")
     fp32_bytes = 48.9e6  # the generator's fp32 package (12.2 M parameters)
     assert int8["bytes"] < 0.30 * fp32_bytes and pal6["bytes"] < 0.80 * int8["bytes"]  # 6 of 8 bits + LUTs
-    assert int8["validation"]["final_frame"]["psnr_db"] > pal6["validation"]["final_frame"]["psnr_db"]
+    psnr = [ValidationRecord.from_dict(e["validation"]).check("psnr_db").value for e in (int8, pal6)]
+    assert psnr[0] > psnr[1]
 
 
 # ------------------------------------------------------------------------------------------------ parity

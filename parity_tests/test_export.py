@@ -18,6 +18,7 @@ from framegen.models.bundle import MANIFEST, load_bundle, sha256_path
 from framegen.models.checkpoint import sha256_file
 from framegen.models.contract import contract_dict
 from framegen.models.errors import CheckpointError
+from framegen.models.validation import ValidationRecord
 
 ORT = pytest.importorskip("onnxruntime")
 
@@ -95,16 +96,17 @@ def test_manifest_schema(bundle, generator_ckpt, encoder_ckpt):
         assert [t["name"] for t in a["outputs"]] == ["output" if a["model"] == "generator" else "embedding"]
         for t in a["inputs"] + a["outputs"]:
             assert t["shape"] == ["batch", *SHAPES[t["name"]]] and t["dtype"] == "float32"
-        v = a["validation"]
-        assert v["passed"] is True
-        assert 0 <= v["weights_max_rel_err"] <= v["tolerance"]["weight_rel"]
-        assert v["convolutions"] == (93 if a["model"] == "generator" else 13)
-        numeric = v if a["format"] == "onnx" else v["numeric"]
-        assert isinstance(numeric, dict), "the coreml-mil verifier is installed: Core ML numbers must be checked"
-        assert 0 < numeric["max_abs_err"] <= v["tolerance"]["max_abs"]
-        assert 0 < numeric["mean_abs_err"] <= v["tolerance"]["mean_abs"]
+        record = ValidationRecord.from_dict(a["validation"])
+        assert record.kind == "tensor" and record.passed is True
+        # Core ML numbers too: the coreml-mil verifier is installed, and it ran them.
+        assert [c.name for c in record.checks] == ["max_abs", "mean_abs", "weights_max_rel"]
+        assert all(c.passed and c.bound == "max" for c in record.checks)
+        assert record.check("max_abs").value > 0 and record.check("mean_abs").value > 0
+        assert record.check("weights_max_rel").value >= 0
+        assert record.details["convolutions"] == (93 if a["model"] == "generator" else 13)
+        assert record.runtime.startswith("onnxruntime" if a["format"] == "onnx" else "coreml-mil")
         if a["format"] == "onnx":
-            assert v["batches"] == [1, 3] and a["opset"] == tools["export"]["onnx"]["opset"]
+            assert record.details["batches"] == [1, 3] and a["opset"] == tools["export"]["onnx"]["opset"]
 
 
 def test_directory_sha256_follows_the_documented_rule(bundle):
@@ -360,3 +362,36 @@ def test_cli_bad_checkpoint_exits_2_with_one_line(monkeypatch, capsys, tmp_path,
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("error:") == 1 and "shape.pth" in err
     assert not out.exists()
+
+
+def test_validation_record_has_one_shape_and_bad_records_are_refused(tmp_path):
+    """Every kind reads back as the same typed record; a malformed one is refused at load, naming the artifact."""
+    from framegen.models.bundle import load_bundle
+    from framegen.models.errors import FramegenError
+    from framegen.models.validation import Check, ValidationRecord
+
+    floor = ValidationRecord("quality-floor", False, "openvino",
+                             (Check("psnr_db", 19.3, 30.0, "min", "the int8 quality floor"),
+                              Check("max_level_error", 80.0, 96.0, "max", "the int8 quality floor")),
+                             {"frames": 2}, "final-frame PSNR 19.3 dB is 10.7 dB below the floor")
+    again = ValidationRecord.from_dict(json.loads(json.dumps(floor.as_dict())))
+    assert again == floor
+    # A lower bound is a lower bound: 19.3 dB fails a 30 dB floor, 80 levels pass a 96-level limit.
+    assert [c.passed for c in again.checks] == [False, True]
+    assert again.failures() == [floor.reason, "psnr_db 19.3 >= 30"]
+    assert not Check("max_abs", float("nan"), 1.0).passed and not Check("max_abs", None, 1.0).passed
+    legacy = ValidationRecord.from_dict({"runtime": "onnxruntime", "max_abs_err": 1e-5, "passed": True})
+    assert legacy.kind == "legacy" and legacy.checks == () and legacy.details["max_abs_err"] == 1e-5
+
+    (tmp_path / "g.onnx").write_bytes(b"x")
+    entry = {"model": "generator", "format": "onnx", "precision": "fp32", "path": "g.onnx"}
+    for bad, words in (({"schema": "framegen-validation/1", "kind": "tensor", "passed": True,
+                         "checks": [{"name": "max_abs", "value": 1e-5}]}, "check 0 needs"),
+                       ({"schema": "framegen-validation/9"}, "schema"),
+                       ({"schema": "framegen-validation/1", "kind": "magic", "passed": True, "checks": []}, "kind")):
+        (tmp_path / "manifest.json").write_text(json.dumps({"source": {"mode": "ave"},
+                                                            "artifacts": [{**entry, "validation": bad}]}))
+        with pytest.raises(FramegenError) as info:
+            load_bundle(tmp_path)
+        message = str(info.value)
+        assert "artifacts[0].validation" in message and words in message and "\n" not in message

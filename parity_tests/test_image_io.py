@@ -15,6 +15,7 @@ import pytest
 from framegen.exporters.errors import ExportValidationError
 from framegen.exporters.image_io import METADATA_KEY, wrap_onnx_generator
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE
+from framegen.models.validation import ValidationRecord
 from framegen.runtimes.base import BackendError
 from framegen.toolkit.compare.profiles import FINAL_FRAME, MODEL_OUTPUT, get_profile
 from framegen.toolkit.export.validate_image import LIMITS, compare_uint8, reference_uint8, validate_image_artifact
@@ -351,9 +352,11 @@ def test_export_io_image_writes_validated_image_artifacts_into_the_manifest(gene
     assert entry["path"] == "generator.fp32.image.onnx"
     assert entry["inputs"][0] == {"name": GEN_IMAGE, "shape": ["batch", 320, 320, 3], "dtype": "uint8",
                                   "layout": "NHWC BGR"}
-    v = entry["validation"]
-    assert v["passed"] and [r["batch"] for r in v["runs"]] == [1, 3] and v["max_abs"] <= 1
-    assert v["weights_max_rel_err"] < 1e-5 and entry[METADATA_KEY]["inputs"][GEN_IMAGE]["channels"] == "BGR"
+    record = ValidationRecord.from_dict(entry["validation"])
+    assert record.kind == "image" and record.passed and all(c.passed for c in record.checks)
+    assert [r["batch"] for r in record.details["runs"]] == [1, 3] and record.check("max_abs").value <= 1
+    assert record.check("weights_max_rel").value < 1e-5
+    assert entry[METADATA_KEY]["inputs"][GEN_IMAGE]["channels"] == "BGR"
 
 
 def test_export_refuses_an_unknown_io_variant_before_writing(generator_ckpt, tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from faults import conv_index, edit_onnx_conv, scale
 from framegen.exporters.errors import ExportValidationError
+from framegen.models.validation import ValidationRecord
 from framegen.toolkit.compare.tolerance import K
 from framegen.toolkit.export.validate import TOLERANCES, check_numbers, reference, tolerance_for
 from framegen.toolkit.export.validate_image import LIMITS, compare_uint8, validate_image_artifact, validation_cases
@@ -32,27 +33,30 @@ def test_seed2_image_fp16_export_validates_under_limits_from_the_checkpoint(seed
     arts = _artifacts(bundle)
     # The case of the issue: this correct artifact broke the fixed limit (28 levels > 27 with this machine's ORT
     # kernels; other CPUs may round one level either way) ...
-    v = arts[("onnx", "image", "fp16")]["validation"]
-    assert v["passed"] is True
-    assert v["max_abs"] >= LIMITS["fp16"].max_abs - 2, v
+    image = ValidationRecord.from_dict(arts[("onnx", "image", "fp16")]["validation"])
+    assert image.kind == "image" and image.passed is True
+    mx, mean = image.check("max_abs"), image.check("mean_abs")
+    assert mx.value >= LIMITS["fp16"].max_abs - 2, image
     # ... and is held to one measured on the checkpoint, recorded with where it came from.
-    emu = v["fp16_emulation"]
+    emu = image.details["fp16_emulation"]
     assert emu["batches"] == [1, 3]
-    assert v["limits"]["max_abs"] == int(K["fp16"] * emu["max_abs"]) > LIMITS["fp16"].max_abs
-    assert v["limit_sources"]["max_abs"] == f"{K['fp16']:g} x independent fp16 {emu['max_abs']} levels"
-    assert v["limits"]["mean_abs"] >= LIMITS["fp16"].mean_abs
-    assert v["max_abs"] <= v["limits"]["max_abs"] and v["mean_abs"] <= v["limits"]["mean_abs"]
+    assert mx.limit == int(K["fp16"] * emu["max_abs"]) > LIMITS["fp16"].max_abs
+    assert mx.source == f"{K['fp16']:g} x independent fp16 {emu['max_abs']} levels"
+    assert mean.limit >= LIMITS["fp16"].mean_abs
+    assert mx.passed and mean.passed
     # The independent execution errs by the artifact's order of magnitude: no free pass, no artefact of the rule.
-    assert 0.5 * v["max_abs"] <= emu["max_abs"] <= 2 * v["max_abs"], (emu, v["max_abs"])
-    assert 0.5 * v["mean_abs"] <= emu["mean_abs"] <= 2 * v["mean_abs"], (emu, v["mean_abs"])
+    assert 0.5 * mx.value <= emu["max_abs"] <= 2 * mx.value, (emu, mx)
+    assert 0.5 * mean.value <= emu["mean_abs"] <= 2 * mean.value, (emu, mean)
     # The tensor artifact: limits recorded with their sources, never below the fixed ones; weights fixed.
     fixed = TOLERANCES[("generator", "fp16")]
-    t = arts[("onnx", "tensor", "fp16")]["validation"]
-    assert t["passed"] is True and set(t["tolerance_sources"]) == {"max_abs", "mean_abs", "weight_rel"}
-    assert t["tolerance"]["max_abs"] >= fixed.max_abs and t["tolerance"]["mean_abs"] >= fixed.mean_abs
-    assert 0 < t["max_abs_err"] <= t["tolerance"]["max_abs"]
-    assert t["tolerance"]["weight_rel"] == fixed.weight_rel and t["weights_max_rel_err"] <= fixed.weight_rel
-    assert t["fp16_emulation"]["max_abs_err"] > 0 and "independent fp16" in t["tolerance_sources"]["max_abs"]
+    t = ValidationRecord.from_dict(arts[("onnx", "tensor", "fp16")]["validation"])
+    assert t.kind == "tensor" and t.passed is True and [c.name for c in t.checks] == ["max_abs", "mean_abs",
+                                                                                      "weights_max_rel"]
+    assert t.check("max_abs").limit >= fixed.max_abs and t.check("mean_abs").limit >= fixed.mean_abs
+    assert 0 < t.check("max_abs").value <= t.check("max_abs").limit
+    weights = t.check("weights_max_rel")
+    assert weights.limit == fixed.weight_rel and weights.passed and weights.source.startswith("fixed")
+    assert t.details["fp16_emulation"]["max_abs_err"] > 0 and "independent fp16" in t.check("max_abs").source
     # One emulation per set of validation inputs: the tensor one and the image one.
     assert emulations == 2
 

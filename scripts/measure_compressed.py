@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                     if a.precision == "fp32":
                         fp32_bytes = a.entry["bytes"]
                         continue
-                    verdicts = [a.entry["validation"]]
+                    record = a.validation
+                    verdicts = [{**record.details, "backend": record.runtime, "passed": record.passed}]
                     if fmt == "onnx":
-                        other = "ort-cpu" if verdicts[0]["backend"] == "openvino" else "openvino"
+                        other = "ort-cpu" if record.runtime == "openvino" else "openvino"
                         verdicts.append(judge(a.path, fmt, a.precision, gate_data(model, "ave", co),
                                               co.floor(a.precision), backend=other, mode="ave"))
                     for v in verdicts:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from framegen.models.validation import ValidationRecord
 
 
 def register(app: typer.Typer) -> None:
@@ -81,8 +82,10 @@ def _triton_options(trt_fp16: bool) -> Any:
     return TritonOptions(tensorrt_fp16=trt_fp16)
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.2g}" if isinstance(value, float) else "-"
+def _runner(runtime: str | None) -> str:
+    if runtime is None:
+        return "-"
+    return "ort" if runtime.startswith("onnxruntime") else "mil" if runtime.startswith("coreml-mil") else runtime
 
 
 def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
@@ -94,18 +97,14 @@ def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
     table = Table(title=f"{dest} (mode {src['mode']}, checkpoint sha256 {src['sha256'][:12]}…)",
                   box=None, padding=(0, 1), pad_edge=False)
     table.add_column("artifact", no_wrap=True)
-    for col in ("MB", "sha256", "max err", "mean err", "weights", "run by"):
-        table.add_column(col, justify="left" if col in ("sha256", "run by") else "right", no_wrap=True)
+    for col in ("MB", "sha256", "checked", "figures against their limits", "run by"):
+        table.add_column(col, justify="right" if col == "MB" else "left", no_wrap=col != "figures against their limits")
     for a in manifest["artifacts"]:
-        v = a["validation"]
-        numeric = v if "max_abs_err" in v else v.get("numeric")
-        ran = "ort" if "max_abs_err" in v else "mil" if isinstance(numeric, dict) else "-"
-        ran = v.get("backend", ran)  # compressed artifacts: the runtime their quality gate ran on
-        numeric = numeric if isinstance(numeric, dict) else {}
-        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:8], _fmt(numeric.get("max_abs_err")),
-                      _fmt(numeric.get("mean_abs_err")), _fmt(v.get("weights_max_rel_err")), ran)
+        record = ValidationRecord.from_dict(a["validation"], f"{a['path']}: validation")
+        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:8], record.kind,
+                      "; ".join(c.describe() for c in record.checks) or "-", _runner(record.runtime))
     out.print(table)
     out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}. Core ML: mlprogram, "
               f"{manifest['tools']['export']['coreml']['minimum_deployment_target']}+. Errors against PyTorch "
-              "(run by ort = ONNX Runtime CPU, mil = coreml-mil verifier); weights = worst relative error of a "
-              "convolution's weights against the checkpoint's.")
+              "(run by ort = ONNX Runtime CPU, mil = coreml-mil verifier); weights_max_rel = worst relative error of "
+              "a convolution's weights against the checkpoint's; image figures in uint8 levels.")

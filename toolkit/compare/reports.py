@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from framegen.models.atomic import atomic_output
+from framegen.models.validation import ValidationRecord
 
 #: The environment variable GitHub Actions points at the job's summary file.
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -88,16 +89,12 @@ def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
     suites = ET.Element("testsuites", name=suite_name)
     suite = ET.SubElement(suites, "testsuite", name=suite_name)
     for art in artifacts:
-        v = art.get("validation") or {}
-        tol = v.get("tolerance") or {}
-        shown = {k: v.get(k) for k in ("max_abs_err", "mean_abs_err", "weights_max_rel_err", "psnr_db",
-                                       "max_level_error") if v.get(k) is not None}
-        detail = "; ".join(f"{k} {val}" for k, val in shown.items())
-        if tol:
-            detail += f"; limits {dict(tol)}"
-        if v.get("runtime"):
-            detail += f"; run by {v['runtime']}"
-        failures = [] if v.get("passed", True) else [str(v.get("reason") or "validation failed")]
+        record = ValidationRecord.from_dict(art.get("validation") or {}, f"{art.get('path')}: validation")
+        detail = "; ".join(c.describe() + (f" ({c.source})" if c.source else "") for c in record.checks)
+        if record.runtime:
+            detail += f"; run by {record.runtime}"
+        failures = ([] if record.passed else [record.reason or "validation failed"]) + [
+            f"{c.describe()}: outside its limit" for c in record.checks if not c.passed]
         _case(suite, "export", str(art.get("path")), failures, detail)
     if error is not None:
         _case(suite, "export", "validation", [error], "")

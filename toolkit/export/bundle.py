@@ -24,7 +24,7 @@ from framegen.models.bundle import MANIFEST, sha256_path
 from framegen.models.metadata import artifact_metadata, contract_json
 from framegen.models.version import __version__
 from framegen.toolkit.export.compress import COMPRESSED, export_compressed, split_precisions
-from framegen.toolkit.export.validate import Reference, reference, validate_artifact
+from framegen.toolkit.export.validate import Reference, reference, tensor_record, validate_artifact
 from framegen.toolkit.export.validate_image import export_image_entries
 
 FORMATS = tuple(EXPORTERS)
@@ -208,7 +208,7 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
             entries.append({
                 "model": kind, "format": fmt, "precision": prec, "io": io, "path": name,
                 "sha256": sha256_path(path), "bytes": _size(path),
-                "inputs": ins, "outputs": outs, **extra, "validation": validation,
+                "inputs": ins, "outputs": outs, **extra, "validation": tensor_record(validation).as_dict(),
             })
     if packed:  # int8 / pal6 / pal4: built from the same trace, judged by their quality floor (toolkit.compress)
         entries += export_compressed(fmt, kind, module, mode, packed, base, ref, sha, work, dest, say, compression)

@@ -37,6 +37,7 @@ from framegen.models.bundle import load_bundle, sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
 from framegen.models.errors import FramegenError
 from framegen.models.metadata import artifact_metadata
+from framegen.models.validation import Check, ValidationRecord
 from framegen.runtimes.registry import availability, get_spec, open_backend, render_options
 from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.bench.core import measure, measure_e2e
@@ -394,7 +395,7 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
                 verdict["size_vs_fp32"] = round(size / fp32_bytes, 4)
             entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "tensor", "path": name,
                             "sha256": sha256_path(path), "bytes": size, "inputs": ins, "outputs": outs, **extra,
-                            "validation": verdict})
+                            "validation": floor_record(verdict).as_dict()})
     finally:
         if fp16_pkg is not None:
             shutil.rmtree(fp16_pkg, ignore_errors=True)
@@ -469,3 +470,16 @@ def bench_compressed(bundle: str | os.PathLike[str], *, backends: Sequence[str] 
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
+
+
+def floor_record(verdict: dict[str, Any]) -> ValidationRecord:
+    """The manifest's record of a compressed artifact's quality gate (:func:`judge`'s verdict): its final frames'
+    PSNR and worst level error against the precision's quality floor."""
+    floor, final = verdict["floor"], verdict["final_frame"]
+    source = f"the {verdict['profile']} quality floor"
+    checks = (Check("psnr_db", final.get("psnr_db"), floor["min_psnr_db"], "min", source),
+              Check("max_level_error", final.get("max_abs"), floor["max_level_error"], "max", source))
+    details = {k: v for k, v in verdict.items() if k not in ("passed", "backend", "floor")}
+    runtime = verdict.get("backend")
+    return ValidationRecord("quality-floor", bool(verdict["passed"]), runtime, checks, details,
+                            None if verdict["passed"] else "; ".join(verdict.get("failures") or []) or None)

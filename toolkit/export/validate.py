@@ -42,6 +42,7 @@ from framegen.exporters.errors import ExportValidationError
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.models.errors import FramegenError, first_line
 from framegen.models.imports import mlprogram_spec
+from framegen.models.validation import Check, ValidationRecord
 from framegen.runtimes.mil.program import run_mlpackage
 from framegen.toolkit.compare.tolerance import K, fp16_emulation
 
@@ -461,3 +462,25 @@ def _validate_coreml_export(path: str | os.PathLike[str], ref: Reference, precis
 
 #: format -> ``(path, reference, precision, metadata, label) -> validation record``
 VALIDATORS: dict[str, Any] = {"onnx": validate_onnx, "coreml": _validate_coreml_export}
+
+
+def tensor_record(result: dict[str, Any]) -> ValidationRecord:
+    """The manifest's record of a tensor artifact's validation (:func:`validate_artifact`'s result): its output
+    errors and its worst weight error against PyTorch, each with the limit in force and where that came from."""
+    numeric = result if "max_abs_err" in result else (result.get("numeric") or {})
+    tol, sources = result["tolerance"], result.get("tolerance_sources") or {}
+    checks = []
+    if "max_abs_err" in numeric:
+        checks += [Check("max_abs", numeric["max_abs_err"], tol["max_abs"], "max", sources.get("max_abs", "")),
+                   Check("mean_abs", numeric["mean_abs_err"], tol["mean_abs"], "max", sources.get("mean_abs", ""))]
+    checks.append(Check("weights_max_rel", result["weights_max_rel_err"], tol["weight_rel"], "max",
+                        sources.get("weight_rel", "")))
+    lifted = {"runtime", "tolerance", "tolerance_sources", "max_abs_err", "mean_abs_err", "weights_max_rel_err",
+              "passed", "numeric"}
+    details = {k: v for k, v in result.items() if k not in lifted}
+    if numeric is not result:
+        details["structure_checked_by"] = result.get("runtime")
+        if "batches" in numeric:
+            details["batches"] = numeric["batches"]
+    return ValidationRecord("tensor", bool(result.get("passed", True)), numeric.get("runtime", result.get("runtime")),
+                            tuple(checks), details)

@@ -45,6 +45,7 @@ from framegen.models.contract import MEL, SAMPLE_RATE
 from framegen.models.errors import FramegenError, first_line
 from framegen.models.imports import mlprogram_spec
 from framegen.models.metadata import KEY_MODEL, artifact_metadata
+from framegen.models.validation import Check, ValidationRecord
 from framegen.runtimes.mil.program import MilProgram
 from framegen.toolkit.compare.metrics import ErrorStats
 from framegen.toolkit.compare.profiles import StageLimits
@@ -415,7 +416,8 @@ def export_frontend_entries(formats: Sequence[str], encoder: Any, source_sha256:
                                                                     if f.is_file())
             entries.append({"model": kind, "format": fmt, "precision": "fp32", "io": "tensor", "path": name,
                             "sha256": sha256_path(path), "bytes": size, "inputs": io["inputs"],
-                            "outputs": io["outputs"], **extra, "validation": validation})
+                            "outputs": io["outputs"], **extra,
+                            "validation": frontend_record(validation, kind).as_dict()})
     return entries
 
 
@@ -540,3 +542,16 @@ def check_frontend_golden(index: dict[str, Any], golden: str | os.PathLike[str],
     check.vs_golden = check.metrics
     check.failures += check.limits.check(check.metrics)
     return check
+
+
+def frontend_record(result: dict[str, Any], kind: str) -> ValidationRecord:
+    """The manifest's record of an audio front-end artifact's validation (:func:`validate_frontend_artifact`'s
+    result): its worst error over every signal against framegen's mel (absolute) or features (relative)."""
+    numeric = result if "max_abs_err" in result else (result.get("numeric") or {})
+    source = "fixed (toolkit/export/validate_frontend.py)"
+    check = (Check("max_abs", numeric.get("max_abs_err"), MEL_MAX_ABS, "max", source) if kind == "audio_frontend"
+             else Check("max_rel", numeric.get("max_rel_err"), FEATURES_MAX_REL, "max", source))
+    lifted = {"runtime", "limits", "passed", "numeric", "max_abs_err", "mean_abs_err", "max_rel_err"}
+    details = {k: v for k, v in result.items() if k not in lifted}
+    details.update({k: numeric[k] for k in ("max_abs_err", "mean_abs_err", "max_rel_err") if k in numeric})
+    return ValidationRecord("frontend", bool(result.get("passed", True)), result.get("runtime"), (check,), details)

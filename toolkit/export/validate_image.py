@@ -15,6 +15,7 @@ from framegen.models.bundle import sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZE, audio_shape
 from framegen.models.errors import FramegenError
 from framegen.models.imports import mlprogram_spec
+from framegen.models.validation import Check, ValidationRecord
 from framegen.runtimes.registry import open_backend
 from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.compare.tolerance import K
@@ -305,5 +306,22 @@ def export_image_entries(exporter: Any, model: Any, mode: str, precisions: list[
         size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         entries.append({"model": "generator", "format": fmt, "precision": prec, "io": IO, "path": name,
                         "sha256": sha256_path(path), "bytes": size, "inputs": ins, "outputs": outs, **extra,
-                        "validation": validation})
+                        "validation": image_record(validation, prec).as_dict()})
     return entries
+
+
+def image_record(result: dict[str, Any], precision: str) -> ValidationRecord:
+    """The manifest's record of an image-I/O artifact's validation (:func:`validate_image_artifact`'s result): its
+    uint8 output against the reference pipeline in levels, and its weights against the checkpoint's."""
+    limits, sources = result["limits"], result.get("limit_sources") or {}
+    figure = {"max_abs": "max_abs", "mean_abs": "mean_abs", "max_share_diff": "share_diff"}
+    checks = [Check(figure.get(k, k), result.get(figure.get(k, k)), float(v), "max", str(sources.get(k, "")))
+              for k, v in limits.items()]
+    if "weights_max_rel_err" in result:
+        checks.append(Check("weights_max_rel", result["weights_max_rel_err"],
+                            TOLERANCES[("generator", precision)].weight_rel, "max",
+                            "fixed (toolkit/export/validate.py TOLERANCES)"))
+    lifted = {"runtime", "limits", "limit_sources", "max_abs", "mean_abs", "share_diff", "weights_max_rel_err",
+              "passed", "numeric", "max_abs_err", "mean_abs_err"}
+    return ValidationRecord("image", bool(result.get("passed", True)), result.get("runtime"), tuple(checks),
+                            {k: v for k, v in result.items() if k not in lifted})
