@@ -141,9 +141,7 @@ def to_float16(model: Any) -> Any:
     Refuses (``ExportError``) a graph with an op it does not know to be precision-agnostic or a weight beyond
     float16's range, rather than produce a model that silently computes something else.
     """
-    import numpy as np
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -151,31 +149,51 @@ def to_float16(model: Any) -> Any:
     unknown = sorted({n.op_type for n in g.node if n.op_type not in _FP16_SAFE_OPS})
     if unknown:
         raise ExportError(f"fp16 conversion does not know op(s) {', '.join(unknown)}; export fp32 only")
-    keep32: set[str] = set()
-    for n in g.node:
-        for i in _KEEP_FP32_INPUTS.get(n.op_type, ()):
-            if i < len(n.input) and n.input[i]:
-                keep32.add(n.input[i])
+    keep32 = {n.input[i] for n in g.node for i in _KEEP_FP32_INPUTS.get(n.op_type, ())
+              if i < len(n.input) and n.input[i]}
+    _halve_weights(g, keep32)
+    head = _cast_inputs(g)
+    tail = _cast_outputs(g)
+    nodes = [*head, *g.node, *tail]
+    del g.node[:]
+    g.node.extend(nodes)
+    # Intermediate type annotations described the float32 graph; ORT and onnx re-infer them.
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    return m
 
-    def half(arr: Any, name: str) -> Any:
-        big = float(np.abs(arr).max()) if arr.size else 0.0
-        if big > _FP16_MAX:
-            raise ExportError(f"weight {name!r} reaches {big:.4g}, beyond float16's ±65504; export fp32 only")
-        return arr.astype(np.float16)
+
+def _half(arr: Any, name: str) -> Any:
+    import numpy as np
+
+    big = float(np.abs(arr).max()) if arr.size else 0.0
+    if big > _FP16_MAX:
+        raise ExportError(f"weight {name!r} reaches {big:.4g}, beyond float16's ±65504; export fp32 only")
+    return arr.astype(np.float16)
+
+
+def _halve_weights(g: Any, keep32: set[str]) -> None:
+    """Initializers and Constants to float16, and float32 Casts retargeted, except what must stay float32."""
+    from onnx import TensorProto, numpy_helper
 
     for i, init in enumerate(g.initializer):
         if init.data_type == TensorProto.FLOAT and init.name not in keep32:
-            g.initializer[i].CopyFrom(numpy_helper.from_array(half(numpy_helper.to_array(init), init.name),
+            g.initializer[i].CopyFrom(numpy_helper.from_array(_half(numpy_helper.to_array(init), init.name),
                                                                init.name))
     for n in g.node:
         if n.op_type == "Constant" and n.output[0] not in keep32:
             for a in n.attribute:
                 if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(half(numpy_helper.to_array(a.t), n.output[0]), a.t.name))
+                    a.t.CopyFrom(numpy_helper.from_array(_half(numpy_helper.to_array(a.t), n.output[0]), a.t.name))
         if n.op_type == "Cast":
             for a in n.attribute:
                 if a.name == "to" and a.i == TensorProto.FLOAT and n.output[0] not in keep32:
                     a.i = TensorProto.FLOAT16
+
+
+def _cast_inputs(g: Any) -> list[Any]:
+    """A Cast to float16 after each float32 input, every consumer rewired to it; returns the Casts."""
+    from onnx import TensorProto, helper
 
     renames: dict[str, str] = {}
     head = []
@@ -188,26 +206,28 @@ def to_float16(model: Any) -> Any:
         for i, name in enumerate(n.input):
             if name in renames:
                 n.input[i] = renames[name]
+    return head
+
+
+def _cast_outputs(g: Any) -> list[Any]:
+    """Each float32 output computed under an inner name and Cast back to float32; returns the Casts."""
+    from onnx import TensorProto, helper
+
     tail = []
     for vo in g.output:
-        if vo.type.tensor_type.elem_type == TensorProto.FLOAT:
-            inner = f"{vo.name}_fp16"
-            for n in g.node:
-                for i, name in enumerate(n.output):
-                    if name == vo.name:
-                        n.output[i] = inner
-                for i, name in enumerate(n.input):
-                    if name == vo.name:
-                        n.input[i] = inner
-            tail.append(helper.make_node("Cast", [inner], [vo.name], name=f"cast_{vo.name}_to_fp32",
-                                         to=TensorProto.FLOAT))
-    nodes = [*head, *g.node, *tail]
-    del g.node[:]
-    g.node.extend(nodes)
-    # Intermediate type annotations described the float32 graph; ORT and onnx re-infer them.
-    del g.value_info[:]
-    onnx.checker.check_model(m)
-    return m
+        if vo.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        inner = f"{vo.name}_fp16"
+        for n in g.node:
+            for i, name in enumerate(n.output):
+                if name == vo.name:
+                    n.output[i] = inner
+            for i, name in enumerate(n.input):
+                if name == vo.name:
+                    n.input[i] = inner
+        tail.append(helper.make_node("Cast", [inner], [vo.name], name=f"cast_{vo.name}_to_fp32",
+                                     to=TensorProto.FLOAT))
+    return tail
 
 
 def set_metadata(model: Any, metadata: dict[str, str]) -> None:

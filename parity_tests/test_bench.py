@@ -84,9 +84,14 @@ def test_bench_inputs_are_image_like_and_never_zero():
 def test_peak_rss_sees_an_allocation():
     from framegen.toolkit.bench.core import PeakRss
 
+    import mmap
+
     with PeakRss() as rss:
-        block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
-        del block
+        # 200 MB of fresh pages, touched: np.ones could reuse memory earlier tests freed but the allocator kept
+        # resident, and then nothing new would be resident at all.
+        block = mmap.mmap(-1, 200 * 2**20)
+        np.frombuffer(block, dtype=np.uint8)[::4096] = 1
+        block.close()
     assert rss.peak_mb - rss.base_mb > 150, (rss.method, rss.base_mb, rss.peak_mb)
 
 

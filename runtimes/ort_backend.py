@@ -383,22 +383,27 @@ class _FixedRunner:
 
 # ------------------------------------------------------------------------------------------------------- backend
 
+def _check_contract(path: Any, inputs: list[TensorMeta], outputs: list[TensorMeta]) -> dict[str, TensorMeta]:
+    """The model's own inputs, checked against the contract before a session is made; returns them by name."""
+    by_name = {t.name: t for t in inputs}
+    out_by_name = {t.name: t for t in outputs}
+    if set(by_name) != {GEN_IMAGE, GEN_AUDIO} or GEN_OUTPUT not in out_by_name:
+        raise BackendError(f"{path}: inputs {sorted(by_name)} -> outputs {sorted(out_by_name)} do not follow "
+                           f"the contract ({GEN_IMAGE}, {GEN_AUDIO} -> {GEN_OUTPUT})")
+    if by_name[GEN_IMAGE].shape[1:] != (6, INNER_SIZE, INNER_SIZE):
+        raise BackendError(f"{path}: image input has shape {list(by_name[GEN_IMAGE].shape)}, expected "
+                           f"[batch, 6, {INNER_SIZE}, {INNER_SIZE}]")
+    return by_name
+
+
 class OrtBackend(Backend):
     """A generator ONNX model in an ONNX Runtime session on one execution provider."""
 
     def __init__(self, name: str, provider: str, req: OpenRequest) -> None:
         art = resolve_artifact(req, "onnx", name)
         inputs, outputs, model_precision, _meta = read_onnx_io(art.path)
-        by_name = {t.name: t for t in inputs}
-        out_by_name = {t.name: t for t in outputs}
-        if set(by_name) != {GEN_IMAGE, GEN_AUDIO} or GEN_OUTPUT not in out_by_name:
-            raise BackendError(f"{art.path}: inputs {sorted(by_name)} -> outputs {sorted(out_by_name)} do not follow "
-                               f"the contract ({GEN_IMAGE}, {GEN_AUDIO} -> {GEN_OUTPUT})")
-        if by_name[GEN_IMAGE].shape[1:] != (6, INNER_SIZE, INNER_SIZE):
-            raise BackendError(f"{art.path}: image input has shape {list(by_name[GEN_IMAGE].shape)}, expected "
-                               f"[batch, 6, {INNER_SIZE}, {INNER_SIZE}]")
+        by_name = _check_contract(art.path, inputs, outputs)
         mode = settle_mode(mode_from_audio_shape(by_name[GEN_AUDIO].shape), art.mode, req.mode, os.fspath(art.path))
-
         precision = art.precision or model_precision
         if req.precision == "fp16" and precision == "fp32" and provider != TRT_EP:
             # (an fp16 file opened with the default fp32 request runs as what it is: fp16)
@@ -415,20 +420,7 @@ class OrtBackend(Backend):
         self._cuda_graph = provider == CUDA_EP and bool(options.get("cuda_graph", True))
         self._graph_checked = not self._cuda_graph
         self._max_batch: int | None = None
-        if provider == CPU_EP:
-            providers: list[Any] = [CPU_EP]
-        elif provider == CUDA_EP:
-            providers = [(CUDA_EP, cuda_provider_options(options, self._cuda_graph)), CPU_EP]
-        else:
-            trt_fp16 = bool(options.get("trt_fp16", precision == "fp16" or req.precision == "fp16"))
-            max_batch = int(options.get("trt_max_batch", TRT_MAX_BATCH))
-            cache = trt_cache_dir(art, options)
-            trt_opts = trt_provider_options(inputs, cache, trt_fp16, max_batch, GPU_DEFAULT_BATCH, device_id)
-            providers = [(TRT_EP, trt_opts), (CUDA_EP, cuda_provider_options(options, False)), CPU_EP]
-            self._max_batch = max_batch if static_batch is None else None
-            extra.update(trt_cache=os.fspath(cache), trt_fp16=trt_fp16, trt_max_batch=max_batch)
-            if trt_fp16:
-                precision = "fp16"
+        providers, precision = self._providers_for(art, inputs, precision, req.precision, static_batch, extra)
         self._providers = providers
         self._session = self._create_session(providers)
 
@@ -442,28 +434,48 @@ class OrtBackend(Backend):
                      threads=self._session.get_session_options().intra_op_num_threads)
         super().__init__(BackendInfo(name, device if device == "cpu" else f"cuda:{device_id}", precision, mode,
                                      art.source, info_in, info_out, extra))
-        self.default_batch = 1 if provider == CPU_EP else GPU_DEFAULT_BATCH
-        if static_batch is not None:
-            self.default_batch = static_batch
-
-        fixed = options.get("fixed_batch")
-        use_binding = bool(options.get("io_binding", provider != CPU_EP))
-        if static_batch is not None or fixed or self._cuda_graph:
-            batch = static_batch or (int(fixed) if fixed else None)
-            self._runner: Any = _FixedRunner(self._session, info_in, info_out[0], device, device_id, batch)
-            runner = "fixed"
-        elif use_binding:
-            self._runner = _BindingRunner(self._session, GEN_OUTPUT, device, device_id)
-            runner = "io_binding"
-        else:
-            self._runner = _PlainRunner(self._session, GEN_OUTPUT)
-            runner = "run"
-        if runner == "run":
-            # One session serves concurrent run() calls; fixed/bound runners own shared buffers, so they stay single.
-            self.concurrent_workers = max(1, int(options.get("workers") or 1))
+        self.default_batch = static_batch or (1 if provider == CPU_EP else GPU_DEFAULT_BATCH)
+        runner = self._choose_runner(info_in, info_out[0], device, device_id, static_batch)
         graph_off = getattr(self, "_graph_off_reason", None)
         self.info.extra.update(workers=self.concurrent_workers, runner=runner,
                                cuda_graph=f"off ({graph_off})" if graph_off else self._cuda_graph)
+
+    def _providers_for(self, art: Any, inputs: list[TensorMeta], precision: str, requested: str,
+                       static_batch: int | None, extra: dict[str, Any]) -> tuple[list[Any], str]:
+        """The session's execution providers, in order of preference, and the precision it will compute in
+        (TensorRT may build fp16 from an fp32 model); TensorRT's settings go into ``extra``."""
+        options, provider = self._options, self._provider
+        if provider == CPU_EP:
+            return [CPU_EP], precision
+        if provider == CUDA_EP:
+            return [(CUDA_EP, cuda_provider_options(options, self._cuda_graph)), CPU_EP], precision
+        trt_fp16 = bool(options.get("trt_fp16", precision == "fp16" or requested == "fp16"))
+        max_batch = int(options.get("trt_max_batch", TRT_MAX_BATCH))
+        cache = trt_cache_dir(art, options)
+        trt_opts = trt_provider_options(inputs, cache, trt_fp16, max_batch, GPU_DEFAULT_BATCH,
+                                        int(options.get("device_id", 0)))
+        self._max_batch = max_batch if static_batch is None else None
+        extra.update(trt_cache=os.fspath(cache), trt_fp16=trt_fp16, trt_max_batch=max_batch)
+        return ([(TRT_EP, trt_opts), (CUDA_EP, cuda_provider_options(options, False)), CPU_EP],
+                "fp16" if trt_fp16 else precision)
+
+    def _choose_runner(self, info_in: list[TensorMeta], info_out: TensorMeta, device: str, device_id: int,
+                       static_batch: int | None) -> str:
+        """How each call feeds the session: fixed buffers (static batch, ``fixed_batch``, CUDA graphs), I/O
+        binding (off the CPU by default), or plain ``run``; returns its name."""
+        options = self._options
+        fixed = options.get("fixed_batch")
+        if static_batch is not None or fixed or self._cuda_graph:
+            batch = static_batch or (int(fixed) if fixed else None)
+            self._runner: Any = _FixedRunner(self._session, info_in, info_out, device, device_id, batch)
+            return "fixed"
+        if bool(options.get("io_binding", self._provider != CPU_EP)):
+            self._runner = _BindingRunner(self._session, GEN_OUTPUT, device, device_id)
+            return "io_binding"
+        self._runner = _PlainRunner(self._session, GEN_OUTPUT)
+        # One session serves concurrent run() calls; fixed/bound runners own shared buffers, so they stay single.
+        self.concurrent_workers = max(1, int(options.get("workers") or 1))
+        return "run"
 
     def _create_session(self, providers: list[Any]) -> Any:
         ort = _ort()

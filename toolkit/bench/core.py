@@ -393,6 +393,35 @@ def default_batches(device: str) -> list[int]:
     return [1] if device == "cpu" else [1, 16]
 
 
+def _check_bench_args(checkpoint: Any, bundle: Any, template: Any, features: Any, warmup: int,
+                      e2e_frames: int | None) -> None:
+    if (template is None) != (features is None):
+        raise BenchError("--e2e needs both --template T and --features F")
+    for label, path in (("--checkpoint", checkpoint), ("--bundle", bundle), ("--template", template),
+                        ("--features", features)):
+        if path is not None and not Path(path).exists():
+            raise BenchError(f"{label} {path}: no such file or folder")
+    if warmup < 0:
+        raise BenchError(f"--warmup {warmup}: must be 0 or more")
+    if e2e_frames is not None and e2e_frames < 1:
+        raise BenchError(f"--e2e-frames {e2e_frames}: must be at least 1")
+
+
+def _e2e_run(candidate: Candidate, backend_mode: str, template: Any, features: Any, results: list[dict[str, Any]],
+             *, checkpoint: Any, bundle: Any, mode: str | None, batch: int | None, frames: int | None
+             ) -> dict[str, Any]:
+    """One end-to-end render of ``candidate``, with its ratio to the model-only rate at the same batch."""
+    feats = load_features(features, backend_mode)
+    # The end-to-end run opens the backend exactly as `framegen render` does (render options included).
+    with open_candidate(candidate, bundle=bundle, checkpoint=checkpoint, mode=mode) as render_backend:
+        run = measure_e2e(template, feats, render_backend, batch=batch, frames=frames)
+    same = [r for r in results if (r["backend"], r["precision"], r["batch"]) ==
+            (run["backend"], run["precision"], run["batch"])]
+    run["model_only_fps"] = same[-1]["fps"] if same else None
+    run["e2e_over_model_only"] = round(run["fps"] / same[-1]["fps"], 4) if same else None
+    return run
+
+
 def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str | os.PathLike[str] | None = None,
               backends: list[str] | None = None, precisions: list[str] | None = None,
               batches: list[int] | None = None, iterations: int | None = None, warmup: int = DEFAULT_WARMUP,
@@ -408,16 +437,7 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
     e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
-    if (template is None) != (features is None):
-        raise BenchError("--e2e needs both --template T and --features F")
-    for label, path in (("--checkpoint", checkpoint), ("--bundle", bundle), ("--template", template),
-                        ("--features", features)):
-        if path is not None and not Path(path).exists():
-            raise BenchError(f"{label} {path}: no such file or folder")
-    if warmup < 0:
-        raise BenchError(f"--warmup {warmup}: must be 0 or more")
-    if e2e_frames is not None and e2e_frames < 1:
-        raise BenchError(f"--e2e-frames {e2e_frames}: must be at least 1")
+    _check_bench_args(checkpoint, bundle, template, features, warmup, e2e_frames)
     runs, skipped = plan(checkpoint, bundle, backends, precisions)
     if not runs:
         reasons = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped) or "none planned"
@@ -438,15 +458,8 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
                 if on_result is not None:
                     on_result("model", row)
             if template is not None and features is not None:
-                feats = load_features(features, backend.mode)
-                # The end-to-end run opens the backend exactly as `framegen render` does (render options included).
-                with open_candidate(Candidate(name, precision), bundle=bundle, checkpoint=checkpoint,
-                                    mode=mode) as render_backend:
-                    run = measure_e2e(template, feats, render_backend, batch=e2e_batch, frames=e2e_frames)
-                same = [r for r in results if (r["backend"], r["precision"], r["batch"]) ==
-                        (run["backend"], run["precision"], run["batch"])]
-                run["model_only_fps"] = same[-1]["fps"] if same else None
-                run["e2e_over_model_only"] = round(run["fps"] / same[-1]["fps"], 4) if same else None
+                run = _e2e_run(Candidate(name, precision), backend.mode, template, features, results,
+                               checkpoint=checkpoint, bundle=bundle, mode=mode, batch=e2e_batch, frames=e2e_frames)
                 e2e_runs.append(run)
                 if on_result is not None:
                     on_result("e2e", run)

@@ -38,6 +38,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,45 @@ def _write_cache(path: Path, sha: str, key: str, entry: dict[str, Any]) -> None:
         pass  # a read-only cache costs time, not correctness
 
 
+def _independent_runs(model: Any, frames: list[MeasureFrame], method: str
+                      ) -> Iterator[tuple[MeasureFrame, np.ndarray, dict[str, np.ndarray]]]:
+    """Per frame: the fp32 reference output, and the fp64 ("fp32" noise) and fp16 executions' outputs."""
+    import torch
+
+    model64 = copy.deepcopy(model).double()
+    half = fp16_emulation(model) if method == "emulated" else copy.deepcopy(model).half()
+    with torch.inference_mode():
+        for f in frames:
+            x = torch.from_numpy(f.image[None].copy())
+            a = torch.from_numpy(f.window[None].copy())
+            ref = model(x, a).numpy()[0]
+            outs = {"fp32": model64(x.double(), a.double()).float().numpy()[0]}
+            if method == "emulated":
+                outs["fp16"] = half(x.half().float(), a.half().float()).numpy()[0]
+            else:
+                outs["fp16"] = half(x.half(), a.half()).float().numpy()[0]
+            yield f, ref, outs
+
+
+def _add_frame(stats: dict[str, dict[str, ErrorStats]], template: Any, f: MeasureFrame, ref: np.ndarray,
+               outs: dict[str, np.ndarray]) -> None:
+    """One frame's errors at every stage: model output, truncated uint8 prediction, final frame in the box."""
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.toolkit.inputs.preprocess import paste_back
+
+    prepared = template.prepared(f.template_index)
+    frame = template.frame(f.template_index)
+    x0, y0, x1, y1 = prepared.box
+    ref_u8 = pred_to_uint8(ref)
+    ref_frame = paste_back(frame, prepared.box, prepared.crop328, ref_u8)[y0:y1, x0:x1]
+    for p, out in outs.items():
+        u8 = pred_to_uint8(out)
+        stats[p][MODEL_OUTPUT].update(ref[None], out[None], [f.frame])
+        stats[p][PRED_U8].update(ref_u8[None], u8[None], [f.frame])
+        got = paste_back(frame, prepared.box, prepared.crop328, u8)[y0:y1, x0:x1]
+        stats[p][FINAL_FRAME].update(ref_frame[None], got[None], [f.frame], offset=(y0, x0, 0))
+
+
 def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame], template: Any, *,
                   mode: str | None = None, method: str = "emulated", use_cache: bool = True,
                   cache: str | os.PathLike[str] | None = None) -> NoiseMeasurement:
@@ -221,10 +261,7 @@ def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame]
     five times slower). Stages: ``model_output`` (float), ``pred_u8`` (the truncated uint8 prediction, what image-I/O
     variants return) and ``final_frame`` (inside the crop box).
     """
-    import torch
     from framegen.models.checkpoint import load_generator, sha256_file
-    from framegen.models.pixels import pred_to_uint8
-    from framegen.toolkit.inputs.preprocess import paste_back
 
     if method not in ("emulated", "half"):
         raise ToleranceError(f"fp16 measurement method {method!r}: use 'emulated' or 'half'")
@@ -242,37 +279,15 @@ def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame]
                 m.cached, m.cache_path = True, os.fspath(path)
                 return m
     t0 = time.perf_counter()
-    model = load_generator(checkpoint, mode).float().eval()
-    model64 = copy.deepcopy(model).double()
-    half = fp16_emulation(model) if method == "emulated" else copy.deepcopy(model).half()
     stats = {p: {MODEL_OUTPUT: ErrorStats("float"), PRED_U8: ErrorStats("uint8"), FINAL_FRAME: ErrorStats("uint8")}
              for p in ("fp16", "fp32")}
     ref_sum = ref_sq = 0.0
     ref_n = 0
-    with torch.inference_mode():
-        for f in frames:
-            x = torch.from_numpy(f.image[None].copy())
-            a = torch.from_numpy(f.window[None].copy())
-            ref = model(x, a).numpy()[0]
-            ref_n += ref.size
-            ref_sum += float(ref.sum(dtype=np.float64))
-            ref_sq += float(np.square(ref, dtype=np.float64).sum())
-            outs = {"fp32": model64(x.double(), a.double()).float().numpy()[0]}
-            if method == "emulated":
-                outs["fp16"] = half(x.half().float(), a.half().float()).numpy()[0]
-            else:
-                outs["fp16"] = half(x.half(), a.half()).float().numpy()[0]
-            prepared = template.prepared(f.template_index)
-            frame = template.frame(f.template_index)
-            x0, y0, x1, y1 = prepared.box
-            ref_u8 = pred_to_uint8(ref)
-            ref_frame = paste_back(frame, prepared.box, prepared.crop328, ref_u8)[y0:y1, x0:x1]
-            for p, out in outs.items():
-                u8 = pred_to_uint8(out)
-                stats[p][MODEL_OUTPUT].update(ref[None], out[None], [f.frame])
-                stats[p][PRED_U8].update(ref_u8[None], u8[None], [f.frame])
-                got = paste_back(frame, prepared.box, prepared.crop328, u8)[y0:y1, x0:x1]
-                stats[p][FINAL_FRAME].update(ref_frame[None], got[None], [f.frame], offset=(y0, x0, 0))
+    for f, ref, outs in _independent_runs(load_generator(checkpoint, mode).float().eval(), frames, method):
+        ref_n += ref.size
+        ref_sum += float(ref.sum(dtype=np.float64))
+        ref_sq += float(np.square(ref, dtype=np.float64).sum())
+        _add_frame(stats, template, f, ref, outs)
     mean = ref_sum / max(ref_n, 1)
     std = math.sqrt(max(ref_sq / max(ref_n, 1) - mean * mean, 0.0))
     m = NoiseMeasurement(sha, key, method,

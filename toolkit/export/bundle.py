@@ -103,7 +103,7 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     :class:`framegen.toolkit.export.compress.CompressOptions` for the int8 / pal6 / pal4 generators (calibration inputs,
     int8 target, quality floor).
     """
-    from framegen.models.checkpoint import load_audio_encoder, load_generator, sha256_file
+    from framegen.models.checkpoint import load_checkpoint, load_generator
 
     say = progress or (lambda _msg: None)
     fmts = _choose(formats, FORMATS, "format")
@@ -112,32 +112,19 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     if opset is not None and not 13 <= int(opset) <= 23:
         raise ExportError(f"opset {opset} not supported; use 13..23 (default {onnx_export.DEFAULT_OPSET})")
     dest = Path(out)
-    if dest.exists() and not force:
-        raise ExportError(f"{dest}: already exists (use --force to replace it)")
-    if dest.exists() and not (dest / MANIFEST).is_file() and any(dest.iterdir()):
-        raise ExportError(f"{dest}: exists and is not a framegen bundle; refusing to replace it")
-
-    generator = load_generator(checkpoint, mode)
+    _check_destination(dest, force)
+    source = load_checkpoint(checkpoint)  # read and hashed once
+    generator = load_generator(source, mode)
     if triton is not None:  # refuse a bad repository target or config before the slow work
-
         precheck(triton, generator.mode, triton_options, force)
     if generator.mode_choice.note:
         say(generator.mode_choice.note)
-    models: list[tuple[str, Any, Path]] = [("generator", generator, Path(checkpoint))]
-    if audio_encoder is not None:
-        if generator.mode != "ave":
-            raise ExportError(f"{audio_encoder}: the audio encoder makes 'ave' features; a {generator.mode} "
-                              f"generator needs {generator.mode} features")
-        models.append(("audio_encoder", load_audio_encoder(audio_encoder), Path(audio_encoder)))
-    if audio_frontend and audio_encoder is None:  # audio_features chains the encoder (toolkit.validate_frontend)
-        raise ExportError("--audio-frontend needs --audio-encoder (audio_features runs the encoder)")
-    shas = {kind: sha256_file(path) for kind, _, path in models}
-
+    models, shas = _models(source, generator, audio_encoder, audio_frontend)
     output = AtomicOutput(dest, directory=True)
     work = output.tmp
     try:
         artifacts = []
-        for kind, module, _ in models:
+        for kind, module in models:
             mode_k = generator.mode if kind == "generator" else "ave"
             say(f"{kind}: PyTorch reference")
             ref = reference(module, kind, mode_k)
@@ -149,22 +136,7 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
 
             artifacts += export_frontend_entries(fmts, models[-1][1], shas["audio_encoder"], work, dest, say,
                                                  opset=opset)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "contract": json.loads(contract_json(generator.mode)),
-            "source": {
-                "checkpoint": Path(checkpoint).name, "sha256": shas["generator"], "mode": generator.mode,
-                "mode_assumed": generator.mode_choice.assumed,
-                **({"audio_encoder": {"checkpoint": Path(audio_encoder).name, "sha256": shas["audio_encoder"]}}
-                   if audio_encoder is not None else {}),
-            },
-            "tools": {
-                **tool_versions(),
-                "export": {name: exporter.tools(opset) for name, exporter in EXPORTERS.items()},
-            },
-            "hashing": HASHING,
-            "artifacts": artifacts,
-        }
+        manifest = _manifest(generator, Path(checkpoint).name, audio_encoder, shas, opset, artifacts)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if triton is not None:
             write_repository(work, triton, options=triton_options, force=force, progress=say)
@@ -175,6 +147,52 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
         output.abort()
     say(f"wrote {dest}")
     return dest
+
+
+def _check_destination(dest: Path, force: bool) -> None:
+    if dest.exists() and not force:
+        raise ExportError(f"{dest}: already exists (use --force to replace it)")
+    if dest.exists() and not (dest / MANIFEST).is_file() and any(dest.iterdir()):
+        raise ExportError(f"{dest}: exists and is not a framegen bundle; refusing to replace it")
+
+
+def _models(source: Any, generator: Any, audio_encoder: str | os.PathLike[str] | None,
+            audio_frontend: bool) -> tuple[list[tuple[str, Any]], dict[str, str]]:
+    """The modules to export (the generator, and the audio encoder when given) and each checkpoint's sha256."""
+    from framegen.models.checkpoint import load_audio_encoder, load_checkpoint
+
+    models: list[tuple[str, Any]] = [("generator", generator)]
+    shas = {"generator": source.sha256}
+    if audio_encoder is not None:
+        if generator.mode != "ave":
+            raise ExportError(f"{audio_encoder}: the audio encoder makes 'ave' features; a {generator.mode} "
+                              f"generator needs {generator.mode} features")
+        encoder_source = load_checkpoint(audio_encoder)
+        models.append(("audio_encoder", load_audio_encoder(encoder_source)))
+        shas["audio_encoder"] = encoder_source.sha256
+    if audio_frontend and audio_encoder is None:  # audio_features chains the encoder (toolkit.validate_frontend)
+        raise ExportError("--audio-frontend needs --audio-encoder (audio_features runs the encoder)")
+    return models, shas
+
+
+def _manifest(generator: Any, checkpoint_name: str, audio_encoder: str | os.PathLike[str] | None,
+              shas: dict[str, str], opset: int | None, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "contract": json.loads(contract_json(generator.mode)),
+        "source": {
+            "checkpoint": checkpoint_name, "sha256": shas["generator"], "mode": generator.mode,
+            "mode_assumed": generator.mode_choice.assumed,
+            **({"audio_encoder": {"checkpoint": Path(audio_encoder).name, "sha256": shas["audio_encoder"]}}
+               if audio_encoder is not None else {}),
+        },
+        "tools": {
+            **tool_versions(),
+            "export": {name: exporter.tools(opset) for name, exporter in EXPORTERS.items()},
+        },
+        "hashing": HASHING,
+        "artifacts": artifacts,
+    }
 
 
 def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str], ios: list[str],

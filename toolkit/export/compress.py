@@ -328,6 +328,28 @@ def _onnx_io_ok(path: Path, ref: Any, label: str) -> None:
         raise ExportValidationError(f"{label}: validation failed: batch 3 gives shape {list(got.shape)}")
 
 
+def _build_int8_onnx(base: Any, data: Any, opts: CompressOptions, mode: str, prec: str, sha: str, path: Path,
+                     ref: Any, label: str) -> tuple[dict[str, Any], int]:
+    """Quantize the fp32 ONNX proto, save it with its metadata, check its I/O; returns its manifest fields and the
+    fp32 model's size."""
+    proto, record = quantize.quantize_onnx(base, data.calibration, opts.int8_target)
+    record["calibration_source"] = data.source
+    meta = artifact_metadata("generator", mode, prec, sha, extra={"quantization": {
+        k: record[k] for k in ("format", "target", "activations", "weights", "reduce_range")}})
+    onnx_export.set_metadata(proto, meta)
+    onnx_export.save_onnx(proto, path)
+    _onnx_io_ok(path, ref, label)
+    return {"opset": opset_of(proto), "quantization": record}, len(base.SerializeToString())
+
+
+def _build_compressed_coreml(fp16_pkg: Path, path: Path, mode: str, prec: str, sha: str) -> dict[str, Any]:
+    """Compress the fp16 ML program's weights (int8 / palettes); returns its manifest fields."""
+    meta = artifact_metadata("generator", mode, prec, sha, extra={"compute_precision": "fp16"})
+    _, record = quantize.compress_coreml(fp16_pkg, path, prec, meta)
+    return {"minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET, "compute_precision": "fp16",
+            "batch_range": [1, coreml_export.MAX_BATCH], "compression": record}
+
+
 def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: Sequence[str], base: Any, ref: Any,
                       sha: str, work: Path, dest: Path, say: Callable[[str], None], options: CompressOptions | None
                       ) -> list[dict[str, Any]]:
@@ -359,26 +381,14 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
             path = work / name
             label = f"{dest}/{name}"
             if fmt == "onnx":
-                proto, record = quantize.quantize_onnx(base, data.calibration, opts.int8_target)
-                record["calibration_source"] = data.source
-                meta = artifact_metadata("generator", mode, prec, sha, extra={"quantization": {
-                    k: record[k] for k in ("format", "target", "activations", "weights", "reduce_range")}})
-                onnx_export.set_metadata(proto, meta)
-                onnx_export.save_onnx(proto, path)
-                fp32_bytes = len(base.SerializeToString())
-                _onnx_io_ok(path, ref, label)
-                extra: dict[str, Any] = {"opset": opset_of(proto), "quantization": record}
+                extra, fp32_bytes = _build_int8_onnx(base, data, opts, mode, prec, sha, path, ref, label)
                 target = opts.int8_target
             else:
                 if fp16_pkg is None:
                     fp16_pkg = work / ".compress-source.fp16.mlpackage"
                     coreml_export.convert(base, "generator", mode, fp16_pkg, "fp16",
                                           artifact_metadata("generator", mode, "fp16", sha))
-                meta = artifact_metadata("generator", mode, prec, sha, extra={"compute_precision": "fp16"})
-                _, record = quantize.compress_coreml(fp16_pkg, path, prec, meta)
-                extra = {"minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET,
-                         "compute_precision": "fp16", "batch_range": [1, coreml_export.MAX_BATCH],
-                         "compression": record}
+                extra = _build_compressed_coreml(fp16_pkg, path, mode, prec, sha)
                 target = None
             built = time.perf_counter() - t1
             backend = gate_backend(fmt, prec, target)

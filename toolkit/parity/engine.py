@@ -433,14 +433,7 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         notes.append(f"features hold {features.shape[0]} frames; comparing {segments[0].count}, not {frames}")
     plan = frame_plan(template, segments, b.mode)
     saved = _load_saved(b, list(load_outputs or []), plan)
-    if candidates is None:
-        candidates, notes_plan = ([], []) if saved else parity_candidates(b, checkpoint=checkpoint, options=options)
-        notes += notes_plan
-    if not candidates and not saved:
-        raise ParityError("no candidate backend to compare")
-    unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
-    if unknown:
-        raise ParityError(f"unknown I/O variant in {', '.join(unknown)}")
+    candidates = _checked_candidates(b, checkpoint, candidates, saved, notes, options)
     checksums = verify_checksums(b)
     notes += _check_source(b, checkpoint)
     if isinstance(tolerances, str):
@@ -467,20 +460,41 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
         _judge_layers(b, checkpoint, template, segments, plan, results)
     else:
         notes.append("layers stage skipped (--no-locate): a wrong weight inside fp16 rounding noise goes unseen")
-    if (inputs or {}).get("audio"):
-        # The bundle's audio front-end artifacts (--audio-frontend) on the run's audio: stages mel and features.
-        from framegen.toolkit.export.validate_frontend import frontend_parity
-
-        results += frontend_parity(b, inputs["audio"], inputs.get("encoder"))
-    if (inputs or {}).get("audio") and (inputs or {}).get("encoder_kind") == "checkpoint" and mel_windows is not None:
-        # The bundle's exported audio encoders against the PyTorch checkpoint on the run's mel windows.
-
-        results += encoder_parity(b, mel_windows, inputs["encoder"])
+    results += _audio_candidates(b, inputs or {}, mel_windows)
     return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
                         frames=[{k: v for k, v in f.items()} for f in plan], checksums=checksums,
                         candidates=results, notes=notes, tolerances=tolerances, saved_outputs=saved_path,
                         show_layers=bool(locate))
+
+
+def _checked_candidates(b: Any, checkpoint: Any, candidates: list[Candidate] | None,
+                        saved: list[tuple[Candidate, Any]], notes: list[str],
+                        options: dict[str, Any] | None) -> list[Candidate]:
+    """The live candidates: as given, or the planner's choice (none when saved runs are judged); ParityError when
+    there is nothing to compare or an I/O variant is unknown."""
+    if candidates is None:
+        candidates, notes_plan = ([], []) if saved else parity_candidates(b, checkpoint=checkpoint, options=options)
+        notes += notes_plan
+    if not candidates and not saved:
+        raise ParityError("no candidate backend to compare")
+    unknown = [c.label for c in candidates if c.io not in ("tensor", "image")]
+    if unknown:
+        raise ParityError(f"unknown I/O variant in {', '.join(unknown)}")
+    return candidates
+
+
+def _audio_candidates(b: Any, inputs: dict[str, Any], mel_windows: np.ndarray | None) -> list[CandidateResult]:
+    """With audio input: the bundle's audio front-end artifacts on the run's audio (stages mel and features), and
+    its exported audio encoders against the PyTorch checkpoint on the run's mel windows."""
+    if not inputs.get("audio"):
+        return []
+    from framegen.toolkit.export.validate_frontend import frontend_parity
+
+    results = frontend_parity(b, inputs["audio"], inputs.get("encoder"))
+    if inputs.get("encoder_kind") == "checkpoint" and mel_windows is not None:
+        results += encoder_parity(b, mel_windows, inputs["encoder"])
+    return results
 
 
 def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str], template: Any,
