@@ -82,9 +82,9 @@ def test_bench_inputs_are_image_like_and_never_zero():
 
 
 def test_peak_rss_sees_an_allocation():
-    from framegen.toolkit.bench.core import PeakRss
-
     import mmap
+
+    from framegen.toolkit.bench.core import PeakRss
 
     with PeakRss() as rss:
         # 200 MB of fresh pages, touched: np.ones could reuse memory earlier tests freed but the allocator kept
