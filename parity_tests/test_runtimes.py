@@ -115,10 +115,10 @@ def test_cli_backends_bad_bundle_is_one_line(tmp_path):
 def test_probe_past_the_driver_names_the_missing_library(monkeypatch):
     """Pretend the driver reports a GPU: the probe must then find what else is missing (here: CUDA's cuBLAS and
     TensorRT), by loading the provider library as ONNX Runtime would, not trust get_available_providers()."""
-    import framegen.runtimes.ort_backend as ob
+    import framegen.runtimes.ort_session as ob
     from framegen.runtimes.native import GpuProbe, missing_dependency
 
-    lib = ob._provider_lib_path(ob.CUDA_EP)
+    lib = ob.provider_lib_path(ob.CUDA_EP)
     if not lib.is_file() or missing_dependency(lib) is None:
         pytest.skip("no CUDA provider library, or all its libraries are here")
     monkeypatch.setattr(ob, "nvidia_gpu", lambda: GpuProbe(1, "pretend GPU", (99, 0), ""))
@@ -189,7 +189,7 @@ def test_ort_metadata_comes_from_the_session(ort_cpu, runtime_bundle):
 
 def test_ort_session_options_are_set_on_purpose(ort_cpu):
     import onnxruntime as ort
-    from framegen.runtimes.ort_backend import physical_cores
+    from framegen.runtimes.ort_session import physical_cores
 
     so = ort_cpu._session.get_session_options()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -292,11 +292,12 @@ def test_ort_cpu_twins_of_the_gpu_paths(runtime_bundle, runtime_inputs, ort_outp
 
 
 def test_fixed_runner_takes_its_batch_from_the_first_call(runtime_bundle, runtime_inputs, ort_outputs):
-    from framegen.runtimes.ort_backend import OrtBackend, _FixedRunner
+    from framegen.runtimes.ort_backend import OrtBackend
+    from framegen.runtimes.ort_session import FixedRunner
 
     image, audio = runtime_inputs
     be = OrtBackend("ort-cpu", "CPUExecutionProvider", OpenRequest(bundle=runtime_bundle))
-    be._runner = _FixedRunner(be._session, be.info.inputs, be.info.outputs[0], "cpu", 0, None)  # as CUDA graphs do
+    be._runner = FixedRunner(be._session, be.info.inputs, be.info.outputs[0], "cpu", 0, None)  # as CUDA graphs do
     first = be.infer(image[:1], audio[:1])
     assert be._runner.batch == 1
     rest = be.infer(image[1:], audio[1:])  # 2 frames at the fixed batch of 1
@@ -418,7 +419,7 @@ def test_gpu_provider_options(runtime_bundle, tmp_path, monkeypatch):
     from framegen.models.bundle import load_bundle
     from framegen.runtimes.artifacts import resolve_artifact
     from framegen.runtimes.base import generator_io
-    from framegen.runtimes.ort_backend import cuda_provider_options, trt_cache_dir, trt_provider_options
+    from framegen.runtimes.ort_session import cuda_provider_options, trt_cache_dir, trt_provider_options
 
     cuda = cuda_provider_options({"device_id": 1}, cuda_graph=True)
     assert cuda["enable_cuda_graph"] == "1" and cuda["device_id"] == "1"

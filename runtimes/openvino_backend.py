@@ -32,7 +32,7 @@ from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, INNER_SIZ
 from framegen.models.errors import first_line
 from framegen.runtimes.artifacts import mode_from_audio_shape, resolve_artifact, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, TensorMeta
-from framegen.runtimes.ort_backend import physical_cores, read_onnx_io
+from framegen.runtimes.ort_session import physical_cores, read_onnx_io
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 NAME = "openvino"

@@ -36,7 +36,7 @@ from framegen.exporters.triton import model_tensors
 from framegen.models.bundle import load_bundle
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.models.errors import FramegenError, first_line
-from framegen.runtimes.ort_backend import session_options
+from framegen.runtimes.ort_session import session_options
 from framegen.runtimes.registry import open_backend, resolve_auto
 from framegen.runtimes.spec import OpenRequest
 
@@ -196,20 +196,69 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
     """
     opts = options or ServeOptions()
     opts.check()
-    for label, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
-        if not 0 <= int(port) <= 65535:
-            raise ServeError(f"{label} {port}: not a TCP port")
-    http_port, grpc_port, metrics_port = _pick_ports(host, (http_port, grpc_port, metrics_port))
-    if len({http_port, grpc_port, metrics_port}) != 3:
-        raise ServeError(f"serve: HTTP, gRPC and metrics ports must differ ({http_port}, {grpc_port}, "
-                         f"{metrics_port})")
+    ports = _checked_ports(host, (http_port, grpc_port, metrics_port))
     try:
-        from pytriton.decorators import batch
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy, TritonSecurityConfig
     except ImportError as exc:
         raise ServeError(f"serve needs nvidia-pytriton (pip install 'framegen[serve]'): {exc}") from None
+    name, generator, encoder = _open_models(bundle, backend, precision, backend_options)
+    inflight = _Inflight()
+    # Everything pytriton and tritonserver put in the temporary folder (workspace, python_env_*, the default log)
+    # goes into one private folder, removed when the server stops.
+    private = Path(tempfile.mkdtemp(prefix="framegen-serve-"))
+    log_path = Path(log_file) if log_file is not None else private / "tritonserver.log"
+    config = TritonConfig(http_address=host, http_port=ports[0], grpc_address=host, grpc_port=ports[1],
+                          metrics_address=host, metrics_port=ports[2], exit_timeout_secs=opts.exit_timeout_s,
+                          strict_readiness=True, log_verbose=0, log_file=Path(log_path))
+    stop_event = stop or threading.Event()
+    previous = _stop_on_signals(stop_event) if handle_signals else {}
+    for noisy in ("pytriton", "sh"):  # a refused request is logged by pytriton with its traceback, as a warning
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = os.fspath(private)
+    # The models go into a local model store before tritonserver starts, and tritonserver loads them before its
+    # endpoints open: /v2/health/ready never says ready while a model is still loading (pytriton's default loads
+    # them through the API after the server is up, and the server says ready in between).
+    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED),
+                    triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False,
+                                                                  local_model_store=True))
+    try:
+        models = _bind_models(triton, generator, encoder, inflight, opts)
+        _start(triton, private, host, ports)
+        if on_ready is not None:
+            on_ready(ServerInfo(host, *ports, name, generator.mode, generator.info.precision, models, log_path))
+        while not stop_event.wait(0.5):
+            if not triton.is_alive():
+                raise ServeError("serve: the Triton server exited unexpectedly")
+    finally:
+        triton.stop()  # SIGINT to tritonserver: it drains in-flight requests (exit_timeout_s), then exits
+        generator.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        tempfile.tempdir = saved_tempdir
+        # Triton also waits out idle keep-alive connections and then says its exit timeout expired; the drain
+        # failed only if an inference was still running when the server went.
+        drained = inflight.count == 0 or not _log_says(log_path, "Exit timeout expired")
+        shutil.rmtree(private, ignore_errors=True)
+    if not drained:
+        log.warning("serve: requests were still open when the exit timeout (%d s) expired", opts.exit_timeout_s)
+    return 0 if drained else 1
 
+
+def _checked_ports(host: str, ports: tuple[int, int, int]) -> tuple[int, int, int]:
+    """HTTP, gRPC and metrics ports: valid, free ones picked for 0, all different."""
+    for label, port in zip(("--http-port", "--grpc-port", "--metrics-port"), ports, strict=True):
+        if not 0 <= int(port) <= 65535:
+            raise ServeError(f"{label} {port}: not a TCP port")
+    picked = _pick_ports(host, ports)
+    if len(set(picked)) != 3:
+        raise ServeError(f"serve: HTTP, gRPC and metrics ports must differ ({', '.join(map(str, picked))})")
+    return picked
+
+
+def _open_models(bundle: str | os.PathLike[str], backend: str, precision: str,
+                 backend_options: dict[str, Any] | None) -> tuple[str, Any, _Encoder | None]:
+    """The backend that serves the generator (``auto`` as ``render`` picks), and the bundle's audio encoder."""
     b = load_bundle(bundle)
     request = OpenRequest(bundle=b, precision=precision, mode=b.mode, options=dict(backend_options or {}))
     name = resolve_auto(request) if backend == "auto" else backend
@@ -217,8 +266,25 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         raise ServeError("serve: --backend triton would serve a server through itself; pick a local backend")
     generator = open_backend(name, request)
     encoder = _Encoder(b.find(AUDIO_ENCODER, "onnx", "fp32").path) if b.has(AUDIO_ENCODER, "onnx", "fp32") else None
+    return name, generator, encoder
+
+
+def _stop_on_signals(stop_event: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stop_event`` (main thread only); returns the handlers they replaced."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
+    return previous
+
+
+def _bind_models(triton: Any, generator: Any, encoder: _Encoder | None, inflight: _Inflight,
+                 opts: ServeOptions) -> list[str]:
+    """Bind the generator (and the encoder) to Triton with the dynamic batcher; returns the model names."""
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
     lock = threading.Lock()  # a framegen backend object serves one caller at a time
-    inflight = _Inflight()
 
     @batch
     def infer_generator(**inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -236,80 +302,40 @@ def serve(bundle: str | os.PathLike[str], *, backend: str = "auto", precision: s
         with inflight:
             return {ENC_OUTPUT: encoder(mel)}
 
-    # Everything pytriton and tritonserver put in the temporary folder (workspace, python_env_*, the default log)
-    # goes into one private folder, removed when the server stops.
-    private = Path(tempfile.mkdtemp(prefix="framegen-serve-"))
-    log_path = Path(log_file) if log_file is not None else private / "tritonserver.log"
-    stub_env = {**python_backend_env(), "TMPDIR": os.fspath(private)}
-    saved_env = {k: os.environ.get(k) for k in stub_env}
-    config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
-                          metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=opts.exit_timeout_s,
-                          strict_readiness=True, log_verbose=0, log_file=Path(log_path))
     batcher = DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us,
                              preferred_batch_size=list(opts.preferred_batch_sizes) or None)
     model_config = ModelConfig(max_batch_size=opts.max_batch_size, batcher=batcher)
     gen_in, gen_out = generator.info.inputs, generator.info.outputs
-    stop_event = stop or threading.Event()
-    previous: dict[int, Any] = {}
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
-    for noisy in ("pytriton", "sh"):  # a refused request is logged by pytriton with its traceback, as a warning
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    saved_tempdir = tempfile.tempdir
-    tempfile.tempdir = os.fspath(private)
-    # The models go into a local model store before tritonserver starts, and tritonserver loads them before its
-    # endpoints open: /v2/health/ready never says ready while a model is still loading (pytriton's default loads
-    # them through the API after the server is up, and the server says ready in between).
-    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED),
-                    triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False,
-                                                                  local_model_store=True))
-    drained = True
+    triton.bind(model_name=GENERATOR, infer_func=infer_generator,
+                inputs=[Tensor(name=t.name, dtype=np.float32, shape=tuple(t.shape[1:])) for t in gen_in],
+                outputs=[Tensor(name=t.name, dtype=np.float32, shape=tuple(t.shape[1:])) for t in gen_out],
+                config=model_config, strict=True)
+    if encoder is None:
+        return [GENERATOR]
+    enc_in, enc_out = model_tensors(AUDIO_ENCODER, "ave")
+    triton.bind(model_name=AUDIO_ENCODER, infer_func=infer_encoder,
+                inputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_in],
+                outputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_out],
+                config=model_config, strict=True)
+    return [GENERATOR, AUDIO_ENCODER]
+
+
+def _start(triton: Any, private: Path, host: str, ports: tuple[int, int, int]) -> None:
+    """Start tritonserver with the Python backend stub's environment (it copies this process's at start)."""
+    stub_env = {**python_backend_env(), "TMPDIR": os.fspath(private)}
+    saved_env = {k: os.environ.get(k) for k in stub_env}
+    os.environ.update(stub_env)
     try:
-        triton.bind(model_name=GENERATOR, infer_func=infer_generator,
-                    inputs=[Tensor(name=t.name, dtype=np.float32, shape=tuple(t.shape[1:])) for t in gen_in],
-                    outputs=[Tensor(name=t.name, dtype=np.float32, shape=tuple(t.shape[1:])) for t in gen_out],
-                    config=model_config, strict=True)
-        models = [GENERATOR]
-        if encoder is not None:
-            enc_in, enc_out = model_tensors(AUDIO_ENCODER, "ave")
-            triton.bind(model_name=AUDIO_ENCODER, infer_func=infer_encoder,
-                        inputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_in],
-                        outputs=[Tensor(name=n, dtype=np.float32, shape=d) for n, d in enc_out],
-                        config=model_config, strict=True)
-            models.append(AUDIO_ENCODER)
-        os.environ.update(stub_env)  # tritonserver copies this process's environment when it starts
-        try:
-            triton.run()
-        except Exception as exc:
-            raise ServeError(f"serve: Triton did not start on {host} ports {http_port}/{grpc_port}/{metrics_port} "
-                             f"({first_line(exc)})") from None
-        finally:
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        info = ServerInfo(host, http_port, grpc_port, metrics_port, name, generator.mode, generator.info.precision,
-                          models, log_path)
-        if on_ready is not None:
-            on_ready(info)
-        while not stop_event.wait(0.5):
-            if not triton.is_alive():
-                raise ServeError("serve: the Triton server exited unexpectedly")
+        triton.run()
+    except Exception as exc:
+        raise ServeError(f"serve: Triton did not start on {host} ports {'/'.join(map(str, ports))} "
+                         f"({first_line(exc)})") from None
     finally:
-        triton.stop()  # SIGINT to tritonserver: it drains in-flight requests (exit_timeout_s), then exits
-        generator.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        tempfile.tempdir = saved_tempdir
-        # Triton also waits out idle keep-alive connections and then says its exit timeout expired; the drain
-        # failed only if an inference was still running when the server went.
-        drained = inflight.count == 0 or not _log_says(log_path, "Exit timeout expired")
-        shutil.rmtree(private, ignore_errors=True)
-    if not drained:
-        log.warning("serve: requests were still open when the exit timeout (%d s) expired", opts.exit_timeout_s)
-    return 0 if drained else 1
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _Inflight:

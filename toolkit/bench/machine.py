@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from framegen.runtimes.native import nvidia_gpu
-from framegen.runtimes.ort_backend import physical_cores
+from framegen.runtimes.ort_session import physical_cores
 
 #: fp32 FLOP per cycle per core (FMA counted as 2) by what the cores can issue. Two FMA pipes of the given width are
 #: assumed where FMA exists (Haswell and later, Zen 2 and later); AMD Zen 4 executes 512-bit instructions on
