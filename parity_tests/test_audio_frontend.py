@@ -248,7 +248,7 @@ def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(fr
     import shutil
 
     import onnx
-    from framegen.toolkit.export.validate_frontend import frontend_parity
+    from framegen.toolkit.parity.frontend import frontend_parity
     from onnx import numpy_helper
 
     x = _speech_or_synthetic(33.0, 20_123, seed=108)
@@ -275,7 +275,7 @@ def test_parity_stages_mel_and_features_pass_and_catch_an_altered_filter_bank(fr
 
 
 def test_golden_pcm_to_mel_stage(frontend_bundle, tmp_path):
-    from framegen.toolkit.export.validate_frontend import check_frontend_golden, write_frontend_golden
+    from framegen.toolkit.parity.frontend import check_frontend_golden, write_frontend_golden
     from framegen.toolkit.parity.golden import write_bin
     from framegen.toolkit.parity.golden_check import StageCheck
 

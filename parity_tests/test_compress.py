@@ -18,7 +18,7 @@ def _entry(bundle, fmt, precision):
 # ------------------------------------------------------------------------------------------------ kernels (no I/O)
 
 def test_unpack_bits_inverts_lsb_first_packing():
-    from framegen.runtimes.mil.ops import unpack_bits
+    from framegen.runtimes.mil.constexpr import unpack_bits
 
     rng = np.random.default_rng(0)
     for nbits in (1, 2, 4, 6, 8):
@@ -30,7 +30,7 @@ def test_unpack_bits_inverts_lsb_first_packing():
 
 def test_affine_dequantize_per_channel_rounds_once_to_fp16():
     import torch
-    from framegen.runtimes.mil.ops import op_constexpr_affine_dequantize
+    from framegen.runtimes.mil.constexpr import op_constexpr_affine_dequantize
 
     q = torch.tensor([[-128, 0, 127], [5, -5, 1]], dtype=torch.int8)
     scale = torch.tensor([0.01, 3.0], dtype=torch.float16)
@@ -45,7 +45,8 @@ def test_affine_dequantize_per_channel_rounds_once_to_fp16():
 
 def test_lut_to_dense_refuses_a_short_index_stream():
     import torch
-    from framegen.runtimes.mil.ops import MilOpError, op_constexpr_lut_to_dense
+    from framegen.runtimes.mil.attrs import MilOpError
+    from framegen.runtimes.mil.constexpr import op_constexpr_lut_to_dense
 
     with pytest.raises(MilOpError, match="index bytes"):
         op_constexpr_lut_to_dense({"lut": torch.zeros(16, dtype=torch.float16),
@@ -191,7 +192,7 @@ def test_coreml_compressed_sizes(compressed_coreml_bundle):
 def test_parity_judges_compressed_artifacts_under_their_profiles(int8_onnx_bundle, compressed_coreml_bundle,
                                                                  generator_ckpt, prepared_template,
                                                                  parity_features):
-    from framegen.toolkit.compare.tolerance import parse_tolerance
+    from framegen.toolkit.compare.overrides import parse_tolerance
     from framegen.toolkit.parity.engine import Candidate, run_parity
 
     kw = {"frames": 2, "silence_frames": 0, "tolerances": "fixed", "locate": False}

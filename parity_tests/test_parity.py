@@ -412,13 +412,8 @@ def test_measurement_is_cached_per_checkpoint_digest(tmp_path, generator_ckpt, p
 
 
 def test_overrides_from_the_command_line_and_profile_files(tmp_path):
-    from framegen.toolkit.compare.tolerance import (
-        Overrides,
-        ToleranceError,
-        Tolerances,
-        load_profile_file,
-        parse_tolerance,
-    )
+    from framegen.toolkit.compare.overrides import Overrides, load_profile_file, parse_tolerance
+    from framegen.toolkit.compare.tolerance import ToleranceError, Tolerances
 
     toml = tmp_path / "limits.toml"
     toml.write_text("[model_output]\nmax_abs = 0.5\n[final_frame]\nmean_abs = 3\n")

@@ -19,10 +19,7 @@ machine (:mod:`framegen.toolkit.parity.replay`); the layers of their artifact ar
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +27,8 @@ from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.runtimes.registry import get_spec, open_backend
 from framegen.runtimes.spec import OpenRequest
-from framegen.toolkit.common.console import err
 from framegen.toolkit.common.files import jsonable, write_json
-from framegen.toolkit.compare.metrics import ErrorStats, outside_box_diffs
+from framegen.toolkit.compare.overrides import Overrides, load_profile_file, parse_tolerance
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
 from framegen.toolkit.compare.results import (
     REFERENCE,
@@ -43,14 +39,7 @@ from framegen.toolkit.compare.results import (
     StageResult,
     judge_stages,
 )
-from framegen.toolkit.compare.tolerance import (
-    Overrides,
-    Tolerances,
-    fixed_profile,
-    load_profile_file,
-    parse_tolerance,
-    resolve_tolerances,
-)
+from framegen.toolkit.compare.tolerance import Tolerances, fixed_profile, resolve_tolerances
 from framegen.toolkit.frames.plan import open_candidate
 from framegen.toolkit.inputs.template import open_template
 from framegen.toolkit.parity.encoder import encoder_parity
@@ -77,6 +66,7 @@ from framegen.toolkit.parity.replay import (
     save_outputs,
 )
 from framegen.toolkit.parity.report import print_report
+from framegen.toolkit.parity.tracking import Tracker, compare_segments, write_heatmaps
 
 __all__ = [
     "REFERENCE",
@@ -109,45 +99,6 @@ _MIN_REFERENCE_STD = 0.05
 
 
 # ----------------------------------------------------------------------------------------------- running
-
-
-@dataclass
-class _Tracker:
-    """Streaming comparison state of one candidate."""
-
-    result: CandidateResult
-    profile: Profile
-    output: ErrorStats = field(default_factory=lambda: ErrorStats("float"))
-    final: ErrorStats = field(default_factory=lambda: ErrorStats("uint8"))
-    worst_key: tuple[float, float] = (-1.0, -1.0)
-    worst: tuple[int, np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
-    worst_output_key: float = -1.0
-    worst_output: tuple[int, np.ndarray, np.ndarray] | None = None
-    saved: dict[str, np.ndarray] | None = None
-
-    def add(self, i: int, box: tuple[int, int, int, int], ref_pred: np.ndarray, pred: np.ndarray,
-            ref_frame: np.ndarray, frame: np.ndarray, keep_worst: bool, digest: str | None = None) -> None:
-        self.output.update(ref_pred[None], np.asarray(pred, dtype=np.float32)[None], [i])
-        x0, y0, x1, y1 = box
-        r, c = ref_frame[y0:y1, x0:x1], frame[y0:y1, x0:x1]
-        self.final.update(r[None], c[None], [i], offset=(y0, x0, 0))
-        self.result.outside_box_diffs += outside_box_diffs(ref_frame, frame, box)
-        self.result.frames += 1
-        if self.saved is not None and digest is not None:
-            self.saved[digest] = np.array(pred, dtype=np.float32, copy=True)
-        if keep_worst:
-            d = np.abs(r.astype(np.int16) - c.astype(np.int16))
-            key = (float(d.max()), float(d.sum()))
-            if key > self.worst_key:
-                self.worst_key = key
-                self.worst = (i, ref_frame.copy(), frame.copy(), box)
-            out_key = float(np.abs(np.asarray(pred, dtype=np.float32) - ref_pred).max())
-            if out_key > self.worst_output_key:
-                self.worst_output_key = out_key
-                self.worst_output = (i, np.array(ref_pred, dtype=np.float32), np.array(pred, dtype=np.float32))
-
-    def finish(self) -> None:
-        judge_stages(self.result, self.profile, ((MODEL_OUTPUT, self.output), (FINAL_FRAME, self.final)))
 
 
 def _check_source(b: Any, checkpoint: str | os.PathLike[str]) -> list[str]:
@@ -190,11 +141,11 @@ def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str
 
 def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tuple[Candidate, Any]],
                      tolerances: Tolerances, record: bool, options: dict[str, Any] | None = None
-                     ) -> tuple[list[_Tracker], dict[int, Any]]:
+                     ) -> tuple[list[Tracker], dict[int, Any]]:
     """One tracker per tensor candidate (with its saved run, or ``None`` to run it here) and the backends that
     opened, by tracker index. Live candidates open exactly as ``framegen render`` opens them
     (:func:`framegen.toolkit.frames.plan.open_candidate`); one that cannot open is a failed result, not an exception."""
-    trackers: list[_Tracker] = []
+    trackers: list[Tracker] = []
     backends: dict[int, Any] = {}
     for k, (cand, run) in enumerate(cands):
         result = CandidateResult(cand, "", loaded_from=os.fspath(run.path) if run is not None else None)
@@ -204,7 +155,7 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
                                                                           options=options)
         except FramegenError as exc:
             result.error = f"cannot open: {exc}"
-            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, cand.precision, cand.io)))
+            trackers.append(Tracker(result, _profile_or_fixed(tolerances, cand.precision, cand.io)))
             continue
         result.info = be.info.as_dict()
         try:
@@ -213,9 +164,9 @@ def _open_candidates(b: Any, checkpoint: str | os.PathLike[str], cands: list[tup
         except FramegenError as exc:
             result.error = f"no tolerances: {exc}"
             be.close()
-            trackers.append(_Tracker(result, _profile_or_fixed(tolerances, "fp32", cand.io)))
+            trackers.append(Tracker(result, _profile_or_fixed(tolerances, "fp32", cand.io)))
             continue
-        trackers.append(_Tracker(result, prof, saved={} if record and run is None else None))
+        trackers.append(Tracker(result, prof, saved={} if record and run is None else None))
         backends[k] = be
     return trackers, backends
 
@@ -226,77 +177,6 @@ def _profile_or_fixed(tolerances: Tolerances, precision: str, io: str) -> Profil
         return tolerances.profile(precision, io)
     except FramegenError:
         return fixed_profile("fp32", io)
-
-
-def _compare_segments(template: Any, segments: list[Segment], plan: list[dict[str, Any]], reference: Any,
-                      trackers: list[_Tracker], backends: dict[int, Any], *, batch: int | None, keep_worst: bool,
-                      progress: bool) -> float:
-    """Stream every segment through the reference and every open candidate, comparing frame by frame; returns the
-    standard deviation of the reference output (a nearly constant one proves little)."""
-    from framegen.toolkit.frames.render import iter_frames
-
-    digests = {f["frame"]: f["sha256"] for f in plan}
-    ref_n, ref_sum, ref_sq = 0, 0.0, 0.0
-    total = sum(s.count for s in segments)
-    with _Progress(total * (1 + len(backends)), progress) as bar:
-        for seg in segments:
-            streams = {k: iter_frames(template, seg.features, be, batch=batch, start_frame=seg.start_frame,
-                                      max_frames=seg.count) for k, be in backends.items()}
-            ref_stream = iter_frames(template, seg.features, reference, batch=batch, start_frame=seg.start_frame,
-                                     max_frames=seg.count)
-            try:
-                for j, _tindex, prepared, ref_pred, ref_frame in ref_stream:
-                    bar.advance()
-                    i = seg.offset + int(j)
-                    ref_n += ref_pred.size
-                    ref_sum += float(ref_pred.sum(dtype=np.float64))
-                    ref_sq += float(np.square(ref_pred, dtype=np.float64).sum())
-                    for k in list(streams):
-                        tr = trackers[k]
-                        try:
-                            cj, _, _, pred, frame = next(streams[k])
-                        except StopIteration:
-                            tr.result.error = f"stopped after {tr.result.frames} frames"
-                        except FramegenError as exc:
-                            tr.result.error = f"failed at frame {i}: {exc}"
-                        else:
-                            bar.advance()
-                            if cj == j:
-                                tr.add(i, prepared.box, ref_pred, pred, ref_frame, frame, keep_worst, digests.get(i))
-                                continue
-                            tr.result.error = f"yielded frame {seg.offset + cj} where the reference has frame {i}"
-                        _close(streams.pop(k))
-                        backends.pop(k).close()
-            finally:
-                for stream in streams.values():
-                    _close(stream)
-                _close(ref_stream)
-    mean = ref_sum / ref_n if ref_n else 0.0
-    return math.sqrt(max(ref_sq / ref_n - mean * mean, 0.0)) if ref_n else 0.0
-
-
-def _close(stream: Any) -> None:
-    if hasattr(stream, "close"):
-        stream.close()
-
-
-def _write_heatmaps(trackers: list[_Tracker], heatmaps: str | os.PathLike[str]) -> None:
-    from framegen.toolkit.compare.heatmap import write_heatmap, write_output_heatmap
-
-    out_dir = Path(heatmaps)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for tr in trackers:
-        if tr.worst is None:
-            continue
-        i, ref_frame, frame, box = tr.worst
-        name = tr.result.label.replace("/", "_").replace(":", "_").replace("@", "_") + ".png"
-        path = write_heatmap(out_dir / name, ref_frame, frame, box, f"{tr.result.label} vs {REFERENCE}:fp32, frame {i}")
-        tr.result.heatmap = os.fspath(path)
-        if tr.worst_output is not None:
-            j, ref_pred, pred = tr.worst_output
-            out = write_output_heatmap(out_dir / name.replace(".png", ".model_output.png"), ref_pred, pred,
-                                       f"{tr.result.label} model output vs {REFERENCE}:fp32, frame {j}")
-            tr.result.heatmap_output = os.fspath(out)
 
 
 def _save_runs(path: str | os.PathLike[str], b: Any, checkpoint: str | os.PathLike[str],
@@ -375,7 +255,7 @@ def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segme
     reference = open_backend(REFERENCE, OpenRequest(checkpoint=checkpoint, mode=b.mode, precision="fp32"))
     trackers, backends = _open_candidates(b, checkpoint, cands, tolerances, record, options)
     try:
-        std = _compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
+        std = compare_segments(template, segments, plan, reference, trackers, backends, batch=batch,
                                 keep_worst=heatmaps is not None, progress=progress)
     finally:
         for be in backends.values():
@@ -389,7 +269,7 @@ def _run_tensor(b: Any, checkpoint: str | os.PathLike[str], template: Any, segme
         if tr.result.error is None and tr.result.frames < len(plan):
             tr.result.error = f"compared {tr.result.frames} of {len(plan)} frames"
     if heatmaps is not None:
-        _write_heatmaps(trackers, heatmaps)
+        write_heatmaps(trackers, heatmaps)
     return [t.result for t in trackers], reference.info.as_dict(), [(t.result, t.saved) for t in trackers]
 
 
@@ -489,7 +369,7 @@ def _audio_candidates(b: Any, inputs: dict[str, Any], mel_windows: np.ndarray | 
     its exported audio encoders against the PyTorch checkpoint on the run's mel windows."""
     if not inputs.get("audio"):
         return []
-    from framegen.toolkit.export.validate_frontend import frontend_parity
+    from framegen.toolkit.parity.frontend import frontend_parity
 
     results = frontend_parity(b, inputs["audio"], inputs.get("encoder"))
     if inputs.get("encoder_kind") == "checkpoint" and mel_windows is not None:
@@ -542,31 +422,6 @@ def parity_job(*, bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[
     if json is not None:
         write_json(json, report.as_dict())
     return report
-
-
-class _Progress:
-    """A transient rich progress bar on stderr over backend-frames, or nothing."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.bar, self.task = total, enabled, None, None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=err, transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("parity", total=self.total)
-        return self
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, 1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 # ----------------------------------------------------------------------------------------------- output

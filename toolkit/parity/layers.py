@@ -43,8 +43,6 @@ from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
 from framegen.models.errors import FramegenError, first_line
 from framegen.runtimes.image_io_backend import color_layouts, pixels_to_planes
 from framegen.runtimes.mil.program import MilProgram
-from framegen.toolkit.common.console import out
-from framegen.toolkit.compare.metrics import cell, wide_console
 from framegen.toolkit.compare.tolerance import K, fp16_emulation
 
 CONV, UPSAMPLE = "conv", "upsample"
@@ -470,45 +468,3 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
     return result
 
 
-def print_locate(result: LocateResult, label: str, context: int = 3) -> None:
-    """The per-layer table around the first divergence (all layers are in ``--json``)."""
-    from rich import box
-    from rich.table import Table
-
-    if result.error:
-        out.print(f"[yellow]layers {label}[/yellow]: {result.error}", soft_wrap=True)
-        return
-    fd = result.first_divergence
-    first = next((i for i, r in enumerate(result.layers) if r.layer == fd["layer"]), None) if fd else None
-    keep = set(range(min(context, len(result.layers))))
-    if first is not None:
-        keep |= set(range(max(0, first - context), min(len(result.layers), first + context + 1)))
-    else:
-        keep |= set(range(max(0, len(result.layers) - context), len(result.layers)))
-    table = Table(title=f"layers {label}: every layer of {os.path.basename(result.artifact)} against PyTorch "
-                        f"(frame {result.frame}; {len(result.layers)} layers, {len(keep)} shown)",
-                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("#", "layer", "kind", "local", "expected", "limit", "accumulated", "limit ", "max |Δ|", "result"):
-        table.add_column(col, justify="left" if col in ("layer", "kind", "result") else "right", no_wrap=True)
-    prev = -1
-    for i, r in enumerate(result.layers):
-        if i not in keep:
-            continue
-        if i != prev + 1:
-            table.add_row("…", "", "", "", "", "", "", "", "", "")
-        prev = i
-        if r.local_passed:
-            mark = "[green]ok[/green]" if r.passed else "[yellow]accumulated[/yellow]"
-        else:
-            mark = "[red]OUT[/red]"
-        if i == first:
-            mark += " [red bold]<- first[/red bold]"
-        table.add_row(str(i), r.layer, r.kind, cell(r.local_rel_rms), cell(r.local_expected), cell(r.local_limit),
-                      cell(r.rel_rms), cell(r.limit), cell(r.max_abs), mark)
-    wide_console().print(table)
-    if fd is not None:
-        what = "local" if fd["metric"] == "local_rel_rms" else "accumulated"
-        out.print(f"[red]first divergence[/red] {label}: {fd['layer']} ({fd['kind']}): {what} rel_rms "
-                  f"{cell(fd['value'])} > {cell(fd['limit'])}", soft_wrap=True)
-    else:
-        out.print(f"layers {label}: every layer within its expected error", soft_wrap=True)
