@@ -1,13 +1,13 @@
 """``coreml-mil``: a VERIFIER for Core ML ML programs that runs anywhere, Linux CI included.
 
-It is not Core ML. It reads an ``.mlpackage`` itself (the protobuf program and the weights in ``weights/weight.bin``)
-and interprets the program op by op on the CPU, each op in the dtype the program declares: an fp16 program's every
-op input and output is an fp16 value (see :mod:`framegen.runtimes.mil.ops` for the precision model), an fp32
-program runs in fp32. A wrong weight, a mis-converted op, a shape or dtype the program contradicts, or an fp16
-overflow in a program's values shows up here without a Mac. What it cannot see: Apple's own CPU/GPU/Neural Engine kernels, their
-accumulation order and precision inside an op (the Neural Engine's fp16 arithmetic in particular), op fusions and
-layout changes Core ML makes when compiling, and image (CVPixelBuffer) conversion. On macOS the ``coreml`` backend is
-the real thing.
+It is not Core ML. It reads an ``.mlpackage`` itself (the protobuf program and the weights in
+``weights/weight.bin``) and interprets the program op by op on the CPU, each op in the dtype the program declares:
+an fp16 program's every op input and output is an fp16 value (see :mod:`framegen.runtimes.mil.ops` for the precision
+model), an fp32 program runs in fp32. A wrong weight, a mis-converted op, a shape or dtype the program contradicts,
+or an fp16 overflow in a program's values shows up here without a Mac. What it cannot see: Apple's own
+CPU/GPU/Neural Engine kernels, their accumulation order and precision inside an op (the Neural Engine's fp16
+arithmetic in particular), op fusions and layout changes Core ML makes when compiling, and image (CVPixelBuffer)
+conversion. On macOS the ``coreml`` backend is the real thing.
 
 Public API: :class:`MilProgram` (load once, run many), :func:`run_mlpackage`, :func:`encoder_fn`, backend SPECS.
 """
