@@ -34,6 +34,8 @@ from framegen.models.contract import (
     GEN_OUTPUT,
     INNER_SIZE,
     MEL,
+    TRITON_PARAM_MODE,
+    TRITON_PARAM_PRECISION,
     audio_shape,
 )
 
@@ -44,8 +46,8 @@ PLATFORM = "onnxruntime_onnx"
 MODEL_FILE = "model.onnx"
 CONFIG = "config.pbtxt"
 #: ``parameters`` every config carries, so that a client (the ``triton`` backend) learns what the server runs
-PARAM_MODE = "framegen_mode"
-PARAM_PRECISION = "framegen_precision"
+PARAM_MODE = TRITON_PARAM_MODE
+PARAM_PRECISION = TRITON_PARAM_PRECISION
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU", "KIND_AUTO")
 
 

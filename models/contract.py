@@ -128,3 +128,7 @@ def contract_dict(mode: str | None = None) -> dict[str, Any]:
             },
         },
     }
+
+#: Triton model-config parameters a framegen repository records (read back by the `triton` backend)
+TRITON_PARAM_MODE = "framegen_mode"
+TRITON_PARAM_PRECISION = "framegen_precision"

@@ -35,8 +35,18 @@ def frame_inputs(prepared_template, parity_features):
     return prepared_template.prepared(1).image_input(), audio_windows(parity_features, [0], "ave")[0]
 
 
+@pytest.fixture(scope="module")
+def layer_reference(generator_ckpt, frame_inputs):
+    """PyTorch's side of every comparison below (the same checkpoint and frame), made once and passed in, as a
+    parity run does for all of its artifacts."""
+    from framegen.toolkit.parity.layers import torch_reference
+
+    return torch_reference(generator_ckpt, *frame_inputs, "ave")
+
+
 @pytest.mark.parametrize(("fmt", "precision"), KINDS, ids=[f"{f}-{p}" for f, p in KINDS])
-def test_each_scaled_layer_is_named(fmt, precision, bundle_dir, generator_ckpt, frame_inputs, tmp_path):
+def test_each_scaled_layer_is_named(fmt, precision, bundle_dir, generator_ckpt, frame_inputs, layer_reference,
+                                    tmp_path):
     from framegen.models.bundle import load_bundle
     from framegen.toolkit.parity.layers import locate_artifact
 
@@ -44,14 +54,16 @@ def test_each_scaled_layer_is_named(fmt, precision, bundle_dir, generator_ckpt, 
         pytest.importorskip("coremltools")
     art = load_bundle(bundle_dir).find("generator", fmt, precision)
     image, audio = frame_inputs
-    clean = locate_artifact(generator_ckpt, art.path, fmt, precision, image, audio, mode="ave")
+    clean = locate_artifact(generator_ckpt, art.path, fmt, precision, image, audio, mode="ave",
+                            reference=layer_reference)
     _assert_clean(clean)
     for where, layer in LAYERS.items():
         copy = tmp_path / f"{where}{art.path.suffix}"
         (shutil.copytree if art.path.is_dir() else shutil.copy)(art.path, copy)
         edit = edit_onnx_conv if fmt == "onnx" else edit_mil_conv
         edit(copy, conv_index(generator_ckpt, layer, "ave"), scale(FACTOR))
-        _assert_named(locate_artifact(generator_ckpt, copy, fmt, precision, image, audio, mode="ave"), layer)
+        _assert_named(locate_artifact(generator_ckpt, copy, fmt, precision, image, audio, mode="ave",
+                                      reference=layer_reference), layer)
 
 
 def _assert_clean(clean):
@@ -78,7 +90,7 @@ def _assert_named(result, layer):
 
 @pytest.mark.parametrize("fmt", ["onnx", "coreml"])
 def test_image_io_fp16_variant_names_a_scaled_middle_layer(fmt, image_bundle, generator_ckpt, prepared_template,
-                                                           frame_inputs, tmp_path):
+                                                           frame_inputs, layer_reference, tmp_path):
     from framegen.toolkit.parity.layers import locate_artifact
 
     if fmt == "coreml":
@@ -86,7 +98,7 @@ def test_image_io_fp16_variant_names_a_scaled_middle_layer(fmt, image_bundle, ge
     path = image_bundle.path(fmt, "fp16")
     image, audio = frame_inputs
     crop = np.ascontiguousarray(prepared_template.prepared(1).crop328[4:324, 4:324])
-    kw = {"mode": "ave", "io": "image", "crop": crop}
+    kw = {"mode": "ave", "io": "image", "crop": crop, "reference": layer_reference}
     _assert_clean(locate_artifact(generator_ckpt, path, fmt, "fp16", image, audio, **kw))
     copy = tmp_path / path.name
     (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)

@@ -36,7 +36,7 @@ from framegen.runtimes.ort_session import physical_cores, read_onnx_io
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 NAME = "openvino"
-PRECISIONS = ("fp32", "fp16", "int8")
+OPENVINO_PRECISIONS = ("fp32", "fp16", "int8")
 _OV_DTYPES = {"f32": "float32", "f16": "float16", "f64": "float64"}
 
 
@@ -90,9 +90,9 @@ class OpenVinoBackend(Backend):
         art = resolve_artifact(req, "onnx", NAME)
         _inputs, _outputs, model_precision, meta = read_onnx_io(art.path)
         precision = art.precision or model_precision
-        if precision not in PRECISIONS:
-            raise BackendError(f"{art.path}: a {precision} model; {NAME} runs {', '.join(PRECISIONS)}")
-        if req.precision not in ("fp32", precision) and req.precision in PRECISIONS and art.precision is None:
+        if precision not in OPENVINO_PRECISIONS:
+            raise BackendError(f"{art.path}: a {precision} model; {NAME} runs {', '.join(OPENVINO_PRECISIONS)}")
+        if req.precision not in ("fp32", precision) and req.precision in OPENVINO_PRECISIONS and art.precision is None:
             raise BackendError(f"{art.path}: is a {precision} model, not {req.precision}")
         options = dict(req.options)
         core = _core()
@@ -180,7 +180,7 @@ def _render_options() -> dict[str, Any]:
 
 
 SPECS = [
-    BackendSpec(name=NAME, runtime="openvino", device="cpu", needs="onnx", precisions=PRECISIONS, probe=probe,
+    BackendSpec(name=NAME, runtime="openvino", device="cpu", needs="onnx", precisions=OPENVINO_PRECISIONS, probe=probe,
                 opener=_open, description="OpenVINO CPU plugin: ONNX fp32 / fp16 / int8 (QDQ) artifacts",
                 render_options=_render_options,
                 # After ort-cpu (50): at fp32 OpenVINO ran 0.84-0.86x ONNX Runtime model-only and 1.14-1.22x end to

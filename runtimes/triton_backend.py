@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
+from framegen.models.contract import GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT, TRITON_PARAM_MODE, TRITON_PARAM_PRECISION
 from framegen.runtimes.artifacts import mode_from_audio_shape, settle_mode
 from framegen.runtimes.base import Backend, BackendError, BackendInfo, generator_io
 from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
@@ -35,8 +35,8 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_WORKERS = 2
 PROBE_TIMEOUT_S = 3.0
 #: config ``parameters`` the exported repository sets (exporters.triton.PARAM_MODE / PARAM_PRECISION)
-PARAM_MODE = "framegen_mode"
-PARAM_PRECISION = "framegen_precision"
+PARAM_MODE = TRITON_PARAM_MODE
+PARAM_PRECISION = TRITON_PARAM_PRECISION
 
 
 def parse_url(url: str) -> tuple[str, str]:

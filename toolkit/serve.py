@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from framegen.exporters.triton import model_tensors
+from framegen.exporters.triton import AUDIO_ENCODER, GENERATOR, model_tensors
 from framegen.models.bundle import load_bundle
 from framegen.models.contract import ENC_INPUT, ENC_OUTPUT, GEN_AUDIO, GEN_IMAGE, GEN_OUTPUT
 from framegen.models.errors import FramegenError, first_line
@@ -42,8 +42,6 @@ from framegen.runtimes.spec import OpenRequest
 
 log = logging.getLogger("framegen.serve")
 
-GENERATOR = "generator"
-AUDIO_ENCODER = "audio_encoder"
 #: Triton endpoints that need the server's access token (statistics stay open: the suite and dashboards read them)
 RESTRICTED = ["shared-memory", "model-repository", "trace", "logging"]
 

@@ -3,8 +3,7 @@ the MIL op reference like the generator's (:mod:`framegen.runtimes.mil.ops`)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,34 +23,6 @@ from framegen.runtimes.mil.attrs import (
     same_dtype,
     to_f32,
 )
-
-# --- convolution -------------------------------------------------------------------------------------------------
-
-def conv_pads(pad_type: str, in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-              dilations: Sequence[int], custom: Sequence[int] | None) -> list[int]:
-    """``[before_0, after_0, before_1, after_1, ...]`` for MIL conv's ``pad_type`` (valid / custom / same /
-    same_lower). ``same`` pads so that ``out = ceil(in / stride)``, the odd pixel at the end (TF/ONNX SAME_UPPER);
-    ``same_lower`` puts it at the beginning."""
-    n = len(kernel)
-    if pad_type == "valid":
-        return [0] * (2 * n)
-    if pad_type == "custom":
-        pads = list(custom or [])
-        if len(pads) != 2 * n:
-            raise MilOpError(f"pad_type 'custom' needs {2 * n} pad values, got {len(pads)}")
-        if any(p < 0 for p in pads):
-            raise MilOpError(f"negative pad {pads}")
-        return pads
-    if pad_type in ("same", "same_lower"):
-        pads = []
-        for size, k, s, d in zip(in_sizes, kernel, strides, dilations, strict=True):
-            eff = (k - 1) * d + 1
-            total = max(0, (math.ceil(size / s) - 1) * s + eff - size)
-            small, big = total // 2, total - total // 2
-            pads += [small, big] if pad_type == "same" else [big, small]
-        return pads
-    raise MilOpError(f"unknown pad_type {pad_type!r}")
-
 
 # --- audio front-end ops (framegen export --audio-frontend) ------------------------------------------------------
 

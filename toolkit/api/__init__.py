@@ -12,15 +12,23 @@ from __future__ import annotations
 
 from framegen.models.errors import FramegenError
 from framegen.models.version import __version__
-from framegen.toolkit.api.artifacts import BackendRow, backends, export, export_audio_frontend
+from framegen.toolkit.api.artifacts import BackendList, BackendRow, backends, export, export_audio_frontend
 from framegen.toolkit.api.benchmarks import bench, bench_stream, bench_triton
 from framegen.toolkit.api.checks import golden_check, golden_write, parity
 from framegen.toolkit.api.common import UsageError
 from framegen.toolkit.api.rendering import demo, render, render_frames, stream, stream_session
 from framegen.toolkit.api.serving import serve
-from framegen.toolkit.api.sources import audio_features, audio_mel, checkpoint_init, template_inspect, template_synth
+from framegen.toolkit.api.sources import (
+    audio_features,
+    audio_mel,
+    checkpoint_init,
+    checkpoint_inspect,
+    template_inspect,
+    template_synth,
+)
 
 __all__ = [
+    "BackendList",
     "BackendRow",
     "FramegenError",
     "UsageError",
@@ -32,6 +40,7 @@ __all__ = [
     "bench_stream",
     "bench_triton",
     "checkpoint_init",
+    "checkpoint_inspect",
     "demo",
     "export",
     "export_audio_frontend",

@@ -9,7 +9,7 @@ from typing import Any
 
 from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
-from framegen.runtimes.registry import list_backends
+from framegen.runtimes.registry import auto_order, list_backends
 from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.api.common import (
     PathLike,
@@ -18,6 +18,7 @@ from framegen.toolkit.api.common import (
     split_list,
     write_export_junit,
 )
+from framegen.toolkit.bench.machine import describe_machine
 from framegen.toolkit.export.bundle import export_bundle
 from framegen.toolkit.frames.plan import PRECISIONS
 
@@ -79,10 +80,19 @@ class BackendRow:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
 
+class BackendList(list):
+    """The rows of :func:`backends` (a list of :class:`BackendRow`), with the CPU they were listed on and, given a
+    bundle and/or checkpoint, why ``auto`` picks the one it picks."""
+
+    cpu: dict[str, Any]
+    auto_reason: str | None = None
+
+
 def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
-             precision: str = "fp32") -> list[BackendRow]:
+             precision: str = "fp32") -> BackendList:
     """Every backend framegen knows, whether it runs here and why not; with a bundle and/or checkpoint also whether
-    each can be opened from it and which one ``auto`` picks."""
+    each can be opened from it and which one ``auto`` picks, and why (``auto_reason``); ``cpu``: the CPU's model,
+    cores and vector extensions."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     request = None
@@ -92,11 +102,27 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise UsageError(f"{checkpoint}: no such checkpoint file")
         request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=precision)
-    return [BackendRow(name=r["name"], available=r["available"], reason=r["reason"], runtime=r["runtime"],
-                       device=r["device"], needs=r["needs"], precisions=tuple(r["precisions"]),
-                       ios=tuple(r["ios"]), verifier=r["verifier"], description=r["description"],
-                       artifact=r.get("artifact"), auto=bool(r.get("auto")))
-            for r in list_backends(request)]
+    rows = BackendList(BackendRow(name=r["name"], available=r["available"], reason=r["reason"], runtime=r["runtime"],
+                                  device=r["device"], needs=r["needs"], precisions=tuple(r["precisions"]),
+                                  ios=tuple(r["ios"]), verifier=r["verifier"], description=r["description"],
+                                  artifact=r.get("artifact"), auto=bool(r.get("auto")))
+                       for r in list_backends(request))
+    rows.cpu = describe_machine(load=False).get("cpu", {})
+    if request is not None:
+        rows.auto_reason = _auto_reason(rows, precision)
+    return rows
+
+
+def _auto_reason(rows: BackendList, precision: str) -> str:
+    choice = next((r.name for r in rows if r.auto), None)
+    if choice is None:
+        return "none: no available backend can be opened from this"
+    order = auto_order()
+    passed = order[:order.index(choice)] if choice in order else []
+    return (f"{choice}: the first backend of auto's order ({', '.join(order)}) that runs here and can be opened "
+            f"from this; {', '.join(passed) or 'none'} passed over (see their reason / artifact). Precision "
+            f"{precision} as asked: auto never switches to bf16 or int8, whose quality is judged per checkpoint "
+            "(docs/PARITY.md, scripts/measure_bf16.py)")
 
 
 def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: str | Sequence[str] = ("onnx", "coreml"),

@@ -37,6 +37,15 @@ def checkpoint_init(out: PathLike, *, kind: str = "generator", mode: str = "ave"
     raise UsageError(f"--kind {kind!r}: expected generator or audio-encoder")
 
 
+def checkpoint_inspect(checkpoint: PathLike) -> dict[str, Any]:
+    """What a checkpoint is: ``kind`` (generator / audio_encoder), ``mode`` as detected, ``possible_modes``,
+    ``mode_assumed`` (and a ``note`` when ave was assumed), ``parameters``, ``tensors``, ``dtype``, ``file_size``
+    and ``sha256`` (the file read once)."""
+    from framegen.models.checkpoint import inspect_checkpoint
+
+    return inspect_checkpoint(checkpoint)
+
+
 def template_inspect(directory: PathLike, *, skip_bad_boxes: bool = False,
                      preview: PathLike | None = None) -> dict[str, Any]:
     """Pair a template's images with its landmark files, decode every image and report each frame's crop box:

@@ -43,20 +43,8 @@ def backends(
             cells.append("[green]yes[/green]" if r["artifact"] is None else r["artifact"])
         table.add_row(*cells)
     out.print(table)
-    from framegen.toolkit.bench.machine import describe_machine
-
-    cpu = describe_machine(load=False).get("cpu", {})
+    cpu = listed.cpu
     out.print(f"CPU: {cpu.get('model', '?')}, {cpu.get('logical_cores', '?')} logical cores; "
               f"{', '.join(cpu.get('vector_extensions', [])) or 'no vector extensions found'}", soft_wrap=True)
-    if request:
-        from framegen.runtimes.registry import auto_order
-
-        choice = next((r["name"] for r in rows if r.get("auto")), None)
-        order = auto_order()
-        passed = order[:order.index(choice)] if choice in order else []
-        why = (f"the first backend of auto's order ({', '.join(order)}) that runs here and can be opened "
-               f"from this; {', '.join(passed) or 'none'} passed over (see their reason / artifact). Precision "
-               f"{precision} as asked: auto never switches to bf16 or int8, whose quality is judged per checkpoint "
-               "(docs/PARITY.md, scripts/measure_bf16.py)")
-        out.print(f"auto -> {choice}: {why}" if choice else "auto -> none: no available backend can be opened from "
-                  "this", soft_wrap=True)
+    if listed.auto_reason is not None:
+        out.print(f"auto -> {listed.auto_reason}", soft_wrap=True)

@@ -42,7 +42,7 @@ def machine_line(machine: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_bench_report(report: dict[str, Any]) -> None:
     """The report as rich tables on stdout: model-only results, then end-to-end runs."""
     from rich.console import Console
     from rich.table import Table
@@ -165,7 +165,7 @@ def bench(
                        e2e_frames=e2e_frames, e2e_batch=e2e_batch, on_result=progress, json=json_path, html=html)
     if json_path is not None:
         note(f"report written to {json_path}")
-    print_report(report)
+    print_bench_report(report)
 
 
 def _triton_bench(url: str | None, streams: str | None, seconds: float, iterations: int | None, mode: str | None,

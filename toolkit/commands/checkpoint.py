@@ -35,9 +35,9 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Say what a checkpoint is: kind, mode (as detected), parameter count, dtype, size, sha256."""
-    from framegen.models.checkpoint import inspect_checkpoint
+    from framegen.toolkit.api import checkpoint_inspect
 
-    info = inspect_checkpoint(checkpoint)
+    info = checkpoint_inspect(checkpoint)
     if info.get("note"):
         note(str(info["note"]))  # stderr, so --json output stays machine-readable
     if as_json:

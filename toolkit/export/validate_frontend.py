@@ -80,11 +80,6 @@ def frontend_module() -> AudioFrontend:
     return AudioFrontend(mel_basis(), hann_window()).eval()
 
 
-def features_module(encoder: Any) -> AudioFeatures:
-    """:func:`frontend_module` chained with ``encoder`` (a ``models.AudioEncoder``)."""
-    return AudioFeatures(frontend_module(), encoder.eval()).eval()
-
-
 # ---------------------------------------------------------------------------------------------------- signals
 
 def _speech(path: str | os.PathLike[str] | None) -> np.ndarray | None:

@@ -37,10 +37,10 @@ from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
 from framegen.toolkit.frames.stream_audio import (
     MAX_CHANNELS,
-    AudioFeatures,
     Encoder,
     EncoderBatching,
     StreamError,
+    StreamFeatures,
     StreamStats,
     context_samples,
     encoder_batching,
@@ -100,7 +100,7 @@ class StreamSession:
         self.fps = FPS[backend.mode]
         self.batching = batching if batching is not None else encoder_batching(encode)
         self.stats = StreamStats(encoder_min_batch=self.batching.min_batch)
-        self.audio = AudioFeatures(encode, self.batching, self.stats, verify=verify, input_rate=input_rate)
+        self.audio = StreamFeatures(encode, self.batching, self.stats, verify=verify, input_rate=input_rate)
         self.last_samples = np.zeros(0, np.float32)  # the last feed's samples at 16 kHz (what a muxer needs)
         self._i = 0  # frames submitted
         self._total: int | None = None  # frames in all, once finished

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,8 +56,7 @@ from framegen.models.contract import (
 )
 from framegen.models.errors import FramegenError
 from framegen.toolkit.inputs.audio import mel_frame_count, mel_frames, window_count
-
-Encoder = Callable[[np.ndarray], np.ndarray]
+from framegen.toolkit.inputs.encoders import Encoder
 
 _HALF = N_FFT // 2
 _MEL_BLOCK = 2048  # frames per block of toolkit.audio.melspectrogram (its _BLOCK_FRAMES)
@@ -224,7 +223,7 @@ class StreamStats:
         return {**asdict(self), "exact": self.exact, "audio_seconds": round(self.samples / SAMPLE_RATE, 4)}
 
 
-class AudioFeatures:
+class StreamFeatures:
     """The audio half of a stream: samples in (any rate, resampled to 16 kHz), mel rows and encoder embeddings out,
     each computed as soon as it is final and equal to the offline path's (see the module docstring)."""
 

@@ -69,8 +69,8 @@ from framegen.toolkit.parity.report import print_report
 from framegen.toolkit.parity.tracking import Tracker, compare_segments, write_heatmaps
 
 __all__ = [
+    "FRAME_STAGES",
     "REFERENCE",
-    "STAGES",
     "AudioInput",
     "Candidate",
     "CandidateResult",
@@ -90,7 +90,7 @@ __all__ = [
     "verify_checksums",
 ]
 
-STAGES = (MODEL_OUTPUT, FINAL_FRAME)
+FRAME_STAGES = (MODEL_OUTPUT, FINAL_FRAME)
 # Below this output spread the generator is nearly constant (an uncalibrated checkpoint) and parity proves little.
 _MIN_REFERENCE_STD = 0.05
 

@@ -257,7 +257,7 @@ def torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = 
 
 
 @dataclass
-class Reference:
+class LayerReference:
     """PyTorch's side of a layer comparison on one frame: the layers, their fp32 outputs, and per layer the
     expected accumulated and local errors of each precision."""
 
@@ -269,8 +269,8 @@ class Reference:
 
 
 def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio: np.ndarray,
-                    mode: str | None = None) -> Reference:
-    """The :class:`Reference` of ``checkpoint`` (a path or a loaded one) on one frame; a job that compares several
+                    mode: str | None = None) -> LayerReference:
+    """The :class:`LayerReference` of ``checkpoint`` (a path or a loaded one) on one frame; a job that compares several
     artifacts makes it once and passes it to :func:`locate_artifact`."""
     import torch
     from framegen.models.checkpoint import load_generator
@@ -283,7 +283,7 @@ def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio
                                   audio.astype(np.float16).astype(np.float32), local=local)
     noise32 = [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]
     acc16 = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
-    return Reference(layers, ref, {"fp32": noise32, "fp16": acc16}, {"fp32": local32, "fp16": local16}, local)
+    return LayerReference(layers, ref, {"fp32": noise32, "fp16": acc16}, {"fp32": local32, "fp16": local16}, local)
 
 
 def local_limit(precision: str, expected: float, expected32: float) -> float:
@@ -419,7 +419,7 @@ def _artifact_runner(artifact: str | os.PathLike[str], fmt: str, io: str, image:
 def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathLike[str], fmt: str, precision: str,
                     image: np.ndarray, audio: np.ndarray, *, mode: str | None = None, frame: int = 0,
                     io: str = "tensor", crop: np.ndarray | None = None,
-                    reference: Reference | None = None) -> LocateResult:
+                    reference: LayerReference | None = None) -> LocateResult:
     """Compare every layer of the generator ``artifact`` (``fmt`` ``onnx`` or ``coreml``; ``precision`` ``fp32``
     or ``fp16``) with the PyTorch module of ``checkpoint`` on one frame: ``image`` float32 (6, 320, 320) and
     ``audio`` the window, and for an image-I/O artifact (``io='image'``) ``crop``, the uint8 (320, 320, 3) BGR crop
