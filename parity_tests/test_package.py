@@ -244,6 +244,16 @@ def test_no_private_names_imported_across_modules():
     assert not bad, "\n".join(bad)
 
 
+def test_every_product_package_is_listed_for_installation():
+    """A sub-package missing from pyproject's ``packages`` works in an editable install and vanishes from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"framegen." + ".".join(init.parent.relative_to(ROOT).parts)
+             for package in PACKAGES for init in (ROOT / package).rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
+
+
 def test_installed_files_hold_no_top_level_package_but_framegen():
     # An in-tree build leaves framegen.egg-info in the checkout, which is on sys.path too: the installed
     # distribution is the one with a RECORD.
