@@ -33,6 +33,7 @@ TRT_MAX_BATCH = 32
 
 
 def ort_module() -> Any:
+    """The onnxruntime module (imported on first use: it is heavy, and optional)."""
     import onnxruntime
 
     return onnxruntime
@@ -67,6 +68,7 @@ def _tiny_model() -> bytes:
 
 
 def provider_lib_path(provider: str) -> Path:
+    """Where onnxruntime keeps the shared library of an execution provider."""
     return Path(ort_module().__file__).parent / "capi" / _PROVIDER_LIB[provider]
 
 

@@ -16,15 +16,18 @@ class MilOpError(ValueError):
 
 
 def to_f32(x: torch.Tensor) -> torch.Tensor:
+    """A float operand as fp32 (fp16 upcasts exactly)."""
     return x.float() if x.dtype == torch.float16 else x
 
 
 def need_float(x: torch.Tensor, what: str) -> None:
+    """Refuse a non-float operand, naming it."""
     if x.dtype not in FLOATS:
         raise MilOpError(f"{what} must be fp16 or fp32, got {x.dtype}")
 
 
 def as_ints(v: Any, default: Sequence[int] | None = None, what: str = "attribute") -> list[int]:
+    """An attribute as a list of ints (``default`` when absent)."""
     if v is None:
         if default is None:
             raise MilOpError(f"missing required {what}")
@@ -37,6 +40,7 @@ def as_ints(v: Any, default: Sequence[int] | None = None, what: str = "attribute
 
 
 def as_int(v: Any, default: int) -> int:
+    """An attribute as one int (``default`` when absent)."""
     if v is None:
         return default
     vals = as_ints(v)
@@ -46,18 +50,21 @@ def as_int(v: Any, default: int) -> int:
 
 
 def as_bool(v: Any, default: bool) -> bool:
+    """An attribute as a bool (``default`` when absent)."""
     if v is None:
         return default
     return bool(v.reshape(-1)[0].item()) if isinstance(v, torch.Tensor) else bool(v)
 
 
 def as_float(v: Any, default: float) -> float:
+    """An attribute as a float (``default`` when absent)."""
     if v is None:
         return default
     return float(v.reshape(-1)[0].item()) if isinstance(v, torch.Tensor) else float(v)
 
 
 def as_str(v: Any, default: str | None = None) -> str:
+    """An attribute as a string (``default`` when absent; an error when required)."""
     if v is None:
         if default is None:
             raise MilOpError("missing required string attribute")
@@ -70,6 +77,7 @@ def as_str(v: Any, default: str | None = None) -> str:
 
 
 def same_dtype(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    """Refuse operands whose dtypes differ, as MIL does."""
     if a.dtype != b.dtype:
         raise MilOpError(f"{what}: operand dtypes differ ({a.dtype} vs {b.dtype}); MIL requires one type T")
 
@@ -78,12 +86,14 @@ INTS = (torch.int32,)
 
 
 def rank_axis(axis: int, rank: int, what: str = "axis") -> int:
+    """An axis in ``[-rank, rank)`` as a non-negative index."""
     if not -rank <= axis < rank:
         raise MilOpError(f"{what} {axis} out of range for rank {rank}")
     return axis % rank
 
 
 def mask_attr(v: Any, rank: int) -> list[bool]:
+    """A per-axis boolean mask attribute (``begin_mask`` and the like), one entry per axis."""
     if v is None:
         return [False] * rank
     vals = [bool(b) for b in (v.reshape(-1).tolist() if isinstance(v, torch.Tensor) else list(v))]

@@ -31,6 +31,7 @@ class UsageError(FramegenError):
 
 
 def split_list(value: str | Sequence[str]) -> list[str]:
+    """``"a, b"`` or a sequence -> a list of non-empty strings."""
     if isinstance(value, str):
         return [v for v in (p.strip() for p in value.split(",")) if v]
     return [str(v) for v in value]
@@ -46,13 +47,15 @@ def loaded_sources(checkpoint: PathLike | None, bundle: PathLike | None) -> tupl
 
 
 def check_exists(**paths: PathLike | None) -> None:
+    """A usage error naming the first path given that does not exist (``--label PATH``)."""
     for label, path in paths.items():
         if path is not None and not Path(path).exists():
             raise UsageError(f"--{label.replace('_', '-')} {path}: no such file or folder")
 
 
 def prepared_template(template: PathLike | Any, skip_bad_boxes: bool = False,
-              warn: Callable[[str], None] | None = None) -> Any:
+                      warn: Callable[[str], None] | None = None) -> Any:
+    """A template folder opened and prepared (or a prepared one as it is); its warnings go to ``warn``."""
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
 
     if isinstance(template, PreparedTemplate):
@@ -65,8 +68,8 @@ def prepared_template(template: PathLike | Any, skip_bad_boxes: bool = False,
 
 
 def features_for(mode: str, features: PathLike | np.ndarray | None, audio: PathLike | None,
-              encoder: PathLike | None, note: Callable[[str], None] | None = None,
-              bundle: PathLike | None = None) -> np.ndarray:
+                 encoder: PathLike | None, note: Callable[[str], None] | None = None,
+                 bundle: PathLike | None = None) -> np.ndarray:
     """Feature rows from an array, a file, or computed from speech ('ave' only) with ``encoder`` (a .pth checkpoint,
     or an exported .onnx / .mlpackage) or, without one, the bundle's own exported audio encoder."""
     if features is not None:
@@ -101,6 +104,7 @@ def check_outputs(out: PathLike | None, frames_dir: PathLike | None, *reports: P
 
 def check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features: Any, audio: PathLike | None,
                    encoder: PathLike | None) -> None:
+    """``render``'s sources: exactly one of checkpoint and bundle, and features or audio that can be used."""
     if (checkpoint is None) == (bundle is None):
         raise UsageError("render: give exactly one of --checkpoint CKPT or --bundle DIR")
     if features is not None and encoder is not None:
@@ -118,7 +122,8 @@ def check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features
 
 
 def open_backend_for(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
-          mode: str | None, options: dict[str, Any] | None) -> Any:
+                     mode: str | None, options: dict[str, Any] | None) -> Any:
+    """The backend a job asked for, chosen by the planner (``auto`` included) and opened as ``render`` opens it."""
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
                            requested=[Request(backend, precision, io)], options=options)
     return open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
@@ -154,4 +159,5 @@ def write_html(report: Any, path: PathLike) -> None:
 
 
 def write_export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None) -> None:
+    """The export's validation as JUnit XML at ``path`` (a refused export: one failing case)."""
     reports.write_reports(reports.export_junit(artifacts, error), None, junit_path=path, markdown_path=None)

@@ -239,6 +239,7 @@ def compare(kind: str, got: np.ndarray, want: np.ndarray) -> dict[str, float]:
 
 
 def limit_broken(kind: str, errs: dict[str, float]) -> str | None:
+    """The first limit ``errs`` break, as one line; ``None`` when within them all."""
     if kind == "audio_frontend" and errs["max_abs_err"] > MEL_MAX_ABS:
         return f"mel differs from framegen's by {errs['max_abs_err']:.3g} (limit {MEL_MAX_ABS:g})"
     if kind == "audio_features" and errs["max_rel_err"] > FEATURES_MAX_REL:

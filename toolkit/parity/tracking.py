@@ -111,11 +111,13 @@ def compare_segments(template: Any, segments: list[Segment], plan: list[dict[str
 
 
 def close_stream(stream: Any) -> None:
+    """Close a frame iterator (its pipeline threads stop)."""
     if hasattr(stream, "close"):
         stream.close()
 
 
 def write_heatmaps(trackers: list[Tracker], heatmaps: str | os.PathLike[str]) -> None:
+    """One heat map PNG per candidate (its worst frame, and its worst model output) into ``heatmaps``."""
     from framegen.toolkit.compare.heatmap import write_heatmap, write_output_heatmap
 
     out_dir = Path(heatmaps)
