@@ -22,7 +22,7 @@ def test_listed_with_its_reason_and_precisions():
     row = next(r for r in list_backends() if r["name"] == "openvino")
     assert row["available"], row["reason"]
     assert "OpenVINO" in row["reason"] and "CPU" in row["reason"]
-    assert row["precisions"] == ["fp32", "fp16", "int8"] and row["needs"] == "onnx"
+    assert row["precisions"] == ["fp32", "fp16", "bf16", "int8"] and row["needs"] == "onnx"
 
 
 def test_probe_says_why_when_openvino_is_missing(monkeypatch):
@@ -85,6 +85,54 @@ def test_fp32_and_fp16_parity(int8_onnx_bundle, generator_ckpt, prepared_templat
     assert all(c.frames == 4 for c in report.candidates)
     out32 = next(s for s in report.candidates[0].stages if s.stage == "model_output")
     assert out32.metrics["max_abs"] < 1e-4  # fp32 compute, not bf16: OpenVINO's precision hint is pinned
+
+
+def test_bf16_is_offered_only_where_the_cpu_has_bf16_units(int8_onnx_bundle, monkeypatch):
+    """bf16 runs the bundle's fp32 artifact with OpenVINO's bf16 hint; a CPU without bf16 units is told why not."""
+    from framegen.runtimes import artifacts
+    from framegen.runtimes.native import PrecisionUnits, cpu_units
+    from framegen.runtimes.registry import get_spec
+
+    spec = get_spec("openvino")
+    req = OpenRequest(bundle=int8_onnx_bundle, precision="bf16")
+    if not cpu_units("bf16").native:
+        assert "no bf16 units" in artifacts.artifact_problem(spec, req)
+        pytest.skip("this CPU has no bf16 units")
+    assert artifacts.artifact_problem(spec, req) is None
+    with open_backend("openvino", req) as be:
+        assert be.info.precision == "bf16" and be.info.extra["inference_precision"] == "bf16"
+        assert be.info.extra["artifact"] == str(_onnx(int8_onnx_bundle, "fp32"))
+    monkeypatch.setattr(artifacts, "cpu_units",
+                        lambda p: PrecisionUnits(p, False, (), f"{p}: this CPU has no {p} units (none of x)"))
+    assert artifacts.artifact_problem(spec, req) == "bf16: this CPU has no bf16 units (none of x)"
+
+
+@pytest.mark.slow
+def test_bf16_judged_by_limits_derived_from_the_checkpoint(int8_onnx_bundle, generator_ckpt, prepared_template,
+                                                          parity_features, tmp_path):
+    """OpenVINO's bf16 and its PyTorch twin (CPU autocast) pass limits derived from an emulated bf16 execution of the
+    checkpoint; the same bf16 compute of a bundle that ignores the audio or swaps the colours fails them. (A 1-2 %
+    scale of the output convolution hides inside bf16's own rounding noise: docs/PARITY.md.)"""
+    from faults import DRIFTS, drifted_bundle
+    from framegen.runtimes.native import cpu_units
+    from framegen.toolkit.parity.engine import Candidate, run_parity
+
+    if not cpu_units("bf16").native:
+        pytest.skip("this CPU has no bf16 units")
+    cands = [Candidate("openvino", "bf16"), Candidate("torch-cpu", "bf16")]
+    report = run_parity(int8_onnx_bundle, generator_ckpt, prepared_template, parity_features, candidates=cands,
+                        frames=3, silence_frames=1, locate=False)
+    assert report.passed, report.failures()
+    assert [c.profile for c in report.candidates] == ["derived-bf16", "derived-bf16"]
+    out = next(s for s in report.candidates[0].stages if s.stage == "model_output")
+    assert 1e-3 < out.metrics["max_abs"] < out.limits["max_abs"]  # bf16 compute, judged as such
+    for fault in ("audio ignored", "colour swap"):
+        layer, edit = DRIFTS[fault]
+        bad = drifted_bundle(int8_onnx_bundle, tmp_path / fault.replace(" ", "_"), layer, edit, generator_ckpt,
+                             formats=("onnx",), select=lambda a: a.precision == "fp32")
+        broken = run_parity(bad, generator_ckpt, prepared_template, parity_features, candidates=cands[:1], frames=3,
+                            silence_frames=1, locate=False)
+        assert not broken.passed, fault
 
 
 @pytest.mark.slow

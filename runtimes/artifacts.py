@@ -10,7 +10,8 @@ from framegen.models.bundle import load_bundle
 from framegen.models.contract import AUDIO_SHAPES
 from framegen.models.errors import FramegenError
 from framegen.runtimes.base import BackendError
-from framegen.runtimes.spec import BackendSpec, OpenRequest
+from framegen.runtimes.native import cpu_units
+from framegen.runtimes.spec import BackendSpec, OpenRequest, artifact_precision
 
 #: file name endings of each artifact format
 SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "coreml": (".mlpackage", ".mlmodel")}
@@ -33,7 +34,8 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
     """The generator artifact of format ``fmt`` that ``req`` names; a one-line error naming what is missing.
 
     An explicit ``req.artifact`` wins over ``req.bundle``; from a bundle the entry matching ``req.precision`` is
-    taken (``framegen.models.bundle.Bundle.find`` says what the bundle holds when there is none).
+    taken (``bf16`` takes the fp32 one; ``framegen.models.bundle.Bundle.find`` says what the bundle holds when there
+    is none).
     """
     label = _LABEL[fmt]
     if req.artifact is not None:
@@ -45,9 +47,10 @@ def resolve_artifact(req: OpenRequest, fmt: str, backend: str) -> ResolvedArtifa
         return ResolvedArtifact(path, fmt, None, None, os.fspath(path), None)
     if req.bundle is not None:
         bundle = load_bundle(req.bundle)
-        art = bundle.find("generator", fmt, req.precision, req.io)
+        precision = artifact_precision(req.precision)
+        art = bundle.find("generator", fmt, precision, req.io)
         sha = art.entry.get("sha256")
-        return ResolvedArtifact(art.path, fmt, req.precision, bundle.mode, os.fspath(art.path),
+        return ResolvedArtifact(art.path, fmt, precision, bundle.mode, os.fspath(art.path),
                                 sha if isinstance(sha, str) else None)
     raise BackendError(f"{backend} runs a {label} model: open it from a bundle or name the "
                        f"{' / '.join(SUFFIXES[fmt])} file")
@@ -61,6 +64,10 @@ def artifact_problem(spec: BackendSpec, req: OpenRequest) -> str | None:
         return f"runs {'/'.join(precisions)}, not {req.precision}"
     if req.io not in spec.ios:
         return f"runs {'/'.join(spec.ios)} I/O models, not {req.io}"
+    if req.precision == "bf16" and spec.device == "cpu":
+        units = cpu_units("bf16")
+        if not units.native:  # emulated bf16 on fp32 units is slower than fp32 and no more exact: never offered
+            return units.reason
     if needs == "checkpoint":
         if req.checkpoint is None and req.model is None:
             return "needs a checkpoint"
@@ -75,10 +82,10 @@ def artifact_problem(spec: BackendSpec, req: OpenRequest) -> str | None:
             bundle = load_bundle(req.bundle)
         except FramegenError as exc:
             return str(exc)
-        if bundle.has("generator", needs, req.precision, req.io):
+        if bundle.has("generator", needs, artifact_precision(req.precision), req.io):
             return None
         variant = "" if req.io == "tensor" else f" {req.io}-I/O"
-        return f"bundle has no generator {label} {req.precision}{variant} artifact"
+        return f"bundle has no generator {label} {artifact_precision(req.precision)}{variant} artifact"
     return f"needs a {label} model (a bundle or the file)"
 
 

@@ -129,3 +129,58 @@ def missing_dependency(path: str | os.PathLike[str]) -> str | None:
         match = _MISSING_LIB.search(str(exc))
         return match.group(1) if match else None
     return None
+
+
+# ----------------------------------------------------------------------------------------------- CPU units
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor block of ``/proc/cpuinfo`` (Linux); empty elsewhere."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if not line.strip():
+                    if info:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (``/proc/cpuinfo``); empty where unknown. Cached."""
+    return frozenset(cpu_info().get("flags", "").split())
+
+
+#: Flags that give the CPU native bfloat16 arithmetic (AVX-512 BF16 dot products, AMX bf16 tiles).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Flags that give it int8 dot products (AMX int8 tiles, AVX-512 VNNI, AVX-VNNI), fastest first.
+INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+@dataclass(frozen=True)
+class PrecisionUnits:
+    """Whether this CPU computes a precision natively, and the flags that say so (or why not)."""
+
+    precision: str
+    native: bool
+    units: tuple[str, ...]
+    reason: str
+
+
+def cpu_units(precision: str, flags: frozenset[str] | None = None) -> PrecisionUnits:
+    """Whether the CPU has native units for ``bf16`` or ``int8`` (other precisions: always, as plain fp32 SIMD)."""
+    have = cpu_flags() if flags is None else flags
+    wanted = {"bf16": BF16_FLAGS, "int8": INT8_FLAGS}.get(precision)
+    if wanted is None:
+        return PrecisionUnits(precision, True, (), f"{precision}: computed by the CPU's fp32 units")
+    units = tuple(f for f in wanted if f in have)
+    if units:
+        return PrecisionUnits(precision, True, units, f"{precision}: this CPU has {', '.join(units)}")
+    where = "no /proc/cpuinfo flags to read" if not have else f"none of {', '.join(wanted)} in its flags"
+    return PrecisionUnits(precision, False, (), f"{precision}: this CPU has no {precision} units ({where})")

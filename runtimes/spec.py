@@ -7,6 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Compute precisions that run an artifact of another precision: ``bf16`` is an fp32 artifact computed in bfloat16
+#: (OpenVINO's inference-precision hint; PyTorch CPU autocast), so a bundle needs nothing new for it.
+COMPUTE_ARTIFACT = {"bf16": "fp32"}
+
+
+def artifact_precision(precision: str) -> str:
+    """The precision of the artifact that a candidate of compute ``precision`` runs (``bf16`` -> ``fp32``)."""
+    return COMPUTE_ARTIFACT.get(precision, precision)
+
 
 @dataclass(frozen=True)
 class Availability:

@@ -1,7 +1,9 @@
-"""PyTorch backends: ``torch-cpu`` (the fp32 reference) and ``torch-cuda`` (fp32 / fp16, channels_last)."""
+"""PyTorch backends: ``torch-cpu`` (the fp32 reference; bf16 under CPU autocast, the twin of OpenVINO's bf16 hint) and
+``torch-cuda`` (fp32 / fp16, channels_last)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -12,7 +14,9 @@ from framegen.runtimes.spec import Availability, BackendSpec, OpenRequest
 
 
 class TorchBackend(Backend):
-    """Runs a PyTorch generator module; with ``precision='fp16'`` on CUDA the module is cast to half."""
+    """Runs a PyTorch generator module; with ``precision='fp16'`` on CUDA the module is cast to half; with ``bf16``
+    (CPU) it stays fp32 and runs under ``torch.autocast`` in bfloat16 (convolutions in bf16, the rest as autocast
+    decides), output cast back to float32."""
 
     def __init__(self, model: Any, name: str, device: str, precision: str, source: str,
                  channels_last: bool = False, compile_model: bool = False) -> None:
@@ -33,6 +37,7 @@ class TorchBackend(Backend):
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._autocast = torch.bfloat16 if precision == "bf16" else None
         model = model.to(self._device, dtype=self._dtype).eval()
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -44,7 +49,9 @@ class TorchBackend(Backend):
         if self._model is None:
             raise BackendError(f"{self.name}: used after close()")
         torch = self._torch
-        with torch.inference_mode():
+        autocast = (torch.autocast(self._device.type, dtype=self._autocast) if self._autocast is not None
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
             img = torch.from_numpy(image).to(self._device, dtype=self._dtype, non_blocking=True)
             img = img.contiguous(memory_format=self._memory_format)
             aud = torch.from_numpy(audio).to(self._device, dtype=self._dtype, non_blocking=True)
@@ -87,10 +94,11 @@ def _load_model(req: OpenRequest) -> tuple[Any, str]:
 
 
 def _open_cpu(req: OpenRequest) -> Backend:
-    if req.precision != "fp32":
-        raise BackendError(f"torch-cpu runs fp32 only, not {req.precision}")
+    if req.precision not in ("fp32", "bf16"):
+        raise BackendError(f"torch-cpu runs fp32 or bf16, not {req.precision}")
     model, source = _load_model(req)
-    return TorchBackend(model, "torch-cpu", "cpu", "fp32", source, compile_model=bool(req.options.get("compile")))
+    return TorchBackend(model, "torch-cpu", "cpu", req.precision, source,
+                        compile_model=bool(req.options.get("compile")))
 
 
 def _open_cuda(req: OpenRequest) -> Backend:
@@ -103,8 +111,8 @@ def _open_cuda(req: OpenRequest) -> Backend:
 
 
 SPECS = [
-    BackendSpec("torch-cpu", "torch", "cpu", "checkpoint", ("fp32",), _probe_cpu, _open_cpu,
-                "PyTorch eager on the CPU: the fp32 reference", auto_rank=60),
+    BackendSpec("torch-cpu", "torch", "cpu", "checkpoint", ("fp32", "bf16"), _probe_cpu, _open_cpu,
+                "PyTorch eager on the CPU: the fp32 reference; bf16 under CPU autocast", auto_rank=60),
     BackendSpec("torch-cuda", "torch", "cuda", "checkpoint", ("fp32", "fp16"), _probe_cuda, _open_cuda,
                 "PyTorch on CUDA, channels_last, optional torch.compile", auto_rank=30),
 ]

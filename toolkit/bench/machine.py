@@ -14,7 +14,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from framegen.runtimes.native import nvidia_gpu
+from framegen.runtimes.native import cpu_info, nvidia_gpu
 from framegen.runtimes.ort_session import physical_cores
 
 #: fp32 FLOP per cycle per core (FMA counted as 2) by what the cores can issue. Two FMA pipes of the given width are
@@ -44,23 +44,6 @@ GPU_PEAK_TFLOPS: list[tuple[str, float, float]] = [
     ("A10", 31.2, 125.0),
     ("T4", 8.1, 65.0),
 ]
-
-
-def _cpuinfo() -> dict[str, str]:
-    """First processor block of /proc/cpuinfo (Linux); empty elsewhere."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if not line.strip():
-                    if info:
-                        break
-                    continue
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
 
 
 def _sysctl(name: str) -> str | None:
@@ -104,7 +87,7 @@ def cpu_description() -> dict[str, Any]:
     import psutil
 
     arch = platform.machine().lower()
-    info = _cpuinfo()
+    info = cpu_info()
     model = info.get("model name") or _sysctl("machdep.cpu.brand_string") or platform.processor() or arch
     vendor = info.get("vendor_id", "Apple" if sys.platform == "darwin" and arch == "arm64" else "")
     try:
@@ -133,7 +116,7 @@ def cpu_description() -> dict[str, Any]:
     turbo_known = clock_source is not None and "current" not in clock_source
     peak = physical * (mhz / 1000.0) * per_cycle if mhz and turbo_known else None
     vector = sorted(f for f in flags if f in ("sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
-                                              "avx512_vnni", "amx_tile", "f16c"))
+                                              "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "f16c"))
     return {
         "model": model, "vendor": vendor, "arch": arch, "family": family,
         "physical_cores": physical, "logical_cores": logical, "clock_mhz": round(mhz, 1) if mhz else None,

@@ -9,6 +9,8 @@ kind of frames parity compares, by executions that are independent of every cand
   accumulation inside each layer, as fp16 kernels do; :func:`fp16_emulation`). On seed 2's frames it lands within a
   few per cent of ``net.half()`` on the CPU (max 0.082 vs 0.084, mean 0.00445 vs 0.00453) at a fifth of the cost;
   ``method='half'`` runs ``net.half()`` itself.
+- **bf16**: the same emulation with bfloat16 rounding (:func:`rounding_emulation`): what a bf16 runtime (OpenVINO's
+  bf16 hint, PyTorch CPU autocast) does at most, every layer output rounded to 8 significant bits.
 - **fp32**: PyTorch in float64 against PyTorch fp32: the size of fp32's own rounding on this network (the noise
   between two correct fp32 runtimes is of that order: ORT/coreml-mil fp32 vs PyTorch max 2.6e-5, float64 vs fp32
   3.2e-5 on seed 2).
@@ -59,10 +61,12 @@ from framegen.toolkit.compare.profiles import (
 from framegen.toolkit.inputs.features import audio_windows
 
 #: Bump when what is measured or how changes: older cache entries are then ignored.
-METHOD_VERSION = 1
+METHOD_VERSION = 2  # 2: bf16 measured too
 #: Multiplier on the independent execution's error, per candidate precision (see the module docstring and
 #: docs/PARITY.md for the measurements behind it).
-K: dict[str, float] = {"fp32": 30.0, "fp16": 3.0}
+K: dict[str, float] = {"fp32": 30.0, "fp16": 3.0, "bf16": 3.0}
+#: Precisions whose limits are derived from an independent rounding execution (and never drop below fp32's noise).
+ROUNDED = ("fp16", "bf16")
 #: Rounding noise is not always unbiased, and a few frames measure its bias and spread change poorly: |bias| and
 #: |spread change| get at least this share of the measured mean error (for the spread: of mean error /
 #: std(reference)) before K is applied. On random calibrated stand-ins correct fp16 backends showed |bias| up to 0.02
@@ -78,26 +82,33 @@ METRICS = ("max_abs", "mean_abs", "p99_abs", "min_psnr_db", "max_share_diff", "m
 
 # ----------------------------------------------------------------------------------------------- executions
 
-def fp16_emulation(model: Any) -> Any:
-    """A copy of a generator that computes like an fp16 runtime: weights, BatchNorm statistics, the inputs and every
-    leaf layer's output rounded to float16, arithmetic inside each layer in fp32."""
+def rounding_emulation(model: Any, dtype: str = "float16") -> Any:
+    """A copy of a generator that computes like a ``dtype`` (``float16`` / ``bfloat16``) runtime: weights, BatchNorm
+    statistics, the inputs and every leaf layer's output rounded to ``dtype``, arithmetic inside each layer in fp32
+    (as half-precision kernels accumulate)."""
     import torch
 
+    low = getattr(torch, dtype)
     emu = copy.deepcopy(model).float().eval()
     with torch.no_grad():
         for p in emu.parameters():
-            p.copy_(p.half().float())
+            p.copy_(p.to(low).float())
         for b in emu.buffers():
             if b.is_floating_point():
-                b.copy_(b.half().float())
+                b.copy_(b.to(low).float())
 
     def rounded(_module: Any, _inputs: Any, output: Any) -> Any:
-        return output.half().float()
+        return output.to(low).float()
 
     for mod in emu.modules():
         if not any(True for _ in mod.children()):
             mod.register_forward_hook(rounded)
     return emu
+
+
+def fp16_emulation(model: Any) -> Any:
+    """:func:`rounding_emulation` in float16: how an fp16 runtime computes."""
+    return rounding_emulation(model, "float16")
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,7 @@ def _inputs_digest(frames: list[MeasureFrame], method: str) -> str:
 
 @dataclass
 class NoiseMeasurement:
-    """The error of independent fp16 and fp64 executions of one checkpoint against its PyTorch fp32 output."""
+    """The error of independent fp16, bf16 and fp64 executions of one checkpoint against its PyTorch fp32 output."""
 
     checkpoint_sha256: str
     inputs_digest: str
@@ -172,7 +183,7 @@ class NoiseMeasurement:
         what = " + ".join(f"{n} {k}" for k, n in kinds.items())
         where = f"cached, {self.cache_path}" if self.cached else f"measured in {self.seconds:.1f} s"
         return (f"tolerances derived from this checkpoint ({self.checkpoint_sha256[:12]}…): independent fp16 "
-                f"({self.method}) and fp64 PyTorch executions on {what} frame(s) ({where})")
+                f"({self.method}), bf16 (emulated) and fp64 PyTorch executions on {what} frame(s) ({where})")
 
 
 def cache_dir() -> Path:
@@ -210,11 +221,12 @@ def _write_cache(path: Path, sha: str, key: str, entry: dict[str, Any]) -> None:
 
 def _independent_runs(model: Any, frames: list[MeasureFrame], method: str
                       ) -> Iterator[tuple[MeasureFrame, np.ndarray, dict[str, np.ndarray]]]:
-    """Per frame: the fp32 reference output, and the fp64 ("fp32" noise) and fp16 executions' outputs."""
+    """Per frame: the fp32 reference output, and the fp64 ("fp32" noise), fp16 and bf16 executions' outputs."""
     import torch
 
     model64 = copy.deepcopy(model).double()
     half = fp16_emulation(model) if method == "emulated" else copy.deepcopy(model).half()
+    brain = rounding_emulation(model, "bfloat16")
     with torch.inference_mode():
         for f in frames:
             x = torch.from_numpy(f.image[None].copy())
@@ -225,6 +237,7 @@ def _independent_runs(model: Any, frames: list[MeasureFrame], method: str
                 outs["fp16"] = half(x.half().float(), a.half().float()).numpy()[0]
             else:
                 outs["fp16"] = half(x.half(), a.half()).float().numpy()[0]
+            outs["bf16"] = brain(x.bfloat16().float(), a.bfloat16().float()).numpy()[0]
             yield f, ref, outs
 
 
@@ -275,7 +288,7 @@ def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame]
                 return m
     t0 = time.perf_counter()
     stats = {p: {MODEL_OUTPUT: ErrorStats("float"), PRED_U8: ErrorStats("uint8"), FINAL_FRAME: ErrorStats("uint8")}
-             for p in ("fp16", "fp32")}
+             for p in ("fp16", "bf16", "fp32")}
     ref_sum = ref_sq = 0.0
     ref_n = 0
     for f, ref, outs in _independent_runs(load_generator(checkpoint, mode).float().eval(), frames, method):
@@ -339,10 +352,10 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
                   float32_mean: float, ref_std: float) -> tuple[StageLimits, dict[str, str]]:
     """Limits of one stage from the independent execution's summary ``m`` (``fp32``: the fp64-vs-fp32 summary of
     the same stage, for the floors; ``float32_mean``: its model-output mean error)."""
-    what = "independent fp16" if p == "fp16" else "fp32 noise (fp64 vs fp32)"
+    what = f"independent {p}" if p in ROUNDED else "fp32 noise (fp64 vs fp32)"
     k32 = K["fp32"]
     r = _Rule(K[p], what)
-    floors = p == "fp16"  # an fp16 limit never drops below what fp32 noise alone reaches
+    floors = p in ROUNDED  # an fp16 / bf16 limit never drops below what fp32 noise alone reaches
     if kind == "uint8" and p == "fp32":
         # fp32 noise is far below one level: it only flips truncations, so the bounds are structural, not scaled.
         r.limits["max_abs"] = _U8_MAX_FLOOR[stage]
@@ -381,10 +394,14 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
 
 
 def derive_profile(measurement: NoiseMeasurement, precision: str, io: str = "tensor") -> Profile:
-    """The profile a candidate of ``precision`` (``fp32``/``fp16``) and I/O variant is judged by on this checkpoint
-    (the rule in the module docstring); ``Profile.sources`` says where each limit came from."""
+    """The profile a candidate of ``precision`` (``fp32``/``fp16``/``bf16``) and I/O variant is judged by on this
+    checkpoint (the rule in the module docstring); ``Profile.sources`` says where each limit came from. bf16 has no
+    ``layers`` stage (the per-layer comparison runs artifacts in their own precision; bf16 has no artifact)."""
     if precision not in K:
-        raise ProfileError(f"no derived tolerances for precision {precision!r} (fp32 or fp16)")
+        raise ProfileError(f"no derived tolerances for precision {precision!r} ({', '.join(K)})")
+    if precision not in measurement.stats:
+        raise ProfileError(f"the measurement of checkpoint {measurement.checkpoint_sha256[:12]}… has no "
+                           f"{precision} execution")
     if io not in ("tensor", "image"):
         raise ProfileError(f"no derived tolerances for I/O variant {io!r} (tensor or image)")
     stats = measurement.stats[precision]
@@ -397,8 +414,9 @@ def derive_profile(measurement: NoiseMeasurement, precision: str, io: str = "ten
                                                     float(fp32[MODEL_OUTPUT]["mean_abs"]), measurement.reference_std)
     # Each layer's own limit is derived where it is compared (toolkit.locate, on the same checkpoint); the stage
     # limit is the multiple of it that may be reached.
-    stages[LAYERS] = LAYER_LIMITS
-    sources[LAYERS] = {"max_excess": LAYER_SOURCE}
+    if precision != "bf16":
+        stages[LAYERS] = LAYER_LIMITS
+        sources[LAYERS] = {"max_excess": LAYER_SOURCE}
     name = f"derived-{precision}" if io == "tensor" else f"derived-image-{precision}"
     return Profile(name, f"{precision}{'' if io == 'tensor' else ' image-I/O'} limits derived from checkpoint "
                          f"{measurement.checkpoint_sha256[:12]}… ({measurement.method} fp16 / fp64 measurement)",
@@ -434,7 +452,7 @@ class Tolerances:
 
     def profile(self, precision: str, io: str = "tensor") -> Profile:
         """The limits a candidate of this precision and I/O variant is judged by."""
-        if self.kind == "derived" and precision in ("fp32", "fp16"):  # compressed ones: their floor (toolkit.compress)
+        if self.kind == "derived" and precision in K:  # compressed ones: their floor (toolkit.compress)
             if self.measurement is None:
                 raise ToleranceError("derived tolerances need a measurement of the checkpoint")
             base = derive_profile(self.measurement, precision, io)

@@ -33,7 +33,11 @@ PURPOSES = ("render", "parity", "bench", "demo", "golden")
 _CHECKS = ("parity", "golden")
 #: purposes whose default plan includes image-I/O variants (a render or a benchmark runs the tensor contract)
 _ALL_IOS = ("parity", "golden")
-PRECISIONS = ("fp32", "fp16", "int8", "pal6", "pal4")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "pal6", "pal4")
+#: What a default plan (no precision named) runs: bf16 is asked for by name. It needs no artifact of its own (every
+#: fp32 bundle would offer it), and what it is worth belongs to the checkpoint (docs/PARITY.md), so it is never
+#: slipped into a job that did not ask for it.
+DEFAULT_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")
 IOS = ("tensor", "image")
 
 
@@ -109,8 +113,9 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
                     options: dict[str, Any] | None = None) -> Plan:
     """The candidates ``purpose`` runs from a bundle and/or checkpoint.
 
-    Without ``requested``: every backend available here x every precision (of ``precisions``, default all) and I/O
-    variant (of ``ios``, default: tensor, plus image for parity and golden) the source can feed it; verifiers only
+    Without ``requested``: every backend available here x every precision (of ``precisions``, default all but
+    bf16) and I/O variant (of ``ios``, default: tensor, plus image for parity and golden) the source can feed it;
+    verifiers only
     for parity and golden. With ``requested``: exactly those (``auto`` resolves to one backend), and anything that
     cannot run is a :class:`PlanError` naming it.
     """
@@ -122,7 +127,7 @@ def plan_candidates(purpose: str, *, bundle: str | os.PathLike[str] | None = Non
         # Once for every backend probed below; a bad bundle is left to each candidate's problem, which names it.
         with contextlib.suppress(FramegenError):
             bundle = load_bundle(bundle)
-    want_precisions = list(precisions or PRECISIONS)
+    want_precisions = list(precisions or DEFAULT_PRECISIONS)
     want_ios = list(ios or (IOS if purpose in _ALL_IOS else ("tensor",)))
     plan = Plan([])
     if requested is None:

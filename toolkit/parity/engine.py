@@ -26,7 +26,7 @@ import numpy as np
 from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.runtimes.registry import get_spec, open_backend
-from framegen.runtimes.spec import OpenRequest
+from framegen.runtimes.spec import OpenRequest, artifact_precision
 from framegen.toolkit.common.files import jsonable, write_json
 from framegen.toolkit.compare.overrides import Overrides, load_profile_file, parse_tolerance
 from framegen.toolkit.compare.profiles import FINAL_FRAME, LAYERS, MODEL_OUTPUT, Profile
@@ -119,9 +119,10 @@ def _artifact_of(b: Any, cand: Candidate) -> Any:
         fmt = get_spec(cand.backend).needs
     except FramegenError:
         return None
-    if fmt not in ("onnx", "coreml") or not b.has("generator", fmt, cand.precision, cand.io):
+    precision = artifact_precision(cand.precision)  # bf16 runs the fp32 artifact
+    if fmt not in ("onnx", "coreml") or not b.has("generator", fmt, precision, cand.io):
         return None
-    return b.find("generator", fmt, cand.precision, cand.io)
+    return b.find("generator", fmt, precision, cand.io)
 
 
 def _load_saved(b: Any, paths: list[str | os.PathLike[str]], plan: list[dict[str, Any]]
