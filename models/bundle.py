@@ -58,6 +58,12 @@ class Artifact:
         record = self.entry.get("validation")
         return None if record is None else ValidationRecord.from_dict(record, f"{self.path.name}: validation")
 
+    def compute_validation(self, precision: str) -> ValidationRecord | None:
+        """How export judged this (fp32) artifact computed in ``precision`` (``bf16``), or ``None`` if it did not."""
+        record = (self.entry.get("compute") or {}).get(precision)
+        return None if record is None else ValidationRecord.from_dict(record, f"{self.path.name}: compute."
+                                                                              f"{precision}")
+
 
 @dataclass
 class Bundle:
@@ -184,6 +190,11 @@ def load_bundle(path: str | os.PathLike[str] | Bundle) -> Bundle:
         _check_entry(manifest_path, k, entry)
         if "validation" in entry:
             ValidationRecord.from_dict(entry["validation"], f"{manifest_path}: artifacts[{k}].validation")
+        compute = entry.get("compute", {})
+        if not isinstance(compute, dict):
+            raise BundleError(f"{manifest_path}: artifacts[{k}].compute must be an object (precision -> record)")
+        for precision, record in compute.items():
+            ValidationRecord.from_dict(record, f"{manifest_path}: artifacts[{k}].compute.{precision}")
         p = contained_path(root, entry["path"], f"{manifest_path}: artifacts[{k}]")
         if not p.exists():
             raise BundleError(f"{root}: manifest lists {entry['path']}, which is missing")

@@ -114,3 +114,15 @@ class ValidationRecord:
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def entry_records(entry: dict[str, Any]) -> list[tuple[str, ValidationRecord]]:
+    """A manifest entry's records, each with the name a table or JUnit case shows: its own validation
+    (``generator.fp32.onnx``), then how export judged it computed in another precision
+    (``generator.fp32.onnx (bf16 compute)``)."""
+    path = str(entry.get("path"))
+    out = [(path, ValidationRecord.from_dict(entry.get("validation") or {}, f"{path}: validation"))]
+    for precision, record in (entry.get("compute") or {}).items():
+        out.append((f"{path} ({precision} compute)", ValidationRecord.from_dict(record, f"{path}: compute."
+                                                                                         f"{precision}")))
+    return out

@@ -16,7 +16,13 @@ from framegen.runtimes.triton_backend import parse_url
 from framegen.toolkit.compare import reports
 from framegen.toolkit.compare.html import parity_html
 from framegen.toolkit.compare.reports import write_text_atomic
-from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
+from framegen.toolkit.frames.plan import (
+    AUTO_PRECISION,
+    Request,
+    choose_precision,
+    open_candidate,
+    plan_candidates,
+)
 from framegen.toolkit.frames.video import check_frames_dir, container_format
 from framegen.toolkit.inputs.audio import audio_to_features
 from framegen.toolkit.inputs.encoders import resolve_encoder
@@ -123,10 +129,19 @@ def check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features
 
 def open_backend_for(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
                      mode: str | None, options: dict[str, Any] | None) -> Any:
-    """The backend a job asked for, chosen by the planner (``auto`` included) and opened as ``render`` opens it."""
+    """The backend a job asked for, chosen by the planner (``auto`` included) and opened as ``render`` opens it.
+    ``precision`` ``auto``: :func:`framegen.toolkit.frames.plan.choose_precision` picks it; the backend's
+    ``info.extra["precision_choice"]`` says what it chose and why."""
+    choice = None
+    if precision == AUTO_PRECISION:
+        choice = choose_precision(bundle, options=options)
+        precision = choice.precision
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint,
                            requested=[Request(backend, precision, io)], options=options)
-    return open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
+    be = open_candidate(plan.candidates[0], bundle=bundle, checkpoint=checkpoint, mode=mode, options=options)
+    if choice is not None:
+        be.info.extra["precision_choice"] = choice.describe()
+    return be
 
 
 def triton_options(url: str | None) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from framegen.models.validation import ValidationRecord
+from framegen.models.validation import entry_records
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +20,10 @@ def export(
     audio_encoder: Annotated[Path | None, typer.Option(
         "--audio-encoder", "-e", help="Also export this audio encoder checkpoint (audio_visual_encoder.pth).")] = None,
     formats: Annotated[str, typer.Option("--formats", "-f", help="Comma-separated: onnx, coreml.")] = "onnx,coreml",
-    precision: Annotated[str, typer.Option("--precision", "-p", help="Comma-separated: fp32, fp16, int8 (ONNX QDQ; "
-                                           "Core ML 8-bit weights), pal6, pal4 (Core ML palettized weights).")]
+    precision: Annotated[str, typer.Option("--precision", "-p", help=(
+        "Comma-separated: fp32, fp16, int8 (ONNX QDQ; Core ML 8-bit weights), pal6, pal4 (Core ML palettized "
+        "weights), bf16 (no file: judges the fp32 ONNX computed in bf16 on OpenVINO by its quality floor and records "
+        "the verdict, which auto reads)."))]
     = "fp32,fp16",
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the measured choice).")] = None,
     mode: Annotated[str | None, typer.Option(
@@ -100,9 +102,9 @@ def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
     for col in ("MB", "sha256", "checked", "figures against their limits", "run by"):
         table.add_column(col, justify="right" if col == "MB" else "left", no_wrap=col != "figures against their limits")
     for a in manifest["artifacts"]:
-        record = ValidationRecord.from_dict(a["validation"], f"{a['path']}: validation")
-        table.add_row(a["path"], f"{a['bytes'] / 1e6:.1f}", a["sha256"][:8], record.kind,
-                      "; ".join(c.describe() for c in record.checks) or "-", _runner(record.runtime))
+        for k, (name, record) in enumerate(entry_records(a)):
+            table.add_row(name, f"{a['bytes'] / 1e6:.1f}" if k == 0 else "", a["sha256"][:8] if k == 0 else "",
+                          record.kind, "; ".join(c.describe() for c in record.checks) or "-", _runner(record.runtime))
     out.print(table)
     out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}. Core ML: mlprogram, "
               f"{manifest['tools']['export']['coreml']['minimum_deployment_target']}+. Errors against PyTorch "

@@ -27,10 +27,13 @@ def stream(
         "--encoder", help="Audio encoder (.pth, .onnx or .mlpackage); default: the bundle's exported one.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Backend name (see `framegen backends`) or auto.")]
     = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 (backends that offer it).")] = "fp32",
+    precision: Annotated[str | None, typer.Option("--precision", help=(
+        "fp32, fp16, bf16, int8 (backends and bundles that offer it) or auto (the fastest one this CPU computes "
+        "natively whose quality the bundle's export proved; the default with --realtime, else fp32)."))] = None,
     chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Feed the audio in chunks of this many ms.")] = 40.0,
-    realtime: Annotated[bool, typer.Option("--realtime", help="Pace the chunks at real time (a live source).")]
-    = False,
+    realtime: Annotated[bool, typer.Option("--realtime", help=(
+        "Live: pace the chunks at real time, measure at start-up whether the backend keeps up, and hold frames "
+        "(repeat the previous one) rather than fall behind the speech."))] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Frames per inference call (the render's grid).")]
     = 1,
     start_frame: Annotated[int, typer.Option("--start-frame", min=0, help="First template frame of the "
@@ -46,14 +49,21 @@ def stream(
     from framegen.toolkit.api import stream as api_stream
 
     stats = api_stream(template, audio=audio, out=out_path, frames_dir=frames_dir, checkpoint=checkpoint,
-                       bundle=bundle, encoder=encoder, backend=backend, precision=precision, chunk_ms=chunk_ms,
+                       bundle=bundle, encoder=encoder, backend=backend,
+                       precision=precision or ("auto" if realtime else "fp32"), chunk_ms=chunk_ms,
                        realtime=realtime, batch=batch, start_frame=start_frame, crf=crf,
                        skip_bad_boxes=skip_bad_boxes, stats=stats_path, note=note, warn=warn)
     lat = stats.latency_ms
     targets = ", ".join(t for t in (stats.out, f"{stats.frames_dir}/" if stats.frames_dir else None) if t)
+    live = ""
+    if stats.realtime:
+        fl = stats.frame_latency_ms
+        live = (f"; from each frame's own time p50 {fl['p50']:.0f} ms, p99 {fl['p99']:.0f} ms; "
+                f"{stats.held_frames} frame(s) held")
     out.print(f"{stats.frames} frames ({stats.audio_seconds:.2f} s of audio) in {stats.seconds:.2f} s "
-              f"(RTF {stats.rtf:.2f}{', slower than real time' if stats.rtf > 1.0 else ''}); latency p50 "
-              f"{lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms -> {targets}", markup=False, soft_wrap=True)
+              f"(RTF {stats.rtf:.2f}{', slower than real time' if stats.rtf > 1.01 else ''}); latency after the "
+              f"context p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms{live} -> {targets}", markup=False,
+              soft_wrap=True)
     if not stats.session.get("exact", True):
         warn(f"the incremental mel/encoder differed from the offline path (mel rows "
              f"{stats.session['mel_mismatch_rows']}, windows {stats.session['encoder_mismatch_windows']})")

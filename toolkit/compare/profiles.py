@@ -221,9 +221,6 @@ def profile_for(precision: str, io: str = "tensor") -> Profile:
         psnr, level = DEFAULT_FLOORS[precision]
         return Profile(precision, DESCRIPTIONS[precision], {
             MODEL_OUTPUT: StageLimits(), FINAL_FRAME: StageLimits(max_abs=level, min_psnr_db=psnr)})
-    if precision == "bf16":
-        raise ProfileError("bf16 has no fixed profile: its limits are derived from the checkpoint (--tolerances "
-                           "derived), because what bf16 rounding does depends on the weights (docs/PARITY.md)")
     if precision not in ("fp32", "fp16"):
         raise ProfileError(f"no tolerance profile for precision {precision!r} (fp32 or fp16)")
     if io not in ("tensor", "image"):

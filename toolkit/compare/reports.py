@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from framegen.models.atomic import atomic_output
-from framegen.models.validation import ValidationRecord
+from framegen.models.validation import entry_records
 
 #: The environment variable GitHub Actions points at the job's summary file.
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -89,13 +89,13 @@ def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
     suites = ET.Element("testsuites", name=suite_name)
     suite = ET.SubElement(suites, "testsuite", name=suite_name)
     for art in artifacts:
-        record = ValidationRecord.from_dict(art.get("validation") or {}, f"{art.get('path')}: validation")
-        detail = "; ".join(c.describe() + (f" ({c.source})" if c.source else "") for c in record.checks)
-        if record.runtime:
-            detail += f"; run by {record.runtime}"
-        failures = ([] if record.passed else [record.reason or "validation failed"]) + [
-            f"{c.describe()}: outside its limit" for c in record.checks if not c.passed]
-        _case(suite, "export", str(art.get("path")), failures, detail)
+        for name, record in entry_records(dict(art)):
+            detail = "; ".join(c.describe() + (f" ({c.source})" if c.source else "") for c in record.checks)
+            if record.runtime:
+                detail += f"; run by {record.runtime}"
+            failures = ([] if record.passed else [record.reason or "validation failed"]) + [
+                f"{c.describe()}: outside its limit" for c in record.checks if not c.passed]
+            _case(suite, "export", name, failures, detail)
     if error is not None:
         _case(suite, "export", "validation", [error], "")
     return _finish(suites)

@@ -23,12 +23,18 @@ from framegen.models.atomic import AtomicOutput
 from framegen.models.bundle import MANIFEST, sha256_path
 from framegen.models.metadata import artifact_metadata, contract_json
 from framegen.models.version import __version__
-from framegen.toolkit.export.compress import COMPRESSED, export_compressed, split_precisions
+from framegen.toolkit.export.compress import (
+    COMPRESSED,
+    COMPUTED,
+    export_compressed,
+    judge_compute,
+    split_precisions,
+)
 from framegen.toolkit.export.validate import Reference, reference, tensor_record, validate_artifact
 from framegen.toolkit.export.validate_image import export_image_entries
 
 FORMATS = tuple(EXPORTERS)
-PRECISIONS = ("fp32", "fp16", *COMPRESSED)  # compressed ones: toolkit.compress
+PRECISIONS = ("fp32", "fp16", *COMPRESSED, *COMPUTED)  # compressed and computed ones: toolkit.compress
 IOS = ("tensor", "image")  # image: port-friendly uint8 image I/O generator variants (exporters.image_io)
 MANIFEST_VERSION = 1
 SUFFIX = {name: exporter.suffix for name, exporter in EXPORTERS.items()}
@@ -199,6 +205,7 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
                    opset: int | None, ref: Reference, sha: str, work: Path, dest: Path,
                    say: Callable[[str], None], compression: Any = None) -> list[dict[str, Any]]:
     """Export, validate and describe one model in one format, for every precision (the slow tracing is shared)."""
+    computed = [p for p in precs if p in COMPUTED]
     precs, packed = split_precisions(precs)
     exporter = get_exporter(fmt)
     ins, outs = _tensor_entries(ref)
@@ -230,6 +237,14 @@ def _export_format(fmt: str, kind: str, module: Any, mode: str, precs: list[str]
             })
     if packed:  # int8 / pal6 / pal4: built from the same trace, judged by their quality floor (toolkit.compress)
         entries += export_compressed(fmt, kind, module, mode, packed, base, ref, sha, work, dest, say, compression)
+    for prec in computed:  # bf16: no file of its own; the fp32 artifact's record says whether it may compute so
+        if kind != "generator" or fmt not in COMPUTED[prec]:
+            continue
+        fp32 = next((e for e in entries if e["precision"] == "fp32" and e["io"] == "tensor"), None)
+        if fp32 is None:
+            raise ExportError(f"--precision {prec}: judges the fp32 {fmt} generator; add fp32 to --precision")
+        fp32.setdefault("compute", {})[prec] = judge_compute(prec, work / fp32["path"], module, mode,
+                                                              f"{dest}/{fp32['path']}", say, compression)
     return entries
 
 

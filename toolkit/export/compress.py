@@ -38,11 +38,12 @@ from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
 from framegen.models.errors import FramegenError
 from framegen.models.metadata import artifact_metadata
 from framegen.models.validation import Check, ValidationRecord
+from framegen.runtimes.native import cpu_units
 from framegen.runtimes.registry import availability, get_spec, open_backend, render_options
 from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.bench.core import measure, measure_e2e
 from framegen.toolkit.bench.machine import describe_machine
-from framegen.toolkit.compare.floors import COMPRESSED
+from framegen.toolkit.compare.floors import COMPRESSED, COMPUTED
 from framegen.toolkit.compare.floors import DEFAULT_FLOORS as _FLOORS
 from framegen.toolkit.compare.metrics import ErrorStats
 from framegen.toolkit.compare.profiles import FINAL_FRAME, Profile, StageLimits, profile_for
@@ -84,8 +85,8 @@ def compressed_profile(precision: str, floor: QualityFloor | None = None) -> Pro
     """The named parity profile of a compressed precision (:func:`framegen.toolkit.compare.profiles.profile_for`'s),
     with
     ``floor`` in place of its default final-frame floor when given."""
-    if precision not in COMPRESSED:
-        raise CompressError(f"no compressed precision {precision!r}; known: {', '.join(COMPRESSED)}")
+    if precision not in COMPRESSED and precision not in COMPUTED:
+        raise CompressError(f"no compressed precision {precision!r}; known: {', '.join([*COMPRESSED, *COMPUTED])}")
     base = profile_for(precision)
     if floor is None:
         return base
@@ -264,7 +265,9 @@ def judge(path: str | os.PathLike[str], fmt: str, precision: str, data: GateData
     p = label or os.fspath(path)
     t0 = time.perf_counter()
     try:
-        with open_backend(backend, OpenRequest(artifact=path, mode=mode)) as be:
+        # bf16 is the fp32 artifact computed in bfloat16: the precision asks the backend for that compute
+        request = OpenRequest(artifact=path, mode=mode, precision="bf16" if precision in COMPUTED else "fp32")
+        with open_backend(backend, request) as be:
             pred = be.infer(data.image, data.audio)
             info = {"backend": be.name, "device": be.info.device}
     except FramegenError as exc:
@@ -306,8 +309,35 @@ def refusal(name: str, verdict: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------- export hook
 
 def split_precisions(precisions: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(plain, compressed)`` precisions, in the order given."""
-    return [p for p in precisions if p not in COMPRESSED], [p for p in precisions if p in COMPRESSED]
+    """``(plain, compressed)`` precisions, in the order given (compute precisions such as bf16 are in neither: they
+    judge the fp32 artifact, :func:`judge_compute`)."""
+    return ([p for p in precisions if p not in COMPRESSED and p not in COMPUTED],
+            [p for p in precisions if p in COMPRESSED])
+
+
+def judge_compute(precision: str, fp32_path: Path, module: Any, mode: str, label: str, say: Callable[[str], None],
+                  options: CompressOptions | None) -> dict[str, Any]:
+    """Judge the fp32 ONNX generator computed in ``precision`` (``bf16``: OpenVINO's bf16 hint) by that precision's
+    quality floor on the gate's held-out frames, as a compressed artifact is judged; returns the manifest record
+    (``artifacts[k].compute[precision]``). Raises ``ExportValidationError`` below the floor, and ``CompressError``
+    where this machine cannot compute it (no OpenVINO, no bf16 units: the verdict would be a guess)."""
+    opts = options or CompressOptions()
+    opts.check()
+    units = cpu_units(precision)
+    if not units.native:
+        raise CompressError(f"--precision {precision}: cannot be judged here ({units.reason})")
+    avail = get_spec("openvino").probe()
+    if not avail.available:
+        raise CompressError(f"--precision {precision}: judged on OpenVINO, which is not available ({avail.reason})")
+    verdict = judge(fp32_path, "onnx", precision, gate_data(module, mode, opts), opts.floor(precision),
+                    backend="openvino", mode=mode, label=f"{label} ({precision} compute)")
+    ff = verdict["final_frame"]
+    say(f"{fp32_path.name} computed in {precision}: judged on openvino in {verdict['seconds']:.1f} s (final frame "
+        f"PSNR {ff['psnr_db']:.1f} dB, max {ff['max_abs']:.0f} levels; floor {verdict['floor']['min_psnr_db']:g} dB "
+        f"/ {verdict['floor']['max_level_error']:g}; {units.reason})")
+    if not verdict["passed"]:
+        raise ExportValidationError(refusal(f"{label} ({precision} compute)", verdict))
+    return floor_record(verdict).as_dict()
 
 
 def _onnx_io_ok(path: Path, ref: Any, label: str) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -63,13 +65,15 @@ __all__ = ["MAX_CHANNELS", "MAX_CHUNK_MS", "EncoderBatching", "PlayResult", "Str
 
 class StreamFrame(NamedTuple):
     """One streamed frame: index ``i``, presentation time ``i / fps`` s, the template frame used, the pasted BGR
-    uint8 frame, and the number of input samples (16 kHz) that had arrived when its context was complete."""
+    uint8 frame, the number of input samples (16 kHz) that had arrived when its context was complete, and whether
+    it is ``held`` (a degrading session had no free worker for it: the previous frame again)."""
 
     i: int
     time: float
     template_index: int
-    frame: np.ndarray
+    frame: np.ndarray | None
     context_samples: int
+    held: bool = False
 
 
 class StreamSession:
@@ -83,11 +87,17 @@ class StreamSession:
 
     Frames equal ``render(template, ave_features(melspectrogram(all samples), encode), backend, batch=batch)``
     frame for frame, bit for bit (``stats.exact`` reports the two numerical risks described in the module).
+
+    ``degrade``: a live source cannot wait. Instead of blocking ``feed`` when every worker is busy (the stream would
+    drift behind the speech without bound), a frame whose turn comes then is *held*: it is not inferred, and the
+    previous frame is shown again (``StreamFrame.held``, ``stats.held_frames``). At most one group per worker is in
+    flight, so the next frame to be inferred is always the newest one whose audio is complete. Frames that are not
+    held still equal the offline render's.
     """
 
     def __init__(self, template: PreparedTemplate, backend: Backend, encode: Encoder, *, start_frame: int = 0,
                  batch: int = 1, input_rate: int = SAMPLE_RATE, batching: EncoderBatching | None = None,
-                 verify: bool = True, max_inflight: int | None = None) -> None:
+                 verify: bool = True, max_inflight: int | None = None, degrade: bool = False) -> None:
         if backend.mode != "ave":
             raise StreamError(f"{backend.name}: streaming computes 'ave' features; the generator is {backend.mode!r}")
         if batch < 1:
@@ -106,7 +116,9 @@ class StreamSession:
         self._total: int | None = None  # frames in all, once finished
         self._closed = False
         workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
-        self._limit = max_inflight or 2 * workers
+        self.degrade = bool(degrade)
+        self._limit = max_inflight or (workers + 1 if degrade else 2 * workers)
+        self._last_frame: np.ndarray | None = None  # what a held frame shows
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="framegen-stream")
         self._inflight: deque[Future[list[StreamFrame]]] = deque()
         self._done: list[StreamFrame] = []  # finished frames not handed out yet (at most one group per slot)
@@ -207,6 +219,10 @@ class StreamSession:
             if g1 - self._i < self.batch - self._i % self.batch and not final:
                 break  # the render's batch grid: a group is inferred whole
             idx = list(range(self._i, g1))
+            if self.degrade and not final and self._i > 0 and self._busy() >= self._limit:
+                self._inflight.append(self._held(idx))
+                self._i = g1
+                continue
             audio = self.audio.audio_for(idx, self._total, self.backend.mode)
             while len(self._inflight) >= self._limit:
                 # Backpressure: wait for the oldest group instead of queueing more (its frames wait in _done).
@@ -220,10 +236,28 @@ class StreamSession:
         self.audio.advance(final)
         self._advance_frames(final)
 
+    def _busy(self) -> int:
+        """Groups a worker is still computing (finished and held ones wait only to be handed out in order)."""
+        return sum(1 for f in self._inflight if not f.done())
+
+    def _held(self, idx: list[int]) -> Future[list[StreamFrame]]:
+        """A finished group for frames no worker was free for: filled with the previous frame when collected."""
+        t = self.template
+        done: Future[list[StreamFrame]] = Future()
+        done.set_result([StreamFrame(i, i / self.fps, t.template_index(i, self.start_frame), None, self.audio.n,
+                                     held=True) for i in idx])
+        self.stats.held_frames += len(idx)
+        return done
+
     def _collect(self, block: bool) -> list[StreamFrame]:
         out, self._done = self._done, []
         while self._inflight and (block or self._inflight[0].done()):
             out.extend(self._inflight.popleft().result())
+        for k, f in enumerate(out):
+            if f.held:
+                out[k] = f._replace(frame=self._last_frame)
+            else:
+                self._last_frame = f.frame
         self.stats.frames += len(out)
         return out
 
@@ -288,7 +322,7 @@ def chunk_samples(chunk_ms: float) -> int:
 
 class _PushedAudio:
     """The audio source of a streamed mp4: the session's 16 kHz samples, pushed as they arrive (bounded: the
-    writer takes them as soon as the video reaches them)."""
+    writer takes them as soon as the video reaches them). Pushed from the feeding thread, taken by the writer's."""
 
     layout = "mono"
     rate = SAMPLE_RATE
@@ -296,35 +330,76 @@ class _PushedAudio:
     def __init__(self) -> None:
         self._pending: deque[np.ndarray] = deque()
         self._held = 0
+        self._lock = threading.Lock()
         self.exhausted = False
 
     @property
     def done(self) -> bool:
-        return self.exhausted and self._held == 0
+        with self._lock:
+            return self.exhausted and self._held == 0
 
     def push(self, x: np.ndarray) -> None:
         if x.size:
-            self._pending.append(np.ascontiguousarray(x, dtype=np.float32))
-            self._held += x.size
+            with self._lock:
+                self._pending.append(np.ascontiguousarray(x, dtype=np.float32))
+                self._held += x.size
 
     def take(self, count: int) -> np.ndarray:
-        if self._held < count and not self.exhausted:
-            return np.zeros((1, 0), np.float32)  # not here yet: the writer retries after the next frame
-        parts, got = [], 0
-        while self._pending and got < count:
-            head = self._pending.popleft()
-            need = count - got
-            if head.size > need:
-                self._pending.appendleft(head[need:])
-                head = head[:need]
-            parts.append(head)
-            got += head.size
-        self._held -= got
+        with self._lock:
+            if self._held < count and not self.exhausted:
+                return np.zeros((1, 0), np.float32)  # not here yet: the writer retries after the next frame
+            parts, got = [], 0
+            while self._pending and got < count:
+                head = self._pending.popleft()
+                need = count - got
+                if head.size > need:
+                    self._pending.appendleft(head[need:])
+                    head = head[:need]
+                parts.append(head)
+                got += head.size
+            self._held -= got
         return (np.concatenate(parts) if parts else np.zeros(0, np.float32))[None]
 
     def close(self) -> None:
-        self._pending.clear()
-        self._held = 0
+        with self._lock:
+            self._pending.clear()
+            self._held = 0
+
+
+class _WriterThread:
+    """Writes streamed frames on a thread of its own, so that encoding never delays handing out the next frame; at
+    most ``depth`` frames wait (a writer that falls behind slows the stream instead of growing a queue). An error in
+    the writer is raised in the feeding thread at the next frame or at ``close``."""
+
+    def __init__(self, write: Callable[[StreamFrame], None], depth: int = 8) -> None:
+        self._write = write
+        self._queue: queue.Queue[StreamFrame | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="framegen-stream-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            f = self._queue.get()
+            if f is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(f)
+                except BaseException as exc:  # handed to the feeding thread, which raises it
+                    self._error = exc
+
+    def __call__(self, f: StreamFrame) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(f)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, raise the writer's error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _stream_writer(out: str | os.PathLike[str], width: int, height: int, fps: int, crf: int, preset: str) -> Any:
@@ -352,6 +427,58 @@ def _stream_writer(out: str | os.PathLike[str], width: int, height: int, fps: in
 # --------------------------------------------------------------------------------------------------- runner
 
 
+#: A live stream keeps up when the start-up measurement renders this much faster than the frame rate: the rest of
+#: the live loop (mel rows, encoder windows, H.264 of each frame) runs on the same cores.
+KEEP_UP_HEADROOM = 1.15
+
+
+def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | None = None,
+                 start_frame: int = 0) -> float:
+    """Frames per second this backend sustains on this template as a stream renders them (prepare, infer, paste;
+    one frame per worker in parallel), measured after one warm-up frame per worker, with silent audio."""
+    from framegen.models.contract import audio_shape
+
+    workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
+    count = frames or max(12, 6 * workers)
+    audio = np.zeros((1, *audio_shape(backend.mode)), np.float32)
+
+    def one(i: int) -> None:
+        p = template.prepared(template.template_index(i, start_frame))
+        pred = backend.infer(p.image_input()[None], audio)
+        paste_back(template.frame(p.index), p.box, p.crop328, pred_to_uint8(pred[0]))
+
+    with cv2_single_thread(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="framegen-rate") as pool:
+        list(pool.map(one, range(workers)))
+        t0 = time.perf_counter()
+        list(pool.map(one, range(count)))
+        return count / (time.perf_counter() - t0)
+
+
+def startup_check(template: PreparedTemplate, backend: Backend, encode: Encoder, batching: EncoderBatching, *,
+                  start_frame: int = 0) -> dict[str, Any]:
+    """Before a live stream starts: prepare the template frames (so neither time nor memory grows later), run one
+    second of silence through a throwaway session (every code path warm: the first frames of the real stream were
+    50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
+    rate x :data:`KEEP_UP_HEADROOM`); ``note`` says what the stream will do."""
+    t0 = time.perf_counter()
+    prepared = template.warm(start=start_frame)
+    with StreamSession(template, backend, encode, start_frame=start_frame, batching=batching, verify=False) as dry:
+        dry.feed(np.zeros(SAMPLE_RATE, np.float32))
+        dry.finish()
+    rate = measure_rate(template, backend, start_frame=start_frame)
+    fps = FPS[backend.mode]
+    need = fps * KEEP_UP_HEADROOM
+    keeps_up = rate >= need
+    note = (f"{backend.name} {backend.info.precision} renders {rate:.1f} fps here (measured at start-up; a live "
+            f"stream needs {fps} and {need:.1f} with headroom): "
+            + ("keeps up" if keeps_up else
+               f"cannot keep up; frames whose turn comes while every worker is busy are held (the previous frame "
+               f"shows again, about {max(0.0, 1 - rate / fps):.0%} of them) so that the video stays in step with the "
+               f"speech"))
+    return {"fps": round(rate, 2), "needed_fps": round(need, 2), "keeps_up": keeps_up,
+            "template_frames_prepared": prepared, "seconds": round(time.perf_counter() - t0, 2), "note": note}
+
+
 @dataclass
 class StreamRunStats:
     """What :func:`stream_to_files` did: frames, audio seconds, wall seconds, latency per frame, session stats."""
@@ -366,6 +493,12 @@ class StreamRunStats:
     frames_dir: str | None
     latency_ms: dict[str, float]
     session: dict[str, Any]
+    frame_latency_ms: dict[str, float] = field(default_factory=dict)
+    beyond_lookahead_ms: dict[str, float] = field(default_factory=dict)
+    held_frames: int = 0
+    startup: dict[str, Any] | None = None
+    end_frames: int = 0
+    end_flush_ms: float = 0.0
 
     @property
     def rtf(self) -> float:
@@ -388,12 +521,21 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 @dataclass
 class PlayResult:
-    """What :func:`play` measured: frames, wall seconds, latency per frame (ms), largest in-flight count."""
+    """What :func:`play` measured: frames, wall seconds, latency per frame (ms) from the arrival of its context and
+    from its own time in the stream, largest in-flight count, frames held."""
 
     frames: int
     seconds: float
     latencies_ms: list[float]
     max_inflight: int
+    frame_latencies_ms: list[float] = field(default_factory=list)
+    held: int = 0
+    #: frame latency less the frame's own algorithmic lookahead (:func:`context_samples`): what chunking, queueing
+    #: and computing added (paced runs only; frames finished mid-stream)
+    beyond_lookahead_ms: list[float] = field(default_factory=list)
+    #: the end: frames whose context only the end of the audio completed, and the time from the end to the last one
+    end_frames: int = 0
+    end_flush_ms: float = 0.0
 
 
 def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool = False,
@@ -404,16 +546,22 @@ def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool
     ``realtime`` paces the chunks at the speed of sound: chunk ``c`` is fed when its last sample would have been
     captured, and frames that finish meanwhile leave at once. A frame's latency runs from the arrival of the chunk
     that completed its context (its scheduled arrival when paced: a backend that falls behind is charged for the
-    backlog) to the frame leaving the session. Nothing queues: a session that is behind blocks ``feed``.
-    ``on_samples`` receives each chunk's 16 kHz samples (a muxer's audio track).
+    backlog) to the frame leaving the session; its *frame latency* from its own time in the stream (``i / fps`` s
+    after the first sample; paced runs only: the algorithmic lookahead plus everything after it). Nothing queues: a
+    session that is behind blocks ``feed``, or holds frames when it degrades. ``on_samples`` receives each chunk's
+    16 kHz samples (a muxer's audio track).
     """
     latencies: list[float] = []
+    frame_latencies: list[float] = []
+    beyond: list[float] = []
+    held = 0
+    ended = False
     arrivals: deque[tuple[int, float]] = deque()  # (samples after chunk, arrival time), bounded by the lookahead
     count = 0
     most = 0
 
     def emit(frames: list[StreamFrame]) -> None:
-        nonlocal count
+        nonlocal count, held
         now = time.perf_counter()
         for f in frames:
             if f.i != count:
@@ -421,6 +569,11 @@ def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool
             while arrivals and arrivals[0][0] < f.context_samples:
                 arrivals.popleft()  # frames come in order: the first chunk left is the one that completed it
             latencies.append(1000.0 * (now - (arrivals[0][1] if arrivals else now)))
+            if realtime:
+                frame_latencies.append(1000.0 * (now - t0 - f.time))
+                if not ended:  # the frames whose context the end completes are the end's flush, timed apart
+                    beyond.append(frame_latencies[-1] - 1000.0 * (context_samples(f.i) / SAMPLE_RATE - f.time))
+            held += f.held
             if sink is not None:
                 sink(f)
             count += 1
@@ -446,22 +599,30 @@ def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool
             on_samples(session.last_samples)
         emit(frames)
     end_at = time.perf_counter()
+    ended = True
     tail = session.finish()
     if on_samples is not None:
         on_samples(session.last_samples)
     arrivals.append((session.samples, end_at))
     emit(tail)
-    return PlayResult(count, time.perf_counter() - t0, latencies, most)
+    flush_ms = 1000.0 * (time.perf_counter() - end_at)
+    return PlayResult(count, time.perf_counter() - t0, latencies, most, frame_latencies, held, beyond, len(tail),
+                      flush_ms)
 
 
 def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encoder, chunks: Iterable[np.ndarray], *,
                     out: str | os.PathLike[str] | None = None, frames_dir: str | os.PathLike[str] | None = None,
                     realtime: bool = False, start_frame: int = 0, batch: int = 1, crf: int = 20,
                     preset: str | None = None, on_frame: Callable[[StreamFrame], None] | None = None,
-                    batching: EncoderBatching | None = None, chunk_samples: int = 0) -> StreamRunStats:
+                    batching: EncoderBatching | None = None, chunk_samples: int = 0,
+                    on_start: Callable[[dict[str, Any]], None] | None = None) -> StreamRunStats:
     """Play ``chunks`` (16 kHz mono float32 / int16 arrays) through a :class:`StreamSession` as a live source (see
     :func:`play`) and write the frames to an mp4 (H.264 + the streamed audio as AAC, frame k at k/fps s) and/or
     PNGs. Outputs appear only when complete (temporary names, renamed); an error or Ctrl-C leaves none.
+
+    ``realtime``: a live stream. Before the first chunk, :func:`startup_check` prepares the template and measures
+    whether the backend keeps up (``on_start`` gets its verdict); then the session degrades instead of drifting
+    (:class:`StreamSession` ``degrade``) and skips its self-check against the offline path (``verify``).
     """
     if out is None and frames_dir is None:
         raise StreamError("nothing to write: give an output video (--out) and/or --frames-dir")
@@ -472,8 +633,16 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
         video = stack.enter_context(_stream_writer(out, width, height, FPS[backend.mode], crf,
                                                    preset or DEFAULT_PRESET)) if out is not None else None
         pngs = stack.enter_context(FramesDirWriter(frames_dir)) if frames_dir is not None else None
+        batching = batching or encoder_batching(encode)
+        startup = startup_check(template, backend, encode, batching, start_frame=start_frame) if realtime else None
+        if startup is not None and on_start is not None:
+            on_start(startup)
+        # Live, the self-check of the incremental mel and encoder against the offline path is off: recomputing a
+        # 25.6 s mel block stalled the feeding thread for ~100 ms every block (p99 frame latency 611 ms -> 522 ms
+        # without it). The equality itself is what parity_tests/test_stream.py proves.
         session = stack.enter_context(StreamSession(template, backend, encode, start_frame=start_frame,
-                                                    batch=batch, batching=batching))
+                                                    batch=batch, batching=batching, degrade=realtime,
+                                                    verify=not realtime))
 
         def sink(f: StreamFrame) -> None:
             if video is not None:
@@ -483,14 +652,24 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
             if on_frame is not None:
                 on_frame(f)
 
-        result = play(session, chunks, realtime=realtime, sink=sink,
-                      on_samples=video.push_audio if video is not None else None)
+        # Live, encoding runs on its own thread: handing out frame k+1 never waits for frame k's H.264.
+        writer = _WriterThread(sink) if realtime else None
+        try:
+            result = play(session, chunks, realtime=realtime, sink=writer or sink,
+                          on_samples=video.push_audio if video is not None else None)
+        finally:
+            if writer is not None:
+                writer.close()
         stats = session.stats
     return StreamRunStats(frames=result.frames, audio_seconds=round(stats.samples / SAMPLE_RATE, 4),
                           seconds=round(result.seconds, 4), realtime=realtime, chunk_samples=chunk_samples,
                           backend=backend.name, out=os.fspath(out) if out is not None else None,
                           frames_dir=os.fspath(frames_dir) if frames_dir is not None else None,
-                          latency_ms=percentiles(result.latencies_ms), session=stats.as_dict())
+                          latency_ms=percentiles(result.latencies_ms), session=stats.as_dict(),
+                          frame_latency_ms=percentiles(result.frame_latencies_ms),
+                          beyond_lookahead_ms=percentiles(result.beyond_lookahead_ms), held_frames=result.held,
+                          end_frames=result.end_frames, end_flush_ms=round(result.end_flush_ms, 1),
+                          startup=startup)
 
 
 def stdin_chunks(chunk: int) -> Iterator[np.ndarray]:

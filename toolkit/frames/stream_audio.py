@@ -212,6 +212,9 @@ class StreamStats:
     encoder_min_batch: int = 1
     encoder_call_sizes: dict[int, int] = field(default_factory=dict)
     finished: bool = False
+    #: frames a degrading session did not infer because every worker was busy when their turn came (the previous
+    #: frame was shown again): not part of the offline render's frames
+    held_frames: int = 0
 
     @property
     def exact(self) -> bool:

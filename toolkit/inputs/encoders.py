@@ -47,8 +47,10 @@ def onnx_encoder(path: str | os.PathLike[str], threads: int | None = None) -> En
     p = Path(path)
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
+    # One thread that does not spin: the encoder runs a few windows per 40 ms beside the generator, and ORT's default
+    # (a thread per core, spinning between calls) took cores from it (a live stream held 402 of 1,121 frames).
+    so.intra_op_num_threads = int(threads or 1)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(os.fspath(p), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models

@@ -219,6 +219,16 @@ class PreparedTemplate:
                 self._prepared[i] = prepared
         return prepared
 
+    def warm(self, count: int | None = None, start: int = 0) -> int:
+        """Decode and prepare, now, the template frames the first ``count`` output frames use (default: every usable
+        frame), so that a live stream pays neither the time nor the memory growth later; returns how many frames
+        are prepared. Full frames stay cached only while they fit in ``cache_bytes``."""
+        wanted = self.usable_indices if count is None else sorted(set(self.order(count, start)))
+        for i in wanted:
+            self.prepared(i)
+            self.frame(i)
+        return len(wanted)
+
     def template_index(self, i: int, start: int = 0) -> int:
         """Template frame for output frame ``i``: the ping-pong walk over the usable frames from ``start`` on.
 
