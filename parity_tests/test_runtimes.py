@@ -170,7 +170,7 @@ def test_auto_explains_when_nothing_fits(generator_ckpt, rows):
     with pytest.raises(BackendError) as err:
         resolve_auto(OpenRequest(checkpoint=generator_ckpt, precision="fp16"))
     msg = str(err.value)
-    assert "\n" not in msg and "torch-cpu: runs fp32, not fp16" in msg and "ort-cpu: needs a ONNX model" in msg
+    assert "\n" not in msg and "torch-cpu: runs fp32/bf16, not fp16" in msg and "ort-cpu: needs a ONNX model" in msg
 
 
 # ------------------------------------------------------------------------------------------------------ metadata

@@ -16,6 +16,9 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
   fp32;
 - ``minmax, decoder kept``: every convolution of the up path (``up*``, ``outc``) left in fp32;
 - ``minmax, audio branch kept``: the audio branch (``audio_model``, ``fuse_conv``) left in fp32;
+- ``nncf, ...``: NNCF's post-training quantization of the ONNX model (``nncf.quantize``: its own placement of
+  quantizers, MIXED (asymmetric activations) or PERFORMANCE preset, fast or full bias correction), when nncf is
+  installed;
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
   ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
 """
@@ -97,6 +100,15 @@ def main() -> int:
             onnx.save(m, str(out))
             return out
 
+        def nncf_quantize(name: str, cal: int, **kw: Any) -> Path:
+            import nncf
+
+            feeds = data_for(cal).calibration
+            q = nncf.quantize(onnx.load(str(fp32)), nncf.Dataset(feeds), subset_size=len(feeds), **kw)
+            out = tmp / f"{name}.onnx"
+            onnx.save(q, str(out))
+            return out
+
         decoder = [c for c in convs if c.startswith(("/up", "/outc"))]
         audio = [c for c in convs if c.startswith(("/audio_model", "/fuse_conv"))]
         variants = [
@@ -113,6 +125,21 @@ def main() -> int:
              lambda: quantize("audio", args.calibration, CalibrationMethod.MinMax, audio)),
             ("weights only (int8 per channel)", weights_only),
         ]
+        try:
+            import nncf
+
+            variants += [
+                ("nncf, mixed preset", lambda: nncf_quantize("nncf_mixed", args.calibration,
+                                                              preset=nncf.QuantizationPreset.MIXED)),
+                ("nncf, mixed preset, 32 frames", lambda: nncf_quantize("nncf_mixed32", 32,
+                                                                         preset=nncf.QuantizationPreset.MIXED)),
+                ("nncf, performance preset", lambda: nncf_quantize("nncf_perf", args.calibration,
+                                                                    preset=nncf.QuantizationPreset.PERFORMANCE)),
+                ("nncf, mixed, full bias correction", lambda: nncf_quantize(
+                    "nncf_bc", args.calibration, preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=False)),
+            ]
+        except ImportError:
+            print("nncf not installed: its variants are skipped (pip install nncf)", file=sys.stderr)
         if args.only:
             variants = [v for v in variants if any(word in v[0] for word in args.only.split(","))]
         gate = data_for(args.calibration)

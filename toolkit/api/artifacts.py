@@ -19,6 +19,7 @@ from framegen.toolkit.api.common import (
     write_export_junit,
 )
 from framegen.toolkit.bench.machine import describe_machine
+from framegen.toolkit.bench.precision import AUTO_PRECISION, choose_precision
 from framegen.toolkit.export.bundle import export_bundle
 from framegen.toolkit.frames.plan import PRECISIONS
 
@@ -86,15 +87,21 @@ class BackendList(list):
 
     cpu: dict[str, Any]
     auto_reason: str | None = None
+    #: what ``--precision auto`` picks for the bundle on this CPU, and why (:func:`choose_precision`)
+    precision_choice: str | None = None
 
 
 def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
              precision: str = "fp32") -> BackendList:
     """Every backend framegen knows, whether it runs here and why not; with a bundle and/or checkpoint also whether
     each can be opened from it and which one ``auto`` picks, and why (``auto_reason``); ``cpu``: the CPU's model,
-    cores and vector extensions."""
+    cores and vector extensions; ``precision_choice``: what ``--precision auto`` picks on this CPU, and why.
+    ``precision`` ``auto``: the rows are for that choice."""
+    choice = choose_precision(bundle) if bundle is not None or checkpoint is not None else None
+    if precision == AUTO_PRECISION:
+        precision = choice.precision if choice is not None else "fp32"
     if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"--precision {precision!r}: expected auto or one of {', '.join(PRECISIONS)}")
     request = None
     if bundle is not None or checkpoint is not None:
         if bundle is not None:
@@ -110,6 +117,7 @@ def backends(*, bundle: PathLike | None = None, checkpoint: PathLike | None = No
     rows.cpu = describe_machine(load=False).get("cpu", {})
     if request is not None:
         rows.auto_reason = _auto_reason(rows, precision)
+    rows.precision_choice = choice.describe() if choice is not None else None
     return rows
 
 
@@ -120,9 +128,8 @@ def _auto_reason(rows: BackendList, precision: str) -> str:
     order = auto_order()
     passed = order[:order.index(choice)] if choice in order else []
     return (f"{choice}: the first backend of auto's order ({', '.join(order)}) that runs here and can be opened "
-            f"from this; {', '.join(passed) or 'none'} passed over (see their reason / artifact). Precision "
-            f"{precision} as asked: auto never switches to bf16 or int8, whose quality is judged per checkpoint "
-            "(docs/PARITY.md, scripts/measure_bf16.py)")
+            f"from this; {', '.join(passed) or 'none'} passed over (see their reason / artifact), at precision "
+            f"{precision}")
 
 
 def export_audio_frontend(audio_encoder: PathLike, out: PathLike, *, formats: str | Sequence[str] = ("onnx", "coreml"),

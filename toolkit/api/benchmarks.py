@@ -50,7 +50,7 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 
 def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
                  backends: str | Sequence[str] | None = None, precision: str = "fp32", audio: PathLike | None = None,
-                 encoder: PathLike | None = None, seconds: float = 4.0, chunk_ms: float = 40.0,
+                 encoder: PathLike | None = None, seconds: float = 4.0, chunk_ms: float = 20.0,
                  json: PathLike | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any]:
     """Live-stream latency (p50/p99 from a frame's last audio sample to its frame) and real-time factor per backend,

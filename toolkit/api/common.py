@@ -13,16 +13,11 @@ from framegen.models.atomic import check_writable
 from framegen.models.bundle import load_bundle
 from framegen.models.errors import FramegenError
 from framegen.runtimes.triton_backend import parse_url
+from framegen.toolkit.bench.precision import AUTO_PRECISION, choose_precision
 from framegen.toolkit.compare import reports
 from framegen.toolkit.compare.html import parity_html
 from framegen.toolkit.compare.reports import write_text_atomic
-from framegen.toolkit.frames.plan import (
-    AUTO_PRECISION,
-    Request,
-    choose_precision,
-    open_candidate,
-    plan_candidates,
-)
+from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
 from framegen.toolkit.frames.video import check_frames_dir, container_format
 from framegen.toolkit.inputs.audio import audio_to_features
 from framegen.toolkit.inputs.encoders import resolve_encoder
@@ -130,7 +125,7 @@ def check_sources(checkpoint: PathLike | None, bundle: PathLike | None, features
 def open_backend_for(backend: str, precision: str, io: str, checkpoint: PathLike | None, bundle: PathLike | None,
                      mode: str | None, options: dict[str, Any] | None) -> Any:
     """The backend a job asked for, chosen by the planner (``auto`` included) and opened as ``render`` opens it.
-    ``precision`` ``auto``: :func:`framegen.toolkit.frames.plan.choose_precision` picks it; the backend's
+    ``precision`` ``auto``: :func:`framegen.toolkit.bench.precision.choose_precision` picks it; the backend's
     ``info.extra["precision_choice"]`` says what it chose and why."""
     choice = None
     if precision == AUTO_PRECISION:

@@ -21,6 +21,7 @@ from framegen.toolkit.api.common import (
 )
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
+from framegen.toolkit.frames.stream import LIVE_OPTIONS
 from framegen.toolkit.frames.video import DEFAULT_PRESET
 from framegen.toolkit.inputs.encoders import resolve_encoder
 
@@ -126,7 +127,7 @@ def stream_session(template: PathLike | Any, *, checkpoint: PathLike | None = No
 
 def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | None = None,
            frames_dir: PathLike | None = None, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
-           encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32", chunk_ms: float = 40.0,
+           encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32", chunk_ms: float = 20.0,
            realtime: bool = False, batch: int = 1, start_frame: int = 0, crf: int = 20, preset: str | None = None,
            skip_bad_boxes: bool = False, stats: PathLike | None = None, options: dict[str, Any] | None = None,
            note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
@@ -152,9 +153,7 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     prepared = prepared_template(template, skip_bad_boxes, warn)
     if realtime:
-        # Live, a frame's latency is one inference: one at a time on every core (OpenVINO bf16, 2-core AMX Xeon:
-        # p99 513 ms from the frame's own time against 536 ms with one single-thread inference per core).
-        options = {"workers": 1, **(options or {})}
+        options = {**LIVE_OPTIONS, **(options or {})}
     with open_backend_for(backend, precision, "tensor", checkpoint, bundle, None, options) as be:
         if note is not None:
             if be.info.extra.get("precision_choice"):

@@ -34,7 +34,15 @@ from framegen.models.errors import FramegenError
 from framegen.runtimes.registry import get_spec, open_backend
 from framegen.runtimes.spec import OpenRequest
 from framegen.toolkit.bench.machine import describe_machine, peak_gflops
-from framegen.toolkit.frames.plan import PRECISIONS, Candidate, PlanError, Request, open_candidate, plan_candidates
+from framegen.toolkit.bench.precision import choose_precision
+from framegen.toolkit.frames.plan import (
+    PRECISIONS,
+    Candidate,
+    PlanError,
+    Request,
+    open_candidate,
+    plan_candidates,
+)
 from framegen.toolkit.inputs.features import load_features
 from framegen.toolkit.inputs.template import open_template
 
@@ -483,4 +491,6 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
         "e2e": ({"template": os.fspath(template), "features": os.fspath(features), "frames": e2e_frames,
                  "runs": e2e_runs} if template is not None else None),
         "load_after": describe_machine()["load"],
+        # what --precision auto would run on this CPU for this bundle, and why (frames.plan.choose_precision)
+        "auto_precision": choose_precision(bundle).describe() if bundle is not None else None,
     }

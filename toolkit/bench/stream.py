@@ -1,9 +1,11 @@
-"""`framegen bench --stream`: per backend, a live stream paced at real time: latency p50/p99 from the arrival of the
-chunk that completes a frame's context to the frame's output, the real-time factor, and whether it keeps up.
+"""`framegen bench --stream`: per backend, a live stream exactly as ``framegen stream --realtime`` runs it (paced
+at real time, measured at start-up, H.264-encoded): the real-time factor, latency p50/p99 after each frame's context,
+after its own time and beyond its own lookahead (against the bound of two frame-times), the frames held, and RSS at
+the start, after 10 s and at the end.
 
-A backend slower than real time falls behind: the stream keeps its order and its bounded queues (``feed`` blocks
-instead of queueing, at most ``2 * workers`` groups in flight), so its latency grows with the stream while its memory
-does not; the report says so (``realtime: false``) and records the largest in-flight count and the RSS growth.
+A backend slower than real time does not fall behind: the live session holds frames (shows the previous one again)
+instead, and the report counts them (``held_frames``; ``realtime: false``). Unpaced (``realtime=False``) the stream
+runs as fast as it can, blocking instead of holding, and verifies itself against the offline path (``exact``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from framegen.models.contract import SAMPLE_RATE
+from framegen.models.contract import FPS, SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.toolkit.bench.precision import AUTO_PRECISION, choose_precision
 from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
+from framegen.toolkit.frames.stream import (
+    LIVE_OPTIONS,
+    chunk_samples,
+    encoder_batching,
+    lookahead_ms,
+    stream_to_files,
+)
 from framegen.toolkit.inputs.audio import decode_audio
 from framegen.toolkit.inputs.encoders import resolve_encoder
 from framegen.toolkit.inputs.speech import harmonic_speech
@@ -41,22 +51,19 @@ def _chunks(wav: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
 
 
 def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.ndarray], np.ndarray],
-                 wav: np.ndarray, *, chunk_ms: float = 40.0, realtime: bool = True,
+                 wav: np.ndarray, *, chunk_ms: float = 20.0, realtime: bool = True,
                  on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Stream ``wav`` (16 kHz float32) through each opened backend in chunks of ``chunk_ms``; one row per backend.
+    """Stream ``wav`` (16 kHz float32) through each opened backend in chunks of ``chunk_ms`` exactly as ``framegen
+    stream`` does (``realtime``: live, paced, measured at start-up, degrading; the frames encoded to a temporary
+    H.264 mp4 that is then deleted); one row per backend.
 
-    Row: frames, audio and wall seconds, ``rtf`` (wall / audio seconds; paced runs cannot go below 1.0, so
-    ``realtime`` is ``rtf <= 1.05``; unpaced runs show the headroom), latency p50/p90/p99/max (ms), the largest
-    number of groups in flight, RSS before and after (MB), and the session's exactness counters.
+    Row: frames, audio and wall seconds, ``rtf`` (wall / audio seconds; paced runs cannot go below 1.0), latency
+    p50/p90/p99/max (ms) after each frame's context and, paced, after its own time and beyond its own lookahead
+    (the bound: ``lookahead + 2 frame-times`` means ``beyond <= 80 ms``), frames held, the end's flush, the start-up
+    measurement, RSS when the stream starts, after 10 s and at the end (MB), and the session's exactness counters.
     """
-    from framegen.toolkit.frames.stream import (
-        StreamSession,
-        chunk_samples,
-        encoder_batching,
-        lookahead_ms,
-        percentiles,
-        play,
-    )
+    import tempfile
+
 
     if wav.ndim != 1 or wav.shape[0] < SAMPLE_RATE // 2:
         raise StreamBenchError("bench --stream: needs at least 0.5 s of mono audio")
@@ -64,19 +71,31 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
     batching = encoder_batching(encode)
     rows = []
     for be in backends:
-        rss0 = _rss_mb()
-        with StreamSession(template, be, encode, batching=batching) as session:
-            result = play(session, _chunks(wav, chunk), realtime=realtime)
-            stats = session.stats.as_dict()
+        fps = FPS[be.mode]
+        rss = {"start": _rss_mb()}
+
+        def sample(f: Any, rss: dict[str, float] = rss, at: int = 10 * fps) -> None:
+            if f.i == at:
+                rss["10s"] = _rss_mb()
+
+        with tempfile.TemporaryDirectory(prefix="framegen-bench-stream-") as tmp:
+            stats = stream_to_files(template, be, encode, _chunks(wav, chunk), out=os.path.join(tmp, "live.mp4"),
+                                    realtime=realtime, batching=batching, chunk_samples=chunk, on_frame=sample,
+                                    on_start=lambda _s, rss=rss: rss.update(start=_rss_mb()))
+        rss["end"] = _rss_mb()
         audio_s = wav.shape[0] / SAMPLE_RATE
-        rtf = result.seconds / audio_s
+        beyond = stats.beyond_lookahead_ms
         row = {"backend": be.name, "precision": be.info.precision, "device": be.info.device,
-               "workers": int(getattr(be, "concurrent_workers", 1)), "frames": result.frames,
-               "audio_seconds": round(audio_s, 3), "seconds": round(result.seconds, 3), "rtf": round(rtf, 3),
-               "realtime": bool(rtf <= 1.05), "latency_ms": percentiles(result.latencies_ms),
-               "max_inflight": result.max_inflight, "rss_mb_before": round(rss0, 1),
-               "rss_mb_after": round(_rss_mb(), 1), "exact": stats["exact"],
-               "encoder_min_batch": stats["encoder_min_batch"]}
+               "workers": int(getattr(be, "concurrent_workers", 1)), "frames": stats.frames,
+               "audio_seconds": round(audio_s, 3), "seconds": stats.seconds, "rtf": round(stats.rtf, 3),
+               "latency_ms": stats.latency_ms, "frame_latency_ms": stats.frame_latency_ms,
+               "beyond_lookahead_ms": beyond, "bound_ms": round(2000.0 / fps, 1),
+               "held_frames": stats.held_frames, "end_frames": stats.end_frames, "end_flush_ms": stats.end_flush_ms,
+               "startup": stats.startup, "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+               "exact": stats.session["exact"], "verified": not realtime,
+               "encoder_min_batch": stats.session["encoder_min_batch"]}
+        row["realtime"] = bool(row["rtf"] <= 1.05 and row["held_frames"] == 0 and
+                               (not realtime or (beyond.get("p99", 0.0) <= row["bound_ms"])))
         rows.append(row)
         if on_result is not None:
             on_result(row)
@@ -92,23 +111,29 @@ def print_stream_report(report: dict[str, Any], console: Any) -> None:
 
     la = report["lookahead_ms"]
     t = Table(title=f"framegen bench --stream: {report['audio_seconds']} s of audio in {report['chunk_ms']} ms chunks"
-                    f"{', paced at real time' if report['paced'] else ''}; algorithmic lookahead "
+                    f"{', live (paced at real time)' if report['paced'] else ''}; algorithmic lookahead "
                     f"{la['min']:.0f}-{la['max']:.0f} ms")
-    for col in ("backend", "precision", "workers", "frames", "RTF", "keeps up", "p50 ms", "p90 ms", "p99 ms",
-                "max ms", "in flight", "RSS MB before/after", "exact"):
+    for col in ("backend", "precision", "start-up fps", "frames", "RTF", "held", "p50 / p99 ms after context",
+                "p50 / p99 ms after frame time", "p99 ms beyond lookahead (bound)", "end flush ms",
+                "RSS MB start / 10 s / end", "keeps up"):
         t.add_column(col, justify="left" if col in ("backend", "precision", "keeps up") else "right")
     for r in report["results"]:
-        lat = r["latency_ms"]
-        t.add_row(r["backend"], r["precision"], str(r["workers"]), str(r["frames"]), f"{r['rtf']:.2f}",
-                  "yes" if r["realtime"] else "NO: slower than real time", f"{lat['p50']:.0f}", f"{lat['p90']:.0f}",
-                  f"{lat['p99']:.0f}", f"{lat['max']:.0f}", str(r["max_inflight"]),
-                  f"{r['rss_mb_before']:.0f}/{r['rss_mb_after']:.0f}", "yes" if r["exact"] else "NO")
+        lat, fl, beyond, rss = r["latency_ms"], r["frame_latency_ms"], r["beyond_lookahead_ms"], r["rss_mb"]
+        paced = bool(fl)
+        t.add_row(r["backend"], r["precision"], f"{r['startup']['fps']:.1f}" if r.get("startup") else "-",
+                  str(r["frames"]), f"{r['rtf']:.2f}", str(r["held_frames"]),
+                  f"{lat['p50']:.0f} / {lat['p99']:.0f}",
+                  f"{fl['p50']:.0f} / {fl['p99']:.0f}" if paced else "-",
+                  f"{beyond['p99']:.0f} ({r['bound_ms']:.0f})" if paced else "-", f"{r['end_flush_ms']:.0f}",
+                  f"{rss['start']:.0f} / {rss['10s']:.0f} / {rss['end']:.0f}" if "10s" in rss else
+                  f"{rss['start']:.0f} / - / {rss['end']:.0f}",
+                  "yes" if r["realtime"] else "NO")
     console.print(t)
 
 
 def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = None, backends: Sequence[str] | None,
                      precision: str = "fp32", audio: Any = None, encoder: Any = None, seconds: float = 4.0,
-                     chunk_ms: float = 40.0, realtime: bool = True,
+                     chunk_ms: float = 20.0, realtime: bool = True,
                      on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Open the template, the encoder (``encoder`` or the bundle's) and each backend (render options, as `framegen
     stream` opens them), and run :func:`bench_stream` on ``seconds`` of ``audio`` (default: synthetic speech)."""
@@ -120,13 +145,18 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
     samples = int(seconds * SAMPLE_RATE)
     wav = decode_audio(audio)[:samples] if audio is not None else harmonic_speech(samples)
     prepared = template if isinstance(template, PreparedTemplate) else PreparedTemplate(open_template(template))
+    choice = None
+    if precision == AUTO_PRECISION:
+        choice = choose_precision(bundle)
+        precision = choice.precision
     requested = [Request(b, precision, "tensor") for b in backends] if backends else None
     plan = plan_candidates("render", bundle=bundle, checkpoint=checkpoint, requested=requested,
                            precisions=[precision], ios=["tensor"])
     opened = []
     try:
         for cand in plan.candidates:
-            opened.append(open_candidate(cand, bundle=bundle, checkpoint=checkpoint))
+            opened.append(open_candidate(cand, bundle=bundle, checkpoint=checkpoint,
+                                         options=LIVE_OPTIONS if realtime else None))
         report = bench_stream(prepared, opened, encode, wav, chunk_ms=chunk_ms, realtime=realtime,
                               on_result=on_result)
     finally:
@@ -134,4 +164,5 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
             be.close()
     report["encoder"] = label
     report["audio"] = os.fspath(audio) if audio is not None else "synthetic"
+    report["precision_choice"] = choice.describe() if choice is not None else None
     return report

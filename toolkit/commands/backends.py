@@ -18,7 +18,8 @@ def backends(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Also say which backends this bundle can feed."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint for the torch backends."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (with --bundle / --checkpoint)."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help="fp32, fp16, bf16, int8 or auto (with --bundle / --checkpoint)."),
 ) -> None:
     """List every backend with its availability on this machine and the reason; with --bundle / --checkpoint, also
     whether each can be opened from them and which one `--backend auto` would pick."""
@@ -48,3 +49,5 @@ def backends(
               f"{', '.join(cpu.get('vector_extensions', [])) or 'no vector extensions found'}", soft_wrap=True)
     if listed.auto_reason is not None:
         out.print(f"auto -> {listed.auto_reason}", soft_wrap=True)
+    if listed.precision_choice is not None:
+        out.print(f"precision auto -> {listed.precision_choice}", soft_wrap=True)

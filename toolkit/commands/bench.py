@@ -51,6 +51,10 @@ def print_bench_report(report: dict[str, Any]) -> None:
     console = out if out.is_terminal else Console(width=200, highlight=False)
 
     out.print(f"machine: {machine_line(report['machine'])}", markup=False, soft_wrap=True)
+    units = report["machine"].get("cpu", {}).get("vector_extensions") or []
+    out.print(f"CPU units: {', '.join(units) or 'none reported'}", markup=False, soft_wrap=True)
+    if report.get("auto_precision"):
+        out.print(f"precision auto -> {report['auto_precision']}", markup=False, soft_wrap=True)
     gflop = report["model"]["gflop_per_frame"]
     out.print("generator: " + ", ".join(f"{m} {g:.2f} GFLOP/frame" for m, g in gflop.items())
               + " (convolutions, multiply-add = 2)", markup=False)
@@ -123,12 +127,14 @@ def bench(
     triton_url: Annotated[str | None, typer.Option(
         "--triton-url", help="With --backends triton: the server, grpc://HOST:PORT or http://HOST:PORT.")] = None,
     stream: Annotated[bool, typer.Option(
-        "--stream", help="Live-stream latency (p50/p99) and real-time factor per backend, paced at real time: "
-        "--seconds of --audio (default synthetic) in --chunk-ms chunks, through --template.")] = False,
+        "--stream", help="A live stream per backend, as `framegen stream --realtime` runs it: real-time factor, "
+        "frames held, latency p50/p99 (after the context, after the frame's time, beyond its lookahead) and RSS; "
+        "--seconds of --audio (default synthetic) in --chunk-ms chunks through --template; --precisions auto picks "
+        "as stream does.")] = False,
     audio: Annotated[Path | None, typer.Option("--audio", help="Speech for --stream.")] = None,
     encoder: Annotated[Path | None, typer.Option(
         "--encoder", help="Audio encoder for --stream (default: the bundle's).")] = None,
-    chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Chunk size of --stream, ms.")] = 40.0,
+    chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Chunk size of --stream, ms.")] = 20.0,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
@@ -210,7 +216,10 @@ def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | 
     report = bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
                           precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
                           json=json_path,
-                          on_result=lambda r: note(f"{r['backend']} stream: RTF {r['rtf']:.2f}, p50 "
-                                                   f"{r['latency_ms']['p50']:.0f} ms, p99 "
-                                                   f"{r['latency_ms']['p99']:.0f} ms"))
+                          on_result=lambda r: note(f"{r['backend']} {r['precision']} stream: RTF {r['rtf']:.2f}, "
+                                                   f"{r['held_frames']} held, p99 "
+                                                   f"{r['beyond_lookahead_ms'].get('p99', 0):.0f} ms beyond the "
+                                                   f"lookahead"))
+    if report.get("precision_choice"):
+        note(f"precision auto -> {report['precision_choice']}")
     print_stream_report(report, out if out.is_terminal else Console(width=200, highlight=False))

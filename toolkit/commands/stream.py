@@ -30,7 +30,9 @@ def stream(
     precision: Annotated[str | None, typer.Option("--precision", help=(
         "fp32, fp16, bf16, int8 (backends and bundles that offer it) or auto (the fastest one this CPU computes "
         "natively whose quality the bundle's export proved; the default with --realtime, else fp32)."))] = None,
-    chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Feed the audio in chunks of this many ms.")] = 40.0,
+    chunk_ms: Annotated[float, typer.Option("--chunk-ms", help=(
+        "Feed the audio in chunks of this many ms (live sources send 10-20 ms packets; smaller chunks, lower "
+        "latency)."))] = 20.0,
     realtime: Annotated[bool, typer.Option("--realtime", help=(
         "Live: pace the chunks at real time, measure at start-up whether the backend keeps up, and hold frames "
         "(repeat the previous one) rather than fall behind the speech."))] = False,

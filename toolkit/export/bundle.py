@@ -26,6 +26,7 @@ from framegen.models.version import __version__
 from framegen.toolkit.export.compress import (
     COMPRESSED,
     COMPUTED,
+    check_computable,
     export_compressed,
     judge_compute,
     split_precisions,
@@ -115,6 +116,9 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     fmts = _choose(formats, FORMATS, "format")
     precs = _choose(precisions, PRECISIONS, "precision")
     ios = _choose(io, IOS, "I/O variant")
+    for p in precs:
+        if p in COMPUTED and "onnx" in fmts:
+            check_computable(p)  # before the slow work: a machine that cannot judge bf16 says so at once
     if opset is not None and not 13 <= int(opset) <= 23:
         raise ExportError(f"opset {opset} not supported; use 13..23 (default {onnx_export.DEFAULT_OPSET})")
     dest = Path(out)

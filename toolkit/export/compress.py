@@ -315,6 +315,18 @@ def split_precisions(precisions: Sequence[str]) -> tuple[list[str], list[str]]:
             [p for p in precisions if p in COMPRESSED])
 
 
+def check_computable(precision: str) -> Any:
+    """The CPU units that compute ``precision`` here (``bf16``), or ``CompressError`` in one line saying why it
+    cannot be judged on this machine (no such units, no OpenVINO): a verdict from emulation would be a guess."""
+    units = cpu_units(precision)
+    if not units.native:
+        raise CompressError(f"--precision {precision}: cannot be judged here ({units.reason})")
+    avail = get_spec("openvino").probe()
+    if not avail.available:
+        raise CompressError(f"--precision {precision}: judged on OpenVINO, which is not available ({avail.reason})")
+    return units
+
+
 def judge_compute(precision: str, fp32_path: Path, module: Any, mode: str, label: str, say: Callable[[str], None],
                   options: CompressOptions | None) -> dict[str, Any]:
     """Judge the fp32 ONNX generator computed in ``precision`` (``bf16``: OpenVINO's bf16 hint) by that precision's
@@ -323,12 +335,7 @@ def judge_compute(precision: str, fp32_path: Path, module: Any, mode: str, label
     where this machine cannot compute it (no OpenVINO, no bf16 units: the verdict would be a guess)."""
     opts = options or CompressOptions()
     opts.check()
-    units = cpu_units(precision)
-    if not units.native:
-        raise CompressError(f"--precision {precision}: cannot be judged here ({units.reason})")
-    avail = get_spec("openvino").probe()
-    if not avail.available:
-        raise CompressError(f"--precision {precision}: judged on OpenVINO, which is not available ({avail.reason})")
+    units = check_computable(precision)
     verdict = judge(fp32_path, "onnx", precision, gate_data(module, mode, opts), opts.floor(precision),
                     backend="openvino", mode=mode, label=f"{label} ({precision} compute)")
     ff = verdict["final_frame"]

@@ -34,6 +34,7 @@ from framegen.models.contract import (
     SAMPLE_RATE,
     WINDOW,
     WINDOW_LEFT,
+    audio_shape,
 )
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
@@ -427,6 +428,11 @@ def _stream_writer(out: str | os.PathLike[str], width: int, height: int, fps: in
 # --------------------------------------------------------------------------------------------------- runner
 
 
+#: How a live stream opens its backend: one inference at a time on every core, since a frame's latency is one
+#: inference (OpenVINO bf16, 2-core AMX Xeon: p99 513 ms after the frame's own time, against 536 ms with one
+#: single-thread inference per core).
+LIVE_OPTIONS: dict[str, Any] = {"workers": 1}
+
 #: A live stream keeps up when the start-up measurement renders this much faster than the frame rate: the rest of
 #: the live loop (mel rows, encoder windows, H.264 of each frame) runs on the same cores.
 KEEP_UP_HEADROOM = 1.15
@@ -436,8 +442,6 @@ def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | 
                  start_frame: int = 0) -> float:
     """Frames per second this backend sustains on this template as a stream renders them (prepare, infer, paste;
     one frame per worker in parallel), measured after one warm-up frame per worker, with silent audio."""
-    from framegen.models.contract import audio_shape
-
     workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
     count = frames or max(12, 6 * workers)
     audio = np.zeros((1, *audio_shape(backend.mode)), np.float32)
@@ -457,13 +461,13 @@ def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | 
 def startup_check(template: PreparedTemplate, backend: Backend, encode: Encoder, batching: EncoderBatching, *,
                   start_frame: int = 0) -> dict[str, Any]:
     """Before a live stream starts: prepare the template frames (so neither time nor memory grows later), run one
-    second of silence through a throwaway session (every code path warm: the first frames of the real stream were
-    50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
+    half a second of silence through a throwaway session (every code path warm: the first frames of the real stream
+    were 50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
     rate x :data:`KEEP_UP_HEADROOM`); ``note`` says what the stream will do."""
     t0 = time.perf_counter()
     prepared = template.warm(start=start_frame)
     with StreamSession(template, backend, encode, start_frame=start_frame, batching=batching, verify=False) as dry:
-        dry.feed(np.zeros(SAMPLE_RATE, np.float32))
+        dry.feed(np.zeros(SAMPLE_RATE // 2, np.float32))
         dry.finish()
     rate = measure_rate(template, backend, start_frame=start_frame)
     fps = FPS[backend.mode]
