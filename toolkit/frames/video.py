@@ -23,10 +23,12 @@ from framegen.models.errors import FramegenError, first_line
 # Muxer per output suffix; the temporary name hides the suffix, so the format is given explicitly.
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-# Measured at 1280x720 on the 2-core dev machine (one x264 thread, CRF 20): ultrafast 3.0, superfast 5.5, veryfast
-# 6.2, faster 8.0 CPU-ms per frame; at equal CRF the PSNR is the same within 0.5 dB and veryfast's files are 2-4x
-# smaller than superfast's. 6 ms is ~2% of a frame's inference on this machine.
-DEFAULT_PRESET = "veryfast"
+# Measured at 1280x720 (one x264 thread, CRF 20, 100 frames of a synthetic template; 2-core AMX Xeon, 2026-12-06):
+# ultrafast 3.5, superfast 6.6, veryfast 9.3, faster 13.5 CPU-ms per frame, PSNR 42.8 / 42.9 / 41.5 / 41.8 dB, files
+# 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2x the fp32 speed (OpenVINO bf16), the encoder decides
+# the end-to-end rate: 300 frames ran at 0.86x model-only with veryfast, 0.90x with superfast, 0.91x with ultrafast.
+# superfast: the end-to-end target with the quality of the slower presets, at 3.5x veryfast's file size.
+DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 20  # SyncTalk_2D's own final ffmpeg pass uses -crf 20
 DEFAULT_THREADS = 1  # x264's frame threads would compete with inference for the 2 cores
 PNG_NAME = re.compile(r"^\d{6}\.png$")
