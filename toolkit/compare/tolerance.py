@@ -381,8 +381,11 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
                     f"255 x {k32:g} x fp32 noise mean (truncation flips)")
             r.upper("max_share_diff_gt1", float(m["share_diff_gt1"]), "share > 1 level", 1e-3,
                     "0.1 % (isolated two-level flips of the cubic resampling)")
-        elif K[p] * float(m["share_diff_gt1"]) < 1.0:
-            r.upper("max_share_diff_gt1", float(m["share_diff_gt1"]), "share > 1 level")
+        # fp16 / bf16: no limit on the share of values off by more than one level. It counts rare events (tens of
+        # values in two or three frames), and on the trained demo generator correct fp16 runtimes produced 3-10x the
+        # emulation's (ORT 1.11e-4, coreml-mil 3.49e-4 against a derived 1.06e-4: every fp16 kind false-failed,
+        # scripts/measure_parity.py --seeds demo:0), while without it every drift there was still caught, by a
+        # margin of 8 or more. It stays in the report.
     mean = float(m["mean_abs"])
     r.upper("max_bias", max(abs(float(m["bias"])), NOISE_SHARE * mean),
             f"max(|bias|, {NOISE_SHARE:g} x mean)")

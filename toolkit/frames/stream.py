@@ -91,9 +91,9 @@ class StreamSession:
 
     ``degrade``: a live source cannot wait. Instead of blocking ``feed`` when every worker is busy (the stream would
     drift behind the speech without bound), a frame whose turn comes then is *held*: it is not inferred, and the
-    previous frame is shown again (``StreamFrame.held``, ``stats.held_frames``). At most one group per worker is in
-    flight, so the next frame to be inferred is always the newest one whose audio is complete. Frames that are not
-    held still equal the offline render's.
+    previous frame is shown again (``StreamFrame.held``, ``stats.held_frames``). At most one group per worker is
+    computed and one more waits, so the next frame to be inferred is always one of the newest whose audio is complete.
+    Frames that are not held still equal the offline render's.
     """
 
     def __init__(self, template: PreparedTemplate, backend: Backend, encode: Encoder, *, start_frame: int = 0,

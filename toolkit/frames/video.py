@@ -25,9 +25,9 @@ _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # Measured at 1280x720 (one x264 thread, CRF 20, 100 frames of a synthetic template; 2-core AMX Xeon, 2026-12-06):
 # ultrafast 3.5, superfast 6.6, veryfast 9.3, faster 13.5 CPU-ms per frame, PSNR 42.8 / 42.9 / 41.5 / 41.8 dB, files
-# 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2x the fp32 speed (OpenVINO bf16), the encoder decides
-# the end-to-end rate: 300 frames ran at 0.86x model-only with veryfast, 0.90x with superfast, 0.91x with ultrafast.
-# superfast: the end-to-end target with the quality of the slower presets, at 3.5x veryfast's file size.
+# 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2x the fp32 speed (OpenVINO bf16), the encoder moves
+# the end-to-end rate: 300 frames rendered at 31.7 fps with veryfast, 33.0 with superfast, 33.4 with ultrafast.
+# superfast: most of ultrafast's speed, the quality of the slower presets, at 3.5x veryfast's file size.
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 20  # SyncTalk_2D's own final ffmpeg pass uses -crf 20
 DEFAULT_THREADS = 1  # x264's frame threads would compete with inference for the 2 cores
