@@ -264,6 +264,7 @@ def test_a_signal_during_render_leaves_nothing_and_exits_128_plus_the_signal(tmp
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("terminated" if sig == signal.SIGTERM else "interrupted"), err
     assert sorted(p.name for p in out_dir.iterdir()) == []
 
 

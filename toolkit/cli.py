@@ -73,10 +73,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
-    except SystemExit:
+    except SystemExit as exc:
         if _terminated:
             typer.echo("terminated", err=True)
             sys.exit(128 + signal.SIGTERM)
+        if exc.code == 128 + signal.SIGINT:  # typer turns Ctrl-C into a silent exit 130: say why, in one line
+            typer.echo("interrupted", err=True)
         raise
     except FramegenError as exc:
         typer.echo(f"error: {exc}", err=True)
