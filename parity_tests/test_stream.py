@@ -372,8 +372,10 @@ def test_buffers_stay_flat_on_a_long_stream(prepared_template):
             s.finish()
             assert s.stats.mel_blocks_verified >= 2 * minutes and s.stats.exact
         sizes[minutes] = biggest
-    capacity = {m: {k: v for k, v in d.items() if k.endswith("capacity") or k == "inflight"} for m, d in sizes.items()}
+    capacity = {m: {k: v for k, v in d.items() if k.endswith("capacity")} for m, d in sizes.items()}
     assert capacity[3] == capacity[1], sizes
+    # Groups in flight depend on thread timing, not on the stream's length: bounded by the session's limit.
+    assert all(d["inflight"] <= 2 for d in sizes.values()), sizes
     for d in sizes.values():
         assert d["samples"] <= 2048 * 200 + 401 + 16000  # one mel block of samples (plus a chunk): 1.7 MB
         assert d["mel_rows"] <= 48 and d["embeddings"] <= 16
