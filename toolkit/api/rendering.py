@@ -137,8 +137,8 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context and, when
     ``realtime``, from each frame's own time, the start-up measurement and the frames held). ``realtime`` is a
     live stream: measured at start-up, and degrading (held frames) rather than drifting when the backend is too
-    slow. ``precision`` ``auto`` picks the fastest precision the bundle proved (``framegen.toolkit.frames.plan.
-    choose_precision``)."""
+    slow. ``precision`` ``auto`` picks the fastest precision the bundle proved (``framegen.toolkit.bench.
+    precision.choose_precision``)."""
     from framegen.toolkit.frames.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
 
     if out is None and frames_dir is None:

@@ -491,6 +491,6 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
         "e2e": ({"template": os.fspath(template), "features": os.fspath(features), "frames": e2e_frames,
                  "runs": e2e_runs} if template is not None else None),
         "load_after": describe_machine()["load"],
-        # what --precision auto would run on this CPU for this bundle, and why (frames.plan.choose_precision)
+        # what --precision auto would run on this CPU for this bundle, and why (bench.precision.choose_precision)
         "auto_precision": choose_precision(bundle).describe() if bundle is not None else None,
     }
