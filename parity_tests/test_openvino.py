@@ -71,6 +71,15 @@ def test_runs_int8_and_auto_picks_it_only_for_int8(int8_onnx_bundle):
         assert out.shape == (2, 3, 320, 320) and out.dtype == np.float32 and 0 <= out.min() <= out.max() <= 1
     assert resolve_auto(OpenRequest(bundle=int8_onnx_bundle, precision="int8")) == "openvino"
     assert resolve_auto(OpenRequest(bundle=int8_onnx_bundle, precision="fp32")) == "ort-cpu"
+    # ort-cpu runs the bundle's int8 artifact when named, and computes what OpenVINO's int8 kernels compute, give
+    # or take the rounding of their requantization
+    with open_backend("ort-cpu", OpenRequest(bundle=int8_onnx_bundle, precision="int8")) as ort, \
+            open_backend("openvino", OpenRequest(bundle=int8_onnx_bundle, precision="int8")) as ov:
+        assert ort.info.precision == "int8"
+        image = rng.random((1, 6, 320, 320), dtype=np.float32)
+        audio = np.abs(rng.standard_normal((1, *AUDIO))).astype(np.float32) * 0.5
+        a, b = ort.infer(image, audio), ov.infer(image, audio)
+        assert a.shape == b.shape and float(np.abs(a - b).mean()) < 0.02
 
 
 @pytest.mark.slow

@@ -357,7 +357,7 @@ def test_non_finite_candidate_fails_every_profile():
 
 def _measurement(scale: float = 1.0):
     """A synthetic measurement: fp16 errors ``scale`` x a baseline, fp32 noise fixed."""
-    from framegen.toolkit.compare.tolerance import PRED_U8, NoiseMeasurement
+    from framegen.toolkit.compare.tolerance import FINAL_FRAME_IMAGE, PRED_U8, PRED_U8_IMAGE, NoiseMeasurement
 
     def summary(max_abs, mean, p99, psnr, bias, spread, share, gt1):
         return {"max_abs": max_abs, "mean_abs": mean, "p99_abs": p99, "psnr_db": psnr, "bias": bias,
@@ -366,10 +366,14 @@ def _measurement(scale: float = 1.0):
     fp16 = {MODEL_OUTPUT: summary(0.1 * scale, 0.005 * scale, 0.03 * scale, 40 - 20 * math.log10(scale), 1e-4,
                                   -5e-4, 1.0, 0.0),
             PRED_U8: summary(30 * scale, 1.5 * scale, 8 * scale, 40.0, 0.1, 4e-4, 0.7, 0.4 * scale),
-            FINAL_FRAME: summary(30 * scale, 1.5 * scale, 8 * scale, 40.0, 0.1, 4e-4, 0.7, 0.1 * scale)}
+            FINAL_FRAME: summary(30 * scale, 1.5 * scale, 8 * scale, 40.0, 0.1, 4e-4, 0.7, 0.1 * scale),
+            # scaled by 255 in fp16, as an fp16 image-I/O variant does: biased upwards
+            PRED_U8_IMAGE: summary(30 * scale, 1.5 * scale, 8 * scale, 40.0, 2.0, 4e-4, 0.7, 0.4 * scale),
+            FINAL_FRAME_IMAGE: summary(30 * scale, 1.5 * scale, 8 * scale, 40.0, 1.5, 4e-4, 0.7, 0.1 * scale)}
     fp32 = {MODEL_OUTPUT: summary(2e-5, 1.2e-6, 6e-6, 115.0, 1e-7, 1e-7, 0.97, 0.0),
             PRED_U8: summary(1, 3e-4, 0, 83.0, 4e-5, 1e-7, 3e-4, 0.0),
             FINAL_FRAME: summary(1, 4e-4, 0, 82.0, 4e-5, 1e-7, 4e-4, 0.0)}
+    fp32[PRED_U8_IMAGE], fp32[FINAL_FRAME_IMAGE] = fp32[PRED_U8], fp32[FINAL_FRAME]
     return NoiseMeasurement("ab" * 32, "cd" * 32, "emulated", [{"frame": 0, "template_index": 1, "audio": "speech"}],
                             {"fp16": fp16, "fp32": fp32}, 0.25, 1.0)
 
@@ -392,6 +396,26 @@ def test_derived_limits_scale_with_the_checkpoint_and_say_where_they_come_from()
     assert fp32.limits(MODEL_OUTPUT).max_abs == pytest.approx(K["fp32"] * 2e-5)
     image = derive_profile(_measurement(), "fp16", "image")
     assert image.name == "derived-image-fp16" and image.limits(MODEL_OUTPUT).max_abs == pytest.approx(90)
+    # Image-I/O limits come from the prediction scaled in the candidate's precision, not in fp32.
+    assert image.limits(MODEL_OUTPUT).max_bias == pytest.approx(K["fp16"] * 2.0)
+    assert image.limits(FINAL_FRAME).max_bias == pytest.approx(K["fp16"] * 1.5)
+    assert derive_profile(_measurement(), "fp16").limits(FINAL_FRAME).max_bias < K["fp16"] * 1.5
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_scaling_by_255_in_half_precision_rounds_up_across_truncations(precision):
+    """An fp16 / bf16 image-I/O model multiplies by 255 in its precision before the floor: a product just below an
+    integer rounds up to it. The measurement reproduces that bias; scaling in fp32 does not have it."""
+    from framegen.models.pixels import pred_to_uint8
+    from framegen.toolkit.compare.tolerance import scaled_to_uint8
+
+    out = np.random.default_rng(3).uniform(0.5, 1.0, (3, 320, 320)).astype(np.float32)
+    exact = pred_to_uint8(out).astype(np.int32)
+    assert np.array_equal(scaled_to_uint8(out, "fp32"), exact.astype(np.uint8))
+    half = scaled_to_uint8(out.astype(np.float16).astype(np.float32) if precision == "fp16" else out, precision)
+    diff = half.astype(np.int32) - pred_to_uint8(out).astype(np.int32)
+    # values of 128..255 are spaced 0.125 in fp16 and 1 in bf16: rounding moves up at least as often as down
+    assert diff.mean() > 0.01 and np.abs(diff).max() <= (1 if precision == "fp16" else 2)
 
 
 def test_measurement_is_cached_per_checkpoint_digest(tmp_path, generator_ckpt, prepared_template, parity_features):

@@ -22,6 +22,7 @@ from framegen.toolkit.inputs.preprocess import (
     paste_back,
     pingpong_index,
     pred_to_uint8,
+    to_i420,
 )
 from framegen.toolkit.inputs.template import open_template, read_landmarks
 
@@ -313,6 +314,13 @@ def test_frame_cache_respects_budget(synth_template_dir: Path) -> None:
     none = PreparedTemplate(template, cache_bytes=0)
     assert np.array_equal(none.prepared(3).crop328, prepared.prepared(3).crop328)
     assert none.cached_frame_bytes == 0
+    # The I420 forms the H.264 writer starts from share the budget: the one that fits is kept, the rest are made
+    # again on every call, and each equals the conversion of the decoded frame.
+    i420 = [prepared.frame_i420(i) for i in range(len(template))]
+    assert prepared.cached_frame_bytes == 2 * frame_bytes + frame_bytes // 2
+    assert prepared.frame_i420(0) is i420[0] and prepared.frame_i420(5) is not i420[5]
+    assert all(np.array_equal(prepared.frame_i420(i), to_i420(template.read_image(i))) for i in (0, 5))
+    assert none.frame_i420(2).shape == (template.height * 3 // 2, template.width) and none.cached_frame_bytes == 0
 
 
 def test_prepared_template_is_thread_safe(synth_template_dir: Path) -> None:

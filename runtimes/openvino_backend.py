@@ -204,7 +204,7 @@ SPECS = [
                 description="OpenVINO CPU plugin: ONNX fp32 / fp16 / int8 (QDQ) artifacts; bf16 computes fp32 ones",
                 # After ort-cpu (50): at fp32 OpenVINO ran 0.84-0.86x ONNX Runtime model-only and 1.14-1.22x end to
                 # end in two runs (scripts/bench_compressed.py, README), no clear win, so auto keeps ONNX Runtime; at
-                # int8, which ort-cpu's spec does not claim, OpenVINO was the fastest (2.04-2.20x ORT fp32 model-only,
+                # int8, which ort-cpu runs only when named, OpenVINO was the fastest (2.04-2.20x ORT fp32 model-only,
                 # 2.25-2.59x end to end, against ORT int8's 2.01-2.05x / 1.89-2.08x).
                 auto_rank=55),
 ]

@@ -293,9 +293,10 @@ def _open_trt(req: OpenRequest) -> Backend:
 # auto ranks: TensorRT's fused engines, then cuDNN through ONNX Runtime (I/O binding, CUDA graphs) ahead of eager
 # PyTorch on CUDA; on the CPU ONNX Runtime's fused, pre-packed convolutions beat eager PyTorch 5-6x (README figures).
 SPECS = [
-    BackendSpec("ort-cpu", "onnxruntime", "cpu", "onnx", ("fp32", "fp16"), _probe_cpu, _open_cpu,
-                "ONNX Runtime CPU execution provider", ios=("tensor", "image"),
-                render_options=_render_options_cpu, auto_rank=50),
+    # int8 (QDQ) runs when named: OpenVINO's int8 kernels were faster on every CPU measured (openvino SPECS).
+    BackendSpec("ort-cpu", "onnxruntime", "cpu", "onnx", ("fp32", "fp16", "int8"), _probe_cpu, _open_cpu,
+                "ONNX Runtime CPU execution provider; int8 (QDQ) artifacts when named", ios=("tensor", "image"),
+                render_options=_render_options_cpu, auto_rank=50, auto_precisions=("fp32", "fp16")),
     BackendSpec("ort-cuda", "onnxruntime", "cuda", "onnx", ("fp32", "fp16"), _probe_cuda, _open_cuda,
                 "ONNX Runtime CUDA EP: I/O binding, CUDA graphs for fixed batches", ios=("tensor", "image"),
                 auto_rank=20),

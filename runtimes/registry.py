@@ -96,6 +96,9 @@ def resolve_auto(request: OpenRequest) -> str:
         spec = specs.get(name)
         if spec is None:
             continue
+        if spec.auto_precisions is not None and request.precision not in spec.auto_precisions:
+            passed.append(f"{name}: runs {request.precision} only when named")
+            continue
         avail = availability(spec, request.options)
         if not avail.available:
             passed.append(f"{name}: {avail.reason}")

@@ -63,6 +63,8 @@ class BackendSpec:
     render_options: Callable[[], dict[str, Any]] | None = None
     #: place in ``auto``'s order (lower is preferred: the expected speed for this model); ``None``: never ``auto``
     auto_rank: int | None = None
+    #: the precisions ``auto`` may pick this backend for (``None``: all of ``precisions``); the others run by name
+    auto_precisions: tuple[str, ...] | None = None
     #: a probe that depends on the request (a remote backend's server, named in ``OpenRequest.options``); used
     #: instead of ``probe`` when a job has a request's options to give
     probe_options: Callable[[dict[str, Any]], Availability] | None = None

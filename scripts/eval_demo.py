@@ -1,10 +1,11 @@
 """Lip sync of the demo generator on speech its training never saw; the figures of docs/DEMO.md.
 
-    python scripts/eval_demo.py [--weights W.npz|state.pt] [--seconds 8] [--speech SPEECH.wav]
+    python scripts/eval_demo.py [--weights W.npz|state.pt] [--seconds 8] [--tts 2] [--speech SPEECH.wav]
 
 Held-out utterances: formant-synthesised speech with seeds and voices far from the training ones (the training uses
-seeds 1000+), speech of another kind (the harmonic synthesiser of the export checks, which the training never
-heard), and, when given, a real recording. Per utterance: the mouth-region PSNR against the synthetic ground truth,
+seeds 1000+), with ``--tts`` eSpeak NG utterances with seeds far from the training's (5000+), speech of another kind
+(the harmonic synthesiser of the export checks, which the training never heard), and, when given, a real recording
+(all of it, or ``--speech-seconds``). Per utterance: the mouth-region PSNR against the synthetic ground truth,
 Pearson's r between the rendered mouth opening (read from the pixels) and the true opening and the loudness
 envelope, the same with the audio zeroed (which must collapse), and the template's own mouth against the truth (the
 floor: what a generator that ignored the audio would score). Real and harmonic speech have no true opening: only
@@ -27,9 +28,10 @@ from framegen.models.unet import Model
 from framegen.toolkit.compare.lipsync import measure
 from framegen.toolkit.inputs.audio import decode_audio, torch_encoder_fn
 from framegen.toolkit.inputs.speech import harmonic_speech, synthesize_speech
-from framegen.toolkit.inputs.talking import quantize_pcm, talking_clip
+from framegen.toolkit.inputs.talking import quantize_pcm, talking_clip, talking_clip_for
 
 EVAL_SEED0 = 90_000  # far from the training seeds (1000 + clip)
+TTS_EVAL_SEED0 = 95_000  # far from the eSpeak training seeds (5000 + clip)
 
 
 def load(weights: Path | None) -> Model:
@@ -51,6 +53,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--utterances", type=int, default=3)
     p.add_argument("--speech", type=Path, default=None, help="a real recording (any format PyAV reads)")
+    p.add_argument("--speech-seconds", type=float, default=0.0, help="seconds of the recording (0: all of it)")
+    p.add_argument("--tts", type=int, default=0,
+                   help="held-out eSpeak NG utterances (scripts/espeak_speech.py; needs espeakng-loader)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     model = load(args.weights)
@@ -70,11 +75,21 @@ def main() -> None:
         clip = talking_clip(speech, encode, track_seed=EVAL_SEED0 + u)
         rows.append(measure(f"held-out formant speech #{u} (f0 {voice['f0']:.0f} Hz)", generator, encode, clip.wav,
                             EVAL_SEED0 + u, clip))
+    for u in range(args.tts):
+        from espeak_speech import tts_speech  # optional: needs espeakng-loader
+
+        tts = tts_speech(args.seconds, seed=TTS_EVAL_SEED0 + u, level=0.5)
+        clip = talking_clip_for(tts.wav, tts.opening, tts.spread, encode, track_seed=EVAL_SEED0 + 30 + u)
+        rows.append(measure(f"held-out eSpeak NG speech #{u} (voice {tts.voice})", generator, encode, clip.wav,
+                            EVAL_SEED0 + 30 + u, clip))
     other = quantize_pcm(harmonic_speech(int(args.seconds * 16000), seed=7))
     rows.append(measure("other kind: harmonic synthesis", generator, encode, other, EVAL_SEED0 + 50))
     if args.speech is not None and args.speech.is_file():
-        real = decode_audio(args.speech)[: int(args.seconds * 16000)]
-        rows.append(measure(f"real speech: {args.speech.name}", generator, encode, real, EVAL_SEED0 + 60))
+        real = decode_audio(args.speech)
+        if args.speech_seconds > 0:
+            real = real[: int(args.speech_seconds * 16000)]
+        name = f"real speech: {args.speech.name} ({real.size / 16000:.1f} s)"
+        rows.append(measure(name, generator, encode, real, EVAL_SEED0 + 60))
 
     def f(v: float | None, fmt: str = "{:+.2f}") -> str:
         return "n/a" if v is None else fmt.format(v)

@@ -18,7 +18,8 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
 - ``minmax, audio branch kept``: the audio branch (``audio_model``, ``fuse_conv``) left in fp32;
 - ``nncf, ...``: NNCF's post-training quantization of the ONNX model (``nncf.quantize``: its own placement of
   quantizers, MIXED (asymmetric activations) or PERFORMANCE preset, fast or full bias correction), when nncf is
-  installed;
+  installed; ``nncf accuracy control``: ``nncf.quantize_with_accuracy_control``, which puts the most sensitive layers
+  back in fp32 until the model output keeps 33 dB against fp32 on held-out frames;
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
   ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
 """
@@ -109,6 +110,39 @@ def main() -> int:
             onnx.save(q, str(out))
             return out
 
+        def nncf_accuracy_control(name: str, cal: int, target_db: float) -> Path:
+            """NNCF's accuracy-aware quantization: quantize, then put the most sensitive layers back in fp32, one
+            group at a time, until the model output's PSNR against fp32 (on held-out frames) is ``target_db``."""
+            import nncf
+            import onnxruntime as ort
+            from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
+
+            data = data_for(cal)  # validated on the gate's held-out frames, calibrated on the others
+            val = [{GEN_IMAGE: data.image[i:i + 1], GEN_AUDIO: data.audio[i:i + 1]} for i in range(len(data.image))]
+            ref_sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+            refs = [ref_sess.run(None, feed)[0] for feed in val]
+            cap = 60.0
+
+            def psnr_of(model: Any, items: Any) -> tuple[float, list[float]]:
+                sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+                per = []
+                for feed, ref in zip(items, refs, strict=False):
+                    out = sess.run(None, feed)[0]
+                    mse = float(np.mean((out.astype(np.float64) - ref) ** 2))
+                    per.append(min(cap, 10 * np.log10(1.0 / mse)) if mse > 0 else cap)
+                return float(np.mean(per)), per
+
+            q = nncf.quantize_with_accuracy_control(
+                onnx.load(str(fp32)), nncf.Dataset(data.calibration), nncf.Dataset(val), psnr_of,
+                max_drop=cap - target_db, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(data.calibration))
+            out = tmp / f"{name}.onnx"
+            onnx.save(q, str(out))
+            kept = sum(1 for n in q.graph.node if n.op_type == "Conv") - sum(
+                1 for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("weight"))
+            print(f"{name}: about {kept} convolutions left in fp32", file=sys.stderr)
+            return out
+
         decoder = [c for c in convs if c.startswith(("/up", "/outc"))]
         audio = [c for c in convs if c.startswith(("/audio_model", "/fuse_conv"))]
         variants = [
@@ -137,6 +171,8 @@ def main() -> int:
                                                                     preset=nncf.QuantizationPreset.PERFORMANCE)),
                 ("nncf, mixed, full bias correction", lambda: nncf_quantize(
                     "nncf_bc", args.calibration, preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=False)),
+                ("nncf accuracy control (output 33 dB)", lambda: nncf_accuracy_control("nncf_ac", args.calibration,
+                                                                                       33.0)),
             ]
         except ImportError:
             print("nncf not installed: its variants are skipped (pip install nncf)", file=sys.stderr)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from espeak_speech import tts_speech
 from framegen.models.contract import MASK_COLS, MASK_ROWS
 from framegen.models.demo import load_compact_state, save_compact_state
 from framegen.models.init import init_audio_encoder
@@ -34,11 +35,13 @@ from framegen.models.unet import Model
 from framegen.toolkit.inputs.audio import torch_encoder_fn
 from framegen.toolkit.inputs.features import audio_windows
 from framegen.toolkit.inputs.speech import synthesize_speech
-from framegen.toolkit.inputs.talking import same_pose_other_mouth, talking_clip
+from framegen.toolkit.inputs.talking import same_pose_other_mouth, talking_clip, talking_clip_for
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-#: Training utterances use seeds TRAIN_SEED0 + c; evaluation uses seeds far from them (scripts/eval_demo.py).
+#: Training utterances use seeds TRAIN_SEED0 + c (TTS_SEED0 + c for eSpeak clips); evaluation uses seeds far from
+#: them (scripts/eval_demo.py).
 TRAIN_SEED0 = 1000
+TTS_SEED0 = 5000
 
 
 def voice(rng: np.random.Generator, augment: bool = False) -> dict[str, float]:
@@ -54,9 +57,18 @@ def voice(rng: np.random.Generator, augment: bool = False) -> dict[str, float]:
             "breath": float(rng.choice([0.0, rng.uniform(0.1, 0.9)])), "tilt": float(rng.uniform(-0.9, 0.9))}
 
 
+def tts_room(rng: np.random.Generator) -> dict[str, float]:
+    """A recording condition for a text-to-speech clip: level, noise floor, reverberation (half the clips) and a
+    microphone's tilt."""
+    return {"level": float(np.exp(rng.uniform(np.log(0.04), np.log(0.98)))),
+            "room": float(np.exp(rng.uniform(np.log(0.0003), np.log(0.02)))),
+            "reverb": float(rng.uniform(0.1, 0.5)) if rng.random() < 0.5 else 0.0,
+            "tilt": float(rng.uniform(-0.7, 0.7))}
+
+
 def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Render the training clips once and cache them in ``--work``."""
-    tag = "-augment" if args.augment else ""
+    tag = ("-augment" if args.augment else "") + (f"-tts{args.tts:g}" if args.tts else "")
     cache = args.work / f"data-{args.clips}x{args.clip_seconds:g}s-seed{args.seed}{tag}.npz"
     if cache.exists():
         with np.load(cache) as z:
@@ -65,9 +77,15 @@ def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(args.seed)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("target", "other", "box", "window", "clip")}
     t0 = time.time()
+    tts_clips = round(args.tts * args.clips)
     for c in range(args.clips):
-        speech = synthesize_speech(args.clip_seconds, seed=TRAIN_SEED0 + args.seed + c, **voice(rng, args.augment))
-        clip = talking_clip(speech, encode, track_seed=TRAIN_SEED0 + c)
+        if c < tts_clips:  # eSpeak NG speech: real consonants and prosody, the mouth from its phonemes
+            tts = tts_speech(args.clip_seconds, seed=TTS_SEED0 + args.seed + c, **tts_room(rng))
+            clip = talking_clip_for(tts.wav, tts.opening, tts.spread, encode, track_seed=TRAIN_SEED0 + c)
+        else:
+            speech = synthesize_speech(args.clip_seconds, seed=TRAIN_SEED0 + args.seed + c,
+                                       **voice(rng, args.augment))
+            clip = talking_clip(speech, encode, track_seed=TRAIN_SEED0 + c)
         parts["target"].append(clip.crops)
         parts["other"].append(same_pose_other_mouth(TRAIN_SEED0 + c, clip.opening, clip.spread, seed=c))
         parts["box"].append(clip.mouth_boxes)
@@ -181,6 +199,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=25)
     p.add_argument("--augment", action="store_true", help="wider voices (tract, breath, tilt, level, room)")
+    p.add_argument("--tts", type=float, default=0.0,
+                   help="share of clips spoken by eSpeak NG (scripts/espeak_speech.py; pip install espeakng-loader)")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (.npz), e.g. a fine-tune phase")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     args = p.parse_args()

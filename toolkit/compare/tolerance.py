@@ -61,7 +61,7 @@ from framegen.toolkit.compare.profiles import (
 from framegen.toolkit.inputs.features import audio_windows
 
 #: Bump when what is measured or how changes: older cache entries are then ignored.
-METHOD_VERSION = 2  # 2: bf16 measured too
+METHOD_VERSION = 3  # 2: bf16 measured too; 3: image-I/O stages scale by 255 in the precision
 #: Multiplier on the independent execution's error, per candidate precision (see the module docstring and
 #: docs/PARITY.md for the measurements behind it).
 K: dict[str, float] = {"fp32": 30.0, "fp16": 3.0, "bf16": 3.0}
@@ -73,8 +73,16 @@ ROUNDED = ("fp16", "bf16")
 #: (ORT) and 0.024 (coreml-mil) of their mean error; on the trained demo generator, 0.46 (ORT and OpenVINO fp16: a
 #: trained network's fp16 error is systematic), which the former 0.03 failed.
 NOISE_SHARE = 0.5
-#: The uint8 prediction of the image-I/O variants, in the measurement.
+#: The truncated uint8 prediction, in the measurement: scaled by 255 in fp32 (framegen's ``pred_to_uint8`` on the
+#: output tensor) ...
 PRED_U8 = "pred_u8"
+#: ... and as an image-I/O variant of the precision computes it: ``floor(clip(output x 255))`` with the product
+#: rounded to that precision. In fp16 a product just below an integer rounds up to it before the floor (spacing
+#: 0.125 above 128), a systematic upward bias of a few hundredths of a level that fp32 scaling does not have:
+#: coreml-mil's fp16 image variant false-failed on it (|bias| 0.0352 against a limit of 0.0332 derived from fp32
+#: scaling, trained demo checkpoint).
+PRED_U8_IMAGE = "pred_u8_image"
+FINAL_FRAME_IMAGE = "final_frame_image"
 
 METRICS = ("max_abs", "mean_abs", "p99_abs", "min_psnr_db", "max_share_diff", "max_share_diff_gt1", "max_bias",
            "max_spread_change", "min_cosine")
@@ -241,9 +249,28 @@ def _independent_runs(model: Any, frames: list[MeasureFrame], method: str
             yield f, ref, outs
 
 
+def scaled_to_uint8(out: np.ndarray, precision: str) -> np.ndarray:
+    """``floor(clip(out x 255, 0, 255))`` as uint8 with the product rounded to ``precision`` (fp32 / fp16 / bf16), as
+    the image-I/O variant of that precision computes its output; in fp32 it equals ``pred_to_uint8``."""
+    from framegen.models.pixels import pred_to_uint8
+
+    if precision == "fp32":
+        return pred_to_uint8(out)
+    if precision == "fp16":
+        scaled = (out.astype(np.float16) * np.float16(255.0)).astype(np.float32)
+    elif precision == "bf16":
+        import torch
+
+        scaled = (torch.from_numpy(np.ascontiguousarray(out)).bfloat16() * 255.0).float().numpy()
+    else:
+        raise ToleranceError(f"no image-I/O scaling for precision {precision!r}")
+    return np.floor(np.clip(scaled, 0.0, 255.0)).astype(np.uint8).transpose(1, 2, 0)
+
+
 def _add_frame(stats: dict[str, dict[str, ErrorStats]], template: Any, f: MeasureFrame, ref: np.ndarray,
                outs: dict[str, np.ndarray]) -> None:
-    """One frame's errors at every stage: model output, truncated uint8 prediction, final frame in the box."""
+    """One frame's errors at every stage: model output, truncated uint8 prediction, final frame in the box; the
+    last two also as the precision's image-I/O variant computes them."""
     from framegen.models.pixels import pred_to_uint8
     from framegen.toolkit.inputs.preprocess import paste_back
 
@@ -258,6 +285,10 @@ def _add_frame(stats: dict[str, dict[str, ErrorStats]], template: Any, f: Measur
         stats[p][PRED_U8].update(ref_u8[None], u8[None], [f.frame])
         got = paste_back(frame, prepared.box, prepared.crop328, u8)[y0:y1, x0:x1]
         stats[p][FINAL_FRAME].update(ref_frame[None], got[None], [f.frame], offset=(y0, x0, 0))
+        image_u8 = scaled_to_uint8(out, p)
+        stats[p][PRED_U8_IMAGE].update(ref_u8[None], image_u8[None], [f.frame])
+        got = paste_back(frame, prepared.box, prepared.crop328, image_u8)[y0:y1, x0:x1]
+        stats[p][FINAL_FRAME_IMAGE].update(ref_frame[None], got[None], [f.frame], offset=(y0, x0, 0))
 
 
 def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame], template: Any, *,
@@ -287,7 +318,8 @@ def measure_noise(checkpoint: str | os.PathLike[str], frames: list[MeasureFrame]
                 m.cached, m.cache_path = True, os.fspath(path)
                 return m
     t0 = time.perf_counter()
-    stats = {p: {MODEL_OUTPUT: ErrorStats("float"), PRED_U8: ErrorStats("uint8"), FINAL_FRAME: ErrorStats("uint8")}
+    stats = {p: {MODEL_OUTPUT: ErrorStats("float"), PRED_U8: ErrorStats("uint8"), FINAL_FRAME: ErrorStats("uint8"),
+                 PRED_U8_IMAGE: ErrorStats("uint8"), FINAL_FRAME_IMAGE: ErrorStats("uint8")}
              for p in ("fp16", "bf16", "fp32")}
     ref_sum = ref_sq = 0.0
     ref_n = 0
@@ -316,7 +348,7 @@ LAYER_SOURCE = ("each layer: local error <= max(K_LOCAL x the independent execut
 
 # uint8 resolution floors: one truncation level for the prediction, two in the final frame (cubic resampling of
 # one-level flips stays below 1.89 levels).
-_U8_MAX_FLOOR = {PRED_U8: 1.0, FINAL_FRAME: 2.0}
+_U8_MAX_FLOOR = {PRED_U8: 1.0, FINAL_FRAME: 2.0, PRED_U8_IMAGE: 1.0, FINAL_FRAME_IMAGE: 2.0}
 
 
 def _fmt(v: float) -> str:
@@ -359,7 +391,7 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
     if kind == "uint8" and p == "fp32":
         # fp32 noise is far below one level: it only flips truncations, so the bounds are structural, not scaled.
         r.limits["max_abs"] = _U8_MAX_FLOOR[stage]
-        r.sources["max_abs"] = ("bound: one-level truncation flips" if stage == PRED_U8 else
+        r.sources["max_abs"] = ("bound: one-level truncation flips" if stage in (PRED_U8, PRED_U8_IMAGE) else
                                 "bound: cubic resampling of one-level flips stays below 2 levels")
     elif kind == "uint8":
         r.upper("max_abs", float(m["max_abs"]), "max", _U8_MAX_FLOOR[stage],
@@ -411,8 +443,9 @@ def derive_profile(measurement: NoiseMeasurement, precision: str, io: str = "ten
     fp32 = measurement.stats["fp32"]
     stages: dict[str, StageLimits] = {}
     sources: dict[str, dict[str, str]] = {}
-    out_stage, out_kind = (MODEL_OUTPUT, "float") if io == "tensor" else (PRED_U8, "uint8")
-    for name, source, kind in ((MODEL_OUTPUT, out_stage, out_kind), (FINAL_FRAME, FINAL_FRAME, "uint8")):
+    out_stage, out_kind, frame_stage = ((MODEL_OUTPUT, "float", FINAL_FRAME) if io == "tensor" else
+                                        (PRED_U8_IMAGE, "uint8", FINAL_FRAME_IMAGE))
+    for name, source, kind in ((MODEL_OUTPUT, out_stage, out_kind), (FINAL_FRAME, frame_stage, "uint8")):
         stages[name], sources[name] = _stage_limits(source, kind, precision, stats[source], fp32[source],
                                                     float(fp32[MODEL_OUTPUT]["mean_abs"]), measurement.reference_std)
     # Each layer's own limit is derived where it is compared (toolkit.locate, on the same checkpoint); the stage

@@ -199,7 +199,8 @@ def render(template: PreparedTemplate, features: np.ndarray, backend: Backend, *
         task = bar.add_task("render", total=count) if bar is not None else None
 
         def encode(f: RenderedFrame) -> RenderedFrame:
-            video.write(f.frame)
+            # The template frame's I420 form is converted once; per output frame only the pasted box is.
+            video.write(f.frame, base_i420=template.frame_i420(f.template_index), box=f.prepared.box)
             return f
 
         def write_png(f: RenderedFrame) -> RenderedFrame:

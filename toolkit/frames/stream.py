@@ -459,13 +459,14 @@ def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | 
 
 
 def startup_check(template: PreparedTemplate, backend: Backend, encode: Encoder, batching: EncoderBatching, *,
-                  start_frame: int = 0) -> dict[str, Any]:
+                  start_frame: int = 0, video: bool = False) -> dict[str, Any]:
     """Before a live stream starts: prepare the template frames (so neither time nor memory grows later), run one
     half a second of silence through a throwaway session (every code path warm: the first frames of the real stream
     were 50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
-    rate x :data:`KEEP_UP_HEADROOM`); ``note`` says what the stream will do."""
+    rate x :data:`KEEP_UP_HEADROOM`); ``note`` says what the stream will do. ``video``: the stream encodes video,
+    so the template frames' I420 forms are made now too."""
     t0 = time.perf_counter()
-    prepared = template.warm(start=start_frame)
+    prepared = template.warm(start=start_frame, i420=video)
     with StreamSession(template, backend, encode, start_frame=start_frame, batching=batching, verify=False) as dry:
         dry.feed(np.zeros(SAMPLE_RATE // 2, np.float32))
         dry.finish()
@@ -638,7 +639,8 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                                                    preset or DEFAULT_PRESET)) if out is not None else None
         pngs = stack.enter_context(FramesDirWriter(frames_dir)) if frames_dir is not None else None
         batching = batching or encoder_batching(encode)
-        startup = startup_check(template, backend, encode, batching, start_frame=start_frame) if realtime else None
+        startup = (startup_check(template, backend, encode, batching, start_frame=start_frame, video=video is not None)
+                   if realtime else None)
         if startup is not None and on_start is not None:
             on_start(startup)
         # Live, the self-check of the incremental mel and encoder against the offline path is off: recomputing a
@@ -650,7 +652,11 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
 
         def sink(f: StreamFrame) -> None:
             if video is not None:
-                video.write(f.frame)
+                if f.held:  # the previous frame again, pasted on another template frame
+                    video.write(f.frame)
+                else:  # only the pasted box is converted to I420; the template frame's form is made once
+                    video.write(f.frame, base_i420=template.frame_i420(f.template_index),
+                                box=template.prepared(f.template_index).box)
             if pngs is not None:
                 pngs.write(f.frame)
             if on_frame is not None:

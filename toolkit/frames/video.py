@@ -19,16 +19,18 @@ from typing import Any
 import numpy as np
 from framegen.models.atomic import AtomicOutput
 from framegen.models.errors import FramegenError, first_line
+from framegen.toolkit.inputs.preprocess import to_i420
 
 # Muxer per output suffix; the temporary name hides the suffix, so the format is given explicitly.
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-# Measured at 1280x720 (one x264 thread, CRF 20, 100 frames of a synthetic template; 2-core AMX Xeon, 2026-12-06):
+# Measured at 1280x720 (one x264 thread, CRF 20, 100 frames of a synthetic template; 2-core AMX Xeon, 2026-12-05):
 # ultrafast 3.5, superfast 6.6, veryfast 9.3, faster 13.5 CPU-ms per frame, PSNR 42.8 / 42.9 / 41.5 / 41.8 dB, files
-# 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2x the fp32 speed (OpenVINO bf16), the encoder moves
-# the end-to-end rate: 300 frames rendered at 31.7 fps with veryfast, 33.0 with superfast, 33.4 with ultrafast.
-# superfast: most of ultrafast's speed, the quality of the slower presets, at 3.5x veryfast's file size.
-DEFAULT_PRESET = "superfast"
+# 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2-2.3x the fp32 speed (OpenVINO bf16 / int8), one
+# frame's inference costs about 43 CPU-ms, and every CPU-ms of encoding takes about 2 % off the end-to-end rate: in
+# one process, 300 frames rendered at 0.83x model-only with superfast and 0.89-0.90x with ultrafast. ultrafast: the
+# same PSNR at CRF 20 for 1.6x superfast's file size; ``--preset`` trades CPU for smaller files.
+DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 20  # SyncTalk_2D's own final ffmpeg pass uses -crf 20
 DEFAULT_THREADS = 1  # x264's frame threads would compete with inference for the 2 cores
 PNG_NAME = re.compile(r"^\d{6}\.png$")
@@ -160,6 +162,44 @@ class _CommitOnSuccess:
             self._abort()
 
 
+def _planes(i420: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    flat = i420.reshape(-1)
+    y = flat[: height * width].reshape(height, width)
+    q = (height // 2) * (width // 2)
+    u = flat[height * width: height * width + q].reshape(height // 2, width // 2)
+    v = flat[height * width + q: height * width + 2 * q].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def even_region(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """``box`` (x0, y0, x1, y1) widened to even edges inside the frame: whole 2x2 chroma blocks."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return max(0, x0 & ~1), max(0, y0 & ~1), min(width, (x1 + 1) & ~1), min(height, (y1 + 1) & ~1)
+
+
+def i420_pasted(base_i420: np.ndarray, frame_bgr: np.ndarray, box: tuple[int, int, int, int],
+                out: np.ndarray | None = None) -> np.ndarray:
+    """The I420 form of ``frame_bgr``, which equals the frame ``base_i420`` was converted from everywhere outside
+    ``box``: the base's planes with only the box (widened to whole 2x2 chroma blocks) converted. Equal, byte for
+    byte, to :func:`to_i420` of the whole frame (each chroma sample depends only on its own 2x2 block), for a
+    fraction of the work when the box is a small part of the frame. ``out``: where to write it (a
+    ``(H * 3 / 2, W)`` uint8 array; may be ``base_i420`` itself)."""
+    height, width = frame_bgr.shape[:2]
+    if out is None:
+        out = base_i420.copy()
+    elif out is not base_i420:
+        np.copyto(out, base_i420)
+    x0, y0, x1, y1 = even_region(box, height, width)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    sub = to_i420(np.ascontiguousarray(frame_bgr[y0:y1, x0:x1]))
+    dst, src = _planes(out, height, width), _planes(sub, y1 - y0, x1 - x0)
+    dst[0][y0:y1, x0:x1] = src[0]
+    for d, s in zip(dst[1:], src[1:], strict=True):
+        d[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = s
+    return out
+
+
 class VideoWriter(_CommitOnSuccess):
     """H.264 (libx264, yuv420p, BT.601 limited range) at ``fps`` with optional AAC speech, written atomically.
 
@@ -225,17 +265,29 @@ class VideoWriter(_CommitOnSuccess):
             raise VideoError(f"{self.path}: cannot open for writing ({first_line(exc)})") from exc
 
     @_io_errors
-    def write(self, frame_bgr: np.ndarray) -> None:
-        """Encode one BGR uint8 frame of the writer's size (and the audio up to its end)."""
+    def write(self, frame_bgr: np.ndarray, *, base_i420: np.ndarray | None = None,
+              box: tuple[int, int, int, int] | None = None) -> None:
+        """Encode one BGR uint8 frame of the writer's size (and the audio up to its end).
+
+        ``base_i420`` + ``box``: the frame equals the frame whose I420 form is ``base_i420`` (:func:`to_i420`, such
+        as a template frame's, converted once) everywhere outside ``box``; only the box is converted
+        (:func:`i420_pasted`, the same bytes as converting the whole frame).
+        """
         import av
-        import cv2
 
         if self._container is None:
             raise VideoError(f"{self.path}: writer is closed")
         if frame_bgr.shape != (self.height, self.width, 3) or frame_bgr.dtype != np.uint8:
             raise VideoError(f"{self.path}: frame {self.frames} is {frame_bgr.dtype} {list(frame_bgr.shape)}, "
                              f"expected uint8 [{self.height}, {self.width}, 3]")
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        if base_i420 is not None and box is not None:
+            if base_i420.shape != (self.height * 3 // 2, self.width) or base_i420.dtype != np.uint8:
+                raise VideoError(f"{self.path}: frame {self.frames}: base I420 is {base_i420.dtype} "
+                                 f"{list(base_i420.shape)}, expected uint8 [{self.height * 3 // 2}, {self.width}]")
+            i420 = i420_pasted(base_i420, frame_bgr, box)
+        else:
+            i420 = to_i420(frame_bgr)
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = self.frames
         for packet in self._vstream.encode(frame):
             self._container.mux(packet)

@@ -66,6 +66,12 @@ def crop_328(frame: np.ndarray, box: Box) -> np.ndarray:
     return cv2.resize(frame[y0:y1, x0:x1], (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_CUBIC)
 
 
+def to_i420(frame_bgr: np.ndarray) -> np.ndarray:
+    """A BGR uint8 frame (even height and width) as I420: Y rows, then U and V at half resolution, in one
+    (H * 3 / 2, W) uint8 array; BT.601 limited range (OpenCV's conversion, what the H.264 writer encodes)."""
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)
+
+
 def paste_back(frame: np.ndarray, box: Box, crop328: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """A copy of ``frame`` with the prediction pasted into ``box``, as SyncTalk_2D does it.
 
@@ -159,6 +165,7 @@ class PreparedTemplate:
         self._index_locks: dict[int, threading.Lock] = {}
         self._prepared: dict[int, PreparedFrame] = {}
         self._frames: dict[int, np.ndarray] = {}
+        self._i420: dict[int, np.ndarray] = {}
         self._frame_bytes = 0
 
     def __len__(self) -> int:
@@ -170,7 +177,7 @@ class PreparedTemplate:
 
     @property
     def cached_frame_bytes(self) -> int:
-        """Bytes of decoded full frames currently held (never more than ``cache_bytes``)."""
+        """Bytes of decoded full frames (and their I420 forms) currently held (never more than ``cache_bytes``)."""
         return self._frame_bytes
 
     def _index_lock(self, i: int) -> threading.Lock:
@@ -198,6 +205,20 @@ class PreparedTemplate:
             image = self._frames.get(i)
             return image if image is not None else self._decode(i)
 
+    def frame_i420(self, i: int) -> np.ndarray:
+        """Template frame ``i`` in I420 (:func:`to_i420`), read-only: what an encoder's frames start from (only the
+        pasted box is converted per output frame); converted once while the cache has room."""
+        image = self._i420.get(i)
+        if image is not None:
+            return image
+        image = to_i420(self.frame(i))
+        image.flags.writeable = False
+        with self._lock:
+            if i not in self._i420 and self._frame_bytes + image.nbytes <= self.cache_bytes:
+                self._i420[i] = image
+                self._frame_bytes += image.nbytes
+            return self._i420.get(i, image)
+
     def prepared(self, i: int) -> PreparedFrame:
         """Template frame ``i``'s box and 328x328 crop, computed on first use and cached."""
         prepared = self._prepared.get(i)
@@ -219,14 +240,17 @@ class PreparedTemplate:
                 self._prepared[i] = prepared
         return prepared
 
-    def warm(self, count: int | None = None, start: int = 0) -> int:
+    def warm(self, count: int | None = None, start: int = 0, i420: bool = False) -> int:
         """Decode and prepare, now, the template frames the first ``count`` output frames use (default: every usable
-        frame), so that a live stream pays neither the time nor the memory growth later; returns how many frames
-        are prepared. Full frames stay cached only while they fit in ``cache_bytes``."""
+        frame), so that a live stream pays neither the time nor the memory growth later (``i420``: their I420
+        forms too, for a stream that encodes video); returns how many frames are prepared. Full frames stay cached
+        only while they fit in ``cache_bytes``."""
         wanted = self.usable_indices if count is None else sorted(set(self.order(count, start)))
         for i in wanted:
             self.prepared(i)
             self.frame(i)
+            if i420:
+                self.frame_i420(i)
         return len(wanted)
 
     def template_index(self, i: int, start: int = 0) -> int:

@@ -74,9 +74,16 @@ def mouth_boxes_open(track_seed: int, frames: int) -> np.ndarray:
 
 def talking_clip(speech: Speech, encode, track_seed: int, face_seed: int = 0) -> Clip:
     """Render ``speech`` as a talking clip of the demo face ``face_seed`` on head track ``track_seed``."""
-    wav = quantize_pcm(speech.wav)
-    feats = ave_features(melspectrogram(wav), encode)
     opening, spread = articulation(speech)
+    return talking_clip_for(speech.wav, opening, spread, encode, track_seed, face_seed)
+
+
+def talking_clip_for(wav: np.ndarray, opening: np.ndarray, spread: np.ndarray, encode, track_seed: int,
+                     face_seed: int = 0) -> Clip:
+    """Render 16 kHz speech ``wav`` whose mouth per 25 fps frame is ``opening`` / ``spread`` (any source of speech
+    with a known mouth, such as a text-to-speech engine's phonemes) as a talking clip."""
+    wav = quantize_pcm(wav)
+    feats = ave_features(melspectrogram(wav), encode)
     n = min(len(feats), len(opening))
     opening = np.pad(opening, (0, max(0, n - len(opening))))[:n]
     spread = np.pad(spread, (0, max(0, n - len(spread))))[:n]
