@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--speech-seconds", type=float, default=0.0, help="seconds of the recording (0: all of it)")
     p.add_argument("--tts", type=int, default=0,
                    help="held-out eSpeak NG utterances (scripts/espeak_speech.py; needs espeakng-loader)")
+    p.add_argument("--ort", action="store_true",
+                   help="render through the weights' fp32 ONNX export on ONNX Runtime (about 2x PyTorch eager here)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     model = load(args.weights)
@@ -63,6 +65,19 @@ def main() -> None:
     def generator(image: np.ndarray, audio: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(image), torch.from_numpy(audio)).numpy()
+
+    if args.ort:  # the export is validated against this very module, so the figures are the fp32 model's
+        import tempfile
+
+        from framegen.models.io import save_generator
+        from framegen.runtimes.registry import open_backend
+        from framegen.runtimes.spec import OpenRequest
+        from framegen.toolkit.export.bundle import export_bundle
+
+        work = Path(tempfile.mkdtemp(prefix="framegen-eval-"))
+        bundle = export_bundle(save_generator(model, work / "g.pth"), work / "b", formats=("onnx",),
+                               precisions=("fp32",))
+        generator = open_backend("ort-cpu", OpenRequest(bundle=bundle, precision="fp32")).infer
 
     encode = torch_encoder_fn(init_audio_encoder(0))
     rng = np.random.default_rng(EVAL_SEED0)

@@ -51,17 +51,20 @@ def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
 def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoint: PathLike | None = None,
                  backends: str | Sequence[str] | None = None, precision: str = "fp32", audio: PathLike | None = None,
                  encoder: PathLike | None = None, seconds: float = 4.0, chunk_ms: float = 20.0,
-                 json: PathLike | None = None, on_result: Callable[[dict[str, Any]], None] | None = None
-                 ) -> dict[str, Any]:
+                 realtime: bool = True, json: PathLike | None = None,
+                 on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Live-stream latency (p50/p99 from a frame's last audio sample to its frame) and real-time factor per backend,
     paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
-    ``template``. Returns the report dict (the schema of ``framegen bench --stream --json``)."""
+    ``template``. ``realtime=False``: the same stream unpaced, as fast as it goes (its frames / seconds is the
+    stream's end-to-end rate; the session checks itself against the offline path). Returns the report dict (the
+    schema of ``framegen bench --stream --json``)."""
     check_outputs(None, None, json)
 
     checkpoint, bundle = loaded_sources(checkpoint, bundle)
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
                               backends=split_list(backends) if backends is not None else None, precision=precision,
-                              audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, on_result=on_result)
+                              audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, realtime=realtime,
+                              on_result=on_result)
     if json is not None:
         write_json(json, report)
     return report

@@ -40,14 +40,16 @@ class PrecisionChoice:
 def precision_order(flags: frozenset[str] | None = None) -> tuple[list[str], str]:
     """The precisions worth trying on this CPU, fastest first, and the measurement behind the order.
 
-    On AMX (bf16 and int8 tiles) OpenVINO ran the generator at the same speed in bf16 and int8 (40.7 and 41.4 fps
-    against ONNX Runtime fp32's 18.9, ``framegen bench``, 2026-12-06), and bf16 keeps far more of the picture (55 vs
-    20 dB on the trained demo checkpoint), so bf16 comes first there. Elsewhere int8 comes first: on AVX2 CPUs
+    On AMX (bf16 and int8 tiles) OpenVINO ran the generator in int8 between 5 % slower and 27 % faster than in bf16
+    over four runs (bf16 / int8 fps: 40.7 / 41.4 and 46.8 / 44.6 on 2026-12-05, 40.2 / 51.1 and 46.5 / 50.8 on
+    2026-12-06, ``framegen bench`` and ``scripts/realtime_table.py``; ONNX Runtime fp32 18-19), while bf16 keeps far
+    more of the picture (55 vs 20 dB on the trained demo checkpoint; an int8 artifact that passes its floor still
+    sits 20 dB or more below bf16), so bf16 comes first there. Elsewhere int8 comes first: on AVX2 CPUs
     without VNNI OpenVINO's int8 was 2.0-2.6x ONNX Runtime fp32, and bf16 without AMX is unmeasured here.
     """
     have = cpu_flags() if flags is None else flags
     if "amx_bf16" in have:
-        return ["bf16", "int8", "fp32"], "AMX: bf16 as fast as int8 and closer to fp32"
+        return ["bf16", "int8", "fp32"], "AMX: bf16 within 0.8-1.05x of int8's speed and far closer to fp32"
     bf16 = cpu_units("bf16", have)
     int8 = cpu_units("int8", have)
     order = ["int8", *(["bf16"] if bf16.native else []), "fp32"]
