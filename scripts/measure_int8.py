@@ -19,7 +19,7 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
 - ``nncf, ...``: NNCF's post-training quantization of the ONNX model (``nncf.quantize``: its own placement of
   quantizers, MIXED (asymmetric activations) or PERFORMANCE preset, fast or full bias correction), when nncf is
   installed; ``nncf accuracy control``: ``nncf.quantize_with_accuracy_control``, which puts the most sensitive layers
-  back in fp32 until the model output keeps 33 dB against fp32 on held-out frames;
+  back in fp32 until the model output keeps 33 (40) dB against fp32 on held-out frames (``--keep DIR`` keeps them);
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
   ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,9 @@ def main() -> int:
     ap.add_argument("--calibration", type=int, default=8)
     ap.add_argument("--only", help="comma-separated words: run only the variants whose name holds one")
     ap.add_argument("--json")
+    ap.add_argument("--keep", help="copy the accuracy-controlled models here")
+    ap.add_argument("--time", action="store_true",
+                    help="also time each variant model-only on OpenVINO (batch 1), beside the fp32 file (fp32, bf16)")
     args = ap.parse_args()
     import numpy as np
     import onnx
@@ -138,9 +142,12 @@ def main() -> int:
                 subset_size=len(data.calibration))
             out = tmp / f"{name}.onnx"
             onnx.save(q, str(out))
-            kept = sum(1 for n in q.graph.node if n.op_type == "Conv") - sum(
-                1 for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("weight"))
-            print(f"{name}: about {kept} convolutions left in fp32", file=sys.stderr)
+            dequantized = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+            kept = [n.name for n in q.graph.node if n.op_type == "Conv" and n.input[1] not in dequantized]
+            print(f"{name}: {len(kept)} convolutions left in fp32: {', '.join(kept)}", file=sys.stderr)
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, Path(args.keep) / out.name)
             return out
 
         decoder = [c for c in convs if c.startswith(("/up", "/outc"))]
@@ -171,13 +178,28 @@ def main() -> int:
                                                                     preset=nncf.QuantizationPreset.PERFORMANCE)),
                 ("nncf, mixed, full bias correction", lambda: nncf_quantize(
                     "nncf_bc", args.calibration, preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=False)),
-                ("nncf accuracy control (output 33 dB)", lambda: nncf_accuracy_control("nncf_ac", args.calibration,
+                ("nncf accuracy control (output 33 dB)", lambda: nncf_accuracy_control("nncf_ac33", args.calibration,
                                                                                        33.0)),
+                ("nncf accuracy control (output 40 dB)", lambda: nncf_accuracy_control("nncf_ac40", args.calibration,
+                                                                                       40.0)),
             ]
         except ImportError:
             print("nncf not installed: its variants are skipped (pip install nncf)", file=sys.stderr)
         if args.only:
             variants = [v for v in variants if any(word in v[0] for word in args.only.split(","))]
+        from framegen.runtimes.registry import open_backend
+        from framegen.runtimes.spec import OpenRequest
+        from framegen.toolkit.bench.core import measure
+
+        def model_fps(path: Path, precision: str) -> float:
+            with open_backend("openvino", OpenRequest(artifact=path, precision=precision)) as be:
+                return float(measure(be, 1, seconds=6.0)["fps"])
+
+        speeds: dict[str, float] = {}
+        if args.time:
+            for precision in ("fp32", "bf16"):
+                speeds[precision] = model_fps(fp32, precision)
+                print(f"fp32 file on openvino {precision}: {speeds[precision]:.1f} fps", file=sys.stderr)
         gate = data_for(args.calibration)
         for name, make in variants:
             t0 = time.perf_counter()
@@ -187,22 +209,29 @@ def main() -> int:
                 rows.append({"variant": name, "error": str(exc).splitlines()[0][:160]})
                 continue
             built = time.perf_counter() - t0
+            fps = model_fps(path, "int8") if args.time else None
+            if fps is not None:
+                print(f"{name} on openvino int8: {fps:.1f} fps", file=sys.stderr)
             for backend in ("ort-cpu", "openvino"):
                 v = judge(path, "onnx", "int8", gate, floor, backend=backend, mode="ave", label=name)
                 rows.append({"variant": name, "runtime": backend, "psnr_db": v["final_frame"]["psnr_db"],
                              "max_levels": v["final_frame"]["max_abs"], "mean_levels": v["final_frame"]["mean_abs"],
-                             "passed": v["passed"], "built_s": round(built, 1)})
+                             "passed": v["passed"], "built_s": round(built, 1), "openvino_fps": fps})
                 print(f"{name} on {backend}: {v['final_frame']['psnr_db']:.1f} dB, max "
                       f"{v['final_frame']['max_abs']:.0f}", file=sys.stderr)
     print(f"CPU: {cpu.get('model')}; {', '.join(cpu.get('vector_extensions', []))}")
-    print("| variant | judged on | final PSNR dB | max levels | mean levels | floor (30 dB, 96) |")
-    print("|---|---|---:|---:|---:|---|")
+    if speeds:
+        print("model-only on openvino, batch 1: " +
+              ", ".join(f"fp32 file in {k} {v:.1f} fps" for k, v in speeds.items()))
+    print("| variant | judged on | final PSNR dB | max levels | mean levels | floor (30 dB, 96) | openvino int8 fps |")
+    print("|---|---|---:|---:|---:|---|---:|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['variant']} | | {r['error']} | | | |")
+            print(f"| {r['variant']} | | {r['error']} | | | | |")
         else:
             print(f"| {r['variant']} | {r['runtime']} | {r['psnr_db']:.1f} | {r['max_levels']:.0f} | "
-                  f"{r['mean_levels']:.2f} | {'pass' if r['passed'] else 'refused'} |")
+                  f"{r['mean_levels']:.2f} | {'pass' if r['passed'] else 'refused'} | "
+                  f"{'' if r.get('openvino_fps') is None else format(r['openvino_fps'], '.1f')} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
