@@ -192,6 +192,15 @@ def main() -> int:
         from framegen.toolkit.bench.core import measure
 
         def model_fps(path: Path, precision: str) -> float:
+            if precision == "int8":  # tag the file as the export tags its int8 artifacts, so it opens as one
+                m = onnx.load(str(path))
+                tags = {prop.key: prop for prop in m.metadata_props}
+                if "precision" in tags:
+                    tags["precision"].value = "int8"
+                else:
+                    onnx.helper.set_model_props(m, {**{k: v.value for k, v in tags.items()}, "precision": "int8"})
+                path = path.with_name(f"{path.stem}.tagged.onnx")
+                onnx.save(m, str(path))
             with open_backend("openvino", OpenRequest(artifact=path, precision=precision)) as be:
                 return float(measure(be, 1, seconds=6.0)["fps"])
 

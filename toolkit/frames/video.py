@@ -28,10 +28,10 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 # ultrafast 3.5, superfast 6.6, veryfast 9.3, faster 13.5 CPU-ms per frame, PSNR 42.8 / 42.9 / 41.5 / 41.8 dB, files
 # 22.7 / 14.2 / 4.0 / 4.0 KiB per frame. With the model at 2.2-2.3x the fp32 speed (OpenVINO bf16 / int8), one
 # frame's inference costs about 43 CPU-ms, and every CPU-ms of encoding is about 2 % of it. Renders of 300 frames
-# side by side in one process: 0.83x model-only with superfast, 0.89-0.90x with ultrafast (2026-12-05); 0.86x and
-# 0.88x, and with the template already decoded 0.92x and 0.91x (2026-12-06): within this VM's noise. ultrafast
-# halves the encoder's CPU for the same PSNR at CRF 20 and 1.6x superfast's file size; ``--preset`` trades CPU for
-# smaller files.
+# side by side in one process (OpenVINO bf16): 0.83x model-only with superfast, 0.89-0.90x with ultrafast
+# (2026-12-05); 0.80x and 0.85x (scripts/e2e_split.py, 2026-12-06; another run of the same steps: 0.86x and 0.88x).
+# ultrafast halves the encoder's CPU for the same PSNR at CRF 20 and 1.6x superfast's file size; ``--preset`` trades
+# CPU for smaller files.
 DEFAULT_PRESET = "ultrafast"
 DEFAULT_CRF = 20  # SyncTalk_2D's own final ffmpeg pass uses -crf 20
 DEFAULT_THREADS = 1  # x264's frame threads would compete with inference for the 2 cores
