@@ -43,8 +43,9 @@ def precision_order(flags: frozenset[str] | None = None) -> tuple[list[str], str
     On AMX (bf16 and int8 tiles) OpenVINO ran the generator in int8 between 5 % slower and 27 % faster than in bf16
     over four runs (bf16 / int8 fps: 40.7 / 41.4 and 46.8 / 44.6 on 2026-12-05, 40.2 / 51.1 and 46.5 / 50.8 on
     2026-12-06, ``framegen bench`` and ``scripts/realtime_table.py``; ONNX Runtime fp32 18-19), while bf16 keeps far
-    more of the picture (55 vs 20 dB on the trained demo checkpoint; an int8 artifact that passes its floor still
-    sits 20 dB or more below bf16), so bf16 comes first there. Elsewhere int8 comes first: on AVX2 CPUs
+    more of the picture (55 vs 20 dB on the trained demo checkpoint; the one int8 model that passed the floor there,
+    NNCF's accuracy-aware one at 40 dB, kept its full-resolution layers in fp32 and ran at fp32's speed), so bf16
+    comes first there. Elsewhere int8 comes first: on AVX2 CPUs
     without VNNI OpenVINO's int8 was 2.0-2.6x ONNX Runtime fp32, and bf16 without AMX is unmeasured here.
     """
     have = cpu_flags() if flags is None else flags
