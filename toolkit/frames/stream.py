@@ -663,7 +663,8 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                 on_frame(f)
 
         # Encoding runs on its own thread: handing out frame k+1 never waits for frame k's H.264 (live, that is
-        # latency; unpaced, the rate: 0.69-0.79x model-only when the feeding thread encoded, OpenVINO int8 / bf16).
+        # latency; unpaced, it overlaps encoding with the next frames: ONNX Runtime int8 0.92x -> 0.97x model-only in
+        # two table runs; OpenVINO's unpaced stream stayed at 0.70-0.73x, cause not found).
         writer = _WriterThread(sink)
         try:
             result = play(session, chunks, realtime=realtime, sink=writer,
