@@ -147,3 +147,22 @@ def test_locate_refuses_an_artifact_it_cannot_match(generator_ckpt, frame_inputs
     result = locate_artifact(generator_ckpt, path, "onnx", "fp32", image, np.zeros_like(audio), mode="ave")
     assert result.first_divergence is None and not result.layers
     assert "0 convolution/upsample layers in the artifact" in result.error
+
+
+def test_an_fp32_only_reference_judges_fp32_alike_and_refuses_fp16(bundle_dir, generator_ckpt, frame_inputs,
+                                                                   layer_reference):
+    """A parity run with no fp16 candidate skips the fp16 emulation trace: the fp32 verdict is the same, layer for
+    layer, and such a reference cannot be used to judge fp16."""
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.parity.layers import locate_artifact, torch_reference
+
+    lean = torch_reference(generator_ckpt, *frame_inputs, "ave", ("fp32",))
+    assert set(lean.local) == {"fp32"} and set(layer_reference.local) == {"fp32", "fp16"}
+    image, audio = frame_inputs
+    fp32 = load_bundle(bundle_dir).find("generator", "onnx", "fp32").path
+    a, b = (locate_artifact(generator_ckpt, fp32, "onnx", "fp32", image, audio, mode="ave", reference=r)
+            for r in (lean, layer_reference))
+    assert a.error is None and [r.as_dict() for r in a.layers] == [r.as_dict() for r in b.layers]
+    fp16 = load_bundle(bundle_dir).find("generator", "onnx", "fp16").path
+    refused = locate_artifact(generator_ckpt, fp16, "onnx", "fp16", image, audio, mode="ave", reference=lean)
+    assert refused.error and "fp16" in refused.error and not refused.layers

@@ -481,3 +481,19 @@ def test_rendered_frames_torch_cpu_vs_ort_cpu(prepared_template, parity_features
     worst = max(int(np.abs(fa.astype(np.int16) - fb.astype(np.int16)).max()) for (_, fa), (_, fb) in zip(a, b,
                                                                                                        strict=True))
     assert worst <= 1
+
+
+def test_one_line_errors_skip_a_runtimes_source_locations():
+    """OpenVINO's exceptions start with lines naming its own source files; the one line a user sees is the message
+    after them (here: why a mixed int8 graph did not compile with the bf16 hint), and ordinary messages keep their
+    first line."""
+    from framegen.models.errors import first_line
+
+    ov = RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\n"
+                      "Exception from src/inference/src/dev/plugin.cpp:54:\n"
+                      "Check '!implementations.empty()' failed at src/plugins/intel_cpu/src/nodes/executors/"
+                      "executor_factory.hpp:117:\nNo suitable implementations.\n")
+    assert first_line(ov) == "No suitable implementations."
+    assert first_line(RuntimeError("model.onnx: bad input\n  at line 3")) == "model.onnx: bad input"
+    assert first_line(RuntimeError("Exception from src/a.cpp:1:")) == "Exception from src/a.cpp:1:"
+    assert first_line(ValueError("")) == "ValueError"

@@ -460,6 +460,26 @@ def test_live_stream_cli_picks_the_proven_precision_and_reports_latency(tmp_path
     assert (tmp_path / "live.mp4").is_file()
 
 
+def test_bench_stream_unpaced_cli_reports_the_streams_end_to_end_rate(tmp_path, monkeypatch, capsys,
+                                                                     synth_template_dir, bundle_dir):
+    """`framegen bench --stream --unpaced`: the stream as fast as it goes, checked against the offline path; its fps
+    is frames / wall seconds; `--unpaced` without `--stream` is a usage error naming the flag."""
+    import json
+
+    src = write_audio(tmp_path / "speech.wav", np.zeros((1, 16000), np.float32), 16000)
+    code, out, err = run_cli(monkeypatch, capsys, "bench", "--stream", "--unpaced", "--bundle", str(bundle_dir),
+                             "--template", str(synth_template_dir), "--audio", str(src), "--backends", "ort-cpu",
+                             "--seconds", "1", "--json", str(tmp_path / "b.json"))
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "b.json").read_text())
+    row = report["results"][0]
+    assert report["paced"] is False and row["verified"] and row["exact"]
+    assert row["frames"] == 24 and row["fps"] == pytest.approx(row["frames"] / row["seconds"], rel=0.01)
+    assert "fps" in out and "framegen bench --stream" in out and "live (paced" not in out
+    code, out, err = run_cli(monkeypatch, capsys, "bench", "--unpaced", "--bundle", str(bundle_dir))
+    assert code != 0 and "--unpaced" in out + err and "Traceback" not in out + err
+
+
 def test_api_stream_with_a_bundle_alone_equals_render_frames(tmp_path, bundle_dir, prepared_template, stream_speech):
     """`framegen.stream(bundle=B, audio=A)` with no encoder: the bundle's ONNX encoder and ort-cpu opened as `render`
     opens it; PNG frames equal `render_frames` of the same audio through the same encoder, bit for bit."""

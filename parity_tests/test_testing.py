@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,17 +56,14 @@ def test_unrelated():
 
 
 @pytest.mark.slow
-def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generator_ckpt, encoder_ckpt):
-    """A fresh project with its own checkpoint and bundle, configured in its pyproject.toml: pytest (with the plugin
-    loaded from framegen's entry point) shows one test per candidate; a limit that fp16 rounding breaks fails the
-    fp16 candidate alone, with the stage, metric, limit and worst pixel in the message."""
-    import framegen
-
+def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generator_ckpt, bundle_dir):
+    """A fresh project with its own checkpoint and bundle (copies of the suite's), configured in its pyproject.toml:
+    pytest (with the plugin loaded from framegen's entry point) shows one test per candidate; a limit that fp16
+    rounding breaks fails the fp16 candidate alone, with the stage, metric, limit and worst pixel in the message."""
     project = tmp_path / "user"
     project.mkdir()
-    ckpt = framegen.checkpoint_init(project / "gen.pth", seed=909, calibrate=True)
-    framegen.export(ckpt, project / "bundle", audio_encoder=encoder_ckpt, formats="onnx", precisions="fp32,fp16",
-                    mode="ave")
+    shutil.copy(generator_ckpt, project / "gen.pth")
+    shutil.copytree(bundle_dir, project / "bundle")
     (project / "test_user.py").write_text(USER_TEST)
 
     def run(extra: str) -> subprocess.CompletedProcess[str]:

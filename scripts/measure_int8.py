@@ -20,6 +20,8 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
   quantizers, MIXED (asymmetric activations) or PERFORMANCE preset, fast or full bias correction), when nncf is
   installed; ``nncf accuracy control``: ``nncf.quantize_with_accuracy_control``, which puts the most sensitive layers
   back in fp32 until the model output keeps 33 (40) dB against fp32 on held-out frames (``--keep DIR`` keeps them);
+  ``--bf16-rest`` also runs each variant with OpenVINO's bf16 hint, so that the layers left out of int8 compute in
+  bf16 rather than fp32;
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
   ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
 """
@@ -45,6 +47,9 @@ def main() -> int:
     ap.add_argument("--keep", help="copy the accuracy-controlled models here")
     ap.add_argument("--time", action="store_true",
                     help="also time each variant model-only on OpenVINO (batch 1), beside the fp32 file (fp32, bf16)")
+    ap.add_argument("--bf16-rest", action="store_true",
+                    help="also judge (and with --time, time) each variant on OpenVINO with the bf16 hint, where the "
+                         "layers it left unquantized compute in bf16 instead of fp32 (CPUs with bf16 units)")
     args = ap.parse_args()
     import numpy as np
     import onnx
@@ -191,7 +196,7 @@ def main() -> int:
         from framegen.runtimes.spec import OpenRequest
         from framegen.toolkit.bench.core import measure
 
-        def model_fps(path: Path, precision: str) -> float:
+        def model_fps(path: Path, precision: str, options: dict[str, Any] | None = None) -> float:
             if precision == "int8":  # tag the file as the export tags its int8 artifacts, so it opens as one
                 m = onnx.load(str(path))
                 tags = {prop.key: prop for prop in m.metadata_props}
@@ -201,7 +206,8 @@ def main() -> int:
                     onnx.helper.set_model_props(m, {**{k: v.value for k, v in tags.items()}, "precision": "int8"})
                 path = path.with_name(f"{path.stem}.tagged.onnx")
                 onnx.save(m, str(path))
-            with open_backend("openvino", OpenRequest(artifact=path, precision=precision)) as be:
+            with open_backend("openvino", OpenRequest(artifact=path, precision=precision,
+                                                      options=dict(options or {}))) as be:
                 return float(measure(be, 1, seconds=6.0)["fps"])
 
         speeds: dict[str, float] = {}
@@ -221,13 +227,29 @@ def main() -> int:
             fps = model_fps(path, "int8") if args.time else None
             if fps is not None:
                 print(f"{name} on openvino int8: {fps:.1f} fps", file=sys.stderr)
-            for backend in ("ort-cpu", "openvino"):
-                v = judge(path, "onnx", "int8", gate, floor, backend=backend, mode="ave", label=name)
-                rows.append({"variant": name, "runtime": backend, "psnr_db": v["final_frame"]["psnr_db"],
+            runs: list[tuple[str, str, dict[str, Any], float | None]] = [
+                ("ort-cpu", "ort-cpu", {}, fps), ("openvino", "openvino", {}, fps)]
+            if args.bf16_rest:
+                bf16 = {"inference_precision": "bf16"}
+                try:
+                    runs.append(("openvino", "openvino, rest in bf16", bf16,
+                                 model_fps(path, "int8", bf16) if args.time else None))
+                except Exception as exc:  # OpenVINO 2026.4 compiles some mixed graphs in f32 only
+                    rows.append({"variant": name, "runtime": "openvino, rest in bf16",
+                                 "error": str(exc).splitlines()[0][:160]})
+            for backend, runtime, options, speed in runs:
+                try:
+                    v = judge(path, "onnx", "int8", gate, floor, backend=backend, mode="ave", label=name,
+                              options=options)
+                except Exception as exc:
+                    rows.append({"variant": name, "runtime": runtime, "error": str(exc).splitlines()[0][:160]})
+                    continue
+                rows.append({"variant": name, "runtime": runtime, "psnr_db": v["final_frame"]["psnr_db"],
                              "max_levels": v["final_frame"]["max_abs"], "mean_levels": v["final_frame"]["mean_abs"],
-                             "passed": v["passed"], "built_s": round(built, 1), "openvino_fps": fps})
-                print(f"{name} on {backend}: {v['final_frame']['psnr_db']:.1f} dB, max "
-                      f"{v['final_frame']['max_abs']:.0f}", file=sys.stderr)
+                             "passed": v["passed"], "built_s": round(built, 1), "openvino_fps": speed})
+                print(f"{name} on {runtime}: {v['final_frame']['psnr_db']:.1f} dB, max "
+                      f"{v['final_frame']['max_abs']:.0f}" + ("" if speed is None else f", {speed:.1f} fps"),
+                      file=sys.stderr)
     print(f"CPU: {cpu.get('model')}; {', '.join(cpu.get('vector_extensions', []))}")
     if speeds:
         print("model-only on openvino, batch 1: " +
@@ -236,7 +258,7 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---|---:|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['variant']} | | {r['error']} | | | | |")
+            print(f"| {r['variant']} | {r.get('runtime', '')} | {r['error']} | | | | |")
         else:
             print(f"| {r['variant']} | {r['runtime']} | {r['psnr_db']:.1f} | {r['max_levels']:.0f} | "
                   f"{r['mean_levels']:.2f} | {'pass' if r['passed'] else 'refused'} | "

@@ -57,7 +57,8 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
     stream`` does (``realtime``: live, paced, measured at start-up, degrading; the frames encoded to a temporary
     H.264 mp4 that is then deleted); one row per backend.
 
-    Row: frames, audio and wall seconds, ``rtf`` (wall / audio seconds; paced runs cannot go below 1.0), latency
+    Row: frames, audio and wall seconds, ``fps`` (frames / wall seconds: unpaced, the stream's end-to-end rate),
+    ``rtf`` (wall / audio seconds; paced runs cannot go below 1.0), latency
     p50/p90/p99/max (ms) after each frame's context and, paced, after its own time and beyond its own lookahead
     (the bound: ``lookahead + 2 frame-times`` means ``beyond <= 80 ms``), frames held, the end's flush, the start-up
     measurement, RSS when the stream starts, after 10 s and at the end (MB), and the session's exactness counters.
@@ -88,6 +89,7 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
         row = {"backend": be.name, "precision": be.info.precision, "device": be.info.device,
                "workers": int(getattr(be, "concurrent_workers", 1)), "frames": stats.frames,
                "audio_seconds": round(audio_s, 3), "seconds": stats.seconds, "rtf": round(stats.rtf, 3),
+               "fps": round(stats.frames / stats.seconds, 2) if stats.seconds > 0 else None,
                "latency_ms": stats.latency_ms, "frame_latency_ms": stats.frame_latency_ms,
                "beyond_lookahead_ms": beyond, "bound_ms": round(2000.0 / fps, 1),
                "held_frames": stats.held_frames, "end_frames": stats.end_frames, "end_flush_ms": stats.end_flush_ms,
@@ -113,15 +115,16 @@ def print_stream_report(report: dict[str, Any], console: Any) -> None:
     t = Table(title=f"framegen bench --stream: {report['audio_seconds']} s of audio in {report['chunk_ms']} ms chunks"
                     f"{', live (paced at real time)' if report['paced'] else ''}; algorithmic lookahead "
                     f"{la['min']:.0f}-{la['max']:.0f} ms")
-    for col in ("backend", "precision", "start-up fps", "frames", "RTF", "held", "p50 / p99 ms after context",
+    for col in ("backend", "precision", "start-up fps", "frames", "fps", "RTF", "held", "p50 / p99 ms after context",
                 "p50 / p99 ms after frame time", "p99 ms beyond lookahead (bound)", "end flush ms",
                 "RSS MB start / 10 s / end", "keeps up"):
         t.add_column(col, justify="left" if col in ("backend", "precision", "keeps up") else "right")
     for r in report["results"]:
         lat, fl, beyond, rss = r["latency_ms"], r["frame_latency_ms"], r["beyond_lookahead_ms"], r["rss_mb"]
-        paced = bool(fl)
+        paced = bool(report["paced"])
         t.add_row(r["backend"], r["precision"], f"{r['startup']['fps']:.1f}" if r.get("startup") else "-",
-                  str(r["frames"]), f"{r['rtf']:.2f}", str(r["held_frames"]),
+                  str(r["frames"]), "-" if r.get("fps") is None else f"{r['fps']:.1f}", f"{r['rtf']:.2f}",
+                  str(r["held_frames"]),
                   f"{lat['p50']:.0f} / {lat['p99']:.0f}",
                   f"{fl['p50']:.0f} / {fl['p99']:.0f}" if paced else "-",
                   f"{beyond['p99']:.0f} ({r['bound_ms']:.0f})" if paced else "-", f"{r['end_flush_ms']:.0f}",

@@ -135,14 +135,19 @@ def bench(
     encoder: Annotated[Path | None, typer.Option(
         "--encoder", help="Audio encoder for --stream (default: the bundle's).")] = None,
     chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Chunk size of --stream, ms.")] = 20.0,
+    unpaced: Annotated[bool, typer.Option(
+        "--unpaced", help="With --stream: the same stream as fast as it goes instead of paced at real time; its "
+        "frames / seconds is the stream's end-to-end rate, to set beside the model-only fps.")] = False,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
     from framegen.toolkit.bench.core import BenchError, parse_batches, parse_list
 
+    if unpaced and not stream:
+        raise BenchError("bench: --unpaced applies to --stream only")
     if stream:
         _stream_bench(bundle, checkpoint, backends, precisions, template, audio, encoder, seconds, chunk_ms,
-                      json_path)
+                      json_path, realtime=not unpaced)
         return
 
     if e2e and (template is None or features is None):
@@ -204,7 +209,7 @@ def _triton_bench(url: str | None, streams: str | None, seconds: float, iteratio
 
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
-                  json_path: Path | None) -> None:
+                  json_path: Path | None, realtime: bool = True) -> None:
     """`bench --stream`: see :mod:`framegen.toolkit.bench.stream`."""
     from framegen.toolkit.api import bench_stream
     from framegen.toolkit.bench.core import parse_list
@@ -215,7 +220,7 @@ def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | 
     precs = parse_list(precisions, "--precisions") or ["fp32"]
     report = bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
                           precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
-                          json=json_path,
+                          realtime=realtime, json=json_path,
                           on_result=lambda r: note(f"{r['backend']} {r['precision']} stream: RTF {r['rtf']:.2f}, "
                                                    f"{r['held_frames']} held, p99 "
                                                    f"{r['beyond_lookahead_ms'].get('p99', 0):.0f} ms beyond the "

@@ -258,15 +258,18 @@ def _final_frame_stats(data: GateData, pred: np.ndarray) -> tuple[dict[str, Any]
 
 
 def judge(path: str | os.PathLike[str], fmt: str, precision: str, data: GateData, floor: QualityFloor, *,
-          backend: str, mode: str, label: str | None = None) -> dict[str, Any]:
+          backend: str, mode: str, label: str | None = None, options: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
     """Run a compressed artifact on ``backend`` over the gate's held-out frames and judge its final frames under
     ``precision``'s profile with ``floor``; returns the verdict (``passed``, figures, and the shortfall per limit).
-    Raises ``ExportValidationError`` only when the artifact cannot run at all."""
+    ``options``: the backend's open options (for example OpenVINO's ``inference_precision``). Raises
+    ``ExportValidationError`` only when the artifact cannot run at all."""
     p = label or os.fspath(path)
     t0 = time.perf_counter()
     try:
         # bf16 is the fp32 artifact computed in bfloat16: the precision asks the backend for that compute
-        request = OpenRequest(artifact=path, mode=mode, precision="bf16" if precision in COMPUTED else "fp32")
+        request = OpenRequest(artifact=path, mode=mode, precision="bf16" if precision in COMPUTED else "fp32",
+                              options=dict(options or {}))
         with open_backend(backend, request) as be:
             pred = be.infer(data.image, data.audio)
             info = {"backend": be.name, "device": be.info.device}

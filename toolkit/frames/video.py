@@ -191,15 +191,31 @@ def i420_pasted(base_i420: np.ndarray, frame_bgr: np.ndarray, box: tuple[int, in
         out = base_i420.copy()
     elif out is not base_i420:
         np.copyto(out, base_i420)
+    _convert_box(_planes(out, height, width), frame_bgr, box)
+    return out
+
+
+def _convert_box(dst: tuple[np.ndarray, np.ndarray, np.ndarray], frame_bgr: np.ndarray,
+                 box: tuple[int, int, int, int]) -> None:
+    """Overwrite the Y, U, V planes ``dst`` inside ``box`` (widened to whole 2x2 chroma blocks) with the I420 form
+    of ``frame_bgr`` there."""
+    height, width = frame_bgr.shape[:2]
     x0, y0, x1, y1 = even_region(box, height, width)
     if x1 <= x0 or y1 <= y0:
-        return out
-    sub = to_i420(np.ascontiguousarray(frame_bgr[y0:y1, x0:x1]))
-    dst, src = _planes(out, height, width), _planes(sub, y1 - y0, x1 - x0)
+        return
+    src = _planes(to_i420(np.ascontiguousarray(frame_bgr[y0:y1, x0:x1])), y1 - y0, x1 - x0)
     dst[0][y0:y1, x0:x1] = src[0]
     for d, s in zip(dst[1:], src[1:], strict=True):
         d[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = s
-    return out
+
+
+def _frame_planes(frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Writable numpy views of a yuv420p ``av.VideoFrame``'s Y, U, V planes (rows may be padded to ``line_size``)."""
+    views = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+        views.append(rows[:, :plane.width])
+    return views[0], views[1], views[2]
 
 
 class VideoWriter(_CommitOnSuccess):
@@ -286,10 +302,14 @@ class VideoWriter(_CommitOnSuccess):
             if base_i420.shape != (self.height * 3 // 2, self.width) or base_i420.dtype != np.uint8:
                 raise VideoError(f"{self.path}: frame {self.frames}: base I420 is {base_i420.dtype} "
                                  f"{list(base_i420.shape)}, expected uint8 [{self.height * 3 // 2}, {self.width}]")
-            i420 = i420_pasted(base_i420, frame_bgr, box)
+            # Straight into the encoder's frame: the template's planes, then the box; one copy of the frame fewer.
+            frame = av.VideoFrame(self.width, self.height, "yuv420p")
+            dst = _frame_planes(frame)
+            for d, b in zip(dst, _planes(base_i420, self.height, self.width), strict=True):
+                d[...] = b
+            _convert_box(dst, frame_bgr, box)
         else:
-            i420 = to_i420(frame_bgr)
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(to_i420(frame_bgr), format="yuv420p")
         frame.pts = self.frames
         for packet in self._vstream.encode(frame):
             self._container.mux(packet)

@@ -217,17 +217,22 @@ def _judge_layers(b: Any, checkpoint: str | os.PathLike[str], template: Any, seg
     reference = None
     crop = np.ascontiguousarray(template.prepared(plan[0]["template_index"]).crop328[4:-4, 4:-4])
     done: dict[tuple[str, str, str], Any] = {}
+    judged = []
     for res in results:
         cand = res.candidate
         profile = res.limits_profile
         if res.error or profile is None or LAYERS not in profile.stages or cand.precision not in ("fp32", "fp16"):
             continue
         art = _artifact_of(b, cand)
-        if art is None:
-            continue
+        if art is not None:
+            judged.append((res, art))
+    precisions = tuple(sorted({res.candidate.precision for res, _ in judged}))
+    for res, art in judged:
+        cand = res.candidate
+        profile = res.limits_profile
         key = (os.fspath(art.path), cand.precision, cand.io)
         if key not in done:
-            reference = reference or torch_reference(checkpoint, image, audio, b.mode)
+            reference = reference or torch_reference(checkpoint, image, audio, b.mode, precisions)
             done[key] = locate_artifact(checkpoint, art.path, art.format, cand.precision, image, audio, mode=b.mode,
                                         frame=0, io=cand.io, crop=crop, reference=reference)
         loc = res.locate = done[key]

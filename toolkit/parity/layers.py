@@ -157,14 +157,37 @@ class TorchLayer:
     batchnorm: str | None = None
 
 
-def _rel_rms(value: Any, ref: Any) -> float:
-    v = np.asarray(value, dtype=np.float64)
-    r = np.asarray(ref, dtype=np.float64)
-    denom = float(np.sqrt(np.mean(np.square(r))))
-    err = float(np.sqrt(np.mean(np.square(v - r))))
+_CHUNK = 1 << 16
+
+
+def _diff_stats(value: Any, ref: Any) -> tuple[float, float]:
+    """(rel rms of ``value - ref`` against ``ref``, max |value - ref|), both in float64."""
+    v = np.asarray(value).reshape(-1)
+    r = np.asarray(ref).reshape(-1)
+    if v.size != r.size:
+        raise ValueError(f"rel rms of {v.size} values against {r.size}")
+    # float64 in chunks through one small buffer: whole-layer float64 temporaries (tens of MB, fresh pages each
+    # time) cost more than the arithmetic, and the layer traces call this ~600 times a job.
+    buf = np.empty(min(max(r.size, 1), _CHUNK), dtype=np.float64)
+    rr = dd = 0.0
+    top = 0.0
+    for s in range(0, r.size, _CHUNK):
+        e = min(s + _CHUNK, r.size)
+        b = buf[: e - s]
+        b[...] = r[s:e]
+        rr += float(np.dot(b, b))
+        np.subtract(v[s:e], b, out=b, dtype=np.float64)
+        dd += float(np.dot(b, b))
+        top = max(top, float(np.max(b)), -float(np.min(b)))
+    n = max(r.size, 1)
+    denom, err = math.sqrt(rr / n), math.sqrt(dd / n)
     if not math.isfinite(err):
-        return math.inf
-    return err / denom if denom > 0 else (0.0 if err == 0 else math.inf)
+        return math.inf, (math.nan if math.isnan(dd) else math.inf)
+    return (err / denom if denom > 0 else (0.0 if err == 0 else math.inf)), top
+
+
+def _rel_rms(value: Any, ref: Any) -> float:
+    return _diff_stats(value, ref)[0]
 
 
 class LocalReference:
@@ -183,6 +206,13 @@ class LocalReference:
             if layer.batchnorm is not None:
                 y = self.modules[layer.batchnorm](y)
         return y.numpy()
+
+
+def _snapshot(out: Any) -> np.ndarray:
+    """A hooked output as float64. :func:`torch_trace` switches the generator's in-place ReLUs (its only in-place
+    ops) off while it runs, so no later op changes an output and a float64 one needs no copy."""
+    t = out.detach().double()
+    return t.numpy()
 
 
 def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = None,
@@ -209,7 +239,7 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
         settle()
         layers.append(TorchLayer(names[mod], kind, tuple(mod.weight.shape) if kind == CONV else None,
                                  tuple(inp[0].shape)))
-        values.append(out.detach().double().numpy().copy())
+        values.append(_snapshot(out))
         local_errors.append(math.nan)
         pending.update(k=len(values) - 1, out=out, **{"in": inp[0].detach()})
 
@@ -220,7 +250,7 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
         if pending and pending["out"] is inp[0] and layers[pending["k"]].kind == CONV:
             k = pending["k"]  # this BatchNorm normalises that conv's output: folded into it
             layers[k].batchnorm = names[mod]
-            values[k] = out.detach().double().numpy().copy()
+            values[k] = _snapshot(out)
             pending["out"] = out
         settle()
 
@@ -228,6 +258,9 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
         record(mod, UPSAMPLE, inp, out)
 
     handles = []
+    inplace = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
+    for mod in inplace:
+        mod.inplace = False
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d):
             handles.append(mod.register_forward_hook(conv_hook))
@@ -246,6 +279,8 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
     finally:
         for h in handles:
             h.remove()
+        for mod in inplace:
+            mod.inplace = True
     return layers, values, local_errors
 
 
@@ -269,21 +304,28 @@ class LayerReference:
 
 
 def torch_reference(checkpoint: str | os.PathLike[str], image: np.ndarray, audio: np.ndarray,
-                    mode: str | None = None) -> LayerReference:
-    """The :class:`LayerReference` of ``checkpoint`` (a path or a loaded one) on one frame; a job that compares several
-    artifacts makes it once and passes it to :func:`locate_artifact`."""
+                    mode: str | None = None, precisions: tuple[str, ...] = ("fp32", "fp16")) -> LayerReference:
+    """The :class:`LayerReference` of ``checkpoint`` (a path or a loaded one) on one frame, with the expected errors
+    of ``precisions`` (fp32's are always made: every limit uses them); a job that compares several artifacts makes it
+    once and passes it to :func:`locate_artifact`."""
     import torch
     from framegen.models.checkpoint import load_generator
 
+    unknown = sorted(set(precisions) - set(K_LOCAL))
+    if unknown:
+        raise LocateError(f"no layer limits for precision(s) {unknown} (fp32 or fp16)")
     model = load_generator(checkpoint, mode).float().eval()
     local = LocalReference(model)
     layers, ref, local32 = torch_trace(model, image, audio, local=local)
     _, fp64, _ = torch_trace(copy.deepcopy(model).double(), image, audio, dtype=torch.float64)
-    _, emu, local16 = torch_trace(fp16_emulation(model), image.astype(np.float16).astype(np.float32),
-                                  audio.astype(np.float16).astype(np.float32), local=local)
-    noise32 = [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]
-    acc16 = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
-    return LayerReference(layers, ref, {"fp32": noise32, "fp16": acc16}, {"fp32": local32, "fp16": local16}, local)
+    accumulated = {"fp32": [_rel_rms(v, r) for v, r in zip(fp64, ref, strict=True)]}
+    local_errors = {"fp32": local32}
+    if "fp16" in precisions:  # the fp16 emulation trace costs as much as the other two: only when judged
+        _, emu, local16 = torch_trace(fp16_emulation(model), image.astype(np.float16).astype(np.float32),
+                                      audio.astype(np.float16).astype(np.float32), local=local)
+        accumulated["fp16"] = [_rel_rms(v, r) for v, r in zip(emu, ref, strict=True)]
+        local_errors["fp16"] = local16
+    return LayerReference(layers, ref, accumulated, local_errors, local)
 
 
 def local_limit(precision: str, expected: float, expected32: float) -> float:
@@ -432,7 +474,10 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
     if precision not in K_LOCAL:
         result.error = f"no layer limits for precision {precision!r} (fp32 or fp16)"
         return result
-    ref = reference if reference is not None else torch_reference(checkpoint, image, audio, mode)
+    ref = reference if reference is not None else torch_reference(checkpoint, image, audio, mode, (precision,))
+    if precision not in ref.local:
+        result.error = f"the layer reference was made without {precision}'s expected errors"
+        return result
     layers = ref.layers
     try:
         art_layers, runner = _artifact_runner(artifact, fmt, io, image, audio, crop)
@@ -452,12 +497,12 @@ def locate_artifact(checkpoint: str | os.PathLike[str], artifact: str | os.PathL
                                   f"{inp!r} -> {tensor!r} ({t.name})")
             loc = _rel_rms(v, ref.local_ref(t, np.asarray(x, dtype=np.float32)))
             exp32, exp = ref.local["fp32"][i], ref.local[precision][i]
-            acc = _rel_rms(v, r)
+            acc, max_abs = _diff_stats(v, r)
             acc_exp = ref.accumulated[precision][i]
             acc_limit = (K[precision] * acc_exp + K["fp32"] * ref.accumulated["fp32"][i] if precision == "fp16"
                          else K["fp32"] * acc_exp)
             rows.append(LayerRow(t.name, t.kind, tensor, loc, exp, local_limit(precision, exp, exp32), acc, acc_exp,
-                                 max(acc_limit, LOCAL_FLOOR), float(np.max(np.abs(v.astype(np.float64) - r)))))
+                                 max(acc_limit, LOCAL_FLOOR), max_abs))
     except FramegenError as exc:
         result.error = str(exc)
         return result
