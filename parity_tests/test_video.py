@@ -167,18 +167,26 @@ def test_converting_only_the_pasted_box_gives_the_whole_frames_i420(data, height
     assert np.array_equal(in_place, got)
 
 
-def test_a_video_written_from_template_planes_equals_one_written_from_whole_frames(tmp_path):
-    """The render's path (the template frame's I420 + the pasted box) encodes the same bitstream as converting
-    each whole frame."""
+@pytest.mark.parametrize(("width", "height"), [(W, H), (338, 250)])
+def test_a_video_written_from_template_planes_equals_one_written_from_whole_frames(tmp_path, width, height):
+    """The render's path (the template frame's I420 + the pasted box, written into the encoder's frame) encodes the
+    same bitstream as converting each whole frame; 338 x 250 gives chroma rows of 169 bytes, which FFmpeg pads."""
+    import av
     from framegen.toolkit.inputs.preprocess import to_i420
 
-    base = frames(1, seed=3)[0]
+    assert av.VideoFrame(width, height, "yuv420p").planes[1].line_size > width // 2 or width == W
+
+    def sized(count: int, seed: int) -> list[np.ndarray]:
+        return [np.ascontiguousarray(np.resize(f, (height, width, 3))) if (width, height) != (W, H) else f
+                for f in frames(count, seed)]
+
+    base = sized(1, 3)[0]
     box = (101, 37, 233, 169)
     outs = []
     for name, planes in (("whole", False), ("box", True)):
         path = tmp_path / f"{name}.mp4"
-        with VideoWriter(path, W, H, 25) as vw:
-            for f in frames(6, seed=1):
+        with VideoWriter(path, width, height, 25) as vw:
+            for f in sized(6, 1):
                 pasted = base.copy()
                 pasted[box[1]:box[3], box[0]:box[2]] = f[box[1]:box[3], box[0]:box[2]]
                 if planes:
