@@ -279,25 +279,41 @@ def test_checksum_mismatch_is_its_own_failure(tmp_path, bundle_dir, generator_ck
     assert line.startswith(f"checksum {victim['path']}: sha256 ") and "000000000000" in line
 
 
-def test_bad_usage_exits_2_without_traceback(bundle_dir, generator_ckpt, synth_template_dir, parity_features_path):
+def test_bad_usage_exits_2_without_traceback(bundle_dir, generator_ckpt, synth_template_dir, parity_features_path,
+                                             monkeypatch, capsys):
+    """Each usage error: exit 2 and one ``error:`` line naming the value. The first and the last case run as a real
+    process (no traceback on its stderr); the others through the same entry point in this process."""
+    from framegen.toolkit.cli import main
+
+    def in_process(*args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setattr(sys, "argv", ["framegen", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        cap = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, cap.out, cap.err)
+
     base = ["parity", "--bundle", str(bundle_dir), "--checkpoint", str(generator_ckpt), "--template",
             str(synth_template_dir)]
-    for extra, needle in (([], "--features"),
-                          (["--features", str(parity_features_path), "--audio", str(parity_features_path)],
-                           "either --features"),
-                          (["--features", str(parity_features_path), "--backends", "no-such"], "no-such"),
-                          (["--features", str(parity_features_path), "--backends", "ort-cpu:fp8"], "fp8"),
-                          (["--features", str(parity_features_path), "--backends", "torch-cpu:image"],
-                           "not image"),
-                          (["--features", str(parity_features_path), "--tolerance", "nosuch.max_abs=1"],
-                           "unknown stage 'nosuch'"),
-                          (["--features", str(parity_features_path), "--tolerance", "model_output.maxx=1"],
-                           "unknown metric 'maxx'"),
-                          (["--features", str(parity_features_path), "--tolerance", "model_output.max_abs"],
-                           "STAGE.METRIC=VALUE"),
-                          (["--features", str(parity_features_path), "--load-outputs",
-                            str(parity_features_path)], "parity outputs file")):
-        proc = _framegen(*base, *extra)
+    cases = (([], "--features"),
+             (["--features", str(parity_features_path), "--audio", str(parity_features_path)],
+              "either --features"),
+             (["--features", str(parity_features_path), "--backends", "no-such"], "no-such"),
+             (["--features", str(parity_features_path), "--backends", "ort-cpu:fp8"], "fp8"),
+             (["--features", str(parity_features_path), "--backends", "torch-cpu:image"],
+              "not image"),
+             (["--features", str(parity_features_path), "--tolerance", "nosuch.max_abs=1"],
+              "unknown stage 'nosuch'"),
+             (["--features", str(parity_features_path), "--tolerance", "model_output.maxx=1"],
+              "unknown metric 'maxx'"),
+             (["--features", str(parity_features_path), "--tolerance", "model_output.max_abs"],
+              "STAGE.METRIC=VALUE"),
+             (["--features", str(parity_features_path), "--load-outputs",
+               str(parity_features_path)], "parity outputs file"))
+    for k, (extra, needle) in enumerate(cases):
+        proc = (_framegen if k in (0, len(cases) - 1) else in_process)(*base, *extra)
         assert proc.returncode == 2, (extra, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error:") and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -485,7 +501,7 @@ def test_save_and_load_outputs_round_trip(bundle_dir, generator_ckpt, prepared_t
 
     saved = tmp_path / "outputs.npz"
     live = run_parity(bundle_dir, generator_ckpt, prepared_template, parity_features,
-                      candidates=[Candidate("ort-cpu", "fp16")], frames=1, save_outputs=saved)
+                      candidates=[Candidate("ort-cpu", "fp16")], frames=1, save_outputs=saved, locate=False)
     (run,) = load_outputs(saved)
     assert run.header["artifact"]["sha256"] and run.header["runtime_versions"]["onnxruntime"]
     assert len(run.outputs) == len(live.frames) == 2  # one speech, one silent frame

@@ -209,15 +209,15 @@ class LocalReference:
 
 
 def _snapshot(out: Any) -> np.ndarray:
-    """A hooked output as float64. :func:`torch_trace` switches the generator's in-place ReLUs (its only in-place
-    ops) off while it runs, so no later op changes an output and a float64 one needs no copy."""
-    t = out.detach().double()
-    return t.numpy()
+    """A hooked output as a numpy view in its own dtype (float32 or float64: exact; the comparisons widen to float64
+    as they go). :func:`torch_trace` switches the generator's in-place ReLUs (its only in-place ops) off while it
+    runs, so no later op changes an output, and the view needs no copy."""
+    return out.detach().numpy()
 
 
 def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = None,
                 local: LocalReference | None = None) -> tuple[list[TorchLayer], list[np.ndarray], list[float]]:
-    """Run ``model`` once with hooks: every Conv2d / Upsample call in execution order, its output as float64 (a
+    """Run ``model`` once with hooks: every Conv2d / Upsample call in execution order, its output as computed (a
     conv's output after the BatchNorm it feeds, which the exporters fold into it) and, with ``local``, its local
     error (its output against ``local`` on its own input)."""
     import torch
@@ -232,7 +232,7 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
     def settle() -> None:
         if pending and local is not None:
             k = pending["k"]
-            local_errors[k] = _rel_rms(pending["out"].detach().double().numpy(), local(layers[k], pending["in"]))
+            local_errors[k] = _rel_rms(pending["out"].detach().numpy(), local(layers[k], pending["in"]))
         pending.clear()
 
     def record(mod: Any, kind: str, inp: Any, out: Any) -> None:
@@ -286,7 +286,7 @@ def torch_trace(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = N
 
 def torch_layers(model: Any, image: np.ndarray, audio: np.ndarray, dtype: Any = None
                  ) -> tuple[list[TorchLayer], list[np.ndarray]]:
-    """Every Conv2d / Upsample call of ``model`` in execution order and its float64 output (:func:`torch_trace`)."""
+    """Every Conv2d / Upsample call of ``model`` in execution order and its output (:func:`torch_trace`)."""
     layers, values, _ = torch_trace(model, image, audio, dtype)
     return layers, values
 
