@@ -476,6 +476,7 @@ def test_bench_stream_unpaced_cli_reports_the_streams_end_to_end_rate(tmp_path, 
     assert report["paced"] is False and row["verified"] and row["exact"]
     assert row["frames"] == 24 and row["fps"] == pytest.approx(row["frames"] / row["seconds"], rel=0.01)
     assert "fps" in out and "framegen bench --stream" in out and "live (paced" not in out
+    assert "fps unpaced (24 frames)" in err and "beyond the lookahead" not in err
     code, out, err = run_cli(monkeypatch, capsys, "bench", "--unpaced", "--bundle", str(bundle_dir))
     assert code != 0 and "--unpaced" in out + err and "Traceback" not in out + err
 

@@ -207,6 +207,15 @@ def _triton_bench(url: str | None, streams: str | None, seconds: float, iteratio
     print_triton_report(report)
 
 
+def _stream_line(row: dict[str, Any], realtime: bool) -> str:
+    """One stream-bench row as a progress note: paced, how it kept up; unpaced, how fast it went."""
+    head = f"{row['backend']} {row['precision']} stream: RTF {row['rtf']:.2f}"
+    if not realtime:
+        return f"{head}, {row['fps']:.1f} fps unpaced ({row['frames']} frames)"
+    return (f"{head}, {row['held_frames']} held, p99 {row['beyond_lookahead_ms'].get('p99', 0):.0f} ms beyond the "
+            f"lookahead")
+
+
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
                   json_path: Path | None, realtime: bool = True) -> None:
@@ -221,10 +230,7 @@ def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | 
     report = bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
                           precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
                           realtime=realtime, json=json_path,
-                          on_result=lambda r: note(f"{r['backend']} {r['precision']} stream: RTF {r['rtf']:.2f}, "
-                                                   f"{r['held_frames']} held, p99 "
-                                                   f"{r['beyond_lookahead_ms'].get('p99', 0):.0f} ms beyond the "
-                                                   f"lookahead"))
+                          on_result=lambda r: note(_stream_line(r, realtime)))
     if report.get("precision_choice"):
         note(f"precision auto -> {report['precision_choice']}")
     print_stream_report(report, out if out.is_terminal else Console(width=200, highlight=False))
