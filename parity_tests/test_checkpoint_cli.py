@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import ROOT
 from framegen.models import AudioEncoder
-from framegen.models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator
+from framegen.models.checkpoint import encoder_state_for_saving, load_audio_encoder, load_generator, sha256_file
 from framegen.models.init import audio_like_batch, image_like_batch
 from framegen.models.version import __version__
 from framegen.toolkit.cli import app
@@ -86,6 +86,9 @@ def test_init_is_seeded(tmp_path):
     _invoke("checkpoint", "init", str(c), "--seed", "6")
     ta, tb, tc = _tensors(a), _tensors(b), _tensors(c)
     assert _equal(ta, tb)
+    # Same weights, same bytes (the archive is not named after a unique temporary file): caches keyed by the file's
+    # sha256, such as parity's tolerance measurements, hit again after a re-save.
+    assert sha256_file(a) == sha256_file(b) != sha256_file(c)
     assert list(ta) == list(tc)
     assert all(not torch.equal(ta[k], tc[k]) for k in ta if k.endswith("conv.0.weight"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.pth", "c.pth"]  # no temporary left over

@@ -82,6 +82,7 @@ def test_demo_cli_quick(tmp_path, monkeypatch, capsys):
     assert {"ort-cpu:fp16", "ort-cpu:fp32"} <= set(labels) and report["passed"] is True
     assert not any(lb.startswith("coreml") for lb in labels)  # no Core ML artifact in a quick bundle
     assert len(report["frames"]) == 3  # 2 speech frames and 1 of silence
+    assert any(n.startswith("layers stage skipped") for n in report["notes"])  # quick: no per-layer trace
     assert f"parity: PASS - {len(labels)} candidate(s) on 3 frames" in stdout
     assert (out / MARKER).exists() and not list(out.glob(".*partial*"))
 
@@ -119,7 +120,7 @@ def test_parity_failure_exits_nonzero(tmp_path, demo_inputs):
     # A checkpoint other than the bundle's: the bundle's ONNX model no longer matches the reference.
     other = save_generator(init_generator("ave", seed=1, calibrate=True), tmp_path / "other.pth")
     steps = [s for s in DEFAULT_STEPS if s.name in ("template", "speech", "features")]
-    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs, parity_backends="ort-cpu:fp32"), steps)
+    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs, parity_backends="ort-cpu:fp32", layers=False), steps)
     ctx.artifacts["checkpoint"] = other
     step_parity(ctx)
     assert not ctx.results["parity"].passed and exit_code(ctx) == 1

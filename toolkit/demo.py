@@ -74,6 +74,9 @@ class DemoContext:
     #: ``None``: every available backend x every precision the bundle feeds (see
     #: ``toolkit.parity.engine.parity_candidates``); else a ``framegen parity --backends`` list.
     parity_backends: str | None = None
+    #: Parity's ``layers`` stage (a per-layer trace of every ONNX / Core ML candidate against PyTorch); the quick
+    #: variant leaves it out (about 10 s of its 30 on a 2-core CPU) and says so in the report's notes.
+    layers: bool = True
     #: ``trained``: the shipped demo generator (framegen.models.demo); ``random``: a calibrated seeded stand-in
     weights: str = "trained"
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -230,7 +233,7 @@ def step_parity(ctx: DemoContext) -> str:
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
     report = run_parity(bundle.root, ctx.artifacts["checkpoint"], prepared, ctx.results["features"],
                         candidates=candidates, frames=ctx.parity_frames, batch=ctx.batch, progress=ctx.progress,
-                        inputs={"template": str(ctx.artifacts["template"]),
+                        locate=None if ctx.layers else False, inputs={"template": str(ctx.artifacts["template"]),
                                 "features": str(ctx.artifacts["features"])})
     report.notes[:0] = notes + prepared.warnings
     print_report(report)
@@ -303,9 +306,9 @@ def prepare_out(out: Path) -> None:
 def quick_context(out: Path, seconds: float = 1.0, seed: int = 0, progress: bool = True,
                   weights: str = "trained") -> DemoContext:
     """The quick variant (tests, a first look): a short video from a small template, an ONNX-only bundle (no Core
-    ML conversion), and a 2-frame parity table."""
+    ML conversion), and a 2-frame parity table without its per-layer stage."""
     return DemoContext(out=out, seconds=seconds, seed=seed, progress=progress, width=640, height=360,
-                       template_frames=8, formats=("onnx",), parity_frames=2, weights=weights)
+                       template_frames=8, formats=("onnx",), parity_frames=2, layers=False, weights=weights)
 
 
 def run_demo(ctx: DemoContext, steps: Sequence[Step] = DEFAULT_STEPS,

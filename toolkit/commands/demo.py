@@ -21,7 +21,8 @@ def demo(
                                                   "speech, hence of the videos (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the template, speech (and random weights).")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="A small template, an ONNX-only bundle (no Core ML "
-                                        "conversion, the slow part) and a 2-frame parity table.")] = False,
+                                        "conversion, the slow part) and a 2-frame parity table without its "
+                                        "per-layer stage.")] = False,
     weights: Annotated[str, typer.Option("--weights", help="trained: framegen's trained demo generator (the mouth "
                                          "follows the speech); random: a calibrated seeded stand-in.")] = "trained",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,

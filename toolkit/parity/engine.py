@@ -345,7 +345,8 @@ def run_parity(bundle: str | os.PathLike[str], checkpoint: str | os.PathLike[str
     if locate is not False:
         _judge_layers(b, checkpoint, template, segments, plan, results)
     else:
-        notes.append("layers stage skipped (--no-locate): a wrong weight inside fp16 rounding noise goes unseen")
+        notes.append("layers stage skipped (locate=False, --no-locate, or a quick demo): a wrong weight inside fp16 "
+                     "rounding noise goes unseen")
     results += _audio_candidates(b, inputs or {}, mel_windows)
     return ParityReport(reference=reference, inputs=dict(inputs or {}, bundle=os.fspath(b.root),
                                                                       checkpoint=os.fspath(checkpoint)),
