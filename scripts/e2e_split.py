@@ -10,6 +10,11 @@ x264 ``ultrafast`` and with ``superfast``; each of these twice, with the templat
 inside the time) and then with its frames already decoded; frames only again; the model-only rate again (the VM's
 speed drifts). Read the rates as ratios to the model-only ones around them. Each line also gives the process's CPU
 time per frame (both cores): with the cores saturated, what a stage adds to the model's CPU-ms is what it costs.
+
+Last, the pipeline alone: the same frames-only and H.264 runs with a backend that returns a fixed prediction at
+once (the render's own threads, preprocessing, paste-back and encoder, no model), and the ratio that this CPU cost
+allows at best: model CPU-ms / (model CPU-ms + pipeline CPU-ms), reached only if the two shared the cores without
+slowing each other.
 """
 
 from __future__ import annotations
@@ -66,8 +71,43 @@ def main() -> int:
                     n, fps = stats.frames, stats.fps
                 cpu_ms = (time.process_time() - c0) / n * 1e3
                 print(f"{label}, {when}: {fps:.1f} fps, {cpu_ms:.1f} CPU-ms/frame")
-    print(f"model only: {model_only()}")
+    last = model_only()
+    print(f"model only: {last}")
+    model_ms = float(last.split(", ")[1].split(" ")[0])
+    null = fixed_prediction_backend(workers=3)  # as many as the render's OpenVINO backend uses
+    template = PreparedTemplate(open_template(work / "template"))
+    list(iter_frames(template, features, null, max_frames=args.frames))  # decode the template once
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, preset in (("pipeline alone, frames only", None), ("pipeline alone, H.264 ultrafast", "ultrafast")):
+            t0, c0 = time.perf_counter(), time.process_time()
+            if preset is None:
+                n = sum(1 for _ in iter_frames(template, features, null, max_frames=args.frames))
+            else:
+                n = render(template, features, null, out=Path(tmp) / "null.mp4", max_frames=args.frames,
+                           progress=False, preset=preset).frames
+            cpu_ms = (time.process_time() - c0) / n * 1e3
+            print(f"{label}: {n / (time.perf_counter() - t0):.1f} fps, {cpu_ms:.2f} CPU-ms/frame; at best "
+                  f"{model_ms / (model_ms + cpu_ms):.2f}x model-only with {model_ms:.1f} model CPU-ms")
     return 0
+
+
+def fixed_prediction_backend(workers: int) -> object:
+    """A backend that returns one fixed prediction at once: the render's pipeline then does all of its own work
+    (threads, preprocessing, paste-back, encoding) and none of the model's."""
+    import numpy as np
+    from framegen.runtimes.base import Backend, BackendInfo, generator_io
+
+    class FixedPrediction(Backend):
+        def __init__(self) -> None:
+            ins, outs = generator_io("ave")
+            super().__init__(BackendInfo("fixed-prediction", "cpu", "fp32", "ave", "none", ins, outs, {}))
+            self.concurrent_workers = workers
+            self._out = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+
+        def _infer(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+            return np.repeat(self._out, image.shape[0], axis=0)
+
+    return FixedPrediction()
 
 
 if __name__ == "__main__":
