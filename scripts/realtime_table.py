@@ -6,6 +6,7 @@ RSS at 10 s and at the end; beside each, the quality the bundle's export measure
 floor.
 
     python scripts/realtime_table.py [--workdir DIR] [--seconds 60] [--e2e-frames 300] [--json out.json]
+        [--checkpoint GEN.pth] [--template-seed 11] [--speech-seed 2812] [--landmarks DIR]
 
 Inputs (built once in ``--workdir``, default ``$TMPDIR/framegen-realtime``): framegen's trained demo generator and its
 seeded audio encoder; a 1280x720 synthetic template drawn along the real landmark track in ``../shared/fixtures``
@@ -15,6 +16,11 @@ for ONNX Runtime (U8S8); int8 is exported with its floor lowered to 1 dB so that
 its quality fails the default 30 dB floor (the quality column says so, and ``--precision auto`` never uses it then).
 Rows run one after another in one process, so compare them as ratios; the machine's CPU and load are printed with
 them.
+
+Other inputs, for a run on inputs these figures never saw: ``--checkpoint`` (any SyncTalk_2D 'ave' generator; the
+quality column is then that checkpoint's), ``--template-seed``, ``--speech-seed`` (voice drawn from the seed) and
+``--landmarks`` (a landmark folder for the template's track). The work folder records the inputs it was built from
+(``inputs.json``) and refuses to be reused for others: give each set its own ``--workdir``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ PEERS = [("LiveTalking", "CPU", "2-5 fps"), ("LiveTalking", "Apple M4", "about 8
          ("Ultralight-Digital-Human", "CPU", "2-5 fps")]
 
 
-def prepare(work: Path, seconds: float) -> dict[str, Any]:
+def prepare(work: Path, seconds: float, checkpoint: Path | None = None, template_seed: int = 11,
+            speech_seed: int = 2812, landmarks: Path | None = None) -> dict[str, Any]:
     """Checkpoints, bundles, template, speech and features in ``work`` (built on first use)."""
     import numpy as np
     import torch
@@ -51,9 +58,29 @@ def prepare(work: Path, seconds: float) -> dict[str, Any]:
     from framegen.toolkit.inputs.synth import synth_template
 
     work.mkdir(parents=True, exist_ok=True)
+    lms = landmarks if landmarks is not None else ROOT.parent / "shared" / "fixtures" / "landmarks_1280x720"
+    wanted = {"checkpoint": str(checkpoint.resolve()) if checkpoint is not None else "trained demo generator",
+              "template_seed": template_seed, "speech_seed": speech_seed,
+              "landmarks": str(lms.resolve()) if lms.is_dir() else None}
+    record = work / "inputs.json"
+    if record.exists() and json.loads(record.read_text()) != wanted:
+        raise SystemExit(f"{work}: built from other inputs ({record.read_text().strip()}); give another --workdir")
+    if not record.exists() and any(work.iterdir()):
+        if (work / "bundle").exists() and wanted["checkpoint"] == "trained demo generator" and \
+                (template_seed, speech_seed) == (11, 2812):
+            record.write_text(json.dumps(wanted))  # a folder from before inputs.json: the default inputs
+        else:
+            raise SystemExit(f"{work}: not empty and not built by this script for these inputs; give another "
+                             f"--workdir")
+    record.write_text(json.dumps(wanted))
     ckpt, enc = work / "demo_generator.pth", work / "audio_encoder.pth"
     if not ckpt.exists():
-        save_generator(load_demo_generator(), ckpt)
+        if checkpoint is not None:
+            import shutil
+
+            shutil.copyfile(checkpoint, ckpt)
+        else:
+            save_generator(load_demo_generator(), ckpt)
     if not enc.exists():
         torch.save(init_audio_encoder(0).state_dict(), enc)
     bundles = {"fp32": work / "bundle", "int8-openvino": work / "bundle_int8_ov", "int8-ort": work / "bundle_int8_ort"}
@@ -69,15 +96,20 @@ def prepare(work: Path, seconds: float) -> dict[str, Any]:
                           compression=CompressOptions(int8_target=target, min_psnr_db=1.0, max_level_error=255.0))
     template = work / "template"
     if not template.exists():
-        lms = ROOT.parent / "shared" / "fixtures" / "landmarks_1280x720"
-        synth_template(template, frames=100, width=1280, height=720, seed=11,
+        synth_template(template, frames=100, width=1280, height=720, seed=template_seed,
                        landmarks_dir=lms if lms.is_dir() else None)
     speech = work / f"speech_{seconds:g}s.wav"
     features = work / f"features_{seconds:g}s.npy"
     if not speech.exists():
         from framegen.toolkit.demo import write_wav
 
-        wav = synthesize_speech(seconds, seed=2812, f0=140.0, tempo=0.95, level=0.55).wav
+        if speech_seed == 2812:  # the default row's voice, as the README's table was measured
+            voice = {"f0": 140.0, "tempo": 0.95, "level": 0.55}
+        else:
+            rng = np.random.default_rng(speech_seed)
+            voice = {"f0": float(rng.uniform(90, 230)), "tempo": float(rng.uniform(0.8, 1.25)),
+                     "level": float(rng.uniform(0.3, 0.9))}
+        wav = synthesize_speech(seconds, seed=speech_seed, **voice).wav
         write_wav(speech, wav)
         encode, _ = resolve_encoder(bundle=bundles["fp32"])
         np.save(features, ave_features(melspectrogram(wav), encode))
@@ -128,9 +160,9 @@ def one_row(inputs: dict[str, Any], backend: str, precision: str, seconds: float
             "e2e_stages": e2e.get("stages"), "stream": s, "unpaced": unpaced, "quality": quality(bundle, precision)}
 
 
-def markdown(rows: list[dict[str, Any]], cpu: str) -> str:
-    """The README's table."""
-    head = ("| runtime | precision | quality (trained demo, final frame) | model-only fps | render fps (ratio) | "
+def markdown(rows: list[dict[str, Any]], cpu: str, weights: str = "trained demo") -> str:
+    """The README's table (``weights``: whose quality the quality column gives)."""
+    head = (f"| runtime | precision | quality ({weights}, final frame) | model-only fps | render fps (ratio) | "
             "stream unpaced fps (ratio) | live RTF | held | p99 ms after frame time | "
             "p99 ms beyond lookahead (bound 80) | RSS MB 10 s / end |")
     lines = [f"CPU: {cpu}", "", head, "|" + " --- |" * 11]
@@ -159,10 +191,16 @@ def main() -> int:
     ap.add_argument("--e2e-frames", type=int, default=300)
     ap.add_argument("--rows", default=",".join(f"{b}:{p}" for b, p in ROWS))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--checkpoint", type=Path, help="an 'ave' generator (default: the trained demo generator)")
+    ap.add_argument("--template-seed", type=int, default=11)
+    ap.add_argument("--speech-seed", type=int, default=2812)
+    ap.add_argument("--landmarks", type=Path, help="landmark folder for the template's track (default: the "
+                    "fixtures' real track when present)")
     args = ap.parse_args()
     from framegen.toolkit.bench.machine import describe_machine
 
-    inputs = prepare(args.workdir, args.seconds)
+    inputs = prepare(args.workdir, args.seconds, args.checkpoint, args.template_seed, args.speech_seed,
+                     args.landmarks)
     machine = describe_machine()
     cpu = machine.get("cpu", {})
     units = ", ".join(cpu.get("vector_extensions", []))
@@ -177,7 +215,7 @@ def main() -> int:
               f"{r['stream_fps']:.1f} ({r['stream_ratio']:.2f}x), stream RTF "
               f"{r['stream']['rtf']:.2f}, held {r['stream']['held_frames']}, p99 beyond lookahead "
               f"{r['stream']['beyond_lookahead_ms']['p99']:.0f} ms", file=sys.stderr)
-    text = markdown(rows, cpu_line)
+    text = markdown(rows, cpu_line, "trained demo" if args.checkpoint is None else args.checkpoint.name)
     print(text)
     if args.json is not None:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows, "markdown": text}, indent=1,

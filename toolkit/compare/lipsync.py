@@ -33,6 +33,9 @@ class LipSync:
     r_truth_zeroed: float | None
     r_loudness_zeroed: float
     r_truth_template: float | None
+    #: The same measure on the ground-truth frames against loudness: what a generator that drew the true mouth
+    #: exactly would score in ``r_loudness`` (the ceiling of that figure for this utterance).
+    r_loudness_truth_frames: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -104,4 +107,5 @@ def measure(name: str, generator: Generator, encode: Callable[[np.ndarray], np.n
         pearson(opening, loud),
         pearson(opening_zero, truth) if truth is not None else None,
         pearson(opening_zero, loud),
-        pearson(mouth_opening_pixels(templates, boxes), truth) if truth is not None else None)
+        pearson(mouth_opening_pixels(templates, boxes), truth) if truth is not None else None,
+        pearson(mouth_opening_pixels(clip.crops, boxes), loud) if clip is not None else None)
