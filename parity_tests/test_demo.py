@@ -195,6 +195,8 @@ def test_the_trained_generator_opens_the_mouth_for_speech_and_closes_it_for_sile
     with open_backend("ort-cpu", OpenRequest(bundle=bundle, precision="fp32")) as backend:
         r = measure("held-out", backend.infer, encode, clip.wav, 123_457, clip)
     assert r.r_truth > 0.35, r
+    # The pixel measure on the true frames follows loudness: the ceiling of r_loudness is well above 0.
+    assert r.r_loudness_truth_frames is not None and r.r_loudness_truth_frames > 0.5, r
     assert abs(r.r_truth_template) < 0.35 and abs(r.r_truth_zeroed) < 0.25, r
     assert r.r_truth - abs(r.r_truth_zeroed) > 0.25, r
     assert r.mouth_psnr_db > 17.0, r
