@@ -188,6 +188,11 @@ def test_report_e2e(bench_cli, synth_template_dir):
         assert run["busiest_stage"] == max(run["stages"], key=lambda k: run["stages"][k]["seconds"])
         assert run["model_only_fps"] == model[(run["backend"], 1)]
         assert run["e2e_over_model_only"] == pytest.approx(run["fps"] / run["model_only_fps"], rel=1e-3)
+        # The model alone in the render's layout: one request per render worker in flight, on the same backend.
+        inflight = run["model_inflight"]
+        assert inflight["workers"] >= 1 and inflight["frames"] >= 4 * inflight["workers"]
+        assert inflight["fps"] == pytest.approx(inflight["frames"] / inflight["seconds"], rel=1e-2)
+        assert run["e2e_over_model_inflight"] == pytest.approx(run["fps"] / inflight["fps"], rel=1e-3)
         assert run["out_bytes"] > 0 and run["cpu_ms_per_frame"] > 0
 
 
@@ -195,7 +200,7 @@ def test_cli_table(bench_cli):
     _, stdout = bench_cli
     assert "model only" in stdout and "end to end" in stdout
     assert stdout.count("torch-cpu") >= 3 and stdout.count("ort-cpu") >= 3  # 2 model rows + 1 e2e row each
-    assert "GFLOP" in stdout
+    assert "GFLOP" in stdout and "render layout" in stdout
 
 
 # ------------------------------------------------------------------------------------------- errors

@@ -305,6 +305,51 @@ def measure(backend: Any, batch: int, *, iterations: int | None = None, warmup: 
     }
 
 
+def measure_inflight(backend: Any, *, frames: int | None = None, seconds: float = 3.0, seed: int = 0
+                     ) -> dict[str, Any]:
+    """The model alone as a render drives it: one batch-1 request in flight per worker of ``backend`` (its
+    ``concurrent_workers``, as the render opened it), for ``frames`` frames (default: about ``seconds``; at least
+    four per worker).
+
+    ``measure``'s model-only rate makes one call at a time. A render keeps one request per worker in flight, and on
+    the CPU that layout can run the model faster (OpenVINO bf16, 2-core AMX Xeon: three single-thread streams 6-15 %
+    above one two-thread stream), so an end-to-end rate is also compared with this one: the model's own rate in the
+    render's layout. Returns ``{workers, frames, seconds, fps, cpu_ms_per_frame}``.
+    """
+    workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
+    image, audio = bench_inputs(backend.mode, 1, seed)
+    t0 = time.perf_counter()
+    for _ in range(2 * workers):  # every worker's request warmed up
+        backend.infer(image, audio)
+    per_call = (time.perf_counter() - t0) / (2 * workers)
+    frames = max(4 * workers, frames if frames is not None else math.ceil(seconds * workers / max(per_call, 1e-6)))
+    left, lock = [frames], threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while True:
+                with lock:
+                    if left[0] == 0 or errors:
+                        return
+                    left[0] -= 1
+                backend.infer(image, audio)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"framegen-inflight-{w}", daemon=True) for w in range(workers)]
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    if errors:
+        raise errors[0]
+    return {"workers": workers, "frames": frames, "seconds": round(wall, 4), "fps": _sig(frames / wall),
+            "cpu_ms_per_frame": round(1000.0 * cpu / frames, 2)}
+
+
 def measure_e2e(template: str | os.PathLike[str], features: np.ndarray, backend: Any, *, batch: int | None = None,
                 frames: int | None = DEFAULT_E2E_FRAMES, workdir: str | os.PathLike[str] | None = None
                 ) -> dict[str, Any]:
@@ -418,11 +463,15 @@ def _check_bench_args(checkpoint: Any, bundle: Any, template: Any, features: Any
 def _e2e_run(candidate: Candidate, backend_mode: str, template: Any, features: Any, results: list[dict[str, Any]],
              *, checkpoint: Any, bundle: Any, mode: str | None, batch: int | None, frames: int | None
              ) -> dict[str, Any]:
-    """One end-to-end render of ``candidate``, with its ratio to the model-only rate at the same batch."""
+    """One end-to-end render of ``candidate``, with its ratio to the model-only rate at the same batch and to the
+    model's rate in the render's own layout (:func:`measure_inflight`, measured just before, on the same backend)."""
     feats = load_features(features, backend_mode)
     # The end-to-end run opens the backend exactly as `framegen render` does (render options included).
     with open_candidate(candidate, bundle=bundle, checkpoint=checkpoint, mode=mode) as render_backend:
+        inflight = measure_inflight(render_backend, frames=frames) if batch in (None, 1) else None
         run = measure_e2e(template, feats, render_backend, batch=batch, frames=frames)
+    run["model_inflight"] = inflight
+    run["e2e_over_model_inflight"] = round(run["fps"] / inflight["fps"], 4) if inflight else None
     same = [r for r in results if (r["backend"], r["precision"], r["batch"]) ==
             (run["backend"], run["precision"], run["batch"])]
     run["model_only_fps"] = same[-1]["fps"] if same else None
@@ -442,7 +491,8 @@ def run_bench(*, checkpoint: str | os.PathLike[str] | None = None, bundle: str |
 
     Report: ``{schema, machine, model: {mode, gflop_per_frame, ...}, settings, results: [{backend, precision, batch,
     latency_ms: {p50, p90, p99, ...}, fps, gflops, peak_share, peak_rss_mb, device_memory_mb, ...}], skipped,
-    e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only}]} | None,
+    e2e: {template, features, frames, runs: [{..., fps, stages, model_only_fps, e2e_over_model_only,
+    model_inflight: {workers, fps, cpu_ms_per_frame}, e2e_over_model_inflight}]} | None,
     load_after}``. ``on_result(kind, row)`` is called as each row is measured (``kind`` is ``model`` or ``e2e``).
     """
     _check_bench_args(checkpoint, bundle, template, features, warmup, e2e_frames)
