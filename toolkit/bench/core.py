@@ -318,34 +318,38 @@ def measure_inflight(backend: Any, *, frames: int | None = None, seconds: float 
     """
     workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
     image, audio = bench_inputs(backend.mode, 1, seed)
-    t0 = time.perf_counter()
-    for _ in range(2 * workers):  # every worker's request warmed up
-        backend.infer(image, audio)
-    per_call = (time.perf_counter() - t0) / (2 * workers)
-    frames = max(4 * workers, frames if frames is not None else math.ceil(seconds * workers / max(per_call, 1e-6)))
-    left, lock = [frames], threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            while True:
-                with lock:
-                    if left[0] == 0 or errors:
-                        return
-                    left[0] -= 1
-                backend.infer(image, audio)
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
+    def run(n: int) -> tuple[float, float]:
+        """``n`` calls over ``workers`` threads; (wall, CPU) seconds."""
+        left, lock = [n], threading.Lock()
+        errors: list[BaseException] = []
 
-    threads = [threading.Thread(target=worker, name=f"framegen-inflight-{w}", daemon=True) for w in range(workers)]
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    if errors:
-        raise errors[0]
+        def worker() -> None:
+            try:
+                while True:
+                    with lock:
+                        if left[0] == 0 or errors:
+                            return
+                        left[0] -= 1
+                    backend.infer(image, audio)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, name=f"framegen-inflight-{w}", daemon=True)
+                   for w in range(workers)]
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return time.perf_counter() - t0, _cpu_seconds() - cpu0
+
+    warm, _ = run(2 * workers)  # concurrently, so that every worker's request is warmed up
+    per_frame = warm / (2 * workers)
+    frames = max(4 * workers, frames if frames is not None else math.ceil(seconds / max(per_frame, 1e-6)))
+    wall, cpu = run(frames)
     return {"workers": workers, "frames": frames, "seconds": round(wall, 4), "fps": _sig(frames / wall),
             "cpu_ms_per_frame": round(1000.0 * cpu / frames, 2)}
 
