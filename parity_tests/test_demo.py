@@ -16,6 +16,7 @@ from framegen.toolkit.demo import (
     Step,
     exit_code,
     prepare_out,
+    quick_context,
     run_demo,
     speech_like,
     step_parity,
@@ -102,7 +103,9 @@ def _small_ctx(path, inputs, **kw) -> DemoContext:
 
 def test_parity_step_on_full_bundle(tmp_path, demo_inputs, capsys):
     steps = [s for s in DEFAULT_STEPS if s.name in ("template", "speech", "features", "parity")]
-    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs), steps)
+    # The full demo traces layers, the quick one does not; the trace itself is the parity tests' (test_locate.py).
+    assert DemoContext(out=tmp_path).layers and not quick_context(tmp_path).layers
+    ctx = run_demo(_small_ctx(tmp_path / "d", demo_inputs, layers=False), steps)
     report = ctx.results["parity"]
     labels = sorted(c.candidate.label for c in report.candidates)
     assert {"coreml-mil:fp16", "coreml-mil:fp32", "ort-cpu:fp16", "ort-cpu:fp32"} <= set(labels)
