@@ -312,8 +312,8 @@ def measure_inflight(backend: Any, *, frames: int | None = None, seconds: float 
     four per worker).
 
     ``measure``'s model-only rate makes one call at a time. A render keeps one request per worker in flight, and on
-    the CPU that layout can run the model faster (OpenVINO bf16, 2-core AMX Xeon: three single-thread streams 6-15 %
-    above one two-thread stream), so an end-to-end rate is also compared with this one: the model's own rate in the
+    the CPU that layout can run the model faster (2-core AMX Xeon: 4-13 % faster, ONNX Runtime and OpenVINO alike,
+    ``scripts/realtime_table.py``), so an end-to-end rate is also compared with this one: the model's own rate in the
     render's layout. Returns ``{workers, frames, seconds, fps, cpu_ms_per_frame}``.
     """
     workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
