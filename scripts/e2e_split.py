@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=300)
     args = ap.parse_args()
     import numpy as np
-    from framegen.toolkit.bench.core import measure
+    from framegen.toolkit.bench.core import measure, measure_inflight
     from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
     from framegen.toolkit.frames.render import iter_frames, render
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
@@ -61,31 +60,11 @@ def main() -> int:
             fps = float(measure(be, 1, iterations=200)["fps"])
             return f"{fps:.1f} fps, {(time.process_time() - c0) / 200 * 1e3:.1f} CPU-ms/frame"
 
-    def model_only_render_layout(frames: int = 300) -> tuple[float, float]:
-        """The model alone as the render drives it: its backend options, one request in flight per worker."""
+    def model_only_render_layout(frames: int) -> tuple[float, float]:
+        """The model alone as the render drives it (``bench --e2e``'s measurement): fps and CPU-ms per frame."""
         with open_candidate(cand, bundle=bundle) as be:
-            workers = max(1, int(getattr(be, "concurrent_workers", 1)))
-            image = np.random.default_rng(0).random((1, 6, 320, 320), dtype=np.float32)
-            audio = np.zeros((1, *be.info.inputs[1].shape[1:]), np.float32)
-            for _ in range(2 * workers):
-                be.infer(image, audio)
-            left, lock = [frames], threading.Lock()
-
-            def worker() -> None:
-                while True:
-                    with lock:
-                        if left[0] == 0:
-                            return
-                        left[0] -= 1
-                    be.infer(image, audio)
-
-            t0, c0 = time.perf_counter(), time.process_time()
-            threads = [threading.Thread(target=worker) for _ in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return frames / (time.perf_counter() - t0), (time.process_time() - c0) / frames * 1e3
+            row = measure_inflight(be, frames=frames)
+            return float(row["fps"]), float(row["cpu_ms_per_frame"])
 
     print(f"model only: {model_only()}")
     fps, cpu_ms = model_only_render_layout(args.frames)
