@@ -65,13 +65,11 @@ def prepare(work: Path, seconds: float, checkpoint: Path | None = None, template
     record = work / "inputs.json"
     if record.exists() and json.loads(record.read_text()) != wanted:
         raise SystemExit(f"{work}: built from other inputs ({record.read_text().strip()}); give another --workdir")
-    if not record.exists() and any(work.iterdir()):
-        if (work / "bundle").exists() and wanted["checkpoint"] == "trained demo generator" and \
-                (template_seed, speech_seed) == (11, 2812):
-            record.write_text(json.dumps(wanted))  # a folder from before inputs.json: the default inputs
-        else:
-            raise SystemExit(f"{work}: not empty and not built by this script for these inputs; give another "
-                             f"--workdir")
+    # A folder from before inputs.json holds the default inputs; any other non-empty folder is not this script's.
+    legacy = (work / "bundle").exists() and wanted["checkpoint"] == "trained demo generator" and \
+        (template_seed, speech_seed) == (11, 2812)
+    if not record.exists() and any(work.iterdir()) and not legacy:
+        raise SystemExit(f"{work}: not empty and not built by this script for these inputs; give another --workdir")
     record.write_text(json.dumps(wanted))
     ckpt, enc = work / "demo_generator.pth", work / "audio_encoder.pth"
     if not ckpt.exists():
