@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from framegen.models.allocator import keep_freed_memory
+
+# The suite's PyTorch references (validation, derived tolerances, torch-cpu renders) run in this process, as the
+# CLI's do in its own: freed activations kept for reuse (models/allocator.py).
+keep_freed_memory()
 
 ROOT = Path(__file__).resolve().parents[1]
 

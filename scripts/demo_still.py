@@ -22,6 +22,9 @@ from framegen.toolkit.inputs.template import open_template
 
 def main() -> None:
     """Pick, crop, label and write the still."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("demo", type=Path)
     p.add_argument("out", type=Path)

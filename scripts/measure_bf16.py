@@ -39,6 +39,9 @@ def _features(seed: str, tmp: Path) -> Path | None:
 
 def main() -> int:
     """Measure and print one markdown row per checkpoint x runtime."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="demo,0,7")
     ap.add_argument("--frames", type=int, default=8)

@@ -143,6 +143,9 @@ def measure(candidates: tuple[tuple[str, int], ...] = CANDIDATES, rounds: int = 
 
 def main() -> None:
     """Print the measurements as a table (and JSON with --json)."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (interleaved)")

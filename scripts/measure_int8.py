@@ -40,6 +40,9 @@ from typing import Any
 
 def main() -> int:
     """Quantize, judge and print one markdown row per variant x runtime."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calibration", type=int, default=8)
     ap.add_argument("--only", help="comma-separated words: run only the variants whose name holds one")

@@ -111,6 +111,9 @@ def _skip_export_validation() -> None:
 
 def main() -> int:
     """Run the measurement and print the per-kind table (and optionally write every row as JSON)."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="ave:100-111,hubert:100-103,wenet:100-103")
     ap.add_argument("--frames", type=int, default=1, help="speech frames per parity run")

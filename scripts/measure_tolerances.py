@@ -114,6 +114,9 @@ def mel_float32(wav: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     """Run every measurement and print Markdown tables (and optionally write them as JSON)."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24, help="frames for the correct backends")
     ap.add_argument("--broken-frames", type=int, default=8, help="frames for each broken generator")

@@ -187,6 +187,9 @@ def train(args: argparse.Namespace) -> None:
 
 def main() -> None:
     """Parse the command line and train."""
+    from framegen.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # PyTorch's activations reused, not page-faulted anew (models/allocator.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("train-demo"), help="data cache and resumable state")
     p.add_argument("--out", type=Path, default=Path("models/data/demo_generator_ave.npz"))

@@ -68,8 +68,10 @@ def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2; SIGINT and SIGTERM
     remove what was half-written and exit 130 and 143 (128 + the signal). `serve` installs its own SIGTERM
     handler, which drains the server instead."""
+    from framegen.models.allocator import keep_freed_memory
     from framegen.models.errors import FramegenError
 
+    keep_freed_memory()  # PyTorch's CPU activations reused instead of page-faulted anew (models/allocator.py)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()

@@ -10,6 +10,7 @@ The functions live in sub-modules by job (``sources``, ``artifacts``, ``renderin
 
 from __future__ import annotations
 
+from framegen.models.allocator import MallocTuning, keep_freed_memory
 from framegen.models.errors import FramegenError
 from framegen.models.version import __version__
 from framegen.toolkit.api.artifacts import BackendList, BackendRow, backends, export, export_audio_frontend
@@ -31,6 +32,7 @@ __all__ = [
     "BackendList",
     "BackendRow",
     "FramegenError",
+    "MallocTuning",
     "UsageError",
     "__version__",
     "audio_features",
@@ -46,6 +48,7 @@ __all__ = [
     "export_audio_frontend",
     "golden_check",
     "golden_write",
+    "keep_freed_memory",
     "parity",
     "render",
     "render_frames",
