@@ -395,18 +395,82 @@ def test_peak_rss_20_minutes_vs_1_minute(synth_template_dir):
 # ------------------------------------------------------------------------------------------------ bench --stream
 
 
+def _closable(be, workers: int, serial: bool = False):
+    """``be`` with ``workers`` concurrent requests, remembering whether it was closed; ``serial``: one at a time."""
+    import threading
+
+    be.concurrent_workers, be.closed = workers, False
+    be.close = lambda: setattr(be, "closed", True)
+    if serial:
+        lock, infer = threading.Lock(), be._infer
+
+        def one_at_a_time(image, audio):
+            with lock:
+                return infer(image, audio)
+        be._infer = one_at_a_time
+    return be
+
+
+def test_live_layout_is_chosen_by_measurement(prepared_template):
+    """A live stream keeps one inference at a time when it keeps up, takes the render's layout where that renders
+    faster, and keeps the low-latency layout where it does not; the one not chosen is closed."""
+    from framegen.toolkit.frames.stream import choose_live_layout
+    from fx_render import make_fake_backend
+
+    def never():
+        raise AssertionError("a layout that keeps up needs no other")
+
+    fast = _closable(make_fake_backend(), 1)
+    chosen, layout = choose_live_layout(prepared_template, fast, never)
+    assert chosen is fast and layout.workers == 1 and "keeps up" in layout.note and not fast.closed
+    assert chosen.info.extra["live_layout"]["workers"] == 1
+
+    # 0.1 s per inference: ~10 fps one at a time; three at once overlap (~30 fps); 0.15 s queued on a lock: ~7 fps
+    slow, wide = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(delay=0.1), 3)
+    chosen, layout = choose_live_layout(prepared_template, slow, lambda: wide)
+    assert chosen is wide and slow.closed and not wide.closed and layout.workers == 3
+    assert layout.measured_fps[3] > 2 * layout.measured_fps[1] and "the stream runs 3" in layout.note
+
+    slow, queued = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(delay=0.15), 3, True)
+    chosen, layout = choose_live_layout(prepared_template, slow, lambda: queued)
+    assert chosen is slow and queued.closed and not slow.closed and layout.workers == 1
+    assert set(layout.measured_fps) == {1, 3} and "the lower latency" in layout.note
+
+
+@pytest.mark.parametrize(("rate", "verdict", "held"), [
+    (40.0, "keeps up", None),
+    (27.0, "keeps up without headroom for the stream's own work", "6%"),   # 1 - 27 / 28.75
+    (12.5, "cannot keep up", "57%"),                                        # 1 - 12.5 / 28.75
+])
+def test_start_up_note_names_the_verdict_and_the_share_held(rate, verdict, held):
+    from framegen.toolkit.frames.stream import KEEP_UP_HEADROOM, keep_up_note
+
+    note = keep_up_note("openvino bf16", rate, 25)
+    assert note.startswith(f"openvino bf16 renders {rate:.1f} fps here") and f"{25 * KEEP_UP_HEADROOM:.1f}" in note
+    assert note.split("): ", 1)[1].startswith(verdict)
+    assert (held is None) == ("held" not in note)
+    if held:
+        assert f"about {held} of them" in note
+
+
 def test_bench_stream_live_keeps_in_step_and_says_when_it_cannot(prepared_template, stream_speech):
     """Live (paced): a fast backend keeps up (nothing held, RTF ~1, p99 beyond the lookahead about one chunk); one
     slower than real time (0.1 s per frame = 10 fps < 25) is told so at start-up, holds frames
     instead of drifting (RTF stays ~1, no backlog: its latency stays near one inference), and delivers every frame in
     order; RSS is sampled at the start and the end."""
-    from framegen.toolkit.bench.stream import bench_stream
+    from framegen.toolkit.bench.stream import bench_stream, print_stream_report
     from fx_render import make_fake_backend
+    from rich.console import Console
 
     wav = np.concatenate([stream_speech, stream_speech])  # 1.2 s: 29 frames
-    report = bench_stream(prepared_template, [make_fake_backend(), make_fake_backend(delay=0.1)], per_row_encoder(),
-                          wav, chunk_ms=20)
+    slow_be = make_fake_backend(delay=0.1)
+    slow_be.info.extra["live_layout"] = {"workers": 1, "measured_fps": {1: 9.5}, "note": "as measured"}
+    report = bench_stream(prepared_template, [make_fake_backend(), slow_be], per_row_encoder(), wav, chunk_ms=20)
     fast, slow = report["results"]
+    assert fast["layout"] is None and slow["layout"]["note"] == "as measured"
+    console = Console(record=True, width=400)
+    print_stream_report(report, console)
+    assert "live layout, fake fp32: as measured" in console.export_text()
     assert fast["frames"] == slow["frames"] == 29
     assert fast["startup"]["keeps_up"] and fast["held_frames"] == 0 and fast["bound_ms"] == 80.0
     # Timing on a shared CI machine: generous margins (the fake model takes no time; its p99 is the chunking's 20 ms).
@@ -458,6 +522,8 @@ def test_live_stream_cli_picks_the_proven_precision_and_reports_latency(tmp_path
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["realtime"] and stats["startup"]["fps"] > 0 and stats["frame_latency_ms"]["count"] == stats["frames"]
     assert (tmp_path / "live.mp4").is_file()
+    layout = stats["layout"]  # chosen by measurement: the stream runs the layout it measured
+    assert f"live layout: {layout['note']}" in text and str(layout["workers"]) in layout["measured_fps"]
 
 
 def test_bench_stream_unpaced_cli_reports_the_streams_end_to_end_rate(tmp_path, monkeypatch, capsys,

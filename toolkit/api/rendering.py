@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from framegen.toolkit.api.common import (
 )
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
-from framegen.toolkit.frames.stream import LIVE_OPTIONS
+from framegen.toolkit.frames.stream import LIVE_OPTIONS, choose_live_layout
 from framegen.toolkit.frames.video import DEFAULT_PRESET
 from framegen.toolkit.inputs.encoders import resolve_encoder
 
@@ -152,9 +154,18 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     chunk = chunk_samples(chunk_ms)
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     prepared = prepared_template(template, skip_bad_boxes, warn)
+    wider_options = options
+    choose_layout = realtime and "workers" not in (options or {})  # a user's own workers are kept as given
     if realtime:
         options = {**LIVE_OPTIONS, **(options or {})}
-    with open_backend_for(backend, precision, "tensor", checkpoint, bundle, None, options) as be:
+    layout = None
+    with contextlib.ExitStack() as stack:
+        be = stack.enter_context(open_backend_for(backend, precision, "tensor", checkpoint, bundle, None, options))
+        if choose_layout:
+            be, layout = choose_live_layout(prepared, be, lambda: stack.enter_context(open_backend_for(
+                backend, precision, "tensor", checkpoint, bundle, None, wider_options)), start_frame=start_frame)
+            if note is not None:
+                note(f"live layout: {layout.note}")
         if note is not None:
             if be.info.extra.get("precision_choice"):
                 note(f"precision auto -> {be.info.extra['precision_choice']}")
@@ -169,6 +180,8 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
         result = stream_to_files(prepared, be, encode, chunks, out=out, frames_dir=frames_dir, realtime=realtime,
                                  start_frame=start_frame, batch=batch, crf=crf, preset=preset,
                                  chunk_samples=chunk, on_start=start)
+    if layout is not None:
+        result.layout = asdict(layout)
     if stats is not None:
         write_json(stats, result.as_dict())
     return result

@@ -22,6 +22,7 @@ from framegen.toolkit.bench.precision import AUTO_PRECISION, choose_precision
 from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
 from framegen.toolkit.frames.stream import (
     LIVE_OPTIONS,
+    choose_live_layout,
     chunk_samples,
     encoder_batching,
     lookahead_ms,
@@ -95,6 +96,7 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
                "held_frames": stats.held_frames, "end_frames": stats.end_frames, "end_flush_ms": stats.end_flush_ms,
                "startup": stats.startup, "rss_mb": {k: round(v, 1) for k, v in rss.items()},
                "exact": stats.session["exact"], "verified": not realtime,
+               "layout": be.info.extra.get("live_layout"),
                "encoder_min_batch": stats.session["encoder_min_batch"]}
         row["realtime"] = bool(row["rtf"] <= 1.05 and row["held_frames"] == 0 and
                                (not realtime or (beyond.get("p99", 0.0) <= row["bound_ms"])))
@@ -132,6 +134,9 @@ def print_stream_report(report: dict[str, Any], console: Any) -> None:
                   f"{rss['start']:.0f} / - / {rss['end']:.0f}",
                   "yes" if r["realtime"] else "NO")
     console.print(t)
+    for r in report["results"]:
+        if r.get("layout"):
+            console.print(f"live layout, {r['backend']} {r['precision']}: {r['layout']['note']}")
 
 
 def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = None, backends: Sequence[str] | None,
@@ -160,6 +165,9 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
         for cand in plan.candidates:
             opened.append(open_candidate(cand, bundle=bundle, checkpoint=checkpoint,
                                          options=LIVE_OPTIONS if realtime else None))
+            if realtime:  # as `framegen stream --realtime` does: the render's layout where it feeds the CPU better
+                opened[-1], _ = choose_live_layout(prepared, opened[-1], lambda cand=cand: open_candidate(
+                    cand, bundle=bundle, checkpoint=checkpoint, options=None))
         report = bench_stream(prepared, opened, encode, wav, chunk_ms=chunk_ms, realtime=realtime,
                               on_result=on_result)
     finally:
