@@ -411,11 +411,14 @@ def _closable(be, workers: int, serial: bool = False):
     return be
 
 
-def test_live_layout_is_chosen_by_measurement(prepared_template):
+def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
     """A live stream keeps one inference at a time when it keeps up, takes the render's layout where that renders
     faster, and keeps the low-latency layout where it does not; the one not chosen is closed."""
+    import framegen.toolkit.frames.stream as stream_mod
     from framegen.toolkit.frames.stream import choose_live_layout
     from fx_render import make_fake_backend
+
+    monkeypatch.setattr(stream_mod, "LAYOUT_FRAMES", 12)  # the fakes' rates are steady: fewer frames tell them apart
 
     def never():
         raise AssertionError("a layout that keeps up needs no other")

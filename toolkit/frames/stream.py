@@ -463,8 +463,9 @@ def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | 
 #: features, H.264) than one inference spread over every core. AMD EPYC Zen 4, OpenVINO bf16, 20 s live: one at a
 #: time measured 27.6 fps against 28.6 and then held 119 of 500 frames; three single-thread inferences held 0.
 LAYOUT_GAIN = 1.0
-#: Frames each layout renders while it is measured (about 1.5 s at real time: 12 frames scattered by +-20 %).
-LAYOUT_FRAMES = 36
+#: Frames each layout renders while it is measured: about 1 s at real time (over 12 frames, as the start-up check
+#: measures, one layout's rate moved by up to 20 % between runs).
+LAYOUT_FRAMES = 24
 
 
 @dataclass(frozen=True)
