@@ -439,6 +439,14 @@ def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
     assert chosen is slow and queued.closed and not slow.closed and layout.workers == 1
     assert set(layout.measured_fps) == {1, 3} and "the lower latency" in layout.note
 
+    def refused():
+        raise RuntimeError("out of device memory\n  at a long native stack")
+
+    slow = _closable(make_fake_backend(delay=0.1), 1)
+    chosen, layout = choose_live_layout(prepared_template, slow, refused)  # the stream still runs, one at a time
+    assert chosen is slow and not slow.closed and layout.workers == 1
+    assert layout.note.endswith("(the render's layout could not be opened: out of device memory)")
+
 
 @pytest.mark.parametrize(("rate", "verdict", "held"), [
     (40.0, "keeps up", None),

@@ -36,6 +36,7 @@ from framegen.models.contract import (
     WINDOW_LEFT,
     audio_shape,
 )
+from framegen.models.errors import first_line
 from framegen.models.pixels import pred_to_uint8
 from framegen.runtimes.base import Backend
 from framegen.toolkit.frames.stream_audio import (
@@ -504,7 +505,11 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     rate = measure_rate(template, live, frames=LAYOUT_FRAMES, start_frame=start_frame)
     if rate >= need:
         return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps, keeps up")
-    wider = open_wider()
+    try:
+        wider = open_wider()
+    except Exception as exc:  # a second session may not fit (device memory, a server's limits)
+        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps (the "
+                                f"render's layout could not be opened: {first_line(exc)})")
     many = max(1, int(getattr(wider, "concurrent_workers", 1)))
     if many <= one:
         wider.close()
