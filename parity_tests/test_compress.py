@@ -125,6 +125,26 @@ def test_export_refuses_an_artifact_below_its_floor_and_writes_nothing(tmp_path,
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_an_export_without_a_template_removes_its_synthetic_one_whatever_the_outcome(tmp_path, generator_ckpt,
+                                                                                      monkeypatch):
+    """The gate's synthetic template is written to a temporary folder; a refused export must not leave it behind."""
+    import tempfile
+
+    from framegen.exporters.errors import ExportValidationError
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.export.compress import CompressOptions
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    opts = CompressOptions(calibration_frames=2, gate_frames=1, min_psnr_db=99.0)
+    with pytest.raises(ExportValidationError, match="below the int8 quality floor"):
+        export_bundle(generator_ckpt, tmp_path / "refused", formats=("onnx",), precisions=("int8",),
+                      compression=opts)
+    assert not list(scratch.iterdir()) and not opts.has_gate_data()
+
+
 def test_cli_refuses_bad_compression_options_before_any_work(tmp_path, generator_ckpt, monkeypatch, capsys):
     import sys
 

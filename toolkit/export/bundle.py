@@ -26,9 +26,11 @@ from framegen.models.version import __version__
 from framegen.toolkit.export.compress import (
     COMPRESSED,
     COMPUTED,
+    CompressOptions,
     check_computable,
     export_compressed,
     judge_compute,
+    release,
     split_precisions,
 )
 from framegen.toolkit.export.validate import Reference, reference, tensor_record, validate_artifact
@@ -130,6 +132,11 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     if generator.mode_choice.note:
         say(generator.mode_choice.note)
     models, shas = _models(source, generator, audio_encoder, audio_frontend)
+    # One options object for the whole export: its gate data (calibration feeds, a synthetic template on disk) is
+    # built once for every format that needs it, and removed when the export ends, whatever its outcome, unless the
+    # caller built it beforehand to share it.
+    compression = compression if compression is not None else CompressOptions()
+    shared_gate = compression.has_gate_data()
     output = AtomicOutput(dest, directory=True)
     work = output.tmp
     try:
@@ -154,6 +161,8 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     except ExportValidationError as exc:
         raise ExportValidationError(f"{exc}; export refused, nothing written") from None
     finally:
+        if not shared_gate:
+            release(compression)
         output.abort()
     say(f"wrote {dest}")
     return dest

@@ -146,6 +146,10 @@ class CompressOptions:
         """The floor ``precision`` is judged by."""
         return floor_for(precision, self.min_psnr_db, self.max_level_error)
 
+    def has_gate_data(self) -> bool:
+        """Whether :func:`gate_data` has already been built for these options (and is theirs to :func:`release`)."""
+        return "gate" in self._data
+
 
 @dataclass
 class GateData:
