@@ -12,6 +12,10 @@ from framegen.models.allocator import keep_freed_memory
 # The suite's PyTorch references (validation, derived tolerances, torch-cpu renders) run in this process, as the
 # CLI's do in its own: freed activations kept for reuse (models/allocator.py).
 keep_freed_memory()
+# librosa (SyncTalk_2D's audio library, the reference for the audio tests) compiles about ten numba kernels when it
+# is first imported, which none of those tests calls: 14 s on a fresh install at numba's default optimisation, 9 s
+# without it. Set before numba is imported; a user's own setting wins.
+os.environ.setdefault("NUMBA_OPT", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 
