@@ -70,6 +70,8 @@ def main() -> None:
             return model(torch.from_numpy(image), torch.from_numpy(audio)).numpy()
 
     if args.ort:  # the export is validated against this very module, so the figures are the fp32 model's
+        import atexit
+        import shutil
         import tempfile
 
         from framegen.models.io import save_generator
@@ -78,6 +80,7 @@ def main() -> None:
         from framegen.toolkit.export.bundle import export_bundle
 
         work = Path(tempfile.mkdtemp(prefix="framegen-eval-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)  # the bundle is read until the last render
         bundle = export_bundle(save_generator(model, work / "g.pth"), work / "b", formats=("onnx",),
                                precisions=("fp32",))
         generator = open_backend("ort-cpu", OpenRequest(bundle=bundle, precision="fp32")).infer

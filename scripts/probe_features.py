@@ -26,21 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
+# eval_demo's held-out seeds and train_demo's data recipe, from the scripts beside this one
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_demo import EVAL_SEED0, TTS_EVAL_SEED0  # noqa: E402  (the held-out utterances eval_demo renders)
-from train_demo import TRAIN_SEED0, TTS_SEED0, tts_room, voice  # noqa: E402  (the training's data recipe)
-
-from framegen.models.init import init_audio_encoder  # noqa: E402
-from framegen.toolkit.compare.lipsync import loudness, pearson  # noqa: E402
-from framegen.toolkit.inputs.audio import (  # noqa: E402
+from eval_demo import EVAL_SEED0, TTS_EVAL_SEED0
+from framegen.models.init import init_audio_encoder
+from framegen.toolkit.compare.lipsync import loudness, pearson
+from framegen.toolkit.inputs.audio import (
     ave_features,
     decode_audio,
     mel_windows,
     melspectrogram,
     torch_encoder_fn,
 )
-from framegen.toolkit.inputs.speech import articulation, harmonic_speech, synthesize_speech  # noqa: E402
-from framegen.toolkit.inputs.talking import quantize_pcm  # noqa: E402
+from framegen.toolkit.inputs.speech import articulation, harmonic_speech, synthesize_speech
+from framegen.toolkit.inputs.talking import quantize_pcm
+from train_demo import TRAIN_SEED0, TTS_SEED0, tts_room, voice
 
 
 def representations(wav: np.ndarray, encode, frames: int | None = None) -> dict[str, np.ndarray]:
