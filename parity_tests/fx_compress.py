@@ -16,12 +16,17 @@ FIXTURE_FLOOR = {"min_psnr_db": 12.0, "max_level_error": 255.0}
 
 
 @pytest.fixture(scope="session")
-def compress_options(synth_template_dir, parity_features_path):
-    """Calibration on 4 template crops with real(-looking) feature windows, gate on 2 held-out frames."""
-    from framegen.toolkit.export.compress import CompressOptions
+def compress_options(synth_template_dir, parity_features_path, calibrated_generator):
+    """Calibration on 4 template crops with real(-looking) feature windows, gate on 2 held-out frames. Its gate
+    data is built here, once, for every export that uses these options (an export keeps gate data its caller
+    built; it releases only what it built itself)."""
+    from framegen.toolkit.export.compress import CompressOptions, gate_data, release
 
-    return CompressOptions(template=synth_template_dir, features=parity_features_path, calibration_frames=4,
+    opts = CompressOptions(template=synth_template_dir, features=parity_features_path, calibration_frames=4,
                            gate_frames=2, **FIXTURE_FLOOR)
+    gate_data(calibrated_generator, "ave", opts)  # the checkpoints' own module (generator_ckpt is its state dict)
+    yield opts
+    release(opts)
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,7 @@ def test_gate_refuses_below_the_default_floor_and_says_by_how_much(int8_onnx_bun
     from framegen.toolkit.export.compress import DEFAULT_FLOORS, QualityFloor, gate_data, judge, refusal
 
     art = load_bundle(int8_onnx_bundle).find("generator", "onnx", "int8")
+    assert compress_options.has_gate_data()  # the caller's gate data outlives the exports that used it
     data = gate_data(calibrated_generator, "ave", compress_options)
     lenient = judge(art.path, "onnx", "int8", data, QualityFloor(12.0, 255), backend="openvino", mode="ave")
     assert lenient["passed"]
