@@ -447,6 +447,11 @@ def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
     assert chosen is slow and not slow.closed and layout.workers == 1
     assert layout.note.endswith("(the render's layout could not be opened: out of device memory)")
 
+    slow, failing = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(fail_at_call=2), 3)
+    with pytest.raises(RuntimeError, match="fails at call 2"):  # the caller holds only `slow`
+        choose_live_layout(prepared_template, slow, lambda: failing)
+    assert failing.closed and not slow.closed
+
 
 @pytest.mark.parametrize(("rate", "verdict", "held"), [
     (40.0, "keeps up", None),

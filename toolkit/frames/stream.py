@@ -514,8 +514,12 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     if many <= one:
         wider.close()
         return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps")
-    measure_rate(template, wider, frames=2 * many, start_frame=start_frame)
-    rate_wide = measure_rate(template, wider, frames=LAYOUT_FRAMES, start_frame=start_frame)
+    try:
+        measure_rate(template, wider, frames=2 * many, start_frame=start_frame)
+        rate_wide = measure_rate(template, wider, frames=LAYOUT_FRAMES, start_frame=start_frame)
+    except BaseException:  # the caller holds only ``live``: the backend opened here is closed here
+        wider.close()
+        raise
     measured = {one: round(rate, 2), many: round(rate_wide, 2)}
     said = f"{one} inference at a time {rate:.1f} fps, {many} single-thread inferences {rate_wide:.1f} fps"
     if rate_wide >= rate * LAYOUT_GAIN:
