@@ -72,14 +72,15 @@ def demo_bf16_bundle(tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_judges_bf16_on_the_trained_checkpoint_and_auto_uses_it(demo_bf16_bundle, tmp_path):
-    """On the trained demo generator, bf16 compute clears its floor by a wide margin (55 dB measured against the
-    30 dB floor); auto takes it on an AMX CPU, and no longer once the record is gone or failed."""
+    """On the trained demo generator, bf16 compute clears its floor by a wide margin (phase 3 weights: 52.1 dB and
+    55 levels measured against the 30 dB / 96-level floor; phase 2: 54.7 dB, 17 levels); auto takes it on an AMX
+    CPU, and no longer once the record is gone or failed."""
     from framegen.models.bundle import load_bundle
 
     art = load_bundle(demo_bf16_bundle).find("generator", "onnx", "fp32")
     record = art.compute_validation("bf16")
     assert record is not None and record.passed and record.runtime == "openvino"
-    assert record.check("psnr_db").value > 45 and record.check("max_level_error").value < 48
+    assert record.check("psnr_db").value > 45 and record.check("max_level_error").value < 72
     if "amx_bf16" in cpu_units("bf16").units:
         choice = choose_precision(demo_bf16_bundle)
         assert choice.precision == "bf16" and "proven at export" in choice.reason

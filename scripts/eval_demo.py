@@ -117,12 +117,12 @@ def main() -> None:
 
     print(f"{platform.processor() or platform.machine()}; {time.time() - t0:.0f} s")
     print("| utterance | frames | mouth PSNR dB | r(open, truth) | r(open, loudness) | zeroed: r truth | "
-          "zeroed: r loudness | template mouth: r truth | true frames: r loudness |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "zeroed: r loudness | template mouth: r truth | true frames: r loudness | follows template: r |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r.name} | {r.frames} | {f(r.mouth_psnr_db, '{:.1f}')} | {f(r.r_truth)} | {f(r.r_loudness)} | "
               f"{f(r.r_truth_zeroed)} | {f(r.r_loudness_zeroed)} | {f(r.r_truth_template)} | "
-              f"{f(r.r_loudness_truth_frames)} |")
+              f"{f(r.r_loudness_truth_frames)} | {f(r.r_follows_template)} |")
     if args.json is not None:
         args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1))
 

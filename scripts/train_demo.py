@@ -112,8 +112,13 @@ def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
-                  device: torch.device, mouth_weight: float) -> tuple[torch.Tensor, ...]:
-    """Inputs (reference + masked, audio), the target and the per-pixel loss weight for frames ``idx``."""
+                  device: torch.device, mouth_weight: float, masked_from: str = "target") -> tuple[torch.Tensor, ...]:
+    """Inputs (reference + masked, audio), the target and the per-pixel loss weight for frames ``idx``.
+
+    ``masked_from="other"`` masks frame k's head pose drawn with another frame's mouth instead of frame k itself.
+    SyncTalk_2D masks the target, but its mask (cv2 rectangle 5, 5, 310, 305) leaves 5-pixel strips at the crop's
+    sides, where the jaw line crosses them and moves with the opening: the target's own strips tell the network how
+    open the mouth is, a shortcut that at inference reads the template's mouth instead of the speech's."""
     target = data["target"][idx]
     starts = np.flatnonzero(np.r_[True, data["clip"][1:] != data["clip"][:-1]])
     ref = np.empty_like(target)
@@ -127,7 +132,8 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.G
             ref[b] = data["target"][rng.integers(lo, hi)]
     tgt = torch.from_numpy(target).permute(0, 3, 1, 2).float().div_(255)
     refs = torch.from_numpy(ref).permute(0, 3, 1, 2).float().div_(255)
-    masked = tgt.clone()
+    masked = tgt.clone() if masked_from == "target" else (
+        torch.from_numpy(data["other"][idx]).permute(0, 3, 1, 2).float().div_(255))
     masked[:, :, MASK_ROWS, MASK_COLS] = 0
     weight = torch.ones(len(idx), 1, tgt.shape[2], tgt.shape[3])
     for b, (x0, y0, x1, y1) in enumerate(data["box"][idx]):
@@ -227,7 +233,7 @@ def train(args: argparse.Namespace) -> None:
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = rng.integers(0, n, args.batch)
-            x, audio, tgt, weight = batch_tensors(data, idx, rng, device, args.mouth_weight)
+            x, audio, tgt, weight = batch_tensors(data, idx, rng, device, args.mouth_weight, args.masked_from)
             with torch.autocast(device.type, dtype=amp):
                 out = model(x, audio)
             loss = ((out.float() - tgt).abs() * weight).mean()
@@ -269,6 +275,8 @@ def main() -> None:
     p.add_argument("--mouth-weight", type=float, default=4.0)
     p.add_argument("--sync-weight", type=float, default=0.0,
                    help="weight of the opening critic's loss (0: L1 only, as the shipped phases)")
+    p.add_argument("--masked-from", choices=("target", "other"), default="target",
+                   help="the masked image: the target frame (SyncTalk_2D) or its pose with another frame's mouth")
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)

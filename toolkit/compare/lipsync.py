@@ -36,6 +36,10 @@ class LipSync:
     #: The same measure on the ground-truth frames against loudness: what a generator that drew the true mouth
     #: exactly would score in ``r_loudness`` (the ceiling of that figure for this utterance).
     r_loudness_truth_frames: float | None = None
+    #: The rendered opening against the template's own mouth (the frame given as reference and masked image): how
+    #: much the generator copies the template's mouth instead of following the speech. Near 0 for a generator that
+    #: reads the mouth from the audio alone.
+    r_follows_template: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -97,6 +101,7 @@ def measure(name: str, generator: Generator, encode: Callable[[np.ndarray], np.n
     zero_feats = ave_features(melspectrogram(np.zeros_like(wav)), encode)[:n]
     pred_zero = render_crops(generator, templates, zero_feats)
     opening = mouth_opening_pixels(pred, boxes)
+    template_opening = mouth_opening_pixels(templates, boxes)
     opening_zero = mouth_opening_pixels(pred_zero, boxes)
     loud = loudness(wav, n)
     truth = clip.opening if clip is not None else None
@@ -107,5 +112,6 @@ def measure(name: str, generator: Generator, encode: Callable[[np.ndarray], np.n
         pearson(opening, loud),
         pearson(opening_zero, truth) if truth is not None else None,
         pearson(opening_zero, loud),
-        pearson(mouth_opening_pixels(templates, boxes), truth) if truth is not None else None,
-        pearson(mouth_opening_pixels(clip.crops, boxes), loud) if clip is not None else None)
+        pearson(template_opening, truth) if truth is not None else None,
+        pearson(mouth_opening_pixels(clip.crops, boxes), loud) if clip is not None else None,
+        pearson(opening, template_opening))

@@ -22,9 +22,10 @@ The rule (:func:`derive_profile`), for a candidate of precision ``p`` and every 
 ``K`` covers what differs between correct runtimes of one precision (fusions, the order of rounding, more frames than
 were measured); the floors are resolution limits that do not depend on the checkpoint: for fp16, ``K[fp32]`` x the
 fp32 noise; for uint8 stages one truncation level (two in the final frame: cubic resampling of one-level flips cannot
-exceed 1.89 levels). Distribution metrics (bias, spread change) get a noise term too: over a finite sample even
-unbiased noise shows a bias of about its mean error / sqrt(effective values), see :data:`BIAS_SHARE`. The report
-prints every limit with the measurement it came from.
+exceed 1.89 levels); and the largest error of fp16 / bf16 never below the fixed fp16 profile's (a tail the emulation
+does not predict: :func:`_rounded_max_floor`). Distribution metrics (bias, spread change) get a noise term too:
+over a finite sample even unbiased noise shows a bias of about its mean error / sqrt(effective values), see
+:data:`BIAS_SHARE`. The report prints every limit with the measurement it came from.
 
 Measurements are cached per checkpoint digest in ``$XDG_CACHE_HOME/framegen/parity/<sha256>.json`` (one entry per
 set of measured inputs), written atomically, so CI pays for them once per checkpoint.
@@ -351,6 +352,19 @@ LAYER_SOURCE = ("each layer: local error <= max(K_LOCAL x the independent execut
 _U8_MAX_FLOOR = {PRED_U8: 1.0, FINAL_FRAME: 2.0, PRED_U8_IMAGE: 1.0, FINAL_FRAME_IMAGE: 2.0}
 
 
+def _rounded_max_floor(stage: str) -> float:
+    """The fixed fp16 profile's largest error for ``stage``: the floor of a rounded precision's derived max.
+
+    A largest error is one value out of hundreds of thousands, and the emulation (fp32 inside every layer) does not
+    predict where a real half-precision runtime's tail ends: on the trained demo generator (phase 3) ORT fp16 reached
+    0.040 and coreml-mil fp16 0.025 on one speech frame, in a dozen values where the jaw line crosses the crop's
+    edge, against the emulation's and ``net.half()``'s 0.004 (both 11x below; their mean and p99 agreed), and every
+    fp16 kind false-failed on 3 x 0.0036. The fixed profile's max was set on correct fp16 runtimes, so a derived max
+    is never tighter than it; the mean, p99, bias and spread limits stay derived."""
+    fixed = profile_for("fp16", "image" if stage in (PRED_U8, PRED_U8_IMAGE) else "tensor")
+    return float(fixed.stages[FINAL_FRAME if stage in (FINAL_FRAME, FINAL_FRAME_IMAGE) else MODEL_OUTPUT].max_abs)
+
+
 def _fmt(v: float) -> str:
     if v == 0 or (1e-2 <= abs(v) < 1e4):
         return f"{v:.4g}"
@@ -394,12 +408,13 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
         r.sources["max_abs"] = ("bound: one-level truncation flips" if stage in (PRED_U8, PRED_U8_IMAGE) else
                                 "bound: cubic resampling of one-level flips stays below 2 levels")
     elif kind == "uint8":
-        r.upper("max_abs", float(m["max_abs"]), "max", _U8_MAX_FLOOR[stage],
-                f"{_U8_MAX_FLOOR[stage]:g} level(s) of truncation flips")
+        r.upper("max_abs", float(m["max_abs"]), "max", _rounded_max_floor(stage),
+                f"the fixed fp16 profile's max, {_rounded_max_floor(stage):g} levels (a tail the emulation misses)")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", 1.0, "1 level")
     else:
-        r.upper("max_abs", float(m["max_abs"]), "max", k32 * float(fp32["max_abs"]) if floors else 0.0,
-                f"{k32:g} x fp32 noise max")
+        floor = max(k32 * float(fp32["max_abs"]), _rounded_max_floor(stage)) if floors else 0.0
+        r.upper("max_abs", float(m["max_abs"]), "max", floor,
+                f"the fixed fp16 profile's max, {_rounded_max_floor(stage):g} (a tail the emulation misses)")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", k32 * float(fp32["p99_abs"]) if floors else 0.0,
                 f"{k32:g} x fp32 noise p99")
     r.upper("mean_abs", float(m["mean_abs"]), "mean", k32 * float(fp32["mean_abs"]) if floors else 0.0,
