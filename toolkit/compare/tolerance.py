@@ -412,9 +412,10 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
                 f"the fixed fp16 profile's max, {_rounded_max_floor(stage):g} levels (a tail the emulation misses)")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", 1.0, "1 level")
     else:
-        floor = max(k32 * float(fp32["max_abs"]), _rounded_max_floor(stage)) if floors else 0.0
-        r.upper("max_abs", float(m["max_abs"]), "max", floor,
-                f"the fixed fp16 profile's max, {_rounded_max_floor(stage):g} (a tail the emulation misses)")
+        noise, tail = k32 * float(fp32["max_abs"]), _rounded_max_floor(stage)
+        r.upper("max_abs", float(m["max_abs"]), "max", max(noise, tail) if floors else 0.0,
+                f"the fixed fp16 profile's max, {tail:g} (a tail the emulation misses)" if tail >= noise else
+                f"{k32:g} x fp32 noise max")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", k32 * float(fp32["p99_abs"]) if floors else 0.0,
                 f"{k32:g} x fp32 noise p99")
     r.upper("mean_abs", float(m["mean_abs"]), "mean", k32 * float(fp32["mean_abs"]) if floors else 0.0,
