@@ -1,11 +1,12 @@
 """Rule-based text-to-speech (eSpeak NG, from the ``espeakng-loader`` wheel) with the mouth of every video frame.
 
-Training-only (``scripts/train_demo.py --espeak``): speech of another kind than framegen's own formant synthesiser,
-with real consonants (plosives, nasals, fricatives), English phoneme durations and sentence prosody. The mouth
-that belongs to each 25 fps frame comes from eSpeak's phoneme events: the phoneme under the frame sets the jaw
-(open vowels open it, close vowels and most consonants half-close it, /p b m/ shut the lips) and the lip shape
-(front vowels spread, back rounded vowels and /w/ round), and the signal's own loudness envelope scales the opening,
-as :func:`framegen.toolkit.inputs.speech.articulation` does for the formant synthesiser.
+Training and evaluation only (``scripts/train_demo.py --tts``, ``scripts/eval_demo.py --tts``): speech of another
+kind than framegen's own formant synthesiser, with real consonants (plosives, nasals, fricatives), English phoneme
+durations and sentence prosody. The mouth that belongs to each 25 fps frame comes from eSpeak's phoneme events: the
+phoneme under the frame sets the jaw (open vowels open it, close vowels and most consonants half-close it, /p b m/
+shut the lips) and the lip shape (front vowels spread, back rounded vowels and /w/ round), and the signal's own
+loudness envelope scales the opening, as :func:`framegen.toolkit.inputs.speech.articulation` does for the formant
+synthesiser.
 
     pip install espeakng-loader   # a wheel with libespeak-ng and its data; nothing is downloaded at run time
 """

@@ -8,8 +8,9 @@ seeds 1000+), with ``--tts`` eSpeak NG utterances with seeds far from the traini
 (all of it, or ``--speech-seconds``). Per utterance: the mouth-region PSNR against the synthetic ground truth,
 Pearson's r between the rendered mouth opening (read from the pixels) and the true opening and the loudness
 envelope, the same with the audio zeroed (which must collapse), and the template's own mouth against the truth (the
-floor: what a generator that ignored the audio would score). Real and harmonic speech have no true opening: only
-the loudness correlation is measured there.
+floor: what a generator that ignored the audio would score), and the face outside the mouth: per frame, the pixels
+outside the open mouth's box more than 100 levels from the template (0 for a generator that leaves it unchanged).
+Real and harmonic speech have no true opening: only the loudness correlation is measured there.
 """
 
 from __future__ import annotations
@@ -117,12 +118,14 @@ def main() -> None:
 
     print(f"{platform.processor() or platform.machine()}; {time.time() - t0:.0f} s")
     print("| utterance | frames | mouth PSNR dB | r(open, truth) | r(open, loudness) | zeroed: r truth | "
-          "zeroed: r loudness | template mouth: r truth | true frames: r loudness | follows template: r |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "zeroed: r loudness | template mouth: r truth | true frames: r loudness | follows template: r | "
+          "far-off pixels outside the mouth: median / max |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r.name} | {r.frames} | {f(r.mouth_psnr_db, '{:.1f}')} | {f(r.r_truth)} | {f(r.r_loudness)} | "
               f"{f(r.r_truth_zeroed)} | {f(r.r_loudness_zeroed)} | {f(r.r_truth_template)} | "
-              f"{f(r.r_loudness_truth_frames)} | {f(r.r_follows_template)} |")
+              f"{f(r.r_loudness_truth_frames)} | {f(r.r_follows_template)} | "
+              f"{f(r.far_off_outside_median, '{:.0f}')} / {r.far_off_outside_max} |")
     if args.json is not None:
         args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1))
 

@@ -77,7 +77,19 @@ def features_for(mode: str, seed: int) -> np.ndarray:
 def margin(result, skip: str | None = None) -> float:
     """The largest value / limit over every limit of a candidate (> 1: a limit broken; PSNR as limit / value),
     leaving out stage ``skip``."""
-    worst = 0.0
+    return margin_at(result, skip)[0]
+
+
+def margin_at(result, skip: str | None = None) -> tuple[float, str]:
+    """:func:`margin` and the ``stage.limit`` that sets it."""
+    ratios = limit_ratios(result, skip)
+    where = max(ratios, key=ratios.get, default="")
+    return (ratios[where] if where else 0.0), where
+
+
+def limit_ratios(result, skip: str | None = None) -> dict[str, float]:
+    """Value / limit of every limit of a candidate, by ``stage.limit`` (PSNR as limit / value)."""
+    ratios: dict[str, float] = {}
     for s in result.stages:
         if s.stage == skip:
             continue
@@ -91,8 +103,8 @@ def margin(result, skip: str | None = None) -> float:
                 ratio = limit / value if value > 0 else float("inf")
             else:
                 ratio = value / limit if limit > 0 else (float("inf") if value > 0 else 0.0)
-            worst = max(worst, ratio)
-    return worst
+            ratios[f"{s.stage}.{name}"] = ratio
+    return ratios
 
 
 def _skip_export_validation() -> None:
@@ -178,7 +190,8 @@ def main() -> int:
             for name, report in runs.items():
                 res = next(r for r in report.candidates if r.candidate == cand)
                 layers = next((s for s in res.stages if s.stage == "layers"), None)
-                row[name] = {"passed": res.passed, "margin": margin(res), "error": res.error,
+                row[name] = {"passed": res.passed, "margin": margin(res), "at": margin_at(res)[1],
+                             "ratios": limit_ratios(res), "error": res.error,
                              "failures": res.failures()[:2],
                              "layers_excess": layers.metrics["excess"] if layers is not None else None,
                              "output_margin": margin(res, skip="layers")}
@@ -186,7 +199,7 @@ def main() -> int:
             clean = row["clean"]
             caught = [name for name in DRIFTS if not row[name]["passed"]]
             print(f"{mode} {seed} {cand.label}: clean {'pass' if clean['passed'] else 'FALSE FAIL'} (margin "
-                  f"{clean['margin']:.2f}, layers {clean['layers_excess']:.3f}); drifts caught "
+                  f"{clean['margin']:.2f} at {clean['at']}, layers {clean['layers_excess']:.3f}); drifts caught "
                   f"{len(caught)}/{len(DRIFTS)} (min margin {min(row[n]['margin'] for n in DRIFTS):.2f}, by the "
                   f"output stages alone {sum(row[n]['output_margin'] > 1 for n in DRIFTS)}/{len(DRIFTS)})"
                   + ("" if clean["passed"] else f"; {clean['failures']}")

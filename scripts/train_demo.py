@@ -13,7 +13,10 @@ reference's mouth.
 Loss: L1 over the crop plus L1 over the mouth box (weight ``--mouth-weight``); no perceptual network (none can be
 downloaded here). ``--sync-weight W`` adds a lip-sync signal trained here: a small CNN learns, in seconds, to read
 the mouth opening from the mouth box of the training frames (their ground truth), then, frozen, reads the opening
-the generator draws, whose squared error from the true opening is added with weight W.
+the generator draws, whose squared error from the true opening is added with weight W (``--sync-ramp R``: rising
+from 0 over the first share R of the steps). ``--edge-weight E`` weighs the strips the mask leaves at the crop's
+edges 1 + E times, and ``--edge-bce B`` adds cross-entropy on the output logits there; docs/DEMO.md ("The specks at
+the crop's edges") says what each did.
 
 bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
 (data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
@@ -112,13 +115,17 @@ def build_data(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator,
-                  device: torch.device, mouth_weight: float, masked_from: str = "target") -> tuple[torch.Tensor, ...]:
+                  device: torch.device, mouth_weight: float, masked_from: str = "target",
+                  edge_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Inputs (reference + masked, audio), the target and the per-pixel loss weight for frames ``idx``.
 
     ``masked_from="other"`` masks frame k's head pose drawn with another frame's mouth instead of frame k itself.
     SyncTalk_2D masks the target, but its mask (cv2 rectangle 5, 5, 310, 305) leaves 5-pixel strips at the crop's
     sides, where the jaw line crosses them and moves with the opening: the target's own strips tell the network how
-    open the mouth is, a shortcut that at inference reads the template's mouth instead of the speech's."""
+    open the mouth is, a shortcut that at inference reads the template's mouth instead of the speech's.
+
+    ``edge_weight`` adds to the loss weight of those strips: they are under 8 % of the crop, so plain L1 lets a few
+    saturated pixels there (a green speck at the crop's left edge) cost almost nothing, while every frame shows them."""
     target = data["target"][idx]
     starts = np.flatnonzero(np.r_[True, data["clip"][1:] != data["clip"][:-1]])
     ref = np.empty_like(target)
@@ -135,7 +142,8 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.G
     masked = tgt.clone() if masked_from == "target" else (
         torch.from_numpy(data["other"][idx]).permute(0, 3, 1, 2).float().div_(255))
     masked[:, :, MASK_ROWS, MASK_COLS] = 0
-    weight = torch.ones(len(idx), 1, tgt.shape[2], tgt.shape[3])
+    weight = torch.full((len(idx), 1, tgt.shape[2], tgt.shape[3]), 1.0 + edge_weight)
+    weight[:, :, MASK_ROWS, MASK_COLS] = 1.0
     for b, (x0, y0, x1, y1) in enumerate(data["box"][idx]):
         weight[b, :, y0:y1, x0:x1] += mouth_weight
     audio = torch.from_numpy(data["window"][idx])
@@ -206,6 +214,11 @@ def train(args: argparse.Namespace) -> None:
     n = len(data["target"])
     critic = opening_critic(data, device, args.seed) if args.sync_weight > 0 else None
     model = Model(6, "ave").to(device).to(memory_format=torch.channels_last)
+    logits: list[torch.Tensor] = []
+    if args.edge_bce > 0:  # the output convolution's result, before SyncTalk_2D's sigmoid
+        model.outc.register_forward_hook(lambda _m, _i, out: logits.append(out))
+    strips = torch.ones(1, 1, 320, 320, device=device)
+    strips[:, :, MASK_ROWS, MASK_COLS] = 0
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     state_path = args.work / "state.pt"
@@ -233,13 +246,23 @@ def train(args: argparse.Namespace) -> None:
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = rng.integers(0, n, args.batch)
-            x, audio, tgt, weight = batch_tensors(data, idx, rng, device, args.mouth_weight, args.masked_from)
+            x, audio, tgt, weight = batch_tensors(data, idx, rng, device, args.mouth_weight, args.masked_from,
+                                                  args.edge_weight)
+            logits.clear()
             with torch.autocast(device.type, dtype=amp):
                 out = model(x, audio)
             loss = ((out.float() - tgt).abs() * weight).mean()
+            if args.edge_bce > 0:
+                # A pixel whose sigmoid has saturated gets almost no gradient from L1 on the output (a green speck
+                # at the crop's left edge outlived 400 steps of --edge-weight 4); cross-entropy on the logits
+                # pulls it back in proportion to its error.
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[-1].float(), tgt, reduction="none")
+                loss = loss + args.edge_bce * (bce * strips).sum() / (strips.sum() * bce.shape[0] * bce.shape[1])
             if critic is not None:
                 read = critic(mouth_crops(out.float(), data["box_open"][idx]))[:, 0]
-                loss = loss + args.sync_weight * ((read - torch.from_numpy(data["opening"][idx]).to(device)) ** 2
+                # from scratch, the critic's reading of a still-blurred mouth means little: its weight ramps in
+                ramp = min(1.0, step / (args.sync_ramp * args.steps)) if args.sync_ramp > 0 else 1.0
+                loss = loss + ramp * args.sync_weight * ((read - torch.from_numpy(data["opening"][idx]).to(device)) ** 2
                                                   ).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -275,6 +298,12 @@ def main() -> None:
     p.add_argument("--mouth-weight", type=float, default=4.0)
     p.add_argument("--sync-weight", type=float, default=0.0,
                    help="weight of the opening critic's loss (0: L1 only, as the shipped phases)")
+    p.add_argument("--sync-ramp", type=float, default=0.0,
+                   help="share of the steps over which the critic's weight rises from 0 (0: full from the start)")
+    p.add_argument("--edge-weight", type=float, default=0.0,
+                   help="extra loss weight on the crop's strips outside the mask (0: the strips weigh as the rest)")
+    p.add_argument("--edge-bce", type=float, default=0.0,
+                   help="weight of a cross-entropy loss on the output logits in the strips outside the mask")
     p.add_argument("--masked-from", choices=("target", "other"), default="target",
                    help="the masked image: the target frame (SyncTalk_2D) or its pose with another frame's mouth")
     p.add_argument("--clips", type=int, default=24)

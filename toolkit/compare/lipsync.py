@@ -40,10 +40,29 @@ class LipSync:
     #: much the generator copies the template's mouth instead of following the speech. Near 0 for a generator that
     #: reads the mouth from the audio alone.
     r_follows_template: float | None = None
+    #: Per frame, the pixels of the crop outside the open mouth's box (widened by ``OUTSIDE_MARGIN``) that differ
+    #: from the template by more than ``FAR_OFF`` levels in a channel: median and largest count over the frames.
+    #: The face there should be the template's; the jaw line that moves with the opening stays under 50 levels, a
+    #: speck the generator paints does not.
+    far_off_outside_median: float | None = None
+    far_off_outside_max: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
         return asdict(self)
+
+
+FAR_OFF = 100  # levels: well above the moving jaw line's largest change (48) and fp16's rounding (27)
+OUTSIDE_MARGIN = 12  # pixels around the open mouth's box that the lips' shading and the chin may reach
+
+
+def far_off_outside_mouth(pred: np.ndarray, templates: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per frame, the count of pixels outside the widened mouth box more than ``FAR_OFF`` levels (any channel)
+    from the template: the face outside the mouth that the generator did not leave unchanged."""
+    far = (np.abs(pred.astype(np.int16) - templates.astype(np.int16)) > FAR_OFF).any(axis=-1)
+    for f, (x0, y0, x1, y1) in enumerate(boxes):
+        far[f, max(y0 - OUTSIDE_MARGIN, 0):y1 + OUTSIDE_MARGIN, max(x0 - OUTSIDE_MARGIN, 0):x1 + OUTSIDE_MARGIN] = False
+    return far.reshape(len(far), -1).sum(axis=1)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,6 +124,7 @@ def measure(name: str, generator: Generator, encode: Callable[[np.ndarray], np.n
     opening_zero = mouth_opening_pixels(pred_zero, boxes)
     loud = loudness(wav, n)
     truth = clip.opening if clip is not None else None
+    far = far_off_outside_mouth(pred, templates, boxes)
     return LipSync(
         name, n,
         mouth_psnr(pred, clip.crops, clip.mouth_boxes) if clip is not None else None,
@@ -114,4 +134,5 @@ def measure(name: str, generator: Generator, encode: Callable[[np.ndarray], np.n
         pearson(opening_zero, loud),
         pearson(template_opening, truth) if truth is not None else None,
         pearson(mouth_opening_pixels(clip.crops, boxes), loud) if clip is not None else None,
-        pearson(opening, template_opening))
+        pearson(opening, template_opening),
+        float(np.median(far)), int(far.max()))
