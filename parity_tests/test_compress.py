@@ -80,6 +80,8 @@ def test_int8_onnx_is_under_30_percent_of_fp32_and_is_qdq(int8_onnx_bundle):
     q = int8.entry["quantization"]
     assert q["format"] == "QDQ" and q["target"] == "openvino" and q["activations"].startswith("uint8")
     assert q["calibration_inputs"] == 4 and "template" in q["calibration_source"]
+    # percentile ranges by default: min / max let rare extreme activations stretch every range (docs/PARITY.md)
+    assert q["calibration"] == "Percentile" and q["CalibPercentile"] == 99.999
 
 
 def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):
@@ -160,6 +162,8 @@ def test_cli_refuses_bad_compression_options_before_any_work(tmp_path, generator
 
     code, err = run("--int8-target", "tflite")
     assert code == 2 and "error: --int8-target 'tflite': expected openvino, ort" in err and "Traceback" not in err
+    code, err = run("--int8-calibration", "entropy")
+    assert code == 2 and "error: --int8-calibration 'entropy': expected percentile, minmax" in err
     code, err = run("--min-psnr", "-3")
     assert code == 2 and "error: --min-psnr -3" in err
     code, err = run("--template", str(tmp_path / "nowhere"))

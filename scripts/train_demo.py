@@ -1,6 +1,7 @@
 """Train the demo generator: SyncTalk_2D's own 'ave' U-Net, on synthetic talking clips it makes itself.
 
-    python scripts/train_demo.py --work /tmp/train-demo --out models/data/demo_generator_ave.npz
+    python scripts/train_demo.py --work /tmp/train-demo --out demo.npz --recipe hour    # all phases, one command
+    python scripts/train_demo.py --work /tmp/train-demo --out demo.npz --steps 800 ...   # one phase
 
 The setup is SyncTalk_2D's: for frame k of a clip, the input is a reference crop (another frame) beside frame k's
 crop under the mask rectangle, plus the 16-frame audio window of frame k; the target is frame k's crop. The audio
@@ -15,8 +16,8 @@ downloaded here). ``--sync-weight W`` adds a lip-sync signal trained here: a sma
 the mouth opening from the mouth box of the training frames (their ground truth), then, frozen, reads the opening
 the generator draws, whose squared error from the true opening is added with weight W (``--sync-ramp R``: rising
 from 0 over the first share R of the steps). ``--edge-weight E`` weighs the strips the mask leaves at the crop's
-edges 1 + E times, and ``--edge-bce B`` adds cross-entropy on the output logits there; docs/DEMO.md ("The specks at
-the crop's edges") says what each did.
+edges 1 + E times, ``--edge-bce B`` adds cross-entropy on the output logits there, and ``--far-bce B`` adds it
+wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did.
 
 bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
 (data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
@@ -151,6 +152,7 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.G
     return x, audio.to(device), tgt.to(device), weight.to(device)
 
 
+FAR_BCE_FROM = 0.25  # --far-bce acts on pixels off by more than this (64 levels) in any channel
 MOUTH_H, MOUTH_W = 48, 64  # the mouth box resampled to this size for the opening critic
 
 
@@ -215,7 +217,7 @@ def train(args: argparse.Namespace) -> None:
     critic = opening_critic(data, device, args.seed) if args.sync_weight > 0 else None
     model = Model(6, "ave").to(device).to(memory_format=torch.channels_last)
     logits: list[torch.Tensor] = []
-    if args.edge_bce > 0:  # the output convolution's result, before SyncTalk_2D's sigmoid
+    if args.edge_bce > 0 or args.far_bce > 0:  # the output convolution's result, before SyncTalk_2D's sigmoid
         model.outc.register_forward_hook(lambda _m, _i, out: logits.append(out))
     strips = torch.ones(1, 1, 320, 320, device=device)
     strips[:, :, MASK_ROWS, MASK_COLS] = 0
@@ -258,6 +260,12 @@ def train(args: argparse.Namespace) -> None:
                 # pulls it back in proportion to its error.
                 bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[-1].float(), tgt, reduction="none")
                 loss = loss + args.edge_bce * (bce * strips).sum() / (strips.sum() * bce.shape[0] * bce.shape[1])
+            if args.far_bce > 0:
+                # --edge-bce alone moved the speck onto the cheek, where L1 again could not reach it: here the
+                # cross-entropy follows the far-off pixels wherever they are, and leaves the near ones to L1
+                far = ((out.float() - tgt).abs().amax(1, keepdim=True) > FAR_BCE_FROM).float().detach()
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[-1].float(), tgt, reduction="none")
+                loss = loss + args.far_bce * (bce * far).mean()
             if critic is not None:
                 read = critic(mouth_crops(out.float(), data["box_open"][idx]))[:, 0]
                 # from scratch, the critic's reading of a still-blurred mouth means little: its weight ramps in
@@ -284,6 +292,53 @@ def train(args: argparse.Namespace) -> None:
           f"(final loss {ema:.4f}) -> {args.out}", flush=True)
 
 
+#: Whole trainings as phases, each a fine-tune of the one before (flags as on the command line). ``shipped`` is the
+#: chain behind the packaged weights (docs/DEMO.md); ``hour`` folds phase 2's wider voices into phase 1 and shortens
+#: every phase, to fit about an hour on two CPU cores.
+RECIPES: dict[str, list[list[str]]] = {
+    "shipped": [
+        ["--steps", "800", "--clips", "20"],
+        ["--augment", "--steps", "250", "--lr", "1e-3", "--clips", "24", "--seed", "1"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--steps", "1000", "--lr", "7e-4", "--sync-weight", "2",
+         "--masked-from", "other", "--seed", "6"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--steps", "400", "--lr", "3e-4", "--sync-weight", "2",
+         "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
+    ],
+    "hour": [
+        ["--augment", "--steps", "500", "--clips", "20"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--steps", "550", "--lr", "7e-4", "--sync-weight", "2",
+         "--masked-from", "other", "--seed", "6"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--steps", "250", "--lr", "3e-4", "--sync-weight", "2",
+         "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
+    ],
+}
+
+
+def run_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every phase of ``--recipe`` in turn, in ``--work/phaseN`` (each resumable; a finished phase is skipped), the
+    last one's weights written to ``--out``."""
+    t0 = time.time()
+    init = None
+    phases = RECIPES[args.recipe]
+    for i, flags in enumerate(phases, 1):
+        work = args.work / f"phase{i}"
+        out = args.out if i == len(phases) else work / f"phase{i}.npz"
+        extra = ["--threads", str(args.threads)] if args.threads else []
+        phase = parser.parse_args([*flags, "--work", str(work), "--out", str(out), *extra]
+                                  + (["--init", str(init)] if init else []))
+        done = work / "done"
+        if done.exists() and out.exists():
+            print(f"phase {i}/{len(phases)}: done before ({done.read_text().strip()})", flush=True)
+        else:
+            print(f"phase {i}/{len(phases)}: {' '.join(flags)}", flush=True)
+            started = time.time()
+            train(phase)
+            done.write_text(f"{(time.time() - started) / 60:.1f} min with its data, this run\n")
+        init = out
+    print(f"recipe {args.recipe}: {len(phases)} phases in {(time.time() - t0) / 60:.1f} min of wall time this run, "
+          f"data included -> {args.out}", flush=True)
+
+
 def main() -> None:
     """Parse the command line and train."""
     from framegen.models.allocator import keep_freed_memory
@@ -304,6 +359,8 @@ def main() -> None:
                    help="extra loss weight on the crop's strips outside the mask (0: the strips weigh as the rest)")
     p.add_argument("--edge-bce", type=float, default=0.0,
                    help="weight of a cross-entropy loss on the output logits in the strips outside the mask")
+    p.add_argument("--far-bce", type=float, default=0.0,
+                   help=f"cross-entropy on the output logits, weight B, wherever a pixel is off by > {FAR_BCE_FROM}")
     p.add_argument("--masked-from", choices=("target", "other"), default="target",
                    help="the masked image: the target frame (SyncTalk_2D) or its pose with another frame's mouth")
     p.add_argument("--clips", type=int, default=24)
@@ -315,10 +372,15 @@ def main() -> None:
                    help="share of clips spoken by eSpeak NG (scripts/espeak_speech.py; pip install espeakng-loader)")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (.npz), e.g. a fine-tune phase")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="run a whole training, phase after phase, in --work/phaseN (the other flags are the recipe's)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    train(args)
+    if args.recipe:
+        run_recipe(p, args)
+    else:
+        train(args)
 
 
 if __name__ == "__main__":

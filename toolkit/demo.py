@@ -1,12 +1,12 @@
 """The embedded demo: everything framegen does, end to end, from nothing but code.
 
-It synthesises a template, a calibrated seeded generator checkpoint and a seeded audio encoder, speaks a
-speech-like signal (formant synthesis: vowels with a pitch contour, consonant noise, pauses), computes 'ave'
-features from it like SyncTalk_2D, renders a short video with sound on torch-cpu, exports a bundle (ONNX + Core ML,
-fp32 + fp16, generator and audio encoder), renders the same video on every other backend available here that the
-bundle feeds, and prints the parity table of every available backend and precision against PyTorch fp32. The
-weights are random stand-ins, so the mouth does not follow the speech; the demo shows the pipeline, not a trained
-model.
+It synthesises a template, writes the trained demo generator (``framegen.models.demo``; ``weights="random"``: a
+calibrated seeded stand-in) and a seeded audio encoder, speaks a speech-like signal (formant synthesis: vowels with a
+pitch contour, consonant noise, pauses), computes 'ave' features from it like SyncTalk_2D, renders a short video with
+sound on torch-cpu, exports a bundle (ONNX + Core ML, fp32 + fp16, generator and audio encoder, plus the int8
+generator when it clears its quality floor), renders the same video on every other backend available here that the
+bundle feeds and at the precision ``--precision auto`` picks, and prints the parity table of every available backend
+and precision against PyTorch fp32.
 
 The demo is a list of :class:`Step` objects run in order over one :class:`DemoContext`; a step reads the artifacts
 earlier steps (or the caller) put in ``ctx.artifacts``, so a subset of steps runs on artifacts made elsewhere.
@@ -79,6 +79,9 @@ class DemoContext:
     layers: bool = True
     #: ``trained``: the shipped demo generator (framegen.models.demo); ``random``: a calibrated seeded stand-in
     weights: str = "trained"
+    #: Compressed generator precisions the export also tries; one its quality gate refuses is left out and named
+    #: (the quick variant tries none: quantizing and judging takes about 20 s).
+    compressed: tuple[str, ...] = ("int8",)
     artifacts: dict[str, Path] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -153,20 +156,21 @@ def step_features(ctx: DemoContext) -> str:
     return f"{feats.shape[0]} x {feats.shape[1]} (one row per 25 fps frame) -> {path.name}"
 
 
-def render_on(ctx: DemoContext, backend_name: str, *, bundle: Any = None) -> Any:
-    """Render the demo video on one backend (fp32, opened by the planner as ``framegen render`` opens it) to
-    ``demo-<backend>.mp4``; records the stats in ``ctx.results``."""
+def render_on(ctx: DemoContext, backend_name: str, *, bundle: Any = None, precision: str = "fp32") -> Any:
+    """Render the demo video on one backend (opened by the planner as ``framegen render`` opens it) to
+    ``demo-<backend>.mp4`` (``demo-<backend>-<precision>.mp4`` below fp32); records the stats in ``ctx.results``."""
     from framegen.toolkit.frames.render import render
     from framegen.toolkit.inputs.preprocess import PreparedTemplate
 
     prepared = PreparedTemplate(open_template(ctx.artifacts["template"]))
-    out = ctx.out / f"demo-{backend_name}.mp4"
-    with open_candidate(Candidate(backend_name, "fp32"), checkpoint=ctx.artifacts["checkpoint"], bundle=bundle,
+    name = backend_name if precision == "fp32" else f"{backend_name}-{precision}"
+    out = ctx.out / f"demo-{name}.mp4"
+    with open_candidate(Candidate(backend_name, precision), checkpoint=ctx.artifacts["checkpoint"], bundle=bundle,
                         mode="ave") as backend:
         stats = render(prepared, ctx.results["features"], backend, out=out, batch=ctx.batch,
                        audio_path=ctx.artifacts["speech"], progress=ctx.progress)
     renders = ctx.results.setdefault("renders", {})
-    renders[backend_name] = stats
+    renders[name] = stats
     ctx.artifacts.setdefault("video", out)
     write_json(ctx.out / "stats.json", {k: v.as_dict() for k, v in renders.items()})
     return stats
@@ -185,7 +189,12 @@ def step_render(ctx: DemoContext) -> str:
 
 
 def step_export(ctx: DemoContext) -> str:
-    """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export."""
+    """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export, and the
+    compressed generators of ``ctx.compressed`` that clear their quality floor (a refused one is named and left
+    out: the floor, not the demo, decides what a bundle offers)."""
+    from framegen.exporters.errors import ExportValidationError
+    from framegen.toolkit.export.compress import CompressOptions
+
     # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
     spent = {"coreml": 0.0, "other": 0.0}
     last = [time.perf_counter()]
@@ -195,15 +204,28 @@ def step_export(ctx: DemoContext) -> str:
         spent["coreml" if ("coreml" in msg or ".mlpackage" in msg) else "other"] += now - last[0]
         last[0] = now
 
-    path = export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", audio_encoder=ctx.artifacts["encoder"],
-                         formats=ctx.formats, precisions=("fp32", "fp16"), progress=progress)
+    def export(precisions: tuple[str, ...]) -> Path:
+        # compressed artifacts are calibrated and judged on the demo's own template and speech features: on
+        # synthetic inputs the int8 gate passed what the demo's frames then failed (docs/PARITY.md)
+        compression = CompressOptions(template=ctx.artifacts["template"], features=ctx.artifacts["features"])
+        return export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", audio_encoder=ctx.artifacts["encoder"],
+                             formats=ctx.formats, precisions=precisions, progress=progress, compression=compression)
+
+    refused = ""
+    try:
+        path = export(("fp32", "fp16", *ctx.compressed))
+    except ExportValidationError as exc:
+        if not ctx.compressed or not any(f".{p}." in str(exc) for p in ctx.compressed):
+            raise
+        refused = f"; {', '.join(ctx.compressed)} left out: {exc}"
+        path = export(("fp32", "fp16"))
     ctx.artifacts["bundle"] = path
     ctx.results["export_seconds"] = dict(spent)
     names = [Path(a.path).name for a in load_bundle(path).artifacts]
     line = f"{len(names)} validated artifacts ({', '.join(names)}) -> {path}"
     if "coreml" in ctx.formats:
         line += f"; Core ML conversion + validation took {spent['coreml']:.0f} s of it (--quick leaves Core ML out)"
-    return line
+    return line + refused
 
 
 def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
@@ -217,9 +239,19 @@ def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
 
 def step_render_backends(ctx: DemoContext) -> str:
     """The same video on every other backend available here that the bundle or checkpoint feeds."""
+    from framegen.runtimes.registry import resolve_auto
+    from framegen.runtimes.spec import OpenRequest
+    from framegen.toolkit.bench.precision import choose_precision
+
     names, left_out = renderable_backends(ctx)
     done = ctx.results.get("renders", {})
     lines = [_render_line(render_on(ctx, name, bundle=ctx.artifacts["bundle"])) for name in names if name not in done]
+    choice = choose_precision(ctx.artifacts["bundle"])
+    ctx.results["auto_precision"] = choice
+    if choice.precision != "fp32":  # what `--precision auto` renders on this CPU, as a video of its own
+        backend = resolve_auto(OpenRequest(bundle=load_bundle(ctx.artifacts["bundle"]), precision=choice.precision))
+        stats = render_on(ctx, backend, bundle=ctx.artifacts["bundle"], precision=choice.precision)
+        lines.append(f"{_render_line(stats)} (--precision auto here: {choice.precision})")
     return "; ".join(lines or ["no other backend is available here"]) + (
         f"; not rendered: {'; '.join(left_out)}" if left_out else "")
 
@@ -306,9 +338,10 @@ def prepare_out(out: Path) -> None:
 def quick_context(out: Path, seconds: float = 1.0, seed: int = 0, progress: bool = True,
                   weights: str = "trained") -> DemoContext:
     """The quick variant (tests, a first look): a short video from a small template, an ONNX-only bundle (no Core
-    ML conversion), and a 2-frame parity table without its per-layer stage."""
+    ML conversion, no int8), and a 2-frame parity table without its per-layer stage."""
     return DemoContext(out=out, seconds=seconds, seed=seed, progress=progress, width=640, height=360,
-                       template_frames=8, formats=("onnx",), parity_frames=2, layers=False, weights=weights)
+                       template_frames=8, formats=("onnx",), parity_frames=2, layers=False, weights=weights,
+                       compressed=())
 
 
 def run_demo(ctx: DemoContext, steps: Sequence[Step] = DEFAULT_STEPS,

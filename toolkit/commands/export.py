@@ -44,7 +44,9 @@ def export(
     features: Annotated[Path | None, typer.Option(
         "--features", help="int8/pal: features (.npy) for the audio windows (default: seeded 'ave'-like).")] = None,
     int8_target: Annotated[str, typer.Option(
-        "--int8-target", help="int8 ONNX quantized for: openvino (S8S8) or ort (U8S8, reduce_range).")] = "openvino",
+        "--int8-target", help="int8 ONNX quantized for: openvino (U8S8) or ort (U8S8, reduce_range).")] = "openvino",
+    int8_calibration: Annotated[str, typer.Option(
+        "--int8-calibration", help="int8 ONNX activation ranges: percentile (99.999th) or minmax.")] = "percentile",
     min_psnr: Annotated[float | None, typer.Option(
         "--min-psnr", help="int8/pal quality floor: final-frame PSNR in dB (default 30).")] = None,
     max_level_error: Annotated[float | None, typer.Option(
@@ -63,17 +65,18 @@ def export(
                         io=io, opset=opset, mode=mode, force=force, progress=note, triton=triton,
                         triton_options=_triton_options(triton_trt_fp16) if triton is not None else None,
                         audio_frontend=audio_frontend,
-                        compression=_compression(template, features, int8_target, min_psnr, max_level_error),
+                        compression=_compression(template, features, int8_target, min_psnr, max_level_error,
+                                                 int8_calibration),
                         junit_xml=junit_xml)
     _print_summary(bundle.manifest, bundle.root)
 
 
 def _compression(template: Path | None, features: Path | None, target: str, min_psnr: float | None,
-                 max_level: float | None) -> Any:
+                 max_level: float | None, calibration: str = "percentile") -> Any:
     from framegen.toolkit.export.compress import CompressOptions
 
     opts = CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
-                           max_level_error=max_level)
+                           max_level_error=max_level, int8_calibration=calibration)
     opts.check()  # before any tracing: a bad option costs nothing
     return opts
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from framegen.exporters import coreml_export, onnx_export, quantize
 from framegen.exporters.errors import ExportValidationError
-from framegen.exporters.quantize import INT8_TARGETS
+from framegen.exporters.quantize import DEFAULT_INT8_CALIBRATION, INT8_CALIBRATIONS, INT8_TARGETS
 from framegen.exporters.registry import get_exporter
 from framegen.models.bundle import load_bundle, sha256_path
 from framegen.models.contract import GEN_AUDIO, GEN_IMAGE
@@ -117,12 +117,14 @@ class CompressOptions:
     ``template``: a template directory whose crops calibrate and judge (default: a synthetic 1280x720 one);
     ``features``: a features file of the generator's mode for the audio windows (default: seeded windows with the
     spread of real 'ave' features); ``int8_target``: the runtime the int8 ONNX artifact is quantized for;
+    ``int8_calibration``: how its activation ranges are set (``percentile`` or ``minmax``);
     ``min_psnr_db`` / ``max_level_error``: override every compressed precision's floor.
     """
 
     template: str | os.PathLike[str] | None = None
     features: str | os.PathLike[str] | None = None
     int8_target: str = "openvino"
+    int8_calibration: str = DEFAULT_INT8_CALIBRATION
     min_psnr_db: float | None = None
     max_level_error: float | None = None
     calibration_frames: int = CALIBRATION_FRAMES
@@ -133,6 +135,9 @@ class CompressOptions:
         """Refuse bad options before anything is built."""
         if self.int8_target not in INT8_TARGETS:
             raise CompressError(f"--int8-target {self.int8_target!r}: expected {', '.join(INT8_TARGETS)}")
+        if self.int8_calibration not in INT8_CALIBRATIONS:
+            raise CompressError(f"--int8-calibration {self.int8_calibration!r}: expected "
+                                f"{', '.join(INT8_CALIBRATIONS)}")
         if self.calibration_frames < 1 or self.gate_frames < 1:
             raise CompressError("calibration and gate frames must be at least 1")
         for p in COMPRESSED:
@@ -376,7 +381,7 @@ def _build_int8_onnx(base: Any, data: Any, opts: CompressOptions, mode: str, pre
                      ref: Any, label: str) -> tuple[dict[str, Any], int]:
     """Quantize the fp32 ONNX proto, save it with its metadata, check its I/O; returns its manifest fields and the
     fp32 model's size."""
-    proto, record = quantize.quantize_onnx(base, data.calibration, opts.int8_target)
+    proto, record = quantize.quantize_onnx(base, data.calibration, opts.int8_target, method=opts.int8_calibration)
     record["calibration_source"] = data.source
     meta = artifact_metadata("generator", mode, prec, sha, extra={"quantization": {
         k: record[k] for k in ("format", "target", "activations", "weights", "reduce_range")}})
