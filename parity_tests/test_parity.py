@@ -410,6 +410,15 @@ def test_derived_limits_scale_with_the_checkpoint_and_say_where_they_come_from()
     frame = fp32.limits(FINAL_FRAME)
     assert frame.max_abs == 2 and frame.max_share_diff_gt1 == pytest.approx(1e-3)
     assert fp32.limits(MODEL_OUTPUT).max_abs == pytest.approx(K["fp32"] * 2e-5)
+    # Frames where fp32 noise flipped no truncation still leave room for a flip: mean, bias and spread never 0.
+    flat = _measurement()
+    flat.stats["fp32"][FINAL_FRAME] = {**flat.stats["fp32"][FINAL_FRAME], "mean_abs": 0.0, "bias": 0.0,
+                                       "spread_change": 0.0, "share_diff": 0.0}
+    quiet = derive_profile(flat, "fp32").limits(FINAL_FRAME)
+    flips = 255 * K["fp32"] * 1.2e-6 * 2
+    assert quiet.mean_abs == pytest.approx(flips) and quiet.max_bias == pytest.approx(flips)
+    assert quiet.max_spread_change == pytest.approx(flips / (0.25 * 255))
+    assert frame.mean_abs == pytest.approx(max(K["fp32"] * 4e-4, flips))
     image = derive_profile(_measurement(), "fp16", "image")
     assert image.name == "derived-image-fp16" and image.limits(MODEL_OUTPUT).max_abs == pytest.approx(90)
     # Image-I/O limits come from the prediction scaled in the candidate's precision, not in fp32.

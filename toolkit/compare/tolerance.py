@@ -402,6 +402,12 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
     k32 = K["fp32"]
     r = _Rule(K[p], what)
     floors = p in ROUNDED  # an fp16 / bf16 limit never drops below what fp32 noise alone reaches
+    # fp32 noise flips a uint8 truncation where the float error crosses an integer: about 255 x the mean float error
+    # of the values, each flip at most the stage's structural bound. That is the floor of the mean (and of |bias|,
+    # which the mean bounds, and of the spread): two or three measured frames can hold no flip at all, and a limit
+    # of 0 false-failed the quick demo on one pixel one level off (phase 4 weights, 2026-12-07).
+    flip_mean = 255.0 * k32 * float32_mean * _U8_MAX_FLOOR[stage] if kind == "uint8" and p == "fp32" else 0.0
+    flip_label = f"255 x {k32:g} x fp32 noise mean x {_U8_MAX_FLOOR.get(stage, 0):g} levels (truncation flips)"
     if kind == "uint8" and p == "fp32":
         # fp32 noise is far below one level: it only flips truncations, so the bounds are structural, not scaled.
         r.limits["max_abs"] = _U8_MAX_FLOOR[stage]
@@ -418,8 +424,11 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
                 f"{k32:g} x fp32 noise max")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", k32 * float(fp32["p99_abs"]) if floors else 0.0,
                 f"{k32:g} x fp32 noise p99")
-    r.upper("mean_abs", float(m["mean_abs"]), "mean", k32 * float(fp32["mean_abs"]) if floors else 0.0,
-            f"{k32:g} x fp32 noise mean")
+    if flip_mean > 0:
+        r.upper("mean_abs", float(m["mean_abs"]), "mean", flip_mean, flip_label)
+    else:
+        r.upper("mean_abs", float(m["mean_abs"]), "mean", k32 * float(fp32["mean_abs"]) if floors else 0.0,
+                f"{k32:g} x fp32 noise mean")
     r.lower_psnr(float(m["psnr_db"]))
     if kind == "uint8":
         # A truncation flips where the float error crosses an integer: about 255 x the mean float error of values.
@@ -436,11 +445,12 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
         # margin of 8 or more. It stays in the report.
     mean = float(m["mean_abs"])
     r.upper("max_bias", max(abs(float(m["bias"])), NOISE_SHARE * mean),
-            f"max(|bias|, {NOISE_SHARE:g} x mean)")
+            f"max(|bias|, {NOISE_SHARE:g} x mean)", flip_mean, flip_label)
     scale = ref_std * (255.0 if kind == "uint8" else 1.0)
     if scale > 0:
         r.upper("max_spread_change", max(abs(float(m["spread_change"])), NOISE_SHARE * mean / scale),
-                f"max(|spread|, {NOISE_SHARE:g} x mean / std(reference))")
+                f"max(|spread|, {NOISE_SHARE:g} x mean / std(reference))", flip_mean / scale,
+                f"{flip_label} / std(reference)")
     return StageLimits(**r.limits), r.sources
 
 
