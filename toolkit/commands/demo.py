@@ -28,8 +28,9 @@ def demo(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
 ) -> None:
     """Everything framegen does, from nothing but code: synthesise a template and speech, take the trained demo
-    generator, compute features, render, export a bundle (ONNX + Core ML, fp32 + fp16), render on every available
-    backend and print the parity table.
+    generator, compute features, render, export a bundle (ONNX + Core ML, fp32 + fp16; int8 when it clears its floor
+    on the demo's own frames, else named and left out), render on every available backend and at the precision
+    auto picks, and print the parity table.
 
     Needs no input and no network. Exits 1 when a backend fails parity.
     """
