@@ -24,12 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.exporters.errors import ExportValidationError
 from framegen.models.atomic import atomic_output
 from framegen.models.bundle import load_bundle
 from framegen.models.contract import SAMPLE_RATE
 from framegen.models.errors import FramegenError
+from framegen.runtimes.registry import resolve_auto
+from framegen.runtimes.spec import OpenRequest
+from framegen.toolkit.bench.precision import choose_precision
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.export.bundle import export_bundle
+from framegen.toolkit.export.compress import CompressOptions
 from framegen.toolkit.frames.plan import Candidate, open_candidate, plan_candidates
 from framegen.toolkit.inputs.audio import audio_to_features, torch_encoder_fn
 from framegen.toolkit.inputs.features import save_npy
@@ -192,8 +197,6 @@ def step_export(ctx: DemoContext) -> str:
     """The bundle: generator and audio encoder as ONNX and Core ML, fp32 and fp16, each validated on export, and the
     compressed generators of ``ctx.compressed`` that clear their quality floor (a refused one is named and left
     out: the floor, not the demo, decides what a bundle offers)."""
-    from framegen.exporters.errors import ExportValidationError
-    from framegen.toolkit.export.compress import CompressOptions
 
     # Time between progress lines belongs to the work the later line reports, so Core ML's share can be told apart.
     spent = {"coreml": 0.0, "other": 0.0}
@@ -240,9 +243,6 @@ def renderable_backends(ctx: DemoContext) -> tuple[list[str], list[str]]:
 
 def step_render_backends(ctx: DemoContext) -> str:
     """The same video on every other backend available here that the bundle or checkpoint feeds."""
-    from framegen.runtimes.registry import resolve_auto
-    from framegen.runtimes.spec import OpenRequest
-    from framegen.toolkit.bench.precision import choose_precision
 
     names, left_out = renderable_backends(ctx)
     done = ctx.results.get("renders", {})
