@@ -22,6 +22,8 @@ Neither is validated here: :mod:`framegen.toolkit.export.compress` judges every 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -108,13 +110,15 @@ def quantize_onnx(model: Any, calibration: Sequence[dict[str, np.ndarray]], targ
         level = root.level
         root.setLevel(logging.ERROR)  # its "consider pre-processing" warnings: the graph is already folded
         try:
-            quantize_static(
-                os.fspath(src), os.fspath(dst), _feeds(calibration), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                per_channel=True, reduce_range=bool(spec["reduce_range"]),
-                calibrate_method=getattr(CalibrationMethod, method_name), nodes_to_exclude=list(exclude_ops),
-                extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True, **method_options},
-            )
+            # its calibrators print progress lines ("Collecting tensor data ...") to stdout, into a command's output
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(
+                    os.fspath(src), os.fspath(dst), _feeds(calibration), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, reduce_range=bool(spec["reduce_range"]),
+                    calibrate_method=getattr(CalibrationMethod, method_name), nodes_to_exclude=list(exclude_ops),
+                    extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True, **method_options},
+                )
         except Exception as exc:  # onnxruntime.quantization raises bare exceptions with long traces
             raise ExportError(f"int8 quantization failed: {first_line(exc, 200)}"
                               ) from None

@@ -1,7 +1,8 @@
 """What a quantization engineer would try when int8 ONNX misses the quality floor, measured on the trained demo
 checkpoint: calibration method, more calibration frames, and layers kept in fp32.
 
-    python scripts/measure_int8.py [--calibration 8] [--json out.json]
+    python scripts/measure_int8.py [--calibration 8] [--json out.json] [--weights W.npz] [--template DIR]
+        [--features F.npy]
 
 The fp32 ONNX generator of the trained demo checkpoint is quantized with ONNX Runtime's ``quantize_static`` (QDQ,
 uint8 asymmetric activations, int8 per-channel symmetric weights: framegen's ``openvino`` int8 target) in several
@@ -13,7 +14,8 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
 - ``entropy``: ranges that minimise the KL divergence of each activation's histogram;
 - ``minmax, 32 frames``: four times the calibration data;
 - ``minmax, first/last kept``: the first and the last two convolutions (the image in, the prediction out) left in
-  fp32;
+  fp32; ``percentile, first/last kept`` and ``percentile, output conv kept`` (the last one alone, 16 -> 3 channels
+  per pixel: almost free) the same with percentile ranges;
 - ``minmax, decoder kept``: every convolution of the up path (``up*``, ``outc``) left in fp32;
 - ``minmax, audio branch kept``: the audio branch (``audio_model``, ``fuse_conv``) left in fp32;
 - ``nncf, ...``: NNCF's post-training quantization of the ONNX model (``nncf.quantize``: its own placement of
@@ -47,6 +49,9 @@ def main() -> int:
     ap.add_argument("--calibration", type=int, default=8)
     ap.add_argument("--only", help="comma-separated words: run only the variants whose name holds one")
     ap.add_argument("--json")
+    ap.add_argument("--weights", help="a generator .npz (train_demo.py's output) instead of the packaged demo weights")
+    ap.add_argument("--template", help="calibrate and judge on this template's crops (default: a synthetic one)")
+    ap.add_argument("--features", help="... with this features file's windows (default: a seeded synthetic voice)")
     ap.add_argument("--keep", help="copy the accuracy-controlled models here")
     ap.add_argument("--time", action="store_true",
                     help="also time each variant model-only on OpenVINO (batch 1), beside the fp32 file (fp32, bf16)")
@@ -72,17 +77,27 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="framegen-int8-") as tmp_name:
         tmp = Path(tmp_name)
-        model = load_demo_generator()
+        if args.weights:
+            from framegen.models.demo import load_compact_state
+            from framegen.models.unet import Model
+
+            model = Model(6, "ave")
+            model.load_state_dict(load_compact_state(Path(args.weights)))
+            model.eval()
+        else:
+            model = load_demo_generator()
         ckpt = save_generator(model, tmp / "demo.pth")
         bundle = export_bundle(ckpt, tmp / "b", formats=("onnx",), precisions=("fp32",))
         fp32 = Path(bundle) / "generator.fp32.onnx"
         wav = synthesize_speech(8.0, seed=777_001, f0=170.0, tempo=1.1, level=0.6).wav
-        feats = tmp / "feats.npy"
-        np.save(feats, ave_features(melspectrogram(wav), torch_encoder_fn(init_audio_encoder(0))))
+        feats = Path(args.features) if args.features else tmp / "feats.npy"
+        if not args.features:
+            np.save(feats, ave_features(melspectrogram(wav), torch_encoder_fn(init_audio_encoder(0))))
         convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
 
         def data_for(cal: int):
-            return gate_data(model, "ave", CompressOptions(features=feats, calibration_frames=cal, gate_frames=4))
+            return gate_data(model, "ave", CompressOptions(template=args.template, features=feats,
+                                                           calibration_frames=cal, gate_frames=4))
 
         class Feeds:
             def __init__(self, cal: list[dict[str, np.ndarray]]) -> None:
@@ -168,6 +183,12 @@ def main() -> int:
             ("minmax, 32 frames", lambda: quantize("minmax32", 32, CalibrationMethod.MinMax, [])),
             ("minmax, first/last kept", lambda: quantize("edges", args.calibration, CalibrationMethod.MinMax,
                                                          convs[:1] + convs[-2:])),
+            ("percentile, first/last kept", lambda: quantize("pct_edges", args.calibration,
+                                                             CalibrationMethod.Percentile, convs[:1] + convs[-2:],
+                                                             {"CalibPercentile": 99.999})),
+            ("percentile, output conv kept", lambda: quantize("pct_outc", args.calibration,
+                                                              CalibrationMethod.Percentile, convs[-1:],
+                                                              {"CalibPercentile": 99.999})),
             (f"minmax, decoder kept ({len(decoder)} convs)",
              lambda: quantize("decoder", args.calibration, CalibrationMethod.MinMax, decoder)),
             (f"minmax, audio branch kept ({len(audio)} convs)",

@@ -219,8 +219,10 @@ def train(args: argparse.Namespace) -> None:
     logits: list[torch.Tensor] = []
     if args.edge_bce > 0 or args.far_bce > 0:  # the output convolution's result, before SyncTalk_2D's sigmoid
         model.outc.register_forward_hook(lambda _m, _i, out: logits.append(out))
-    strips = torch.ones(1, 1, 320, 320, device=device)
-    strips[:, :, MASK_ROWS, MASK_COLS] = 0
+    strips = None
+    if args.edge_bce > 0:
+        strips = torch.ones(1, 1, 320, 320, device=device)
+        strips[:, :, MASK_ROWS, MASK_COLS] = 0
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     state_path = args.work / "state.pt"
@@ -254,7 +256,7 @@ def train(args: argparse.Namespace) -> None:
             with torch.autocast(device.type, dtype=amp):
                 out = model(x, audio)
             loss = ((out.float() - tgt).abs() * weight).mean()
-            if args.edge_bce > 0:
+            if strips is not None:
                 # A pixel whose sigmoid has saturated gets almost no gradient from L1 on the output (a green speck
                 # at the crop's left edge outlived 400 steps of --edge-weight 4); cross-entropy on the logits
                 # pulls it back in proportion to its error.
@@ -293,8 +295,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 #: Whole trainings as phases, each a fine-tune of the one before (flags as on the command line). ``shipped`` is the
-#: chain behind the packaged weights (docs/DEMO.md); ``hour`` folds phase 2's wider voices into phase 1 and shortens
-#: every phase, to fit about an hour on two CPU cores.
+#: chain behind the packaged weights (docs/DEMO.md); ``hour-b8`` folds phase 2's wider voices into phase 1 and
+#: shortens every phase, to fit about an hour on two CPU cores; ``hour`` runs the same phases at batch 4 (a step
+#: takes half the time, so the hour holds twice the updates; learning rates / sqrt(2)). Both train weaker weights than
+#: ``shipped`` (docs/DEMO.md, "The hour recipes").
 RECIPES: dict[str, list[list[str]]] = {
     "shipped": [
         ["--steps", "800", "--clips", "20"],
@@ -305,6 +309,13 @@ RECIPES: dict[str, list[list[str]]] = {
          "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
     ],
     "hour": [
+        ["--augment", "--batch", "4", "--steps", "800", "--lr", "1.5e-3", "--clips", "20"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "1700", "--lr", "5e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "6"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "500", "--lr", "2e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
+    ],
+    "hour-b8": [
         ["--augment", "--steps", "500", "--clips", "20"],
         ["--augment", "--tts", "0.5", "--clips", "24", "--steps", "550", "--lr", "7e-4", "--sync-weight", "2",
          "--masked-from", "other", "--seed", "6"],

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from framegen.exporters.errors import ExportValidationError
 from framegen.models.atomic import atomic_output
 from framegen.models.bundle import load_bundle
 from framegen.models.contract import SAMPLE_RATE
@@ -207,22 +206,15 @@ def step_export(ctx: DemoContext) -> str:
         spent["coreml" if ("coreml" in msg or ".mlpackage" in msg) else "other"] += now - last[0]
         last[0] = now
 
-    def export(precisions: tuple[str, ...]) -> Path:
-        # compressed artifacts are calibrated and judged on the demo's own template and speech features: on
-        # synthetic inputs the int8 gate passed what the demo's frames then failed (docs/PARITY.md)
-        compression = CompressOptions(template=ctx.artifacts["template"], features=ctx.artifacts["features"])
-        return export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", audio_encoder=ctx.artifacts["encoder"],
-                             formats=ctx.formats, precisions=precisions, progress=progress, compression=compression)
-
-    refused = ""
-    try:
-        path = export(("fp32", "fp16", *ctx.compressed))
-    except ExportValidationError as exc:
-        if not ctx.compressed or not any(f".{p}." in str(exc) for p in ctx.compressed):
-            raise
-        # the refusal's advice and "nothing written" are for `framegen export`; here the bundle is written without it
-        refused = f"; {', '.join(ctx.compressed)} left out: {str(exc).split('; lower it')[0]}"
-        path = export(("fp32", "fp16"))
+    # compressed artifacts are calibrated and judged on the demo's own template and speech features (on synthetic
+    # inputs the int8 gate passed what the demo's frames then failed: docs/PARITY.md); one below its floor is left
+    # out of the bundle and named, as `framegen export --skip-refused` does
+    compression = CompressOptions(template=ctx.artifacts["template"], features=ctx.artifacts["features"],
+                                  skip_refused=True)
+    path = export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", audio_encoder=ctx.artifacts["encoder"],
+                         formats=ctx.formats, precisions=("fp32", "fp16", *ctx.compressed), progress=progress,
+                         compression=compression)
+    refused = "".join(f"; left out: {r.reason}" for r in compression.refused)
     ctx.artifacts["bundle"] = path
     ctx.results["export_seconds"] = dict(spent)
     names = [Path(a.path).name for a in load_bundle(path).artifacts]

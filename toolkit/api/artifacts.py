@@ -53,7 +53,7 @@ def export(checkpoint: PathLike, out: PathLike, *, audio_encoder: PathLike | Non
         raise
     bundle = load_bundle(dest)
     if junit_xml is not None:
-        write_export_junit([a.entry for a in bundle.artifacts], junit_xml)
+        write_export_junit([a.entry for a in bundle.artifacts], junit_xml, refused=bundle.manifest.get("refused", []))
     return bundle
 
 

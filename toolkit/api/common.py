@@ -168,6 +168,9 @@ def write_html(report: Any, path: PathLike) -> None:
     write_text_atomic(path, parity_html(report.as_dict()))
 
 
-def write_export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None) -> None:
-    """The export's validation as JUnit XML at ``path`` (a refused export: one failing case)."""
-    reports.write_reports(reports.export_junit(artifacts, error), None, junit_path=path, markdown_path=None)
+def write_export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None,
+                       refused: list[dict[str, Any]] = ()) -> None:
+    """The export's validation as JUnit XML at ``path`` (a refused export: one failing case; an artifact left out
+    by ``skip_refused``: a skipped case)."""
+    reports.write_reports(reports.export_junit(artifacts, error, refused=refused), None, junit_path=path,
+                          markdown_path=None)

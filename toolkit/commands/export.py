@@ -51,6 +51,9 @@ def export(
         "--min-psnr", help="int8/pal quality floor: final-frame PSNR in dB (default 30).")] = None,
     max_level_error: Annotated[float | None, typer.Option(
         "--max-level-error", help="int8/pal quality floor: largest final-frame level error (default 96).")] = None,
+    skip_refused: Annotated[bool, typer.Option(
+        "--skip-refused", help="int8/pal: leave an artifact below its floor out of the bundle (listed with its "
+        "figures in manifest.json's refused) instead of failing the export.")] = False,
     junit_xml: Annotated[Path | None, typer.Option(
         "--junit-xml", help="Write the validation as JUnit XML (one test case per artifact) for CI.")] = None,
 ) -> None:
@@ -66,17 +69,17 @@ def export(
                         triton_options=_triton_options(triton_trt_fp16) if triton is not None else None,
                         audio_frontend=audio_frontend,
                         compression=_compression(template, features, int8_target, min_psnr, max_level_error,
-                                                 int8_calibration),
+                                                 int8_calibration, skip_refused),
                         junit_xml=junit_xml)
     _print_summary(bundle.manifest, bundle.root)
 
 
 def _compression(template: Path | None, features: Path | None, target: str, min_psnr: float | None,
-                 max_level: float | None, calibration: str = "percentile") -> Any:
+                 max_level: float | None, calibration: str = "percentile", skip_refused: bool = False) -> Any:
     from framegen.toolkit.export.compress import CompressOptions
 
     opts = CompressOptions(template=template, features=features, int8_target=target, min_psnr_db=min_psnr,
-                           max_level_error=max_level, int8_calibration=calibration)
+                           max_level_error=max_level, int8_calibration=calibration, skip_refused=skip_refused)
     opts.check()  # before any tracing: a bad option costs nothing
     return opts
 
@@ -109,6 +112,8 @@ def _print_summary(manifest: dict[str, Any], dest: Path) -> None:
             table.add_row(name, f"{a['bytes'] / 1e6:.1f}" if k == 0 else "", a["sha256"][:8] if k == 0 else "",
                           record.kind, "; ".join(c.describe() for c in record.checks) or "-", _runner(record.runtime))
     out.print(table)
+    for r in manifest.get("refused", []):
+        out.print(f"left out: {r['reason']}")
     out.print(f"ONNX: {onnx_choice['exporter']} exporter, opset {onnx_choice['opset']}. Core ML: mlprogram, "
               f"{manifest['tools']['export']['coreml']['minimum_deployment_target']}+. Errors against PyTorch "
               "(run by ort = ONNX Runtime CPU, mil = coreml-mil verifier); weights_max_rel = worst relative error of "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from framegen.models.atomic import atomic_output
-from framegen.models.validation import entry_records
+from framegen.models.validation import ValidationRecord, entry_records
 
 #: The environment variable GitHub Actions points at the job's summary file.
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -29,10 +29,12 @@ def _figures(metrics: Mapping[str, Any] | None, limits: Mapping[str, Any] | None
 
 
 def _case(suite: ET.Element, classname: str, name: str, failures: list[str], detail: str,
-          error: str | None = None) -> None:
+          error: str | None = None, skipped: str | None = None) -> None:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
     if error:
         ET.SubElement(case, "error", message=error[:500], type="error").text = error
+    elif skipped:
+        ET.SubElement(case, "skipped", message=skipped[:500])
     elif failures:
         ET.SubElement(case, "failure", message="; ".join(failures)[:500], type="parity").text = \
             "\n".join([*failures, detail])
@@ -82,10 +84,11 @@ def golden_junit(report: Mapping[str, Any], suite_name: str = "framegen golden c
 
 
 def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
-                 suite_name: str = "framegen export") -> str:
+                 suite_name: str = "framegen export", refused: list[Mapping[str, Any]] = ()) -> str:
     """JUnit XML of an export's validation: one test case per artifact (``generator.fp16.onnx``) with its figures
     against PyTorch and their limits; a refused export is one failing case holding the reason (nothing else was
-    written)."""
+    written). ``refused``: the manifest's ``refused`` entries (``--skip-refused``), each a skipped case with its
+    reason."""
     suites = ET.Element("testsuites", name=suite_name)
     suite = ET.SubElement(suites, "testsuite", name=suite_name)
     for art in artifacts:
@@ -96,6 +99,11 @@ def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
             failures = ([] if record.passed else [record.reason or "validation failed"]) + [
                 f"{c.describe()}: outside its limit" for c in record.checks if not c.passed]
             _case(suite, "export", name, failures, detail)
+    for r in refused:
+        record = ValidationRecord.from_dict(r["validation"], "refused")
+        detail = "; ".join(c.describe() for c in record.checks)
+        _case(suite, "export", f"generator.{r['precision']} ({r['format']})", [], detail,
+              skipped=f"left out of the bundle: {r['reason']}")
     if error is not None:
         _case(suite, "export", "validation", [error], "")
     return _finish(suites)
@@ -107,10 +115,11 @@ def _finish(suites: ET.Element) -> str:
         cases = list(suite.iter("testcase"))
         f = sum(1 for c in cases if c.find("failure") is not None)
         e = sum(1 for c in cases if c.find("error") is not None)
+        k = sum(1 for c in cases if c.find("skipped") is not None)
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(f))
         suite.set("errors", str(e))
-        suite.set("skipped", "0")
+        suite.set("skipped", str(k))
         suite.set("time", "0")
         total, failures, errors = total + len(cases), failures + f, errors + e
     suites.set("tests", str(total))

@@ -414,8 +414,9 @@ def _stage_limits(stage: str, kind: str, p: str, m: dict[str, Any], fp32: dict[s
         r.sources["max_abs"] = ("bound: one-level truncation flips" if stage in (PRED_U8, PRED_U8_IMAGE) else
                                 "bound: cubic resampling of one-level flips stays below 2 levels")
     elif kind == "uint8":
-        r.upper("max_abs", float(m["max_abs"]), "max", _rounded_max_floor(stage),
-                f"the fixed fp16 profile's max, {_rounded_max_floor(stage):g} levels (a tail the emulation misses)")
+        tail = _rounded_max_floor(stage)
+        r.upper("max_abs", float(m["max_abs"]), "max", tail,
+                f"the fixed fp16 profile's max, {tail:g} levels (a tail the emulation misses)")
         r.upper("p99_abs", float(m["p99_abs"]), "p99", 1.0, "1 level")
     else:
         noise, tail = k32 * float(fp32["max_abs"]), _rounded_max_floor(stage)

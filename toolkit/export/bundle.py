@@ -110,7 +110,8 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     wenet when the checkpoint cannot tell (ave and hubert have the same shapes). ``force`` replaces an existing
     ``out``. ``progress`` receives one line per step. ``compression``: a
     :class:`framegen.toolkit.export.compress.CompressOptions` for the int8 / pal6 / pal4 generators (calibration inputs,
-    int8 target, quality floor).
+    int8 target, quality floor; with its ``skip_refused``, one below its floor is left out and listed in the
+    manifest's ``refused`` instead of failing the export).
     """
     from framegen.models.checkpoint import load_checkpoint, load_generator
 
@@ -137,6 +138,7 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
     # caller built it beforehand to share it.
     compression = compression if compression is not None else CompressOptions()
     shared_gate = compression.has_gate_data()
+    refused_before = len(compression.refused)
     output = AtomicOutput(dest, directory=True)
     work = output.tmp
     try:
@@ -154,6 +156,8 @@ def export_bundle(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str
             artifacts += export_frontend_entries(fmts, models[-1][1], shas["audio_encoder"], work, dest, say,
                                                  opset=opset)
         manifest = _manifest(generator, Path(checkpoint).name, audio_encoder, shas, opset, artifacts)
+        if compression.refused[refused_before:]:  # skip_refused: what the floor kept out, and why
+            manifest["refused"] = [r.as_dict() for r in compression.refused[refused_before:]]
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if triton is not None:
             write_repository(work, triton, options=triton_options, force=force, progress=say)

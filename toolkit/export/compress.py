@@ -110,6 +110,21 @@ def floor_for(precision: str, min_psnr_db: float | None = None, max_level_error:
 
 # ------------------------------------------------------------------------------------------------- options
 
+@dataclass(frozen=True)
+class Refused:
+    """A compressed artifact its quality floor kept out of a bundle (``CompressOptions(skip_refused=True)``)."""
+
+    format: str
+    precision: str
+    reason: str  #: one line: the artifact, the floor and how far below it the artifact fell
+    validation: ValidationRecord
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's ``refused[]`` entry."""
+        return {"model": "generator", "format": self.format, "precision": self.precision, "reason": self.reason,
+                "validation": self.validation.as_dict()}
+
+
 @dataclass
 class CompressOptions:
     """How compressed artifacts are calibrated and judged (``export_bundle(..., compression=...)``).
@@ -118,7 +133,9 @@ class CompressOptions:
     ``features``: a features file of the generator's mode for the audio windows (default: seeded windows with the
     spread of real 'ave' features); ``int8_target``: the runtime the int8 ONNX artifact is quantized for;
     ``int8_calibration``: how its activation ranges are set (``percentile`` or ``minmax``);
-    ``min_psnr_db`` / ``max_level_error``: override every compressed precision's floor.
+    ``min_psnr_db`` / ``max_level_error``: override every compressed precision's floor; ``skip_refused``: an
+    artifact below its floor is left out of the bundle and recorded in :attr:`refused` (and the manifest's
+    ``refused``) instead of failing the whole export.
     """
 
     template: str | os.PathLike[str] | None = None
@@ -129,6 +146,9 @@ class CompressOptions:
     max_level_error: float | None = None
     calibration_frames: int = CALIBRATION_FRAMES
     gate_frames: int = GATE_FRAMES
+    skip_refused: bool = False
+    #: With ``skip_refused``: one :class:`Refused` per artifact the floor kept out of the bundle, in export order.
+    refused: list[Refused] = field(default_factory=list)
     _data: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def check(self) -> None:
@@ -447,7 +467,16 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
                 f"(final frame PSNR {ff['psnr_db']:.1f} dB, max {ff['max_abs']:.0f} levels; floor "
                 f"{verdict['floor']['min_psnr_db']:g} dB / {verdict['floor']['max_level_error']:g})")
             if not verdict["passed"]:
-                raise ExportValidationError(refusal(label, verdict))
+                if not opts.skip_refused:
+                    raise ExportValidationError(refusal(label, verdict))
+                reason = refusal(name, verdict).split("; lower it")[0]
+                opts.refused.append(Refused(fmt, prec, reason, floor_record(verdict)))
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+                say(f"left out of the bundle: {reason}")
+                continue
             size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*")
                                                                   if f.is_file())
             if fmt == "onnx" and fp32_bytes:

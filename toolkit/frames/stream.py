@@ -551,14 +551,18 @@ def startup_check(template: PreparedTemplate, backend: Backend, encode: Encoder,
     """Before a live stream starts: prepare the template frames (so neither time nor memory grows later), run one
     half a second of silence through a throwaway session (every code path warm: the first frames of the real stream
     were 50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
-    rate x :data:`KEEP_UP_HEADROOM`); ``note`` says what the stream will do. ``video``: the stream encodes video,
+    rate x :data:`KEEP_UP_HEADROOM`, or the rate :func:`choose_live_layout` measured when it chose this backend);
+    ``note`` says what the stream will do. ``video``: the stream encodes video,
     so the template frames' I420 forms are made now too."""
     t0 = time.perf_counter()
     prepared = template.warm(start=start_frame, i420=video)
     with StreamSession(template, backend, encode, start_frame=start_frame, batching=batching, verify=False) as dry:
         dry.feed(np.zeros(SAMPLE_RATE // 2, np.float32))
         dry.finish()
-    rate = measure_rate(template, backend, start_frame=start_frame)
+    layout = backend.info.extra.get("live_layout")
+    # the layout chooser has just measured this backend over more frames; a second measurement only delays the start
+    rate = (float(layout["measured_fps"][layout["workers"]]) if layout else
+            measure_rate(template, backend, start_frame=start_frame))
     fps = FPS[backend.mode]
     need = fps * KEEP_UP_HEADROOM
     keeps_up = rate >= need
