@@ -129,34 +129,30 @@ def test_export_refuses_an_artifact_below_its_floor_and_writes_nothing(tmp_path,
 
 
 @pytest.mark.slow
-def test_skip_refused_leaves_the_artifact_out_and_records_why(tmp_path, generator_ckpt, synth_template_dir,
-                                                              monkeypatch, capsys):
+def test_skip_refused_leaves_the_artifact_out_and_records_why(tmp_path, generator_ckpt, synth_template_dir, capsys):
     """`--skip-refused`: the bundle is written without the refused artifact, whose figures the manifest keeps and
     whose JUnit case is skipped, not failed."""
-    import sys
     import xml.etree.ElementTree as ET
 
-    from framegen.models.bundle import load_bundle
     from framegen.models.validation import ValidationRecord
-    from framegen.toolkit import cli
+    from framegen.toolkit.api import export
+    from framegen.toolkit.commands.export import _print_summary
+    from framegen.toolkit.export.compress import CompressOptions
 
     out, junit = tmp_path / "b", tmp_path / "export.xml"
-    monkeypatch.setattr(sys, "argv", ["framegen", "export", str(generator_ckpt), "-o", str(out), "-f", "onnx",
-                                      "-p", "fp32,int8", "--template", str(synth_template_dir), "--min-psnr", "99",
-                                      "--skip-refused", "--junit-xml", str(junit)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code == 0
-    printed = capsys.readouterr().out
-    bundle = load_bundle(out)
+    opts = CompressOptions(template=synth_template_dir, calibration_frames=2, gate_frames=1, min_psnr_db=99.0,
+                           skip_refused=True)
+    bundle = export(generator_ckpt, out, formats="onnx", precisions="fp32,int8", compression=opts, junit_xml=junit)
     assert [(a.precision, a.path.name) for a in bundle.artifacts] == [("fp32", "generator.fp32.onnx")]
     assert sorted(p.name for p in out.iterdir()) == ["generator.fp32.onnx", "manifest.json"]
     (refused,) = bundle.manifest["refused"]
     assert (refused["format"], refused["precision"]) == ("onnx", "int8")
     assert "generator.int8.onnx: below the int8 quality floor" in refused["reason"] and "99 dB" in refused["reason"]
+    assert [r.as_dict() for r in opts.refused] == [refused]
     record = ValidationRecord.from_dict(refused["validation"], "refused")
     assert not record.passed and record.checks[0].name == "psnr_db" and record.checks[0].value < 99.0
-    assert "left out: generator.int8.onnx: below the int8 quality floor" in " ".join(printed.split())
+    _print_summary(bundle.manifest, out)
+    assert "left out: generator.int8.onnx: below the int8 quality floor" in " ".join(capsys.readouterr().out.split())
     suite = ET.parse(junit).getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "0", "1")
     skipped = [c for c in suite.iter("testcase") if c.find("skipped") is not None]
