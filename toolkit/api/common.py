@@ -169,7 +169,7 @@ def write_html(report: Any, path: PathLike) -> None:
 
 
 def write_export_junit(artifacts: list[dict[str, Any]], path: PathLike, error: str | None = None,
-                       refused: list[dict[str, Any]] = ()) -> None:
+                       refused: Sequence[dict[str, Any]] = ()) -> None:
     """The export's validation as JUnit XML at ``path`` (a refused export: one failing case; an artifact left out
     by ``skip_refused``: a skipped case)."""
     reports.write_reports(reports.export_junit(artifacts, error, refused=refused), None, junit_path=path,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def golden_junit(report: Mapping[str, Any], suite_name: str = "framegen golden c
 
 
 def export_junit(artifacts: list[Mapping[str, Any]], error: str | None = None,
-                 suite_name: str = "framegen export", refused: list[Mapping[str, Any]] = ()) -> str:
+                 suite_name: str = "framegen export", refused: Sequence[Mapping[str, Any]] = ()) -> str:
     """JUnit XML of an export's validation: one test case per artifact (``generator.fp16.onnx``) with its figures
     against PyTorch and their limits; a refused export is one failing case holding the reason (nothing else was
     written). ``refused``: the manifest's ``refused`` entries (``--skip-refused``), each a skipped case with its
