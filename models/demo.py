@@ -47,9 +47,10 @@ def load_compact_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise FramegenError(f"{path}: not a framegen compact state ({first_line(exc, 200)})") from exc
 
 
-def load_demo_generator() -> Model:
-    """The trained demo generator, fp32, in eval mode."""
-    path = demo_weights_path()
+def load_demo_generator(path: str | os.PathLike[str] | None = None) -> Model:
+    """The trained demo generator, fp32, in eval mode; ``path``: another compact state of it instead (for example
+    ``scripts/train_demo.py``'s output)."""
+    path = Path(path) if path is not None else demo_weights_path()
     if not path.is_file():
         raise FramegenError(f"{path}: the trained demo weights are missing from this installation")
     model = Model(6, DEMO_MODE)

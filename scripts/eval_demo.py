@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from framegen.models.demo import load_compact_state, load_demo_generator
+from framegen.models.demo import load_demo_generator
 from framegen.models.init import init_audio_encoder
 from framegen.models.unet import Model
 from framegen.toolkit.compare.lipsync import measure
@@ -37,13 +37,10 @@ TTS_EVAL_SEED0 = 95_000  # far from the eSpeak training seeds (5000 + clip)
 
 def load(weights: Path | None) -> Model:
     """The generator to judge: the shipped demo weights, a compact .npz, or a training state.pt."""
-    if weights is None:
-        return load_demo_generator()
+    if weights is None or weights.suffix == ".npz":
+        return load_demo_generator(weights)
     model = Model(6, "ave")
-    if weights.suffix == ".npz":
-        model.load_state_dict(load_compact_state(weights))
-    else:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
     return model.eval()
 
 

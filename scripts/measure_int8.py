@@ -77,15 +77,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="framegen-int8-") as tmp_name:
         tmp = Path(tmp_name)
-        if args.weights:
-            from framegen.models.demo import load_compact_state
-            from framegen.models.unet import Model
-
-            model = Model(6, "ave")
-            model.load_state_dict(load_compact_state(Path(args.weights)))
-            model.eval()
-        else:
-            model = load_demo_generator()
+        model = load_demo_generator(args.weights)
         ckpt = save_generator(model, tmp / "demo.pth")
         bundle = export_bundle(ckpt, tmp / "b", formats=("onnx",), precisions=("fp32",))
         fp32 = Path(bundle) / "generator.fp32.onnx"

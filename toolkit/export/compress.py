@@ -322,8 +322,9 @@ def judge(path: str | os.PathLike[str], fmt: str, precision: str, data: GateData
             "max_abs_err": float(output["max_abs"]), "mean_abs_err": float(output["mean_abs"])}
 
 
-def refusal(name: str, verdict: dict[str, Any]) -> str:
-    """The one-line reason an artifact is refused, with how far below the floor it is."""
+def refusal(name: str, verdict: dict[str, Any], advice: bool = True) -> str:
+    """The one-line reason an artifact is refused, with how far below the floor it is (``advice``: and how to lower
+    the floor or drop the precision, for an export that failed on it)."""
     fl, ff, short = verdict["floor"], verdict["final_frame"], verdict["shortfall"]
     parts = []
     if "psnr_db" in short:
@@ -333,9 +334,9 @@ def refusal(name: str, verdict: dict[str, Any]) -> str:
         parts.append(f"max level error {ff['max_abs']:.0f} exceeds the limit {fl['max_level_error']:g} by "
                      f"{short['max_level_error']:.0f}")
     parts += [f for f in verdict["failures"] if "non-finite" in f]
-    return (f"{name}: below the {verdict['profile']} quality floor on {verdict['backend']} "
-            f"({'; '.join(parts) or '; '.join(verdict['failures'])}); lower it with --min-psnr / --max-level-error "
-            f"or drop {verdict['profile']}")
+    line = (f"{name}: below the {verdict['profile']} quality floor on {verdict['backend']} "
+            f"({'; '.join(parts) or '; '.join(verdict['failures'])})")
+    return line + (f"; lower it with --min-psnr / --max-level-error or drop {verdict['profile']}" if advice else "")
 
 
 # ------------------------------------------------------------------------------------------------- export hook
@@ -469,7 +470,7 @@ def export_compressed(fmt: str, kind: str, module: Any, mode: str, precisions: S
             if not verdict["passed"]:
                 if not opts.skip_refused:
                     raise ExportValidationError(refusal(label, verdict))
-                reason = refusal(name, verdict).split("; lower it")[0]
+                reason = refusal(name, verdict, advice=False)
                 opts.refused.append(Refused(fmt, prec, reason, floor_record(verdict)))
                 if path.is_dir():
                     shutil.rmtree(path)
