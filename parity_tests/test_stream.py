@@ -452,6 +452,21 @@ def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
         choose_live_layout(prepared_template, slow, lambda: failing)
     assert failing.closed and not slow.closed
 
+    slow = _closable(make_fake_backend(delay=0.1), 1)  # a backend whose render runs one at a time: nothing opened
+    chosen, layout = choose_live_layout(prepared_template, slow, None)
+    assert chosen is slow and not slow.closed and set(layout.measured_fps) == {1}
+    assert layout.note.endswith("(the render's layout is the same here)")
+
+
+def test_only_backends_with_a_wider_render_layout_open_a_second_one_for_a_live_stream():
+    """torch-cpu renders one inference at a time, so a live torch-cpu stream opens no throwaway second backend;
+    ONNX Runtime and OpenVINO render with one single-thread inference per core and one more."""
+    from framegen.runtimes.ort_session import physical_cores
+    from framegen.toolkit.frames.plan import render_workers
+
+    assert render_workers("torch-cpu") == 1
+    assert render_workers("ort-cpu") == physical_cores() + 1
+
 
 @pytest.mark.parametrize(("rate", "verdict", "held"), [
     (40.0, "keeps up", None),

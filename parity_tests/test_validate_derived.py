@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ from framegen.toolkit.export.validate_image import LIMITS, compare_uint8, valida
 @pytest.fixture(scope="module")
 def seed2_reference(seed2_generator):
     return reference(seed2_generator, "generator", "ave")
+
+
+ROOT_PATH = Path("generator.fp32.onnx")
 
 
 def _artifacts(bundle):
@@ -128,3 +132,44 @@ def test_tensor_fp16_limits_follow_the_checkpoint_and_still_catch_drift(seed2_ex
                     check_numbers(path, out, ref.output, limits, "batch 3")
             else:
                 check_numbers(path, out, ref.output, limits, "batch 3")
+
+
+def test_an_fp32_output_over_the_fixed_floor_is_judged_by_the_checkpoints_own_fp32_rounding():
+    """A network that amplifies fp32 rounding (here a cancellation: (x + 1e4) - 1e4 rounds x to about 1e-3) puts a
+    correct fp32 runtime past the fixed 1e-4. The float64 run of the same module measures that rounding; the limit
+    becomes K["fp32"] x it, the record says so, and an output off by more than that is still refused. Within the
+    floor nothing is measured."""
+    import torch
+    from framegen.toolkit.export.validate import INDEPENDENT_KEY, Reference, check_output
+
+    class Cancelling(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + 1e4) - 1e4
+
+    x = np.random.default_rng(0).random((3, 8), dtype=np.float32)
+    module = Cancelling()
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    ref = Reference("generator", "ave", ["x"], "y", (x,), want, module=module)
+    other_order = x.copy()  # a runtime that cancels exactly (fusing the two adds): correct, and off by ~5e-4
+    own = float(np.abs(want.astype(np.float64) - x).max())
+    assert np.abs(other_order - want).max() > TOLERANCES[("generator", "fp32")].max_abs
+
+    fixed = TOLERANCES[("generator", "fp32")]
+    result = {"tolerance": fixed.as_dict()}
+    near = want.copy()
+    near[0, 0] += 5e-5
+    check_output(ROOT_PATH, near, want, ref, "fp32", (1, 3), "batch 3", result)  # within the floor
+    assert INDEPENDENT_KEY["fp32"] not in result and result["tolerance"] == fixed.as_dict()
+
+    check_output(ROOT_PATH, other_order, want, ref, "fp32", (1, 3), "batch 3", result)
+    measured = result[INDEPENDENT_KEY["fp32"]]
+    assert measured["max_abs_err"] == pytest.approx(own, rel=1e-6) and measured["K"] == K["fp32"]
+    assert result["tolerance"]["max_abs"] == pytest.approx(K["fp32"] * own)
+    assert result["tolerance_sources"]["max_abs"].startswith(f"{K['fp32']:g} x independent fp32 (float64")
+
+    with pytest.raises(ExportValidationError, match="differs from PyTorch by max"):
+        check_output(ROOT_PATH, want + 2 * K["fp32"] * own, want, ref, "fp32", (1, 3), "batch 3", result)
+    result = {"tolerance": TOLERANCES[("generator", "fp16")].as_dict()}
+    check_output(ROOT_PATH, other_order, want, ref, "fp16", (1, 3), "batch 3", result)  # fp16: its own rule, at once
+    assert INDEPENDENT_KEY["fp32"] not in result

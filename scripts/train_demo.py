@@ -17,7 +17,9 @@ the mouth opening from the mouth box of the training frames (their ground truth)
 the generator draws, whose squared error from the true opening is added with weight W (``--sync-ramp R``: rising
 from 0 over the first share R of the steps). ``--edge-weight E`` weighs the strips the mask leaves at the crop's
 edges 1 + E times, ``--edge-bce B`` adds cross-entropy on the output logits there, and ``--far-bce B`` adds it
-wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did.
+wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did. ``--window S``
+trains on S x S windows of the crops, on the 32-pixel grid of the audio branch's 10x10 map and mostly over the mouth
+(:func:`forward_window`), at a third of a whole crop's cost (docs/DEMO.md, "The hour recipes").
 
 bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
 (data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
@@ -154,6 +156,49 @@ def batch_tensors(data: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.G
 
 FAR_BCE_FROM = 0.25  # --far-bce acts on pixels off by more than this (64 levels) in any channel
 MOUTH_H, MOUTH_W = 48, 64  # the mouth box resampled to this size for the opening critic
+CELL = 32  # one bottleneck cell: the U-Net halves 320x320 five times, to the audio branch's 10x10
+
+
+def window_offsets(boxes: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Top-left corners (row, col) of ``size`` x ``size`` training windows, one per frame, on the CELL grid.
+
+    Three in four are placed over the mouth box (centred, then moved by up to a cell), the rest anywhere, so the
+    whole face is still seen."""
+    cells = 320 // CELL - size // CELL
+    out = np.empty((len(boxes), 2), dtype=np.int64)
+    for b, (x0, y0, x1, y1) in enumerate(boxes):
+        if rng.random() < 0.75:
+            centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2]) - size / 2
+            out[b] = np.clip(np.round(centre / CELL) + rng.integers(-1, 2, 2), 0, cells)
+        else:
+            out[b] = rng.integers(0, cells + 1, 2)
+    return out * CELL
+
+
+def forward_window(model: Model, x: torch.Tensor, audio_feat: torch.Tensor, corners: np.ndarray) -> torch.Tensor:
+    """``model``'s forward on windows of the 320x320 inputs whose corners lie on the CELL grid.
+
+    The audio branch's 10x10 map is fused cell by cell with the image's bottleneck, so a window's bottleneck meets
+    exactly the audio cells it covers: those are cut out, and the rest is the generator's own forward. Only the
+    window's borders (zero padding where the full crop has neighbours) and the bilinear upsampling's corner
+    alignment differ from the full crop, which the full-size phases that follow see. A 192x192 window costs a third
+    of a 320x320 crop."""
+    x1 = model.inc(x)
+    x2 = model.down1(x1)
+    x3 = model.down2(x2)
+    x4 = model.down3(x3)
+    x5 = model.down4(x4)
+    x6 = model.down5(x5)
+    audio = model.audio_model(audio_feat)
+    n = x6.shape[2]
+    cells = [audio[b, :, r // CELL:r // CELL + n, c // CELL:c // CELL + n] for b, (r, c) in enumerate(corners)]
+    x6 = model.fuse_conv(torch.cat([x6, torch.stack(cells)], dim=1))
+    y = model.up1(x6, x5)
+    y = model.up2(y, x4)
+    y = model.up3(y, x3)
+    y = model.up4(y, x2)
+    y = model.up5(y, x1)
+    return torch.sigmoid(model.outc(y))
 
 
 def mouth_crops(images: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
@@ -253,8 +298,14 @@ def train(args: argparse.Namespace) -> None:
             x, audio, tgt, weight = batch_tensors(data, idx, rng, device, args.mouth_weight, args.masked_from,
                                                   args.edge_weight)
             logits.clear()
+            if args.window:
+                corners = window_offsets(data["box"][idx], args.window, rng)
+                s = args.window
+                x, tgt, weight = (torch.stack([t[b, :, r:r + s, c:c + s] for b, (r, c) in enumerate(corners)])
+                                  for t in (x, tgt, weight))
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp):
-                out = model(x, audio)
+                out = forward_window(model, x, audio, corners) if args.window else model(x, audio)
             loss = ((out.float() - tgt).abs() * weight).mean()
             if strips is not None:
                 # A pixel whose sigmoid has saturated gets almost no gradient from L1 on the output (a green speck
@@ -297,8 +348,9 @@ def train(args: argparse.Namespace) -> None:
 #: Whole trainings as phases, each a fine-tune of the one before (flags as on the command line). ``shipped`` is the
 #: chain behind the packaged weights (docs/DEMO.md); ``hour-b8`` folds phase 2's wider voices into phase 1 and
 #: shortens every phase, to fit about an hour on two CPU cores; ``hour`` runs the same phases at batch 4 (a step
-#: takes half the time, so the hour holds twice the updates; learning rates / sqrt(2)). Both train weaker weights than
-#: ``shipped`` (docs/DEMO.md, "The hour recipes").
+#: takes half the time, so the hour holds twice the updates; learning rates / sqrt(2)); ``hour-w`` trains its first
+#: phase on 192x192 windows of the crops (``--window``: 2.3x the samples per second). All three train weaker weights
+#: than ``shipped`` (docs/DEMO.md, "The hour recipes").
 RECIPES: dict[str, list[list[str]]] = {
     "shipped": [
         ["--steps", "800", "--clips", "20"],
@@ -311,6 +363,13 @@ RECIPES: dict[str, list[list[str]]] = {
     "hour": [
         ["--augment", "--batch", "4", "--steps", "800", "--lr", "1.5e-3", "--clips", "20"],
         ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "1700", "--lr", "5e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "6"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "500", "--lr", "2e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
+    ],
+    "hour-w": [
+        ["--augment", "--window", "192", "--steps", "1100", "--lr", "2e-3", "--clips", "20"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "1300", "--lr", "5e-4",
          "--sync-weight", "2", "--masked-from", "other", "--seed", "6"],
         ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "500", "--lr", "2e-4",
          "--sync-weight", "2", "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
@@ -382,10 +441,17 @@ def main() -> None:
     p.add_argument("--tts", type=float, default=0.0,
                    help="share of clips spoken by eSpeak NG (scripts/espeak_speech.py; pip install espeakng-loader)")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (.npz), e.g. a fine-tune phase")
+    p.add_argument("--window", type=int, default=0,
+                   help="train on WINDOW x WINDOW windows of the crops (a multiple of 32), mostly over the mouth; "
+                        "0: whole crops")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="run a whole training, phase after phase, in --work/phaseN (the other flags are the recipe's)")
     args = p.parse_args()
+    if args.window and (args.window % CELL or not 0 < args.window < 320):
+        p.error(f"--window {args.window}: expected a multiple of {CELL} below 320")
+    if args.window and (args.sync_weight or args.edge_bce or args.far_bce):
+        p.error("--window trains on parts of the crop: --sync-weight, --edge-bce and --far-bce need whole crops")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.recipe:

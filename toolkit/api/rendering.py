@@ -23,6 +23,7 @@ from framegen.toolkit.api.common import (
 )
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
+from framegen.toolkit.frames.plan import render_workers
 from framegen.toolkit.frames.stream import LIVE_OPTIONS, choose_live_layout
 from framegen.toolkit.frames.video import DEFAULT_PRESET
 from framegen.toolkit.inputs.encoders import resolve_encoder
@@ -162,8 +163,11 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     with contextlib.ExitStack() as stack:
         be = stack.enter_context(open_backend_for(backend, precision, "tensor", checkpoint, bundle, None, options))
         if choose_layout:
-            be, layout = choose_live_layout(prepared, be, lambda: stack.enter_context(open_backend_for(
-                backend, precision, "tensor", checkpoint, bundle, None, wider_options)), start_frame=start_frame)
+            # a backend whose render layout is one inference at a time (torch-cpu) has nothing wider to try
+            wider = render_workers(be.name) > 1
+            be, layout = choose_live_layout(prepared, be, (lambda: stack.enter_context(open_backend_for(
+                backend, precision, "tensor", checkpoint, bundle, None, wider_options))) if wider else None,
+                start_frame=start_frame)
             if note is not None:
                 note(f"live layout: {layout.note}")
         if note is not None:

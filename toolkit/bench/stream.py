@@ -19,7 +19,7 @@ import numpy as np
 from framegen.models.contract import FPS, SAMPLE_RATE
 from framegen.models.errors import FramegenError
 from framegen.toolkit.bench.precision import AUTO_PRECISION, choose_precision
-from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates
+from framegen.toolkit.frames.plan import Request, open_candidate, plan_candidates, render_workers
 from framegen.toolkit.frames.stream import (
     LIVE_OPTIONS,
     choose_live_layout,
@@ -166,8 +166,9 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
             opened.append(open_candidate(cand, bundle=bundle, checkpoint=checkpoint,
                                          options=LIVE_OPTIONS if realtime else None))
             if realtime:  # as `framegen stream --realtime` does: the render's layout where it feeds the CPU better
-                opened[-1], _ = choose_live_layout(prepared, opened[-1], lambda cand=cand: open_candidate(
-                    cand, bundle=bundle, checkpoint=checkpoint, options=None))
+                wider = render_workers(cand.backend) > 1
+                opened[-1], _ = choose_live_layout(prepared, opened[-1], (lambda cand=cand: open_candidate(
+                    cand, bundle=bundle, checkpoint=checkpoint, options=None)) if wider else None)
         report = bench_stream(prepared, opened, encode, wav, chunk_ms=chunk_ms, realtime=realtime,
                               on_result=on_result)
     finally:

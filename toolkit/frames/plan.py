@@ -182,3 +182,9 @@ def open_candidate(candidate: Candidate, *, bundle: str | os.PathLike[str] | Non
     request = OpenRequest(checkpoint=checkpoint, bundle=bundle, precision=candidate.precision, io=candidate.io,
                           mode=mode, model=model, options=opts)
     return open_backend(candidate.backend, request)
+
+
+def render_workers(backend: str) -> int:
+    """How many inferences at once ``backend`` runs in the render's layout (its spec's render options): 1 where the
+    render runs one at a time anyway (torch-cpu), so a live stream has no wider layout to try."""
+    return max(1, int(render_options(backend).get("workers") or 1))

@@ -478,7 +478,7 @@ class LiveLayout:
     note: str
 
 
-def choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend], *,
+def choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend] | None, *,
                        start_frame: int = 0) -> tuple[Backend, LiveLayout]:
     """The backend a live stream runs on, chosen by measurement (:func:`_choose_live_layout`); the chosen one's
     ``info.extra["live_layout"]`` records the choice."""
@@ -487,7 +487,7 @@ def choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Ca
     return chosen, layout
 
 
-def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend], *,
+def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend] | None, *,
                         start_frame: int = 0) -> tuple[Backend, LiveLayout]:
     """The backend a live stream runs on, chosen by measurement.
 
@@ -495,7 +495,8 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     (:data:`KEEP_UP_HEADROOM`) it is kept without trying anything else. When it does not, ``open_wider()`` opens
     the render's layout (one single-thread inference per core, and one more), which feeds a CPU better (AMD EPYC
     Zen 4, OpenVINO bf16: 0-18 frames held where one at a time held 119-422); it replaces ``live`` when it renders at
-    least :data:`LAYOUT_GAIN` x as fast. The backend not chosen is closed.
+    least :data:`LAYOUT_GAIN` x as fast. The backend not chosen is closed. ``open_wider=None``: the backend renders
+    one inference at a time anyway (its registry spec asks for no more workers), so nothing else is opened.
     """
     fps = FPS[live.mode]
     need = fps * KEEP_UP_HEADROOM
@@ -505,6 +506,9 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     rate = measure_rate(template, live, frames=LAYOUT_FRAMES, start_frame=start_frame)
     if rate >= need:
         return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps, keeps up")
+    if open_wider is None:
+        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps (the "
+                                "render's layout is the same here)")
     try:
         wider = open_wider()
     except Exception as exc:  # a second session may not fit (device memory, a server's limits)
