@@ -19,7 +19,7 @@ from 0 over the first share R of the steps). ``--edge-weight E`` weighs the stri
 edges 1 + E times, ``--edge-bce B`` adds cross-entropy on the output logits there, and ``--far-bce B`` adds it
 wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did. ``--window S``
 trains on S x S windows of the crops, on the 32-pixel grid of the audio branch's 10x10 map and mostly over the mouth
-(:func:`forward_window`), at a third of a whole crop's cost (docs/DEMO.md, "The hour recipes").
+(:func:`forward_window`), a step at 0.35-0.45 of a whole crop's time (docs/DEMO.md, "The hour recipes").
 
 bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
 (data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
@@ -181,8 +181,8 @@ def forward_window(model: Model, x: torch.Tensor, audio_feat: torch.Tensor, corn
     The audio branch's 10x10 map is fused cell by cell with the image's bottleneck, so a window's bottleneck meets
     exactly the audio cells it covers: those are cut out, and the rest is the generator's own forward. Only the
     window's borders (zero padding where the full crop has neighbours) and the bilinear upsampling's corner
-    alignment differ from the full crop, which the full-size phases that follow see. A 192x192 window costs a third
-    of a 320x320 crop."""
+    alignment differ from the full crop, which the full-size phases that follow see. A step of 192x192 windows takes
+    0.35-0.45 of a step of whole crops (docs/DEMO.md)."""
     x1 = model.inc(x)
     x2 = model.down1(x1)
     x3 = model.down2(x2)
@@ -349,7 +349,7 @@ def train(args: argparse.Namespace) -> None:
 #: chain behind the packaged weights (docs/DEMO.md); ``hour-b8`` folds phase 2's wider voices into phase 1 and
 #: shortens every phase, to fit about an hour on two CPU cores; ``hour`` runs the same phases at batch 4 (a step
 #: takes half the time, so the hour holds twice the updates; learning rates / sqrt(2)); ``hour-w`` trains its first
-#: phase on 192x192 windows of the crops (``--window``: 2.3x the samples per second). All three train weaker weights
+#: phase on 192x192 windows of the crops (``--window``: 2.2-2.9x the samples per second). All three train weaker weights
 #: than ``shipped`` (docs/DEMO.md, "The hour recipes").
 RECIPES: dict[str, list[list[str]]] = {
     "shipped": [

@@ -165,11 +165,10 @@ FLOAT64 = "the PyTorch module in float64 (parity's fp32 rule, framegen.toolkit.c
 INDEPENDENT_KEY = {"fp16": "fp16_emulation", "fp32": "fp64_reference"}
 
 
-def emulated_fp16(module: Any, inputs: Sequence[np.ndarray], run: Callable[[Any], np.ndarray],
-                  cache: dict[str, Any] | None = None, tag: str = "") -> tuple[np.ndarray, float]:
-    """``run(emulation)`` for the fp16 emulation of ``module``, and the seconds it took; with ``cache``
-    (a :attr:`Reference.emulations`), run at most once per ``tag`` and ``inputs``: a second artifact of the same
-    export reuses it."""
+def _cached_run(cache: dict[str, Any] | None, tag: str, inputs: Sequence[np.ndarray],
+                compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    """``compute()`` and the seconds it took, run at most once per ``tag`` and ``inputs`` when ``cache`` (a
+    :attr:`Reference.emulations`) is given: a second artifact of the same export reuses it."""
     h = hashlib.sha256(tag.encode())
     for a in inputs:
         h.update(f"{a.dtype}{a.shape}".encode())
@@ -178,11 +177,19 @@ def emulated_fp16(module: Any, inputs: Sequence[np.ndarray], run: Callable[[Any]
     if cache is not None and key in cache:
         return cache[key]
     t0 = time.perf_counter()
-    out = np.asarray(run(fp16_emulation(module)))
+    out = np.asarray(compute())
     entry = (out, round(time.perf_counter() - t0, 2))
     if cache is not None:
         cache[key] = entry
     return entry
+
+
+def emulated_fp16(module: Any, inputs: Sequence[np.ndarray], run: Callable[[Any], np.ndarray],
+                  cache: dict[str, Any] | None = None, tag: str = "") -> tuple[np.ndarray, float]:
+    """``run(emulation)`` for the fp16 emulation of ``module``, and the seconds it took; with ``cache``
+    (a :attr:`Reference.emulations`), run at most once per ``tag`` and ``inputs``: a second artifact of the same
+    export reuses it."""
+    return _cached_run(cache, tag, inputs, lambda: run(fp16_emulation(module)))
 
 
 def derived_limit(fixed: float, measured: float, unit: str = "", precision: str = "fp16") -> tuple[float, str]:
@@ -206,17 +213,11 @@ def float64_output(module: Any, inputs: Sequence[np.ndarray], cache: dict[str, A
 
     import torch
 
-    key = "float64:" + tag + "".join(f"{a.dtype}{a.shape}" for a in inputs) + hashlib.sha256(
-        b"".join(np.ascontiguousarray(a).tobytes() for a in inputs)).hexdigest()
-    if cache is not None and key in cache:
-        return cache[key]
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        out = copy.deepcopy(module).double().eval()(*(torch.from_numpy(a).double() for a in inputs)).numpy()
-    entry = (out, round(time.perf_counter() - t0, 2))
-    if cache is not None:
-        cache[key] = entry
-    return entry
+    def compute() -> np.ndarray:
+        with torch.no_grad():
+            return copy.deepcopy(module).double().eval()(*(torch.from_numpy(a).double() for a in inputs)).numpy()
+
+    return _cached_run(cache, "float64:" + tag, inputs, compute)
 
 
 def tolerance_for(ref: Reference, precision: str, batches: Sequence[int], *, derive_fp32: bool = False
