@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,21 @@ def test_demo_folder_rules(tmp_path):
 # ------------------------------------------------------------------------------------- the trained demo generator
 
 
+@pytest.fixture(scope="module")
+def demo_own_bundle(tmp_path_factory) -> Path:
+    """The shipped demo weights exported as `framegen demo` exports them (ONNX fp32 + int8, int8 calibrated and judged
+    on the demo's own template and speech features, a refused one left out), without fp16 and the audio encoder."""
+    from framegen.toolkit.export.bundle import export_bundle
+    from framegen.toolkit.export.compress import CompressOptions
+
+    steps = [s for s in DEFAULT_STEPS if s.name in ("template", "checkpoints", "speech", "features")]
+    ctx = run_demo(DemoContext(out=tmp_path_factory.mktemp("demo_own") / "d", progress=False), steps)
+    compression = CompressOptions(template=ctx.artifacts["template"], features=ctx.artifacts["features"],
+                                  skip_refused=True)
+    return export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", formats=("onnx",),
+                         precisions=("fp32", "int8"), compression=compression)
+
+
 def test_the_shipped_demo_weights_load_as_an_ordinary_fp32_state_dict(tmp_path):
     """Compact fp16 .npz (no pickle) in the package; ``checkpoint init --demo-trained`` writes SyncTalk_2D's format,
     which every other command reads as any checkpoint."""
@@ -173,26 +189,22 @@ def test_the_shipped_demo_weights_load_as_an_ordinary_fp32_state_dict(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_trained_generator_opens_the_mouth_for_speech_and_closes_it_for_silence(tmp_path):
+def test_the_trained_generator_opens_the_mouth_for_speech_and_closes_it_for_silence(demo_own_bundle):
     """On held-out speech (seed and voice the training never used): the rendered mouth opening, read from the
-    pixels, follows the true opening (measured r 0.84 with the phase 4 weights, 0.86 with phase 3, 0.52-0.53 with
-    phase 2) while the template's own mouth does not, and the render does not copy it (r 0.06); with the audio zeroed
-    the relation collapses (|r| 0.02 measured). The frames are rendered through the
+    pixels, follows the true opening (measured r 0.85 with the shipped hour-wc weights, 0.84 with phase 4, 0.86 with
+    phase 3, 0.52-0.53 with phase 2) while the template's own mouth does not, and the render does not copy it (r
+    0.00); with the audio zeroed the relation collapses (|r| 0.11 measured). The frames are rendered through the
     shipped weights' fp32 ONNX export on ONNX Runtime, which the export validates against the PyTorch module (about
     twice as fast as PyTorch eager here)."""
-    from framegen.models.demo import load_demo_generator
     from framegen.models.init import init_audio_encoder
-    from framegen.models.io import save_generator
     from framegen.runtimes.registry import open_backend
     from framegen.runtimes.spec import OpenRequest
     from framegen.toolkit.compare.lipsync import measure
-    from framegen.toolkit.export.bundle import export_bundle
     from framegen.toolkit.inputs.audio import torch_encoder_fn
     from framegen.toolkit.inputs.speech import synthesize_speech
     from framegen.toolkit.inputs.talking import talking_clip
 
-    bundle = export_bundle(save_generator(load_demo_generator(), tmp_path / "demo.pth"), tmp_path / "b",
-                           formats=("onnx",), precisions=("fp32",))
+    bundle = demo_own_bundle  # the shipped weights (steps "checkpoints"), fp32 validated against PyTorch at export
     encode = torch_encoder_fn(init_audio_encoder(0))
     speech = synthesize_speech(2.4, seed=123_457, f0=205.0, tempo=0.85, level=0.4)
     clip = talking_clip(speech, encode, track_seed=123_457)
@@ -209,8 +221,9 @@ def test_the_trained_generator_opens_the_mouth_for_speech_and_closes_it_for_sile
     assert r.mouth_psnr_db > 17.0, r
     # Outside the mouth the face stays the template's: phase 3 left saturated specks in the mask's edge strips
     # (76-99 crop pixels per frame, 95 on this utterance; docs/DEMO.md, "The specks at the crop's edges"), phase 4
-    # none on this utterance and at most 24 in any frame of eval_demo.py's utterances.
-    assert r.far_off_outside_max is not None and r.far_off_outside_max < 25, r
+    # at most 24 in any frame of eval_demo.py's utterances, the shipped hour-wc weights none in any (their logits
+    # are held within +-8, so the sigmoid never saturates).
+    assert r.far_off_outside_max is not None and r.far_off_outside_max <= 4, r
 
 
 def test_far_off_pixels_outside_the_mouth_count_specks_and_ignore_the_mouth():
@@ -232,3 +245,20 @@ def test_far_off_pixels_outside_the_mouth_count_specks_and_ignore_the_mouth():
     inside[0, (y0 + y1) // 2, (x0 + x1) // 2] = (80, 255, 0)
     assert far_off_outside_mouth(speck, wide, boxes).tolist() == [0, 36, 36, 0]
     assert far_off_outside_mouth(inside, wide, boxes).tolist() == [0] * n
+
+
+
+@pytest.mark.slow
+def test_the_shipped_weights_keep_int8_on_the_demos_own_frames(demo_own_bundle):
+    """The demo calibrates and judges int8 on its own template and speech. There phase 4's int8 moved a pixel by
+    174-189 levels and was refused; the shipped hour-wc weights, whose training held the logits within +-8, pass
+    (measured 40.3 dB and 36 levels on OpenVINO; docs/PARITY.md), so the bundle keeps int8 and `--precision auto`
+    takes it on a CPU with VNNI and no AMX (int8 first there)."""
+    from framegen.models.bundle import load_bundle
+    from framegen.toolkit.bench.precision import choose_precision
+
+    record = load_bundle(demo_own_bundle).find("generator", "onnx", "int8").validation
+    assert record is not None and record.passed, record
+    assert record.check("psnr_db").value > 36 and record.check("max_level_error").value <= 60, record
+    choice = choose_precision(demo_own_bundle, flags=frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}))
+    assert choice.precision == "int8" and "proven at export" in choice.reason, choice

@@ -72,9 +72,10 @@ def demo_bf16_bundle(tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_judges_bf16_on_the_trained_checkpoint_and_auto_uses_it(demo_bf16_bundle, tmp_path):
-    """On the trained demo generator, bf16 compute clears its floor by a wide margin (phase 4 weights: 53.7 dB and
-    19 levels in measure_bf16.py, against the 30 dB / 96-level floor; phase 3: 52.1 dB, 55 levels; phase 2: 54.7 dB,
-    17 levels); auto takes it on an AMX CPU, and no longer once the record is gone or failed."""
+    """On the trained demo generator, bf16 compute clears its floor by a wide margin (measure_bf16.py, against the
+    30 dB / 96-level floor: the shipped hour-wc weights 53.7 dB and 4 levels; phase 4 53.7 dB, 19 levels; phase 3
+    52.1 dB, 55 levels; phase 2 54.7 dB, 17 levels); auto takes it on an AMX CPU, and no longer once the record is
+    gone or failed."""
     from framegen.models.bundle import load_bundle
 
     art = load_bundle(demo_bf16_bundle).find("generator", "onnx", "fp32")

@@ -1,6 +1,6 @@
 """Train the demo generator: SyncTalk_2D's own 'ave' U-Net, on synthetic talking clips it makes itself.
 
-    python scripts/train_demo.py --work /tmp/train-demo --out demo.npz --recipe hour    # all phases, one command
+    python scripts/train_demo.py --work /tmp/train-demo --out demo.npz --recipe hour-wc  # the packaged weights
     python scripts/train_demo.py --work /tmp/train-demo --out demo.npz --steps 800 ...   # one phase
 
 The setup is SyncTalk_2D's: for frame k of a clip, the input is a reference crop (another frame) beside frame k's
@@ -17,9 +17,10 @@ the mouth opening from the mouth box of the training frames (their ground truth)
 the generator draws, whose squared error from the true opening is added with weight W (``--sync-ramp R``: rising
 from 0 over the first share R of the steps). ``--edge-weight E`` weighs the strips the mask leaves at the crop's
 edges 1 + E times, ``--edge-bce B`` adds cross-entropy on the output logits there, and ``--far-bce B`` adds it
-wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did. ``--window S``
-trains on S x S windows of the crops, on the 32-pixel grid of the audio branch's 10x10 map and mostly over the mouth
-(:func:`forward_window`), a step at 0.35-0.45 of a whole crop's time (docs/DEMO.md, "The hour recipes").
+wherever a pixel is far off; docs/DEMO.md ("The specks at the crop's edges") says what each did. ``--logit-penalty
+W`` adds W x (|logit| - 8)^2 beyond +-8, which keeps the sigmoid out of saturation (docs/DEMO.md, "Training").
+``--window S`` trains on S x S windows of the crops, on the 32-pixel grid of the audio branch's 10x10 map and mostly
+over the mouth (:func:`forward_window`), a step at 0.35-0.45 of a whole crop's time (docs/DEMO.md, "The hour recipes").
 
 bf16 autocast and channels_last on a CPU with AMX/AVX-512-BF16, CUDA when present. Seeded
 (data and sampling), resumable (``--work`` holds the data cache and the latest state; rerun the same command), and
@@ -57,6 +58,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 #: them (scripts/eval_demo.py).
 TRAIN_SEED0 = 1000
 TTS_SEED0 = 5000
+#: Output logits within +-LOGIT_CAP reach 0.09-254.9 of 255 levels after the sigmoid: enough for any target here.
+LOGIT_CAP = 8.0
 
 
 def voice(rng: np.random.Generator, augment: bool = False) -> dict[str, float]:
@@ -262,7 +265,7 @@ def train(args: argparse.Namespace) -> None:
     critic = opening_critic(data, device, args.seed) if args.sync_weight > 0 else None
     model = Model(6, "ave").to(device).to(memory_format=torch.channels_last)
     logits: list[torch.Tensor] = []
-    if args.edge_bce > 0 or args.far_bce > 0:  # the output convolution's result, before SyncTalk_2D's sigmoid
+    if args.edge_bce > 0 or args.far_bce > 0 or args.logit_penalty > 0:  # outc's result, before the sigmoid
         model.outc.register_forward_hook(lambda _m, _i, out: logits.append(out))
     strips = None
     if args.edge_bce > 0:
@@ -319,6 +322,11 @@ def train(args: argparse.Namespace) -> None:
                 far = ((out.float() - tgt).abs().amax(1, keepdim=True) > FAR_BCE_FROM).float().detach()
                 bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[-1].float(), tgt, reduction="none")
                 loss = loss + args.far_bce * (bce * far).mean()
+            if args.logit_penalty > 0:
+                # hour-w's first phase grew logits up to 4,841: a saturated sigmoid learns nothing from L1 and
+                # amplifies fp32 rounding 12x (docs/DEMO.md); beyond LOGIT_CAP a logit is pulled back quadratically
+                over = (logits[-1].float().abs() - LOGIT_CAP).clamp(min=0)
+                loss = loss + args.logit_penalty * (over ** 2).mean()
             if critic is not None:
                 read = critic(mouth_crops(out.float(), data["box_open"][idx]))[:, 0]
                 # from scratch, the critic's reading of a still-blurred mouth means little: its weight ramps in
@@ -345,12 +353,14 @@ def train(args: argparse.Namespace) -> None:
           f"(final loss {ema:.4f}) -> {args.out}", flush=True)
 
 
-#: Whole trainings as phases, each a fine-tune of the one before (flags as on the command line). ``shipped`` is the
-#: chain behind the packaged weights (docs/DEMO.md); ``hour-b8`` folds phase 2's wider voices into phase 1 and
-#: shortens every phase, to fit about an hour on two CPU cores; ``hour`` runs the same phases at batch 4 (a step
+#: Whole trainings as phases, each a fine-tune of the one before (flags as on the command line). ``hour-wc`` trains
+#: the packaged weights (61.7 minutes from nothing on two CPU cores, docs/DEMO.md); ``shipped`` is the four-phase
+#: chain behind the weights packaged before it (phase 4, about 97 minutes). ``hour-b8`` folds phase 2's wider voices
+#: into phase 1 and shortens every phase, to fit about an hour; ``hour`` runs the same phases at batch 4 (a step
 #: takes half the time, so the hour holds twice the updates; learning rates / sqrt(2)); ``hour-w`` trains its first
-#: phase on 192x192 windows of the crops (``--window``: 2.2-2.9x the samples per second). All three train weaker weights
-#: than ``shipped`` (docs/DEMO.md, "The hour recipes").
+#: phase on 192x192 windows of the crops (``--window``: 2.2-2.9x the samples per second); ``hour-wc`` is ``hour-w``
+#: with the logits held within +-LOGIT_CAP (``--logit-penalty``). Only ``hour-wc`` matches ``shipped``
+#: (docs/DEMO.md, "The hour recipes").
 RECIPES: dict[str, list[list[str]]] = {
     "shipped": [
         ["--steps", "800", "--clips", "20"],
@@ -373,6 +383,14 @@ RECIPES: dict[str, list[list[str]]] = {
          "--sync-weight", "2", "--masked-from", "other", "--seed", "6"],
         ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "500", "--lr", "2e-4",
          "--sync-weight", "2", "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10"],
+    ],
+    "hour-wc": [
+        ["--augment", "--window", "192", "--steps", "1100", "--lr", "2e-3", "--clips", "20", "--logit-penalty", "0.01"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "1300", "--lr", "5e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "6", "--logit-penalty", "0.01"],
+        ["--augment", "--tts", "0.5", "--clips", "24", "--batch", "4", "--steps", "500", "--lr", "2e-4",
+         "--sync-weight", "2", "--masked-from", "other", "--seed", "7", "--edge-weight", "4", "--far-bce", "10",
+         "--logit-penalty", "0.01"],
     ],
     "hour-b8": [
         ["--augment", "--steps", "500", "--clips", "20"],
@@ -431,6 +449,9 @@ def main() -> None:
                    help="weight of a cross-entropy loss on the output logits in the strips outside the mask")
     p.add_argument("--far-bce", type=float, default=0.0,
                    help=f"cross-entropy on the output logits, weight B, wherever a pixel is off by > {FAR_BCE_FROM}")
+    p.add_argument("--logit-penalty", type=float, default=0.0,
+                   help=f"weight of a quadratic penalty on output logits beyond +-{LOGIT_CAP:g} (keeps the sigmoid "
+                        "out of saturation)")
     p.add_argument("--masked-from", choices=("target", "other"), default="target",
                    help="the masked image: the target frame (SyncTalk_2D) or its pose with another frame's mouth")
     p.add_argument("--clips", type=int, default=24)

@@ -46,7 +46,8 @@ def precision_order(flags: frozenset[str] | None = None) -> tuple[list[str], str
     more of the picture (55 vs 20 dB on the trained demo checkpoint; the one int8 model that passed the floor there,
     NNCF's accuracy-aware one at 40 dB, kept its full-resolution layers in fp32 and ran at fp32's speed), so bf16
     comes first there. Elsewhere int8 comes first: on AVX2 CPUs
-    without VNNI OpenVINO's int8 was 2.0-2.6x ONNX Runtime fp32, and bf16 without AMX is unmeasured here.
+    without VNNI OpenVINO's int8 was 2.0-2.6x ONNX Runtime fp32, and on a Zen 4 EPYC (AVX-512 bf16 and VNNI, no AMX)
+    1.2-1.45x OpenVINO bf16 (``scripts/realtime_table.py``, ``scripts/measure_int8.py``, 2026-12-07).
     """
     have = cpu_flags() if flags is None else flags
     if "amx_bf16" in have:
