@@ -155,17 +155,12 @@ def test_demo_folder_rules(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_own_bundle(tmp_path_factory) -> Path:
-    """The shipped demo weights exported as `framegen demo` exports them (ONNX fp32 + int8, int8 calibrated and judged
-    on the demo's own template and speech features, a refused one left out), without fp16 and the audio encoder."""
-    from framegen.toolkit.export.bundle import export_bundle
-    from framegen.toolkit.export.compress import CompressOptions
-
-    steps = [s for s in DEFAULT_STEPS if s.name in ("template", "checkpoints", "speech", "features")]
-    ctx = run_demo(DemoContext(out=tmp_path_factory.mktemp("demo_own") / "d", progress=False), steps)
-    compression = CompressOptions(template=ctx.artifacts["template"], features=ctx.artifacts["features"],
-                                  skip_refused=True)
-    return export_bundle(ctx.artifacts["checkpoint"], ctx.out / "bundle", formats=("onnx",),
-                         precisions=("fp32", "int8"), compression=compression)
+    """The bundle `framegen demo` exports from the shipped weights (its own steps; ONNX only): int8 calibrated and
+    judged on the demo's own template and speech features, a refused one left out."""
+    steps = [s for s in DEFAULT_STEPS if s.name in ("template", "checkpoints", "speech", "features", "export")]
+    ctx = run_demo(DemoContext(out=tmp_path_factory.mktemp("demo_own") / "d", progress=False, formats=("onnx",)),
+                   steps)
+    return ctx.artifacts["bundle"]
 
 
 def test_the_shipped_demo_weights_load_as_an_ordinary_fp32_state_dict(tmp_path):
@@ -245,7 +240,6 @@ def test_far_off_pixels_outside_the_mouth_count_specks_and_ignore_the_mouth():
     inside[0, (y0 + y1) // 2, (x0 + x1) // 2] = (80, 255, 0)
     assert far_off_outside_mouth(speck, wide, boxes).tolist() == [0, 36, 36, 0]
     assert far_off_outside_mouth(inside, wide, boxes).tolist() == [0] * n
-
 
 
 @pytest.mark.slow
