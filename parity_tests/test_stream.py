@@ -412,30 +412,34 @@ def _closable(be, workers: int, serial: bool = False):
 
 
 def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
-    """A live stream keeps one inference at a time when it keeps up, takes the render's layout where that renders
-    faster, and keeps the low-latency layout where it does not; the one not chosen is closed."""
+    """Without a latency budget, a live stream keeps one inference at a time when it keeps up, takes the render's
+    layout where that renders faster, and keeps the low-latency layout where it does not; the one not chosen is
+    closed."""
     import framegen.toolkit.frames.stream as stream_mod
     from framegen.toolkit.frames.stream import choose_live_layout
     from fx_render import make_fake_backend
 
     monkeypatch.setattr(stream_mod, "LAYOUT_FRAMES", 12)  # the fakes' rates are steady: fewer frames tell them apart
 
+    def choose(*args, **kw):  # throughput alone (a latency budget's choice is the next test's)
+        return choose_live_layout(*args, latency_budget_ms=None, **kw)
+
     def never():
         raise AssertionError("a layout that keeps up needs no other")
 
     fast = _closable(make_fake_backend(), 1)
-    chosen, layout = choose_live_layout(prepared_template, fast, never)
+    chosen, layout = choose(prepared_template, fast, never)
     assert chosen is fast and layout.workers == 1 and "keeps up" in layout.note and not fast.closed
     assert chosen.info.extra["live_layout"]["workers"] == 1
 
     # 0.1 s per inference: ~10 fps one at a time; three at once overlap (~30 fps); 0.15 s queued on a lock: ~7 fps
     slow, wide = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(delay=0.1), 3)
-    chosen, layout = choose_live_layout(prepared_template, slow, lambda: wide)
+    chosen, layout = choose(prepared_template, slow, lambda: wide)
     assert chosen is wide and slow.closed and not wide.closed and layout.workers == 3
     assert layout.measured_fps[3] > 2 * layout.measured_fps[1] and "the stream runs 3" in layout.note
 
     slow, queued = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(delay=0.15), 3, True)
-    chosen, layout = choose_live_layout(prepared_template, slow, lambda: queued)
+    chosen, layout = choose(prepared_template, slow, lambda: queued)
     assert chosen is slow and queued.closed and not slow.closed and layout.workers == 1
     assert set(layout.measured_fps) == {1, 3} and "the lower latency" in layout.note
 
@@ -443,19 +447,66 @@ def test_live_layout_is_chosen_by_measurement(prepared_template, monkeypatch):
         raise RuntimeError("out of device memory\n  at a long native stack")
 
     slow = _closable(make_fake_backend(delay=0.1), 1)
-    chosen, layout = choose_live_layout(prepared_template, slow, refused)  # the stream still runs, one at a time
+    chosen, layout = choose(prepared_template, slow, refused)  # the stream still runs, one at a time
     assert chosen is slow and not slow.closed and layout.workers == 1
     assert layout.note.endswith("(the render's layout could not be opened: out of device memory)")
 
     slow, failing = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(fail_at_call=2), 3)
     with pytest.raises(RuntimeError, match="fails at call 2"):  # the caller holds only `slow`
-        choose_live_layout(prepared_template, slow, lambda: failing)
+        choose(prepared_template, slow, lambda: failing)
     assert failing.closed and not slow.closed
 
     slow = _closable(make_fake_backend(delay=0.1), 1)  # a backend whose render runs one at a time: nothing opened
-    chosen, layout = choose_live_layout(prepared_template, slow, None)
+    chosen, layout = choose(prepared_template, slow, None)
     assert chosen is slow and not slow.closed and set(layout.measured_fps) == {1}
     assert layout.note.endswith("(the render's layout is the same here)")
+
+
+def test_a_latency_budget_picks_the_layout_that_can_keep_it(prepared_template, monkeypatch):
+    """With a budget, a layout qualifies when one frame's render fits 75 % of it: the faster wide layout (100 ms a
+    frame) loses to one at a time (50 ms) where it would win without one; where no layout fits, the budget is
+    dropped and said so rather than every frame being held."""
+    import framegen.toolkit.frames.stream as stream_mod
+    from framegen.toolkit.frames.stream import choose_live_layout
+    from fx_render import make_fake_backend
+
+    monkeypatch.setattr(stream_mod, "LAYOUT_FRAMES", 12)
+    for budget, want in ((80.0, 1), (None, 3)):
+        one, wide = _closable(make_fake_backend(delay=0.05), 1), _closable(make_fake_backend(delay=0.1), 3)
+        chosen, layout = choose_live_layout(prepared_template, one, lambda wide=wide: wide, latency_budget_ms=budget)
+        assert layout.workers == want and layout.measured_fps[3] > layout.measured_fps[1]
+        assert 45 <= layout.frame_ms[1] <= 70 and 90 <= layout.frame_ms[3] <= 140
+        assert layout.latency_budget_ms == budget and (chosen is one) == (want == 1)
+    assert "the only one within the budget" in layout.note or budget is None
+
+    one, wide = _closable(make_fake_backend(delay=0.1), 1), _closable(make_fake_backend(delay=0.1), 3)
+    chosen, layout = choose_live_layout(prepared_template, one, lambda: wide, latency_budget_ms=80.0)
+    assert chosen is wide and layout.latency_budget_ms is None and "frames come late" in layout.note
+
+
+def test_a_latency_budget_holds_the_frames_that_would_be_late(prepared_template, stream_speech):
+    """Live, a backend slower than real time (60 ms a frame, one at a time): with the 80 ms budget every frame shown
+    leaves within about the budget past its own lookahead, and the ones that could not are held (counted apart);
+    without a budget frames queue behind one another and come later. Both stay in step with the speech."""
+    from framegen.toolkit.bench.stream import bench_stream
+    from fx_render import make_fake_backend
+
+    wav = np.concatenate([stream_speech] * 4)  # 2.4 s: 59 frames
+    rows = {}
+    for budget in (80.0, None):
+        report = bench_stream(prepared_template, [make_fake_backend(delay=0.06)], per_row_encoder(), wav,
+                              chunk_ms=20, latency_budget_ms=budget)
+        rows[budget] = report["results"][0]
+    kept, free = rows[80.0], rows[None]
+    assert kept["latency_budget_ms"] == 80.0 and free["latency_budget_ms"] is None
+    assert kept["frames"] == free["frames"] == 59
+    for row in (kept, free):  # in step: the only lag is the end's flush, whose frames are all inferred
+        assert row["seconds"] - row["audio_seconds"] < row["end_frames"] * 0.06 + 0.5, row
+    assert kept["held_late_frames"] > 0 and kept["held_frames"] >= kept["held_late_frames"]
+    assert free["held_late_frames"] == 0
+    # Timing on a shared CI machine: the fake's 60 ms are a sleep, so its renders are steady; 20 ms of margin.
+    assert kept["beyond_lookahead_ms"]["max"] <= 100.0
+    assert free["beyond_lookahead_ms"]["max"] > kept["beyond_lookahead_ms"]["max"] + 20.0
 
 
 def test_only_backends_with_a_wider_render_layout_open_a_second_one_for_a_live_stream():

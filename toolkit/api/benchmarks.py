@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from framegen.toolkit.api.common import (
     PathLike,
+    UsageError,
     check_outputs,
     loaded_sources,
     split_list,
@@ -18,6 +20,7 @@ from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_tr
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.compare.html import bench_html
 from framegen.toolkit.compare.reports import write_text_atomic
+from framegen.toolkit.frames.stream import LATENCY_BUDGET_MS
 
 
 def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
@@ -52,19 +55,22 @@ def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoi
                  backends: str | Sequence[str] | None = None, precision: str = "fp32", audio: PathLike | None = None,
                  encoder: PathLike | None = None, seconds: float = 4.0, chunk_ms: float = 20.0,
                  realtime: bool = True, json: PathLike | None = None,
+                 latency_budget_ms: float | None = LATENCY_BUDGET_MS,
                  on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Live-stream latency (p50/p99 from a frame's last audio sample to its frame) and real-time factor per backend,
     paced at real time: ``seconds`` of ``audio`` (default: synthetic speech) in ``chunk_ms`` chunks through
     ``template``. ``realtime=False``: the same stream unpaced, as fast as it goes (its frames / seconds is the
-    stream's end-to-end rate; the session checks itself against the offline path). Returns the report dict (the
-    schema of ``framegen bench --stream --json``)."""
+    stream's end-to-end rate; the session checks itself against the offline path). ``latency_budget_ms``: as
+    :func:`stream`'s (live only). Returns the report dict (the schema of ``framegen bench --stream --json``)."""
     check_outputs(None, None, json)
+    if latency_budget_ms is not None and (not math.isfinite(latency_budget_ms) or latency_budget_ms < 0):
+        raise UsageError(f"--latency-budget-ms {latency_budget_ms}: must be a positive number of ms (0: none)")
 
     checkpoint, bundle = loaded_sources(checkpoint, bundle)
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
                               backends=split_list(backends) if backends is not None else None, precision=precision,
                               audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, realtime=realtime,
-                              on_result=on_result)
+                              latency_budget_ms=latency_budget_ms or None, on_result=on_result)
     if json is not None:
         write_json(json, report)
     return report

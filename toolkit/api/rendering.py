@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from framegen.toolkit.api.common import (
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
 from framegen.toolkit.frames.plan import render_workers
-from framegen.toolkit.frames.stream import LIVE_OPTIONS, choose_live_layout
+from framegen.toolkit.frames.stream import LATENCY_BUDGET_MS, LIVE_OPTIONS, choose_live_layout
 from framegen.toolkit.frames.video import DEFAULT_PRESET
 from framegen.toolkit.inputs.encoders import resolve_encoder
 
@@ -133,14 +134,17 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
            encoder: PathLike | None = None, backend: str = "auto", precision: str = "fp32", chunk_ms: float = 20.0,
            realtime: bool = False, batch: int = 1, start_frame: int = 0, crf: int = 20, preset: str | None = None,
            skip_bad_boxes: bool = False, stats: PathLike | None = None, options: dict[str, Any] | None = None,
-           note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Any:
+           latency_budget_ms: float | None = LATENCY_BUDGET_MS, note: Callable[[str], None] | None = None,
+           warn: Callable[[str], None] | None = None) -> Any:
     """Play ``audio`` (a file, or ``"-"``: raw s16le 16 kHz mono PCM on stdin) as a live source in chunks of
     ``chunk_ms`` (paced at real time with ``realtime``) through a streaming session, writing an mp4 with the audio
     in sync (frame k at k/25 s) and/or PNGs, atomically. Returns :class:`framegen.toolkit.frames.stream.StreamRunStats`
     (frames, RTF, latency p50/p99 from the arrival of the chunk that completed each frame's context and, when
     ``realtime``, from each frame's own time, the start-up measurement and the frames held). ``realtime`` is a
     live stream: measured at start-up, and degrading (held frames) rather than drifting when the backend is too
-    slow. ``precision`` ``auto`` picks the fastest precision the bundle proved (``framegen.toolkit.bench.
+    slow; ``latency_budget_ms`` (default two frame-times, 80 ms; ``None`` or 0: none) holds the frames that would
+    leave later than that past their own audio lookahead, and picks the model's layout that can keep it.
+    ``precision`` ``auto`` picks the fastest precision the bundle proved (``framegen.toolkit.bench.
     precision.choose_precision``)."""
     from framegen.toolkit.frames.stream import chunk_samples, iter_audio_file, stdin_chunks, stream_to_files
 
@@ -152,6 +156,9 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     check_exists(checkpoint=checkpoint, bundle=bundle, encoder=encoder, audio=None if from_stdin else audio,
             template=template if not hasattr(template, "template") else None)
     check_outputs(out, frames_dir)
+    if latency_budget_ms is not None and (not math.isfinite(latency_budget_ms) or latency_budget_ms < 0):
+        raise UsageError(f"--latency-budget-ms {latency_budget_ms}: must be a positive number of ms (0: none)")
+    budget = latency_budget_ms or None
     chunk = chunk_samples(chunk_ms)
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     prepared = prepared_template(template, skip_bad_boxes, warn)
@@ -167,7 +174,8 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
             wider = render_workers(be.name) > 1
             be, layout = choose_live_layout(prepared, be, (lambda: stack.enter_context(open_backend_for(
                 backend, precision, "tensor", checkpoint, bundle, None, wider_options))) if wider else None,
-                start_frame=start_frame)
+                start_frame=start_frame, latency_budget_ms=budget)
+            budget = layout.latency_budget_ms
             if note is not None:
                 note(f"live layout: {layout.note}")
         if note is not None:
@@ -183,7 +191,7 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
                 say(s["note"])
         result = stream_to_files(prepared, be, encode, chunks, out=out, frames_dir=frames_dir, realtime=realtime,
                                  start_frame=start_frame, batch=batch, crf=crf, preset=preset,
-                                 chunk_samples=chunk, on_start=start)
+                                 chunk_samples=chunk, on_start=start, latency_budget_ms=budget)
     if layout is not None:
         result.layout = asdict(layout)
     if stats is not None:

@@ -53,6 +53,7 @@ def _chunks(wav: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
 
 def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.ndarray], np.ndarray],
                  wav: np.ndarray, *, chunk_ms: float = 20.0, realtime: bool = True,
+                 latency_budget_ms: float | None = None,
                  on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Stream ``wav`` (16 kHz float32) through each opened backend in chunks of ``chunk_ms`` exactly as ``framegen
     stream`` does (``realtime``: live, paced, measured at start-up, degrading; the frames encoded to a temporary
@@ -63,6 +64,8 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
     p50/p90/p99/max (ms) after each frame's context and, paced, after its own time and beyond its own lookahead
     (the bound: ``lookahead + 2 frame-times`` means ``beyond <= 80 ms``), frames held, the end's flush, the start-up
     measurement, RSS when the stream starts, after 10 s and at the end (MB), and the session's exactness counters.
+    ``latency_budget_ms``: live, frames that would be later than this past their lookahead are held (a backend whose
+    live layout was chosen keeps the budget the chooser kept, ``info.extra["live_layout"]``).
     """
     import tempfile
 
@@ -80,10 +83,13 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
             if f.i == at:
                 rss["10s"] = _rss_mb()
 
+        layout = be.info.extra.get("live_layout")
+        budget = layout.get("latency_budget_ms") if layout is not None else latency_budget_ms
         with tempfile.TemporaryDirectory(prefix="framegen-bench-stream-") as tmp:
             stats = stream_to_files(template, be, encode, _chunks(wav, chunk), out=os.path.join(tmp, "live.mp4"),
                                     realtime=realtime, batching=batching, chunk_samples=chunk, on_frame=sample,
-                                    on_start=lambda _s, rss=rss: rss.update(start=_rss_mb()))
+                                    on_start=lambda _s, rss=rss: rss.update(start=_rss_mb()),
+                                    latency_budget_ms=budget)
         rss["end"] = _rss_mb()
         audio_s = wav.shape[0] / SAMPLE_RATE
         beyond = stats.beyond_lookahead_ms
@@ -93,7 +99,9 @@ def bench_stream(template: Any, backends: Sequence[Any], encode: Callable[[np.nd
                "fps": round(stats.frames / stats.seconds, 2) if stats.seconds > 0 else None,
                "latency_ms": stats.latency_ms, "frame_latency_ms": stats.frame_latency_ms,
                "beyond_lookahead_ms": beyond, "bound_ms": round(2000.0 / fps, 1),
-               "held_frames": stats.held_frames, "end_frames": stats.end_frames, "end_flush_ms": stats.end_flush_ms,
+               "held_frames": stats.held_frames, "held_late_frames": stats.session["held_late_frames"],
+               "latency_budget_ms": stats.latency_budget_ms, "end_frames": stats.end_frames,
+               "end_flush_ms": stats.end_flush_ms,
                "startup": stats.startup, "rss_mb": {k: round(v, 1) for k, v in rss.items()},
                "exact": stats.session["exact"], "verified": not realtime,
                "layout": be.info.extra.get("live_layout"),
@@ -126,7 +134,7 @@ def print_stream_report(report: dict[str, Any], console: Any) -> None:
         paced = bool(report["paced"])
         t.add_row(r["backend"], r["precision"], f"{r['startup']['fps']:.1f}" if r.get("startup") else "-",
                   str(r["frames"]), "-" if r.get("fps") is None else f"{r['fps']:.1f}", f"{r['rtf']:.2f}",
-                  str(r["held_frames"]),
+                  str(r["held_frames"]) + (f" ({r['held_late_frames']} late)" if r.get("held_late_frames") else ""),
                   f"{lat['p50']:.0f} / {lat['p99']:.0f}",
                   f"{fl['p50']:.0f} / {fl['p99']:.0f}" if paced else "-",
                   f"{beyond['p99']:.0f} ({r['bound_ms']:.0f})" if paced else "-", f"{r['end_flush_ms']:.0f}",
@@ -141,7 +149,7 @@ def print_stream_report(report: dict[str, Any], console: Any) -> None:
 
 def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = None, backends: Sequence[str] | None,
                      precision: str = "fp32", audio: Any = None, encoder: Any = None, seconds: float = 4.0,
-                     chunk_ms: float = 20.0, realtime: bool = True,
+                     chunk_ms: float = 20.0, realtime: bool = True, latency_budget_ms: float | None = None,
                      on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Open the template, the encoder (``encoder`` or the bundle's) and each backend (render options, as `framegen
     stream` opens them), and run :func:`bench_stream` on ``seconds`` of ``audio`` (default: synthetic speech)."""
@@ -168,9 +176,10 @@ def run_bench_stream(*, template: Any, bundle: Any = None, checkpoint: Any = Non
             if realtime:  # as `framegen stream --realtime` does: the render's layout where it feeds the CPU better
                 wider = render_workers(cand.backend) > 1
                 opened[-1], _ = choose_live_layout(prepared, opened[-1], (lambda cand=cand: open_candidate(
-                    cand, bundle=bundle, checkpoint=checkpoint, options=None)) if wider else None)
+                    cand, bundle=bundle, checkpoint=checkpoint, options=None)) if wider else None,
+                    latency_budget_ms=latency_budget_ms)
         report = bench_stream(prepared, opened, encode, wav, chunk_ms=chunk_ms, realtime=realtime,
-                              on_result=on_result)
+                              latency_budget_ms=latency_budget_ms, on_result=on_result)
     finally:
         for be in opened:
             be.close()

@@ -143,6 +143,8 @@ def bench(
     unpaced: Annotated[bool, typer.Option(
         "--unpaced", help="With --stream: the same stream as fast as it goes instead of paced at real time; its "
         "frames / seconds is the stream's end-to-end rate, to set beside the model-only fps.")] = False,
+    latency_budget_ms: Annotated[float, typer.Option("--latency-budget-ms", min=0.0, help=(
+        "With --stream (live): as `framegen stream --latency-budget-ms`; 0: no budget."))] = 80.0,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
@@ -152,7 +154,7 @@ def bench(
         raise BenchError("bench: --unpaced applies to --stream only")
     if stream:
         _stream_bench(bundle, checkpoint, backends, precisions, template, audio, encoder, seconds, chunk_ms,
-                      json_path, realtime=not unpaced)
+                      json_path, realtime=not unpaced, latency_budget_ms=latency_budget_ms)
         return
 
     if e2e and (template is None or features is None):
@@ -223,7 +225,7 @@ def _stream_line(row: dict[str, Any], realtime: bool) -> str:
 
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
-                  json_path: Path | None, realtime: bool = True) -> None:
+                  json_path: Path | None, realtime: bool = True, latency_budget_ms: float = 80.0) -> None:
     """`bench --stream`: see :mod:`framegen.toolkit.bench.stream`."""
     from framegen.toolkit.api import bench_stream
     from framegen.toolkit.bench.core import parse_list
@@ -234,7 +236,7 @@ def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | 
     precs = parse_list(precisions, "--precisions") or ["fp32"]
     report = bench_stream(template=template, bundle=bundle, checkpoint=checkpoint, backends=names,
                           precision=precs[0], audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms,
-                          realtime=realtime, json=json_path,
+                          realtime=realtime, json=json_path, latency_budget_ms=latency_budget_ms,
                           on_result=lambda r: note(_stream_line(r, realtime)))
     if report.get("precision_choice"):
         note(f"precision auto -> {report['precision_choice']}")

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 from framegen.toolkit.common.console import note, out, warn
 
+# The CLI's default: importing the stream module here would load numpy and more for every `framegen` command.
+LATENCY_BUDGET_MS = 80.0
+
 
 def register(app: typer.Typer) -> None:
     """Add the `stream` command."""
@@ -36,6 +39,10 @@ def stream(
     realtime: Annotated[bool, typer.Option("--realtime", help=(
         "Live: pace the chunks at real time, measure at start-up whether the backend keeps up, and hold frames "
         "(repeat the previous one) rather than fall behind the speech."))] = False,
+    latency_budget_ms: Annotated[float, typer.Option("--latency-budget-ms", min=0.0, help=(
+        "With --realtime: hold (repeat the previous frame) any frame that would leave more than this many ms after "
+        "its own audio lookahead, and run the model's layout that can keep it; 0: no budget, every frame that a "
+        "worker is free for is shown, however late."))] = LATENCY_BUDGET_MS,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Frames per inference call (the render's grid).")]
     = 1,
     start_frame: Annotated[int, typer.Option("--start-frame", min=0, help="First template frame of the "
@@ -54,14 +61,16 @@ def stream(
                        bundle=bundle, encoder=encoder, backend=backend,
                        precision=precision or ("auto" if realtime else "fp32"), chunk_ms=chunk_ms,
                        realtime=realtime, batch=batch, start_frame=start_frame, crf=crf,
-                       skip_bad_boxes=skip_bad_boxes, stats=stats_path, note=note, warn=warn)
+                       skip_bad_boxes=skip_bad_boxes, stats=stats_path, latency_budget_ms=latency_budget_ms,
+                       note=note, warn=warn)
     lat = stats.latency_ms
     targets = ", ".join(t for t in (stats.out, f"{stats.frames_dir}/" if stats.frames_dir else None) if t)
     live = ""
     if stats.realtime:
         fl = stats.frame_latency_ms
+        late = stats.session.get("held_late_frames", 0)
         live = (f"; from each frame's own time p50 {fl['p50']:.0f} ms, p99 {fl['p99']:.0f} ms; "
-                f"{stats.held_frames} frame(s) held")
+                f"{stats.held_frames} frame(s) held" + (f" ({late} of them would have been late)" if late else ""))
     out.print(f"{stats.frames} frames ({stats.audio_seconds:.2f} s of audio) in {stats.seconds:.2f} s "
               f"(RTF {stats.rtf:.2f}{', slower than real time' if stats.rtf > 1.01 else ''}); latency after the "
               f"context p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms{live} -> {targets}", markup=False,

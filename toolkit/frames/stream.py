@@ -13,6 +13,7 @@ Memory is bounded for any length: the audio half's buffers, and at most ``2 * wo
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import os
 import queue
@@ -64,6 +65,15 @@ __all__ = ["MAX_CHANNELS", "MAX_CHUNK_MS", "EncoderBatching", "PlayResult", "Str
 
 # --------------------------------------------------------------------------------------------------- session
 
+#: Renders a latency budget's estimate looks back over (about 0.6 s at 25 fps: recent enough to follow the machine's
+#: load, long enough that one slow frame does not hold the next ones).
+DURATION_WINDOW = 16
+#: Renders timed before a latency budget holds anything (until then every frame is inferred).
+MIN_DURATIONS = 3
+#: The percentile of those renders a latency budget expects the next one to take: a frame predicted in time still
+#: comes late when its render is slower than this, so the budget's p99 rests on it.
+LATE_QUANTILE = 90
+
 
 class StreamFrame(NamedTuple):
     """One streamed frame: index ``i``, presentation time ``i / fps`` s, the template frame used, the pasted BGR
@@ -95,17 +105,28 @@ class StreamSession:
     previous frame is shown again (``StreamFrame.held``, ``stats.held_frames``). At most one group per worker is
     computed and one more waits, so the next frame to be inferred is always one of the newest whose audio is complete.
     Frames that are not held still equal the offline render's.
+
+    ``latency_budget`` (seconds; with ``degrade``): a frame is also held when it would leave the session later than
+    this after its audio context was complete (the moment is mapped from the feed's arrival, ``feed(at=...)``, and
+    the samples past the context, as a source paced at real time delivers them). A render is expected to take the
+    :data:`LATE_QUANTILE` th percentile of the last :data:`DURATION_WINDOW`, counted from when a worker will be free:
+    a frame that cannot be shown in time is not shown late. Until :data:`MIN_DURATIONS` renders are timed,
+    ``render_seconds`` (the start-up measurement's time per frame) stands in; without it, nothing is held for
+    lateness until then.
     """
 
     def __init__(self, template: PreparedTemplate, backend: Backend, encode: Encoder, *, start_frame: int = 0,
                  batch: int = 1, input_rate: int = SAMPLE_RATE, batching: EncoderBatching | None = None,
-                 verify: bool = True, max_inflight: int | None = None, degrade: bool = False) -> None:
+                 verify: bool = True, max_inflight: int | None = None, degrade: bool = False,
+                 latency_budget: float | None = None, render_seconds: float | None = None) -> None:
         if backend.mode != "ave":
             raise StreamError(f"{backend.name}: streaming computes 'ave' features; the generator is {backend.mode!r}")
         if batch < 1:
             raise StreamError(f"--batch {batch}: must be at least 1")
         if input_rate <= 0:
             raise StreamError(f"input sample rate {input_rate}: must be positive")
+        if latency_budget is not None and not latency_budget > 0:
+            raise StreamError(f"latency budget {latency_budget} s: must be positive (None: no budget)")
         template.template_index(0, start_frame)  # PreprocessError naming the start frame when it is not usable
         self.template, self.backend, self.encode = template, backend, encode
         self.start_frame, self.batch, self.verify = start_frame, int(batch), verify
@@ -119,10 +140,16 @@ class StreamSession:
         self._closed = False
         workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
         self.degrade = bool(degrade)
+        self.latency_budget = latency_budget if degrade else None
+        self._workers = workers
         self._limit = max_inflight or (workers + 1 if degrade else 2 * workers)
+        self._durations: deque[float] = deque(maxlen=DURATION_WINDOW)  # wall seconds of the last renders
+        self._prior = render_seconds
+        self._fed_at = 0.0  # when the last feed's samples arrived (perf_counter)
         self._last_frame: np.ndarray | None = None  # what a held frame shows
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="framegen-stream")
-        self._inflight: deque[Future[list[StreamFrame]]] = deque()
+        # each group: its future and, once a worker has taken it, [start time]
+        self._inflight: deque[tuple[Future[list[StreamFrame]], list[float]]] = deque()
         self._done: list[StreamFrame] = []  # finished frames not handed out yet (at most one group per slot)
         self.owned_backend: Backend | None = None  # closed with the session (the API's stream_session sets it)
         self._cv2 = cv2_single_thread()
@@ -140,10 +167,12 @@ class StreamSession:
         """16 kHz samples received so far."""
         return self.audio.n
 
-    def feed(self, samples: np.ndarray) -> list[StreamFrame]:
-        """Add a chunk of samples; returns the frames completed so far (possibly none), in order."""
+    def feed(self, samples: np.ndarray, *, at: float | None = None) -> list[StreamFrame]:
+        """Add a chunk of samples; returns the frames completed so far (possibly none), in order. ``at``: when the
+        chunk's last sample arrived (``time.perf_counter()``; default now), what a latency budget counts from."""
         if self._total is not None or self._closed:
             raise StreamError("feed() after finish() or close()")
+        self._fed_at = time.perf_counter() if at is None else float(at)
         self.last_samples = self.audio.push(samples)
         self._advance(final=False)
         return self._collect(block=False)
@@ -152,7 +181,7 @@ class StreamSession:
         """Frames completed so far; waits up to ``timeout`` seconds (``None``: until one group is done)."""
         if self._inflight and timeout != 0.0:
             with contextlib.suppress(TimeoutError):
-                self._inflight[0].exception(timeout=timeout)
+                self._inflight[0][0].exception(timeout=timeout)
         elif timeout:
             time.sleep(timeout)  # nothing in flight: no frame can finish before more audio
         return self._collect(block=False)
@@ -176,7 +205,7 @@ class StreamSession:
         if self._closed:
             return
         self._closed = True
-        for f in self._inflight:
+        for f, _ in self._inflight:
             f.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._inflight.clear()
@@ -195,6 +224,12 @@ class StreamSession:
         return {**self.audio.buffer_sizes(), "inflight": len(self._inflight)}
 
     # ------------------------------------------------------------------------------------------- frames
+
+    def _timed_render(self, idx: list[int], audio: np.ndarray, ctx: int, clock: list[float]) -> list[StreamFrame]:
+        clock.append(time.perf_counter())
+        out = self._render(idx, audio, ctx)
+        self._durations.append(time.perf_counter() - clock[0])
+        return out
 
     def _render(self, idx: list[int], audio: np.ndarray, ctx: int) -> list[StreamFrame]:
         t = self.template
@@ -221,15 +256,18 @@ class StreamSession:
             if g1 - self._i < self.batch - self._i % self.batch and not final:
                 break  # the render's batch grid: a group is inferred whole
             idx = list(range(self._i, g1))
-            if self.degrade and not final and self._i > 0 and self._busy() >= self._limit:
-                self._inflight.append(self._held(idx))
+            if self.degrade and not final and self._i > 0 and (self._busy() >= self._limit or self._late(idx[0])):
+                if self._busy() < self._limit:
+                    self.stats.held_late_frames += len(idx)
+                self._inflight.append((self._held(idx), []))
                 self._i = g1
                 continue
             audio = self.audio.audio_for(idx, self._total, self.backend.mode)
             while len(self._inflight) >= self._limit:
                 # Backpressure: wait for the oldest group instead of queueing more (its frames wait in _done).
-                self._done.extend(self._inflight.popleft().result())
-            self._inflight.append(self._pool.submit(self._render, idx, audio, self.audio.n))
+                self._done.extend(self._inflight.popleft()[0].result())
+            clock: list[float] = []
+            self._inflight.append((self._pool.submit(self._timed_render, idx, audio, self.audio.n, clock), clock))
             self._i = g1
         self.audio.drop_embeddings_before(self._i - WINDOW_LEFT - 1)
 
@@ -240,7 +278,34 @@ class StreamSession:
 
     def _busy(self) -> int:
         """Groups a worker is still computing (finished and held ones wait only to be handed out in order)."""
-        return sum(1 for f in self._inflight if not f.done())
+        return sum(1 for f, _ in self._inflight if not f.done())
+
+    def _late(self, first: int) -> bool:
+        """Would a group starting with frame ``first``, submitted now, leave after its latency budget?"""
+        if self.latency_budget is None:
+            return False
+        if len(self._durations) >= MIN_DURATIONS:
+            took = float(np.percentile(self._durations, LATE_QUANTILE))
+        elif self._prior is not None:
+            took = max(self._prior, *self._durations) if self._durations else self._prior
+        else:
+            return False
+        now = time.perf_counter()
+        free: list[float] = []  # when each worker is free again
+        queued = 0
+        for f, clock in self._inflight:
+            if f.done():
+                continue
+            if clock:
+                free.append(max(clock[0] + took, now))
+            else:
+                queued += 1
+        free += [now] * max(0, self._workers - len(free))
+        heapq.heapify(free)
+        for _ in range(queued):
+            heapq.heapreplace(free, free[0] + took)
+        context_at = self._fed_at - (self.audio.n - context_samples(first)) / SAMPLE_RATE
+        return free[0] + took > context_at + self.latency_budget
 
     def _held(self, idx: list[int]) -> Future[list[StreamFrame]]:
         """A finished group for frames no worker was free for: filled with the previous frame when collected."""
@@ -253,8 +318,8 @@ class StreamSession:
 
     def _collect(self, block: bool) -> list[StreamFrame]:
         out, self._done = self._done, []
-        while self._inflight and (block or self._inflight[0].done()):
-            out.extend(self._inflight.popleft().result())
+        while self._inflight and (block or self._inflight[0][0].done()):
+            out.extend(self._inflight.popleft()[0].result())
         for k, f in enumerate(out):
             if f.held:
                 out[k] = f._replace(frame=self._last_frame)
@@ -469,6 +534,13 @@ LAYOUT_GAIN = 1.0
 LAYOUT_FRAMES = 24
 
 
+#: A live stream's default latency budget: two frame-times past a frame's own audio lookahead (issue 28's bound).
+LATENCY_BUDGET_MS = 2000.0 / FPS["ave"]
+#: A layout can keep a latency budget when one frame's render takes at most this share of it: the rest is the
+#: chunk the context completed in and the wait for a worker.
+BUDGET_SHARE = 0.75
+
+
 @dataclass(frozen=True)
 class LiveLayout:
     """How a live stream runs its model, chosen at start-up by :func:`choose_live_layout`."""
@@ -476,27 +548,37 @@ class LiveLayout:
     workers: int
     measured_fps: dict[int, float]  # workers -> frames/s measured at start-up
     note: str
+    #: workers -> ms one frame's render takes in that layout (workers / rate): the least latency it can give
+    frame_ms: dict[int, float] = field(default_factory=dict)
+    #: the budget the stream holds frames to (``None``: none asked, or no layout renders a frame within it)
+    latency_budget_ms: float | None = None
 
 
 def choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend] | None, *,
-                       start_frame: int = 0) -> tuple[Backend, LiveLayout]:
+                       start_frame: int = 0, latency_budget_ms: float | None = LATENCY_BUDGET_MS,
+                       ) -> tuple[Backend, LiveLayout]:
     """The backend a live stream runs on, chosen by measurement (:func:`_choose_live_layout`); the chosen one's
     ``info.extra["live_layout"]`` records the choice."""
-    chosen, layout = _choose_live_layout(template, live, open_wider, start_frame=start_frame)
+    chosen, layout = _choose_live_layout(template, live, open_wider, start_frame=start_frame,
+                                         budget_ms=latency_budget_ms)
     chosen.info.extra["live_layout"] = asdict(layout)
     return chosen, layout
 
 
 def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend] | None, *,
-                        start_frame: int = 0) -> tuple[Backend, LiveLayout]:
+                        start_frame: int = 0, budget_ms: float | None = None) -> tuple[Backend, LiveLayout]:
     """The backend a live stream runs on, chosen by measurement.
 
     ``live`` runs one inference at a time on every core: the lowest latency per frame. When it keeps up
     (:data:`KEEP_UP_HEADROOM`) it is kept without trying anything else. When it does not, ``open_wider()`` opens
     the render's layout (one single-thread inference per core, and one more), which feeds a CPU better (AMD EPYC
-    Zen 4, OpenVINO bf16: 0-18 frames held where one at a time held 119-422); it replaces ``live`` when it renders at
-    least :data:`LAYOUT_GAIN` x as fast. The backend not chosen is closed. ``open_wider=None``: the backend renders
-    one inference at a time anyway (its registry spec asks for no more workers), so nothing else is opened.
+    Zen 4, OpenVINO bf16: 0-18 frames held where one at a time held 119-422) but takes longer per frame.
+
+    With a latency budget (``budget_ms``), a layout qualifies when one frame's render fits :data:`BUDGET_SHARE` of it;
+    of those that qualify, the one that renders faster runs (ties to the wider one). Where none qualifies, the budget
+    is dropped (frames would all be held) and the faster layout runs. Without a budget the faster layout runs (at
+    least :data:`LAYOUT_GAIN` x for the wider one). The backend not chosen is closed. ``open_wider=None``: the
+    backend renders one inference at a time anyway (its registry spec asks for no more workers).
     """
     fps = FPS[live.mode]
     need = fps * KEEP_UP_HEADROOM
@@ -504,34 +586,51 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     one = max(1, int(getattr(live, "concurrent_workers", 1)))
     measure_rate(template, live, frames=4, start_frame=start_frame)  # warm: OpenVINO's first calls run slow
     rate = measure_rate(template, live, frames=LAYOUT_FRAMES, start_frame=start_frame)
+
+    def fits(workers: int, r: float) -> bool:
+        return budget_ms is None or 1000.0 * workers / r <= budget_ms * BUDGET_SHARE
+
+    def layout(workers: int, measured: dict[int, float], note: str) -> LiveLayout:
+        frame_ms = {w: round(1000.0 * w / r, 1) for w, r in measured.items()}
+        kept = budget_ms if budget_ms is not None and fits(workers, measured[workers]) else None
+        if budget_ms is not None and kept is None:
+            note += (f"; one frame takes {frame_ms[workers]:.0f} ms here, over {BUDGET_SHARE:.0%} of the "
+                     f"{budget_ms:.0f} ms latency budget: frames come late instead of all being held")
+        elif kept is not None:
+            note += f"; frames that would leave more than {kept:.0f} ms after their audio lookahead are held"
+        return LiveLayout(workers, {w: round(r, 2) for w, r in measured.items()}, note, frame_ms, kept)
+
     if rate >= need:
-        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps, keeps up")
+        return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps, keeps up")
     if open_wider is None:
-        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps (the "
-                                "render's layout is the same here)")
+        return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps (the render's layout is "
+                            "the same here)")
     try:
         wider = open_wider()
     except Exception as exc:  # a second session may not fit (device memory, a server's limits)
-        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps (the "
-                                f"render's layout could not be opened: {first_line(exc)})")
+        return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps (the render's layout "
+                            f"could not be opened: {first_line(exc)})")
     many = max(1, int(getattr(wider, "concurrent_workers", 1)))
     if many <= one:
         wider.close()
-        return live, LiveLayout(one, {one: round(rate, 2)}, f"{one} inference at a time: {rate:.1f} fps")
+        return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps")
     try:
         measure_rate(template, wider, frames=2 * many, start_frame=start_frame)
         rate_wide = measure_rate(template, wider, frames=LAYOUT_FRAMES, start_frame=start_frame)
     except BaseException:  # the caller holds only ``live``: the backend opened here is closed here
         wider.close()
         raise
-    measured = {one: round(rate, 2), many: round(rate_wide, 2)}
+    measured = {one: rate, many: rate_wide}
     said = f"{one} inference at a time {rate:.1f} fps, {many} single-thread inferences {rate_wide:.1f} fps"
-    if rate_wide >= rate * LAYOUT_GAIN:
+    faster_wide = rate_wide >= rate * LAYOUT_GAIN
+    take_wide = faster_wide if fits(one, rate) == fits(many, rate_wide) else fits(many, rate_wide)
+    if take_wide:
         live.close()
-        return wider, LiveLayout(many, measured, f"{said}: the stream runs {many} (higher throughput, more latency "
-                                                 "per frame)")
+        return wider, layout(many, measured, f"{said}: the stream runs {many} (" + (
+            "higher throughput, more latency per frame)" if faster_wide else "the only one within the budget)"))
     wider.close()
-    return live, LiveLayout(one, measured, f"{said}: the stream runs {one} (the lower latency)")
+    return live, layout(one, measured, f"{said}: the stream runs {one} (" + (
+        "the lower latency)" if not faster_wide else "the only one within the budget)"))
 
 
 def keep_up_note(what: str, rate: float, fps: int) -> str:
@@ -596,6 +695,8 @@ class StreamRunStats:
     end_frames: int = 0
     end_flush_ms: float = 0.0
     layout: dict[str, Any] | None = None  # a live stream's :class:`LiveLayout`, when it chose one
+    #: a live stream's latency budget past each frame's lookahead (frames that would be later are held)
+    latency_budget_ms: float | None = None
 
     @property
     def rtf(self) -> float:
@@ -689,7 +790,7 @@ def play(session: StreamSession, chunks: Iterable[np.ndarray], *, realtime: bool
             arrived_at = due
         else:
             arrived_at = time.perf_counter()
-        frames = session.feed(chunk)
+        frames = session.feed(chunk, at=arrived_at)
         arrivals.append((session.samples, arrived_at))
         most = max(most, session.buffer_sizes()["inflight"])
         if on_samples is not None:
@@ -712,14 +813,16 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                     realtime: bool = False, start_frame: int = 0, batch: int = 1, crf: int = 20,
                     preset: str | None = None, on_frame: Callable[[StreamFrame], None] | None = None,
                     batching: EncoderBatching | None = None, chunk_samples: int = 0,
-                    on_start: Callable[[dict[str, Any]], None] | None = None) -> StreamRunStats:
+                    on_start: Callable[[dict[str, Any]], None] | None = None,
+                    latency_budget_ms: float | None = None) -> StreamRunStats:
     """Play ``chunks`` (16 kHz mono float32 / int16 arrays) through a :class:`StreamSession` as a live source (see
     :func:`play`) and write the frames to an mp4 (H.264 + the streamed audio as AAC, frame k at k/fps s) and/or
     PNGs. Outputs appear only when complete (temporary names, renamed); an error or Ctrl-C leaves none.
 
     ``realtime``: a live stream. Before the first chunk, :func:`startup_check` prepares the template and measures
     whether the backend keeps up (``on_start`` gets its verdict); then the session degrades instead of drifting
-    (:class:`StreamSession` ``degrade``) and skips its self-check against the offline path (``verify``).
+    (:class:`StreamSession` ``degrade``, holding frames that would leave more than ``latency_budget_ms`` after their
+    audio lookahead) and skips its self-check against the offline path (``verify``).
     """
     if out is None and frames_dir is None:
         raise StreamError("nothing to write: give an output video (--out) and/or --frames-dir")
@@ -740,7 +843,9 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
         # without it). The equality itself is what parity_tests/test_stream.py proves.
         session = stack.enter_context(StreamSession(template, backend, encode, start_frame=start_frame,
                                                     batch=batch, batching=batching, degrade=realtime,
-                                                    verify=not realtime))
+                                                    verify=not realtime, latency_budget=(
+                                                        latency_budget_ms / 1000.0 if latency_budget_ms else None),
+                                                    render_seconds=_render_seconds(backend, startup)))
 
         def sink(f: StreamFrame) -> None:
             if video is not None:
@@ -772,7 +877,14 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                           frame_latency_ms=percentiles(result.frame_latencies_ms),
                           beyond_lookahead_ms=percentiles(result.beyond_lookahead_ms), held_frames=result.held,
                           end_frames=result.end_frames, end_flush_ms=round(result.end_flush_ms, 1),
-                          startup=startup)
+                          startup=startup, latency_budget_ms=latency_budget_ms if realtime else None)
+
+
+def _render_seconds(backend: Backend, startup: dict[str, Any] | None) -> float | None:
+    """One frame's render time as the start-up check measured it (workers / frames per second), if it ran."""
+    if not startup or not startup.get("fps"):
+        return None
+    return max(1, int(getattr(backend, "concurrent_workers", 1))) / float(startup["fps"])
 
 
 def stdin_chunks(chunk: int) -> Iterator[np.ndarray]:

@@ -215,6 +215,8 @@ class StreamStats:
     #: frames a degrading session did not infer because every worker was busy when their turn came (the previous
     #: frame was shown again): not part of the offline render's frames
     held_frames: int = 0
+    #: of those, frames held because they would have left after the session's latency budget
+    held_late_frames: int = 0
 
     @property
     def exact(self) -> bool:
