@@ -509,6 +509,21 @@ def test_a_latency_budget_holds_the_frames_that_would_be_late(prepared_template,
     assert free["beyond_lookahead_ms"]["max"] > kept["beyond_lookahead_ms"]["max"] + 20.0
 
 
+def test_a_latency_budget_never_holds_a_frame_an_idle_worker_could_start(prepared_template, stream_speech):
+    """A frame that would start at once is rendered whatever the estimate says: a start-up measurement far too slow
+    (1 s a frame) must not hold every frame of a fast backend, as it would if renders that never run were the only
+    way to correct it."""
+    from framegen.toolkit.frames.stream import StreamSession, encoder_batching, play
+    from fx_render import make_fake_backend
+
+    wav = np.concatenate([stream_speech, stream_speech])  # 1.2 s: 29 frames
+    encode = per_row_encoder()
+    with StreamSession(prepared_template, make_fake_backend(), encode, batching=encoder_batching(encode),
+                       degrade=True, verify=False, latency_budget=0.08, render_seconds=1.0) as session:
+        result = play(session, (wav[a:a + 320] for a in range(0, wav.shape[0], 320)), realtime=True)
+        assert result.frames == 29 and session.stats.held_late_frames == 0 and result.held == 0
+
+
 def test_only_backends_with_a_wider_render_layout_open_a_second_one_for_a_live_stream():
     """torch-cpu renders one inference at a time, so a live torch-cpu stream opens no throwaway second backend;
     ONNX Runtime and OpenVINO render with one single-thread inference per core and one more."""

@@ -106,13 +106,12 @@ class StreamSession:
     computed and one more waits, so the next frame to be inferred is always one of the newest whose audio is complete.
     Frames that are not held still equal the offline render's.
 
-    ``latency_budget`` (seconds; with ``degrade``): a frame is also held when it would leave the session later than
-    this after its audio context was complete (the moment is mapped from the feed's arrival, ``feed(at=...)``, and
-    the samples past the context, as a source paced at real time delivers them). A render is expected to take the
-    :data:`LATE_QUANTILE` th percentile of the last :data:`DURATION_WINDOW`, counted from when a worker will be free:
-    a frame that cannot be shown in time is not shown late. Until :data:`MIN_DURATIONS` renders are timed,
-    ``render_seconds`` (the start-up measurement's time per frame) stands in; without it, nothing is held for
-    lateness until then.
+    ``latency_budget`` (seconds; with ``degrade``): a frame that would have to wait for a worker is also held when it
+    would then leave the session later than this after its audio context was complete (that moment is mapped from
+    the feed's arrival, ``feed(at=...)``, and the samples past the context, as a source paced at real time delivers
+    them). A render is expected to take the :data:`LATE_QUANTILE` th percentile of the last :data:`DURATION_WINDOW`,
+    counted from when a worker will be free. Until :data:`MIN_DURATIONS` renders are timed, ``render_seconds`` (the
+    start-up measurement's time per frame) stands in; without it, nothing is held for lateness until then.
     """
 
     def __init__(self, template: PreparedTemplate, backend: Backend, encode: Encoder, *, start_frame: int = 0,
@@ -304,6 +303,10 @@ class StreamSession:
         heapq.heapify(free)
         for _ in range(queued):
             heapq.heapreplace(free, free[0] + took)
+        if free[0] <= now:
+            # A worker is free: holding the frame would make nothing else earlier, and the renders it times keep the
+            # estimate current (were idle workers' frames held too, one slow stretch could hold every frame after).
+            return False
         context_at = self._fed_at - (self.audio.n - context_samples(first)) / SAMPLE_RATE
         return free[0] + took > context_at + self.latency_budget
 
