@@ -15,7 +15,8 @@ features for the render. Bundles: ONNX fp32 with the bf16 compute judged at expo
 for ONNX Runtime (U8S8); int8 is exported with its floor lowered to 1 dB so that its speed can be measured even where
 its quality fails the default 30 dB floor (the quality column says so, and ``--precision auto`` never uses it then).
 Rows run one after another in one process, so compare them as ratios; the machine's CPU and load are printed with
-them.
+them (``--rows R`` runs one row, for a process per row). The live streams keep ``framegen stream --realtime``'s
+default 80 ms latency budget; the held column says how many of the frames held were held for it.
 
 Other inputs, for a run on inputs these figures never saw: ``--checkpoint`` (any SyncTalk_2D 'ave' generator; the
 quality column is then that checkpoint's), ``--template-seed``, ``--speech-seed`` (voice drawn from the seed) and
@@ -85,7 +86,7 @@ def prepare(work: Path, seconds: float, checkpoint: Path | None = None, template
     if not (bundles["fp32"] / "manifest.json").exists():
         print("exporting ONNX fp32 (+ the bf16 verdict) with the audio encoder", file=sys.stderr)
         export_bundle(ckpt, bundles["fp32"], audio_encoder=enc, formats=("onnx",), precisions=("fp32", "bf16"),
-                      force=True)
+                      force=True, compression=CompressOptions(min_psnr_db=1.0, max_level_error=255.0))
     for target in ("openvino", "ort"):
         out = bundles[f"int8-{target}"]
         if not (out / "manifest.json").exists():
@@ -164,8 +165,8 @@ def markdown(rows: list[dict[str, Any]], cpu: str, weights: str = "trained demo"
     """The README's table (``weights``: whose quality the quality column gives)."""
     head = (f"| runtime | precision | quality ({weights}, final frame) | model-only fps: one call at a time / "
             "render's layout | render fps (ratio to each) | "
-            "stream unpaced fps (ratio) | live RTF | held | p99 ms after frame time | "
-            "p99 ms beyond lookahead (bound 80) | RSS MB 10 s / end |")
+            "stream unpaced fps (ratio) | live RTF | held (for the latency budget) | p99 ms after frame time | "
+            "p50 / p99 ms beyond lookahead (bound 80) | RSS MB 10 s / end |")
     lines = [f"CPU: {cpu}", "", head, "|" + " --- |" * 11]
     for r in rows:
         q, s = r["quality"], r["stream"]
@@ -178,8 +179,9 @@ def markdown(rows: list[dict[str, Any]], cpu: str, weights: str = "trained demo"
             if inflight else (f"{r['model_fps']:.1f}", f"{r['e2e_ratio']:.2f}x")
         lines.append(f"| {r['backend']} | {r['precision']} | {qual} | {both[0]} | {r['e2e_fps']:.1f} "
                      f"({both[1]}) | {r['stream_fps']:.1f} ({r['stream_ratio']:.2f}x) | "
-                     f"{s['rtf']:.2f} | {s['held_frames']} | "
-                     f"{s['frame_latency_ms']['p99']:.0f} | {s['beyond_lookahead_ms']['p99']:.0f} | "
+                     f"{s['rtf']:.2f} | {s['held_frames']} ({s.get('held_late_frames', 0)}) | "
+                     f"{s['frame_latency_ms']['p99']:.0f} | {s['beyond_lookahead_ms']['p50']:.0f} / "
+                     f"{s['beyond_lookahead_ms']['p99']:.0f} | "
                      f"{rss.get('10s', 0):.0f} / {rss['end']:.0f} |")
     lines += [f"| {b} | {p} | not run: {why} | | | | | | | | |" for b, p, why in NOT_RUN]
     lines += ["", "| peer | hardware | published fps |", "| --- | --- | --- |"]
