@@ -43,6 +43,8 @@ WINDOW = 16
 WINDOW_LEFT = 8  # rows i-8 .. i+7
 FEATURE_WIDTH = 512  # 'ave' features per frame
 FPS: dict[str, int] = {"ave": 25, "hubert": 25, "wenet": 20}
+#: A live stream's default latency budget past a frame's own audio lookahead: two frame-times (issue 28's bound).
+LATENCY_BUDGET_MS = 2000.0 / FPS["ave"]
 SAMPLE_RATE = 16000
 MEL = {
     "preemphasis": 0.97,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from framegen.models.contract import LATENCY_BUDGET_MS
 from framegen.toolkit.api.common import (
     PathLike,
-    UsageError,
     check_outputs,
+    latency_budget,
     loaded_sources,
     split_list,
     triton_options,
@@ -20,7 +20,6 @@ from framegen.toolkit.bench.triton import DEFAULT_STREAMS, parse_streams, run_tr
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.compare.html import bench_html
 from framegen.toolkit.compare.reports import write_text_atomic
-from framegen.toolkit.frames.stream import LATENCY_BUDGET_MS
 
 
 def bench(*, checkpoint: PathLike | None = None, bundle: PathLike | None = None,
@@ -63,14 +62,12 @@ def bench_stream(*, template: PathLike, bundle: PathLike | None = None, checkpoi
     stream's end-to-end rate; the session checks itself against the offline path). ``latency_budget_ms``: as
     :func:`stream`'s (live only). Returns the report dict (the schema of ``framegen bench --stream --json``)."""
     check_outputs(None, None, json)
-    if latency_budget_ms is not None and (not math.isfinite(latency_budget_ms) or latency_budget_ms < 0):
-        raise UsageError(f"--latency-budget-ms {latency_budget_ms}: must be a positive number of ms (0: none)")
 
     checkpoint, bundle = loaded_sources(checkpoint, bundle)
     report = run_bench_stream(template=template, bundle=bundle, checkpoint=checkpoint,
                               backends=split_list(backends) if backends is not None else None, precision=precision,
                               audio=audio, encoder=encoder, seconds=seconds, chunk_ms=chunk_ms, realtime=realtime,
-                              latency_budget_ms=latency_budget_ms or None, on_result=on_result)
+                              latency_budget_ms=latency_budget(latency_budget_ms), on_result=on_result)
     if json is not None:
         write_json(json, report)
     return report

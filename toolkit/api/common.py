@@ -3,6 +3,7 @@ planner, and writing reports."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,6 +138,13 @@ def open_backend_for(backend: str, precision: str, io: str, checkpoint: PathLike
     if choice is not None:
         be.info.extra["precision_choice"] = choice.describe()
     return be
+
+
+def latency_budget(ms: float | None) -> float | None:
+    """A live stream's ``latency_budget_ms`` checked: ``None`` for none (0 or ``None``), else the positive ms."""
+    if ms is not None and (not math.isfinite(ms) or ms < 0):
+        raise UsageError(f"--latency-budget-ms {ms}: must be a positive number of ms (0: none)")
+    return ms or None
 
 
 def triton_options(url: str | None) -> dict[str, Any] | None:

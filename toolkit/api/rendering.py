@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from framegen.models.contract import LATENCY_BUDGET_MS
 from framegen.toolkit.api.common import (
     PathLike,
     UsageError,
@@ -18,6 +18,7 @@ from framegen.toolkit.api.common import (
     check_outputs,
     check_sources,
     features_for,
+    latency_budget,
     loaded_sources,
     open_backend_for,
     prepared_template,
@@ -25,7 +26,7 @@ from framegen.toolkit.api.common import (
 from framegen.toolkit.common.files import write_json
 from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, run_demo
 from framegen.toolkit.frames.plan import render_workers
-from framegen.toolkit.frames.stream import LATENCY_BUDGET_MS, LIVE_OPTIONS, choose_live_layout
+from framegen.toolkit.frames.stream import LIVE_OPTIONS, choose_live_layout
 from framegen.toolkit.frames.video import DEFAULT_PRESET
 from framegen.toolkit.inputs.encoders import resolve_encoder
 
@@ -156,9 +157,7 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
     check_exists(checkpoint=checkpoint, bundle=bundle, encoder=encoder, audio=None if from_stdin else audio,
             template=template if not hasattr(template, "template") else None)
     check_outputs(out, frames_dir)
-    if latency_budget_ms is not None and (not math.isfinite(latency_budget_ms) or latency_budget_ms < 0):
-        raise UsageError(f"--latency-budget-ms {latency_budget_ms}: must be a positive number of ms (0: none)")
-    budget = latency_budget_ms or None
+    budget = latency_budget(latency_budget_ms)
     chunk = chunk_samples(chunk_ms)
     encode, label = resolve_encoder(encoder=encoder, bundle=bundle)
     prepared = prepared_template(template, skip_bad_boxes, warn)

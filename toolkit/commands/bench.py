@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from framegen.models.contract import LATENCY_BUDGET_MS
 from framegen.toolkit.common.console import note, out, warn
 
 
@@ -144,7 +145,7 @@ def bench(
         "--unpaced", help="With --stream: the same stream as fast as it goes instead of paced at real time; its "
         "frames / seconds is the stream's end-to-end rate, to set beside the model-only fps.")] = False,
     latency_budget_ms: Annotated[float, typer.Option("--latency-budget-ms", min=0.0, help=(
-        "With --stream (live): as `framegen stream --latency-budget-ms`; 0: no budget."))] = 80.0,
+        "With --stream (live): as `framegen stream --latency-budget-ms`; 0: no budget."))] = LATENCY_BUDGET_MS,
 ) -> None:
     """Time each backend x precision x batch on the generator (and, with --e2e, a whole render); print a table."""
     from framegen.toolkit.api import bench as api_bench
@@ -225,7 +226,7 @@ def _stream_line(row: dict[str, Any], realtime: bool) -> str:
 
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,
                   template: Path | None, audio: Path | None, encoder: Path | None, seconds: float, chunk_ms: float,
-                  json_path: Path | None, realtime: bool = True, latency_budget_ms: float = 80.0) -> None:
+                  json_path: Path | None, realtime: bool = True, latency_budget_ms: float = LATENCY_BUDGET_MS) -> None:
     """`bench --stream`: see :mod:`framegen.toolkit.bench.stream`."""
     from framegen.toolkit.api import bench_stream
     from framegen.toolkit.bench.core import parse_list

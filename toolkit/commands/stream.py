@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from framegen.models.contract import LATENCY_BUDGET_MS
 from framegen.toolkit.common.console import note, out, warn
-
-# The CLI's default: importing the stream module here would load numpy and more for every `framegen` command.
-LATENCY_BUDGET_MS = 80.0
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from framegen.models.contract import (
     FPS,
     INNER_SIZE,
+    LATENCY_BUDGET_MS,
     MIN_SAMPLES,
     SAMPLE_RATE,
     WINDOW,
@@ -255,8 +256,9 @@ class StreamSession:
             if g1 - self._i < self.batch - self._i % self.batch and not final:
                 break  # the render's batch grid: a group is inferred whole
             idx = list(range(self._i, g1))
-            if self.degrade and not final and self._i > 0 and (self._busy() >= self._limit or self._late(idx[0])):
-                if self._busy() < self._limit:
+            busy = self._busy() >= self._limit if self.degrade and not final and self._i > 0 else None
+            if busy is not None and (busy or self._late(idx[0])):
+                if not busy:
                     self.stats.held_late_frames += len(idx)
                 self._inflight.append((self._held(idx), []))
                 self._i = g1
@@ -537,8 +539,6 @@ LAYOUT_GAIN = 1.0
 LAYOUT_FRAMES = 24
 
 
-#: A live stream's default latency budget: two frame-times past a frame's own audio lookahead (issue 28's bound).
-LATENCY_BUDGET_MS = 2000.0 / FPS["ave"]
 #: A layout can keep a latency budget when one frame's render takes at most this share of it: the rest is the
 #: chunk the context completed in and the wait for a worker.
 BUDGET_SHARE = 0.75
