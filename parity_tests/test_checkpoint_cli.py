@@ -160,3 +160,22 @@ def test_cli_errors_are_one_line(bad_files, args, file, fragment):
     assert lines[0].startswith("error: ")
     assert str(path) in lines[0] and fragment in lines[0]
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("stream", "--latency-budget-ms", "-5"), ("--latency-budget-ms", "greater than or equal to 0",
+                                               "framegen stream --help")),
+    (("render", "--bogus"), ("--bogus", "framegen render --help")),
+    (("render",), ("--template", "framegen render --help")),
+    (("bench", "--batch"), ("--batch", "requires an argument")),
+    (("nosuch",), ("nosuch", "framegen --help")),
+])
+def test_usage_errors_are_one_line_too(args, names):
+    """An unknown option or command, a value out of range, a missing option: the same one line and exit 2 as
+    framegen's own errors (typer prints these as a multi-line box unless its entry point says otherwise)."""
+    proc = _framegen(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(n in lines[0] for n in names), lines[0]
+    assert "Traceback" not in proc.stderr and "╭" not in proc.stderr and proc.stdout == ""

@@ -487,8 +487,10 @@ def test_a_latency_budget_picks_the_layout_that_can_keep_it(prepared_template, m
 def test_a_latency_budget_holds_the_frames_that_would_be_late(prepared_template, stream_speech):
     """Live, a backend slower than real time (60 ms a frame, one at a time): with the 80 ms budget every frame shown
     leaves within about the budget past its own lookahead, and the ones that could not are held (counted apart);
-    without a budget frames queue behind one another and come later. Both stay in step with the speech."""
+    without a budget frames queue behind one another and come later. Both stay in step with the speech, and
+    :func:`predict_live` (the start-up's prediction) replays what each did."""
     from framegen.toolkit.bench.stream import bench_stream
+    from framegen.toolkit.frames.stream import predict_live
     from fx_render import make_fake_backend
 
     wav = np.concatenate([stream_speech] * 4)  # 2.4 s: 59 frames
@@ -507,6 +509,16 @@ def test_a_latency_budget_holds_the_frames_that_would_be_late(prepared_template,
     # Timing on a shared CI machine: the fake's 60 ms are a sleep, so its renders are steady; 20 ms of margin.
     assert kept["beyond_lookahead_ms"]["max"] <= 100.0
     assert free["beyond_lookahead_ms"]["max"] > kept["beyond_lookahead_ms"]["max"] + 20.0
+    # The start-up's prediction replays the session's own rules: given this backend's render time it agrees with
+    # what the stream did (59 frames, so a few frames either way).
+    for budget, row in rows.items():
+        assert row["startup"]["predicted"]["held_share"] > 0 and not row["startup"]["keeps_up"]
+        replay = predict_live([0.062], fps=25, workers=1, chunk_s=0.02, budget_s=budget and budget / 1000.0,
+                              load=1.0, frames=row["frames"])
+        assert abs(replay["held_share"] - row["held_frames"] / row["frames"]) <= 0.15, (replay, row)
+        assert abs(replay["beyond_p50_ms"] - row["beyond_lookahead_ms"]["p50"]) <= 25.0, (replay, row)
+    assert abs(predict_live([0.062], fps=25, workers=1, chunk_s=0.02, budget_s=0.08, load=1.0, frames=59)[
+        "beyond_p99_ms"] - kept["beyond_lookahead_ms"]["p99"]) <= 20.0
 
 
 def test_a_latency_budget_never_holds_a_frame_an_idle_worker_could_start(prepared_template, stream_speech):
@@ -548,6 +560,39 @@ def test_start_up_note_names_the_verdict_and_the_share_held(rate, verdict, held)
     assert (held is None) == ("held" not in note)
     if held:
         assert f"about {held} of them" in note
+
+
+def test_start_up_note_with_a_prediction_says_what_the_budget_will_hold():
+    """With the replayed prediction, a rate that has its headroom can still hold frames for the budget: the note says
+    so, with the share and the latency the replay gave; nothing predicted held reads "keeps up"."""
+    from framegen.toolkit.frames.stream import keep_up_note
+
+    predicted = {"held_share": 0.2, "beyond_p50_ms": 61.0, "beyond_p99_ms": 79.4}
+    note = keep_up_note("openvino int8", 31.0, 25, predicted, 80.0)
+    assert note.split("): ", 1)[1].startswith("keeps up, but not every frame within the 80 ms latency budget")
+    assert "about 20% of them" in note and "p50 / p99 61 / 79 ms beyond the audio lookahead" in note
+    assert "more than 80 ms after their audio lookahead" in note
+    calm = keep_up_note("openvino int8", 31.0, 25, {**predicted, "held_share": 0.0}, 80.0)
+    assert calm.split("): ", 1)[1].startswith("keeps up (predicted") and "held" not in calm
+
+
+def test_predict_live_follows_the_render_time_the_budget_and_the_workers():
+    """The replay of the session's rules: renders well inside a frame time hold nothing and leave about one chunk
+    plus one render after the lookahead; slower renders hold more; a budget holds more than none and keeps the
+    tail near it; three workers of the same render time hold fewer than one. Deterministic (seeded draws)."""
+    from framegen.toolkit.frames.stream import predict_live
+
+    def run(ms: float, budget: float | None = 0.08, workers: int = 1, jitter: float = 0.1) -> dict:
+        took = [ms / 1000 * (1 + jitter * k / 10) for k in range(-10, 11)]
+        return predict_live(took, fps=25, workers=workers, chunk_s=0.02, budget_s=budget, load=1.0)
+
+    fast = run(10.0)
+    assert fast["held_share"] == 0 and 10 <= fast["beyond_p50_ms"] <= 35 and fast["beyond_p99_ms"] <= 40
+    shares = [run(ms)["held_share"] for ms in (30.0, 38.0, 45.0, 60.0)]
+    assert shares == sorted(shares) and shares[0] == 0 and shares[-1] > 0.3
+    kept, free = run(45.0), run(45.0, budget=None)
+    assert kept["held_share"] > free["held_share"] and kept["beyond_p99_ms"] <= 85 < free["beyond_p99_ms"]
+    assert run(90.0, budget=None, workers=3)["held_share"] < run(90.0, budget=None)["held_share"]
 
 
 def test_bench_stream_live_keeps_in_step_and_says_when_it_cannot(prepared_template, stream_speech):

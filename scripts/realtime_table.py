@@ -165,9 +165,9 @@ def markdown(rows: list[dict[str, Any]], cpu: str, weights: str = "trained demo"
     """The README's table (``weights``: whose quality the quality column gives)."""
     head = (f"| runtime | precision | quality ({weights}, final frame) | model-only fps: one call at a time / "
             "render's layout | render fps (ratio to each) | "
-            "stream unpaced fps (ratio) | live RTF | held (for the latency budget) | p99 ms after frame time | "
-            "p50 / p99 ms beyond lookahead (bound 80) | RSS MB 10 s / end |")
-    lines = [f"CPU: {cpu}", "", head, "|" + " --- |" * 11]
+            "stream unpaced fps (ratio) | live RTF | held (for the latency budget) | start-up predicted: held, p99 "
+            "ms | p99 ms after frame time | p50 / p99 ms beyond lookahead (bound 80) | RSS MB 10 s / end |")
+    lines = [f"CPU: {cpu}", "", head, "|" + " --- |" * 12]
     for r in rows:
         q, s = r["quality"], r["stream"]
         qual = (f"{q['psnr_db']:.1f} dB, {q['max_level']:.0f} levels: "
@@ -175,15 +175,17 @@ def markdown(rows: list[dict[str, Any]], cpu: str, weights: str = "trained demo"
                 "the fp32 contract")
         rss = s["rss_mb"]
         inflight = r.get("model_inflight_fps")
+        pred = (s.get("startup") or {}).get("predicted")
+        said = f"{pred['held_share'] * s['frames']:.0f}, {pred['beyond_p99_ms']:.0f}" if pred else "-"
         both = (f"{r['model_fps']:.1f} / {inflight:.1f}", f"{r['e2e_ratio']:.2f}x / {r['e2e_ratio_inflight']:.2f}x") \
             if inflight else (f"{r['model_fps']:.1f}", f"{r['e2e_ratio']:.2f}x")
         lines.append(f"| {r['backend']} | {r['precision']} | {qual} | {both[0]} | {r['e2e_fps']:.1f} "
                      f"({both[1]}) | {r['stream_fps']:.1f} ({r['stream_ratio']:.2f}x) | "
-                     f"{s['rtf']:.2f} | {s['held_frames']} ({s.get('held_late_frames', 0)}) | "
+                     f"{s['rtf']:.2f} | {s['held_frames']} ({s.get('held_late_frames', 0)}) | {said} | "
                      f"{s['frame_latency_ms']['p99']:.0f} | {s['beyond_lookahead_ms']['p50']:.0f} / "
                      f"{s['beyond_lookahead_ms']['p99']:.0f} | "
                      f"{rss.get('10s', 0):.0f} / {rss['end']:.0f} |")
-    lines += [f"| {b} | {p} | not run: {why} | | | | | | | | |" for b, p, why in NOT_RUN]
+    lines += [f"| {b} | {p} | not run: {why} | | | | | | | | | |" for b, p, why in NOT_RUN]
     lines += ["", "| peer | hardware | published fps |", "| --- | --- | --- |"]
     lines += [f"| {n} | {h} | {f} |" for n, h, f in PEERS]
     return "\n".join(lines)

@@ -64,23 +64,38 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """A usage error (an unknown option, a value out of range) as one line naming the option and the command."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"error: {' '.join(exc.format_message().split())}{where}"
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2; SIGINT and SIGTERM
-    remove what was half-written and exit 130 and 143 (128 + the signal). `serve` installs its own SIGTERM
-    handler, which drains the server instead."""
+    """Console-script entry point: user errors, usage errors included, become one line on stderr and exit code 2;
+    SIGINT and SIGTERM remove what was half-written and exit 130 and 143 (128 + the signal). `serve` installs its
+    own SIGTERM handler, which drains the server instead."""
     from framegen.models.allocator import keep_freed_memory
     from framegen.models.errors import FramegenError
 
     keep_freed_memory()  # PyTorch's CPU activations reused instead of page-faulted anew (models/allocator.py)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app()
-    except SystemExit as exc:
+        # Not standalone: typer would print its usage errors as a multi-line box; here they become one line.
+        code = app(standalone_mode=False, prog_name="framegen")
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `framegen` alone: the help, as a user asked for it
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(_usage_line(exc), err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except SystemExit:
         if _terminated:
             typer.echo("terminated", err=True)
             sys.exit(128 + signal.SIGTERM)
-        if exc.code == 128 + signal.SIGINT:  # typer turns Ctrl-C into a silent exit 130: say why, in one line
-            typer.echo("interrupted", err=True)
         raise
     except FramegenError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -94,6 +109,12 @@ def main() -> None:
             sys.exit(128 + signal.SIGTERM)
         typer.echo("interrupted", err=True)
         sys.exit(128 + signal.SIGINT)
+    if _terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    if code == 128 + signal.SIGINT:  # typer turns Ctrl-C into a silent exit 130: say why, in one line
+        typer.echo("interrupted", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -220,8 +220,10 @@ def _stream_line(row: dict[str, Any], realtime: bool) -> str:
     head = f"{row['backend']} {row['precision']} stream: RTF {row['rtf']:.2f}"
     if not realtime:
         return f"{head}, {row['fps']:.1f} fps unpaced ({row['frames']} frames)"
+    said = (row.get("startup") or {}).get("predicted")
     return (f"{head}, {row['held_frames']} held, p99 {row['beyond_lookahead_ms'].get('p99', 0):.0f} ms beyond the "
-            f"lookahead")
+            f"lookahead" + (f" (start-up predicted {said['held_share']:.0%} held, p99 {said['beyond_p99_ms']:.0f} ms)"
+                            if said else ""))
 
 
 def _stream_bench(bundle: Path | None, checkpoint: Path | None, backends: str | None, precisions: str | None,

@@ -509,24 +509,35 @@ LIVE_OPTIONS: dict[str, Any] = {"workers": 1}
 KEEP_UP_HEADROOM = 1.15
 
 
-def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | None = None,
-                 start_frame: int = 0) -> float:
+def measure_render(template: PreparedTemplate, backend: Backend, *, frames: int | None = None,
+                   start_frame: int = 0) -> tuple[float, list[float]]:
     """Frames per second this backend sustains on this template as a stream renders them (prepare, infer, paste;
-    one frame per worker in parallel), measured after one warm-up frame per worker, with silent audio."""
+    one frame per worker in parallel), measured after one warm-up frame per worker, with silent audio; and each
+    frame's render time (seconds, from its start to its paste), which :func:`predict_live` replays."""
     workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
     count = frames or max(12, 6 * workers)
     audio = np.zeros((1, *audio_shape(backend.mode)), np.float32)
+    took: list[float] = []
 
     def one(i: int) -> None:
+        t = time.perf_counter()
         p = template.prepared(template.template_index(i, start_frame))
         pred = backend.infer(p.image_input()[None], audio)
         paste_back(template.frame(p.index), p.box, p.crop328, pred_to_uint8(pred[0]))
+        took.append(time.perf_counter() - t)
 
     with cv2_single_thread(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="framegen-rate") as pool:
         list(pool.map(one, range(workers)))
+        took.clear()
         t0 = time.perf_counter()
         list(pool.map(one, range(count)))
-        return count / (time.perf_counter() - t0)
+        return count / (time.perf_counter() - t0), list(took)
+
+
+def measure_rate(template: PreparedTemplate, backend: Backend, *, frames: int | None = None,
+                 start_frame: int = 0) -> float:
+    """The frames per second of :func:`measure_render`."""
+    return measure_render(template, backend, frames=frames, start_frame=start_frame)[0]
 
 
 #: Where one inference at a time does not keep up, the render's layout replaces it when it renders at least this
@@ -555,6 +566,8 @@ class LiveLayout:
     frame_ms: dict[int, float] = field(default_factory=dict)
     #: the budget the stream holds frames to (``None``: none asked, or no layout renders a frame within it)
     latency_budget_ms: float | None = None
+    #: the chosen layout's render time per frame as measured, ms (what :func:`predict_live` replays)
+    render_ms: list[float] = field(default_factory=list)
 
 
 def choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: Callable[[], Backend] | None, *,
@@ -588,7 +601,8 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
     template.warm(start=start_frame)  # both measurements see prepared frames, not the first one alone
     one = max(1, int(getattr(live, "concurrent_workers", 1)))
     measure_rate(template, live, frames=4, start_frame=start_frame)  # warm: OpenVINO's first calls run slow
-    rate = measure_rate(template, live, frames=LAYOUT_FRAMES, start_frame=start_frame)
+    rate, took = measure_render(template, live, frames=LAYOUT_FRAMES, start_frame=start_frame)
+    timed = {one: took}
 
     def fits(workers: int, r: float) -> bool:
         return budget_ms is None or 1000.0 * workers / r <= budget_ms * BUDGET_SHARE
@@ -601,7 +615,8 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
                      f"{budget_ms:.0f} ms latency budget: frames come late instead of all being held")
         elif kept is not None:
             note += f"; frames that would leave more than {kept:.0f} ms after their audio lookahead are held"
-        return LiveLayout(workers, {w: round(r, 2) for w, r in measured.items()}, note, frame_ms, kept)
+        return LiveLayout(workers, {w: round(r, 2) for w, r in measured.items()}, note, frame_ms, kept,
+                          [round(1000.0 * t, 2) for t in timed[workers]])
 
     if rate >= need:
         return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps, keeps up")
@@ -619,7 +634,7 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
         return live, layout(one, {one: rate}, f"{one} inference at a time: {rate:.1f} fps")
     try:
         measure_rate(template, wider, frames=2 * many, start_frame=start_frame)
-        rate_wide = measure_rate(template, wider, frames=LAYOUT_FRAMES, start_frame=start_frame)
+        rate_wide, timed[many] = measure_render(template, wider, frames=LAYOUT_FRAMES, start_frame=start_frame)
     except BaseException:  # the caller holds only ``live``: the backend opened here is closed here
         wider.close()
         raise
@@ -636,44 +651,117 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
         "the lower latency)" if not faster_wide else "the only one within the budget)"))
 
 
-def keep_up_note(what: str, rate: float, fps: int) -> str:
+#: Frames :func:`predict_live` plays (a minute at 25 fps: the bench's live stream).
+PREDICT_FRAMES = 1500
+
+
+def predict_live(render_s: Iterable[float], *, fps: int, workers: int, chunk_s: float,
+                 budget_s: float | None, load: float = KEEP_UP_HEADROOM, frames: int = PREDICT_FRAMES,
+                 seed: int = 0) -> dict[str, float]:
+    """What a live stream will do with renders like ``render_s`` (seconds each, as :func:`measure_render` timed them
+    with the cores to themselves): a paced source of ``chunk_s`` chunks replayed through the session's own rules,
+    each render drawn from ``render_s`` x ``load`` (the stream's own work shares the cores: an OpenVINO int8 render
+    took 37 ms at start-up and 44 ms in the stream).
+
+    The rules are :class:`StreamSession`'s with ``degrade``: a frame is submitted when the chunk that completes its
+    audio context arrives; a free worker takes it at once; with every worker busy it is held when one more waits
+    already, or (``budget_s``) when the estimate (the earliest worker's start plus the :data:`LATE_QUANTILE` th
+    percentile of the last :data:`DURATION_WINDOW` finished renders, then one more) passes its context time plus the
+    budget; otherwise it waits. Frames leave in order. Returns ``held_share`` and the p50 / p99 ms from each frame's
+    lookahead to its leaving (``beyond_p50_ms``, ``beyond_p99_ms``), as ``bench --stream`` measures them."""
+    draws = np.random.default_rng(seed).choice(np.asarray(list(render_s), np.float64) * load, size=frames)
+    prior = float(np.mean(draws))
+    running: list[tuple[float, float]] = []  # (start, end) of submitted renders
+    window: deque[float] = deque(maxlen=DURATION_WINDOW)
+    finished: list[tuple[float, float]] = []  # (end, duration), a heap
+    held, left, beyond = 0, 0.0, []
+    for k in range(frames):
+        ctx = context_samples(k) / SAMPLE_RATE
+        at = math.ceil(ctx / chunk_s - 1e-9) * chunk_s  # the arrival of the chunk that completes it
+        while finished and finished[0][0] <= at:
+            window.append(heapq.heappop(finished)[1])
+        running = [r for r in running if r[1] > at]
+        hold = False
+        if k and len(running) > workers:
+            hold = True
+        elif k and len(running) == workers and budget_s is not None:
+            took = (float(np.percentile(window, LATE_QUANTILE)) if len(window) >= MIN_DURATIONS
+                    else max(prior, *window) if window else prior)
+            hold = max(min(r[0] for r in running) + took, at) + took > ctx + budget_s
+        if hold:
+            held += 1
+            left = max(left, at)
+        else:
+            ends = sorted(r[1] for r in running)
+            start = max(at, ends[0]) if len(ends) >= workers else at
+            end = start + float(draws[k])
+            running.append((start, end))
+            heapq.heappush(finished, (end, float(draws[k])))
+            left = max(left, end)
+        beyond.append(1000.0 * (left - ctx))
+    return {"held_share": round(held / frames, 4), "beyond_p50_ms": round(float(np.percentile(beyond, 50)), 1),
+            "beyond_p99_ms": round(float(np.percentile(beyond, 99)), 1)}
+
+
+#: A live stream is said to keep up when :func:`predict_live` holds fewer than this share of its frames.
+HELD_SHARE_NOTICED = 0.01
+
+
+def keep_up_note(what: str, rate: float, fps: int, predicted: dict[str, float] | None = None,
+                 budget_ms: float | None = None) -> str:
     """The start-up verdict for a backend that renders ``rate`` frames/s where a live stream needs ``fps``.
 
-    The stream's own work (mel rows, encoder windows, H.264) takes the headroom's share of the cores, so the share
-    of frames held is estimated against ``fps`` x :data:`KEEP_UP_HEADROOM`, not the bare frame rate.
+    The stream's own work (mel rows, encoder windows, H.264) takes the headroom's share of the cores (``fps`` x
+    :data:`KEEP_UP_HEADROOM`). ``predicted`` (:func:`predict_live`) gives the share of frames the stream will hold and
+    its latency beyond the lookahead; without it the share is estimated from the rates alone.
     """
     need = fps * KEEP_UP_HEADROOM
     head = f"{what} renders {rate:.1f} fps here (measured at start-up; a live stream needs {fps} and {need:.1f} with " \
         "headroom): "
-    if rate >= need:
-        return head + "keeps up"
-    verdict = "cannot keep up" if rate < fps else "keeps up without headroom for the stream's own work"
-    return (head + f"{verdict}; frames whose turn comes while every worker is busy are held (the previous frame "
-            f"shows again, about {1 - rate / need:.0%} of them) so that the video stays in step with the speech")
+    share = predicted["held_share"] if predicted is not None else max(0.0, 1 - rate / need)
+    tail = (f" (predicted from the start-up's render times: p50 / p99 {predicted['beyond_p50_ms']:.0f} / "
+            f"{predicted['beyond_p99_ms']:.0f} ms beyond the audio lookahead)" if predicted is not None else "")
+    if rate >= need and share < HELD_SHARE_NOTICED:
+        return head + "keeps up" + tail
+    verdict = ("cannot keep up" if rate < fps else "keeps up without headroom for the stream's own work"
+               if rate < need else f"keeps up, but not every frame within the {budget_ms:.0f} ms latency budget")
+    why = (f"whose turn comes while every worker is busy, or that would leave more than {budget_ms:.0f} ms after "
+           "their audio lookahead," if budget_ms else "whose turn comes while every worker is busy")
+    return (head + f"{verdict}; frames {why} are held (the previous frame shows again, about {share:.0%} of them) so "
+            f"that the video stays in step with the speech" + tail)
 
 
 def startup_check(template: PreparedTemplate, backend: Backend, encode: Encoder, batching: EncoderBatching, *,
-                  start_frame: int = 0, video: bool = False) -> dict[str, Any]:
+                  start_frame: int = 0, video: bool = False, latency_budget_ms: float | None = None,
+                  chunk_s: float = 0.02) -> dict[str, Any]:
     """Before a live stream starts: prepare the template frames (so neither time nor memory grows later), run one
     half a second of silence through a throwaway session (every code path warm: the first frames of the real stream
-    were 50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_rate` against the frame
-    rate x :data:`KEEP_UP_HEADROOM`, or the rate :func:`choose_live_layout` measured when it chose this backend);
-    ``note`` says what the stream will do. ``video``: the stream encodes video,
-    so the template frames' I420 forms are made now too."""
+    were 50-120 ms late without it), and measure whether this backend keeps up (:func:`measure_render` against the
+    frame rate x :data:`KEEP_UP_HEADROOM`, or what :func:`choose_live_layout` measured when it chose this backend).
+    Those render times, replayed by :func:`predict_live` with ``chunk_s`` chunks and the latency budget, give
+    ``predicted`` (the share of frames held, the latency beyond the lookahead); ``keeps_up`` when the rate has its
+    headroom and under :data:`HELD_SHARE_NOTICED` are predicted held. ``note`` says what the stream will do.
+    ``video``: the stream encodes video, so the template frames' I420 forms are made now too."""
     t0 = time.perf_counter()
     prepared = template.warm(start=start_frame, i420=video)
     with StreamSession(template, backend, encode, start_frame=start_frame, batching=batching, verify=False) as dry:
         dry.feed(np.zeros(SAMPLE_RATE // 2, np.float32))
         dry.finish()
     layout = backend.info.extra.get("live_layout")
+    workers = max(1, int(getattr(backend, "concurrent_workers", 1)))
     # the layout chooser has just measured this backend over more frames; a second measurement only delays the start
-    rate = (float(layout["measured_fps"][layout["workers"]]) if layout else
-            measure_rate(template, backend, start_frame=start_frame))
+    if layout:
+        rate = float(layout["measured_fps"][layout["workers"]])
+        took = [t / 1000.0 for t in layout.get("render_ms") or []] or [workers / rate]
+    else:
+        rate, took = measure_render(template, backend, start_frame=start_frame)
     fps = FPS[backend.mode]
     need = fps * KEEP_UP_HEADROOM
-    keeps_up = rate >= need
-    note = keep_up_note(f"{backend.name} {backend.info.precision}", rate, fps)
-    return {"fps": round(rate, 2), "needed_fps": round(need, 2), "keeps_up": keeps_up,
+    predicted = predict_live(took, fps=fps, workers=workers, chunk_s=chunk_s,
+                             budget_s=latency_budget_ms / 1000.0 if latency_budget_ms else None)
+    keeps_up = rate >= need and predicted["held_share"] < HELD_SHARE_NOTICED
+    note = keep_up_note(f"{backend.name} {backend.info.precision}", rate, fps, predicted, latency_budget_ms)
+    return {"fps": round(rate, 2), "needed_fps": round(need, 2), "keeps_up": keeps_up, "predicted": predicted,
             "template_frames_prepared": prepared, "seconds": round(time.perf_counter() - t0, 2), "note": note}
 
 
@@ -837,7 +925,9 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
                                                    preset or DEFAULT_PRESET)) if out is not None else None
         pngs = stack.enter_context(FramesDirWriter(frames_dir)) if frames_dir is not None else None
         batching = batching or encoder_batching(encode)
-        startup = (startup_check(template, backend, encode, batching, start_frame=start_frame, video=video is not None)
+        startup = (startup_check(template, backend, encode, batching, start_frame=start_frame, video=video is not None,
+                                 latency_budget_ms=latency_budget_ms,
+                                 chunk_s=(chunk_samples or SAMPLE_RATE // 50) / SAMPLE_RATE)
                    if realtime else None)
         if startup is not None and on_start is not None:
             on_start(startup)
