@@ -196,3 +196,41 @@ def test_a_video_written_from_template_planes_equals_one_written_from_whole_fram
         outs.append(path)
     a, b = (decode_bgr(p) for p in outs)
     assert len(a) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_repeat_encodes_the_last_frame_again_as_writing_it_would(tmp_path):
+    """A live stream's held frame: ``repeat()`` sends the last frame's I420 planes again and gives the same video as
+    writing that frame again (after a frame written whole and after one written from template planes); before any
+    frame, and once closed, it is an error naming the file."""
+    from framegen.toolkit.inputs.preprocess import to_i420
+
+    def again(vw: VideoWriter, frame: np.ndarray, repeat: bool) -> None:
+        if repeat:
+            vw.repeat()
+        else:
+            vw.write(frame)
+
+    a, b, c = frames(3, 5)
+    box = (101, 37, 233, 169)
+    outs = []
+    for name, repeat in (("written", False), ("repeated", True)):
+        path = tmp_path / f"{name}.mp4"
+        with VideoWriter(path, W, H, 25) as vw:
+            if repeat:
+                with pytest.raises(VideoError, match=f"{name}.mp4.*no frame to repeat"):
+                    vw.repeat()
+            vw.write(a)
+            again(vw, a, repeat)
+            pasted = a.copy()
+            pasted[box[1]:box[3], box[0]:box[2]] = b[box[1]:box[3], box[0]:box[2]]
+            vw.write(pasted, base_i420=to_i420(a), box=box)
+            for _ in range(2):
+                again(vw, pasted, repeat)
+            vw.write(c)
+            assert vw.frames == 6
+        outs.append(path)
+        if repeat:
+            with pytest.raises(VideoError, match="closed"):
+                vw.repeat()
+    x, y = (decode_bgr(p) for p in outs)
+    assert len(x) == 6 and all(np.array_equal(p, q) for p, q in zip(x, y, strict=True))

@@ -950,8 +950,8 @@ def stream_to_files(template: PreparedTemplate, backend: Backend, encode: Encode
 
         def sink(f: StreamFrame) -> None:
             if video is not None:
-                if f.held:  # the previous frame again, pasted on another template frame
-                    video.write(f.frame)
+                if f.held:  # the previous frame again: its I420 planes again, not a conversion of the whole frame
+                    video.repeat()
                 else:  # only the pasted box is converted to I420; the template frame's form is made once
                     video.write(f.frame, base_i420=template.frame_i420(f.template_index),
                                 box=template.prepared(f.template_index).box)

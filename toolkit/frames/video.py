@@ -250,6 +250,7 @@ class VideoWriter(_CommitOnSuccess):
         self._audio: _AudioSource | None = None
         self._audio_sent = 0
         self.audio_rate: int | None = None
+        self._last: Any = None  # the last frame encoded (av.VideoFrame): what :meth:`repeat` sends again
         try:
             self._open()
         except BaseException:
@@ -310,9 +311,28 @@ class VideoWriter(_CommitOnSuccess):
             _convert_box(dst, frame_bgr, box)
         else:
             frame = av.VideoFrame.from_ndarray(to_i420(frame_bgr), format="yuv420p")
+        self._encode(frame)
+
+    @_io_errors
+    def repeat(self) -> None:
+        """Encode the last frame again (a live stream's held frame): its I420 planes are copied, not converted from
+        BGR again, and the same bitstream results as :meth:`write` of the same frame."""
+        import av
+
+        if self._container is None:
+            raise VideoError(f"{self.path}: writer is closed")
+        if self._last is None:
+            raise VideoError(f"{self.path}: no frame to repeat yet")
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for d, b in zip(_frame_planes(frame), _frame_planes(self._last), strict=True):
+            d[...] = b
+        self._encode(frame)
+
+    def _encode(self, frame: Any) -> None:
         frame.pts = self.frames
         for packet in self._vstream.encode(frame):
             self._container.mux(packet)
+        self._last = frame
         self.frames += 1
         self._feed_audio(final=False)
 
