@@ -520,8 +520,8 @@ def test_a_latency_budget_holds_the_frames_that_would_be_late(prepared_template,
                               load=1.0, frames=row["frames"])
         assert abs(replay["held_share"] - row["held_frames"] / row["frames"]) <= 0.15, (replay, row)
         assert abs(replay["beyond_p50_ms"] - row["beyond_lookahead_ms"]["p50"]) <= 25.0, (replay, row)
-    assert abs(predict_live([0.062], fps=25, workers=1, chunk_s=0.02, budget_s=0.08, load=1.0, frames=59)[
-        "beyond_p99_ms"] - kept["beyond_lookahead_ms"]["p99"]) <= 20.0
+        if budget is not None:  # without one the tail is a queue's, which 59 frames do not pin down
+            assert abs(replay["beyond_p99_ms"] - row["beyond_lookahead_ms"]["p99"]) <= 20.0, (replay, row)
 
 
 def test_a_latency_budget_never_holds_a_frame_an_idle_worker_could_start(prepared_template, stream_speech):
@@ -549,20 +549,21 @@ def test_only_backends_with_a_wider_render_layout_open_a_second_one_for_a_live_s
     assert render_workers("ort-cpu") == physical_cores() + 1
 
 
-@pytest.mark.parametrize(("rate", "verdict", "held"), [
-    (40.0, "keeps up", None),
-    (27.0, "keeps up without headroom for the stream's own work", "6%"),   # 1 - 27 / 28.75
-    (12.5, "cannot keep up", "57%"),                                        # 1 - 12.5 / 28.75
+@pytest.mark.parametrize(("rate", "share", "verdict"), [
+    (40.0, 0.0, "keeps up"),
+    (27.0, 0.06, "keeps up without headroom for the stream's own work"),   # 25 <= rate < 25 x 1.15
+    (12.5, 0.57, "cannot keep up"),
 ])
-def test_start_up_note_names_the_verdict_and_the_share_held(rate, verdict, held):
+def test_start_up_note_names_the_verdict_and_the_share_held(rate, share, verdict):
     from framegen.toolkit.frames.stream import KEEP_UP_HEADROOM, keep_up_note
 
-    note = keep_up_note("openvino bf16", rate, 25)
+    predicted = {"held_share": share, "beyond_p50_ms": 50.0, "beyond_p99_ms": 70.0}
+    note = keep_up_note("openvino bf16", rate, 25, predicted)
     assert note.startswith(f"openvino bf16 renders {rate:.1f} fps here") and f"{25 * KEEP_UP_HEADROOM:.1f}" in note
     assert note.split("): ", 1)[1].startswith(verdict)
-    assert (held is None) == ("held" not in note)
-    if held:
-        assert f"about {held} of them" in note
+    assert (share == 0) == ("held" not in note)
+    if share:
+        assert f"about {share:.0%} of them" in note
 
 
 def test_start_up_note_with_a_prediction_says_what_the_budget_will_hold():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from framegen.models.contract import FPS, LATENCY_BUDGET_MS
+from framegen.models.contract import LATENCY_BUDGET_MS
 from framegen.toolkit.common.console import note, out, warn
 
 
@@ -73,7 +73,7 @@ def stream(
         line = (f"{head}, paced at real time (RTF {stats.rtf:.2f} with the end's flush of {stats.end_frames} "
                 f"frame(s){f'; fell {behind:.1f} s behind the speech' if behind > 0.5 else ''}); beyond each "
                 f"frame's audio lookahead p50 {beyond['p50']:.0f} ms, p99 {beyond['p99']:.0f} ms (bound "
-                f"{2000.0 / FPS['ave']:.0f}); from its own time p50 {fl['p50']:.0f} ms, p99 {fl['p99']:.0f} ms; "
+                f"{LATENCY_BUDGET_MS:.0f}); from its own time p50 {fl['p50']:.0f} ms, p99 {fl['p99']:.0f} ms; "
                 f"{stats.held_frames} frame(s) held" + (f" ({late} of them would have been late)" if late else ""))
     else:
         line = (f"{head} (RTF {stats.rtf:.2f}{', slower than real time' if stats.rtf > 1.0 else ''}); latency "

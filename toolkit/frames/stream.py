@@ -714,20 +714,20 @@ def predict_live(render_s: Iterable[float], *, fps: int, workers: int, chunk_s: 
 HELD_SHARE_NOTICED = 0.01
 
 
-def keep_up_note(what: str, rate: float, fps: int, predicted: dict[str, float] | None = None,
+def keep_up_note(what: str, rate: float, fps: int, predicted: dict[str, float],
                  budget_ms: float | None = None) -> str:
     """The start-up verdict for a backend that renders ``rate`` frames/s where a live stream needs ``fps``.
 
     The stream's own work (mel rows, encoder windows, H.264) takes the headroom's share of the cores (``fps`` x
     :data:`KEEP_UP_HEADROOM`). ``predicted`` (:func:`predict_live`) gives the share of frames the stream will hold and
-    its latency beyond the lookahead; without it the share is estimated from the rates alone.
+    its latency beyond the lookahead.
     """
     need = fps * KEEP_UP_HEADROOM
     head = f"{what} renders {rate:.1f} fps here (measured at start-up; a live stream needs {fps} and {need:.1f} with " \
         "headroom): "
-    share = predicted["held_share"] if predicted is not None else max(0.0, 1 - rate / need)
+    share = predicted["held_share"]
     tail = (f" (predicted from the start-up's render times: p50 / p99 {predicted['beyond_p50_ms']:.0f} / "
-            f"{predicted['beyond_p99_ms']:.0f} ms beyond the audio lookahead)" if predicted is not None else "")
+            f"{predicted['beyond_p99_ms']:.0f} ms beyond the audio lookahead)")
     if rate >= need and share < HELD_SHARE_NOTICED:
         return head + "keeps up" + tail
     verdict = ("cannot keep up" if rate < fps else "keeps up without headroom for the stream's own work"
