@@ -82,6 +82,62 @@ def test_int8_onnx_is_under_30_percent_of_fp32_and_is_qdq(int8_onnx_bundle):
     assert q["calibration_inputs"] == 4 and "template" in q["calibration_source"]
     # percentile ranges by default: min / max let rare extreme activations stretch every range (docs/PARITY.md)
     assert q["calibration"] == "Percentile" and q["CalibPercentile"] == 99.999
+    # OpenVINO's target: the output convolution reads int8 and writes float, the Sigmoid runs in float
+    producer = {o: n for n in model.graph.node for o in n.output}
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    assert producer[sigmoid.input[0]].op_type == "Conv" and dq.keys() & set(producer[sigmoid.input[0]].input)
+    assert sigmoid.output[0] == model.graph.output[0].name
+    assert q["float_output"] is True and "Sigmoid" not in q["quantized_ops"] and "Conv" in q["quantized_ops"]
+
+
+def _qdq_tail(two_consumers: bool = False):
+    """Conv -> Q/DQ -> Sigmoid -> Q/DQ -> output, as quantize_static writes a generator's end (a 2-channel toy)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((2, 2, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "s"),  # logits within +-6.4
+             numpy_helper.from_array(np.array(128, np.uint8), "z"),
+             numpy_helper.from_array(np.array(1 / 255, np.float32), "so"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zo")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+             helper.make_node("Sigmoid", ["cd"], ["y0"]),
+             helper.make_node("QuantizeLinear", ["y0", "so", "zo"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["output"])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)]
+    if two_consumers:  # the logits' quantized form is read elsewhere too: it must stay
+        nodes.append(helper.make_node("Relu", ["cd"], ["other"]))
+        outputs.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_float_output_removes_only_the_pairs_around_the_sigmoid():
+    import numpy as np
+    import onnxruntime as ort
+    from framegen.exporters.quantize import float_output
+
+    model = _qdq_tail()
+    x = {"x": np.random.default_rng(6).standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert float_output(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Sigmoid"]
+    assert model.graph.node[1].output[0] == "output" and {i.name for i in model.graph.initializer} == {"w"}
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    conv = x["x"][0].transpose(1, 2, 0) @ np.random.default_rng(5).standard_normal((2, 2, 1, 1)).astype(
+        np.float32)[:, :, 0, 0].T
+    assert np.allclose(after[0].transpose(1, 2, 0), 1 / (1 + np.exp(-conv)), atol=1e-6)  # float all the way
+    assert np.abs(conv).max() < 6.3  # no logit was clipped by its range: the graphs differ by rounding alone
+    # the quantized graph rounded twice: half an output step, and half a logit step through the Sigmoid (slope <= 1/4)
+    assert 0 < np.abs(after - before).max() <= 0.5 / 255 + 0.25 * 0.05 / 2 + 1e-6
+
+    shared = _qdq_tail(two_consumers=True)
+    assert float_output(shared) == 1  # only the pair after the Sigmoid: the logits' pair has another reader
+    assert [n.op_type for n in shared.graph.node].count("QuantizeLinear") == 1
 
 
 def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):

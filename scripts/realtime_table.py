@@ -11,7 +11,7 @@ floor.
 Inputs (built once in ``--workdir``, default ``$TMPDIR/framegen-realtime``): framegen's trained demo generator and its
 seeded audio encoder; a 1280x720 synthetic template drawn along the real landmark track in ``../shared/fixtures``
 (100 frames, seed 11); ``--seconds`` of synthetic speech (seed 2812, not a training voice) for the stream and its
-features for the render. Bundles: ONNX fp32 with the bf16 compute judged at export, and int8 for OpenVINO (S8S8) and
+features for the render. Bundles: ONNX fp32 with the bf16 compute judged at export, and int8 for OpenVINO (U8S8) and
 for ONNX Runtime (U8S8); int8 is exported with its floor lowered to 1 dB so that its speed can be measured even where
 its quality fails the default 30 dB floor (the quality column says so, and ``--precision auto`` never uses it then).
 Rows run one after another in one process, so compare them as ratios; the machine's CPU and load are printed with
