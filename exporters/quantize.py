@@ -39,10 +39,11 @@ from framegen.models.imports import coremltools, quiet
 
 # ``float_output``: the output convolution reads int8 and writes float, and the Sigmoid after it runs in float (the
 # Q/DQ pairs between them and after the Sigmoid removed). With them, OpenVINO requantized the logits and dequantized
-# them again at full resolution (one Subtract of 1.9 ms in its profile); without them, measured on the trained demo
-# generator on 2 Zen 4 cores, OpenVINO ran the int8 file 1.045x faster (median of 10 alternating rounds) and its
-# output kept 0.2 dB more PSNR (40.0 against 39.8 dB). ONNX Runtime ran its own target's file 0.98x as fast with the
-# same change (24.8 against 25.4 fps, medians of 8 rounds), so that target keeps them.
+# them again at full resolution (one Subtract of 1.9 ms in its per-layer profile). Without them, on the trained demo
+# generator on 2 Zen 4 cores (`python scripts/measure_int8.py --rounds 6`, docs/PARITY.md), OpenVINO ran the file
+# 1.055x as fast (median of the rounds' ratios) with the final frame 0.2 dB better (40.8 against 40.6 dB). ONNX
+# Runtime ran its own target's file 1.037x and 0.988x as fast in two runs (`--rounds-on ort-cpu`): no gain, so that
+# target keeps them.
 
 #: int8 ONNX activation formats, by the runtime an artifact is quantized for. Weights are int8 per channel in both.
 INT8_TARGETS: dict[str, dict[str, Any]] = {

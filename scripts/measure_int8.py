@@ -25,7 +25,20 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
   ``--bf16-rest`` also runs each variant with OpenVINO's bf16 hint, so that the layers left out of int8 compute in
   bf16 rather than fp32;
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
-  ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add).
+  ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add);
+- ``percentile, float output``: the export's ``openvino`` file since 2026-12-08 (the output convolution writes float,
+  the Sigmoid runs in float: ``exporters/quantize.float_output``); the plain ``percentile`` row is the file before;
+- ``percentile, signed activations``: every uint8 activation with a non-zero zero point turned into symmetric int8
+  (zero point 0, the same range), as NNCF's PERFORMANCE preset quantizes them;
+- ``percentile, one concat scale``: each Concat's inputs quantized with the Concat output's scale and zero point, and
+  the Q/DQ pair after the Concat dropped (NNCF's unified scales).
+
+- ``ort target`` (``reduce_range``, framegen's ``ort`` file) and ``ort target, float output``: the same change for
+  ONNX Runtime's file (time them with ``--rounds-on ort-cpu``).
+
+``--rounds N`` times every variant's file (batch 1; on OpenVINO, or ``--rounds-on ort-cpu``) in N alternating rounds
+of 3 s and reports the median and its ratio to the first variant's, round by round, because a VM's speed can move by
+a quarter within minutes. The fps column is then the median.
 """
 
 from __future__ import annotations
@@ -38,6 +51,114 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+
+def signed_activations(model: Any) -> None:
+    """Turn each uint8 activation quantizer with a non-zero zero point into symmetric int8 over the same range, in
+    place (post-ReLU tensors, zero point 0, stay uint8)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        zero, scale = numpy_helper.to_array(inits[node.input[2]]), numpy_helper.to_array(inits[node.input[1]])
+        if zero.dtype != np.uint8 or zero.ndim or int(zero) == 0:
+            continue
+        reach = max(int(zero), 255 - int(zero)) * float(scale)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.array(reach / 127.0, np.float32), node.input[1]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.array(0, np.int8), node.input[2]))
+
+
+def one_concat_scale(model: Any) -> None:
+    """Give each Concat's inputs their own Q/DQ pair at the Concat output's scale and zero point, and drop the pair
+    after the Concat, in place (the Concat's output then feeds its readers already on their grid)."""
+    import onnx
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    drop: list[Any] = []
+    for node in [n for n in graph.node if n.op_type == "Concat"]:
+        after = readers.get(node.output[0], [])
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        q_out = after[0]
+        for k, name in enumerate(list(node.input)):
+            q_in = producer[producer[name].input[0]]  # DequantizeLinear <- QuantizeLinear <- float tensor
+            tag = f"{node.name}_unified{k}"
+            graph.node.extend([
+                onnx.helper.make_node("QuantizeLinear", [q_in.input[0], *q_out.input[1:]], [tag + "_q"]),
+                onnx.helper.make_node("DequantizeLinear", [tag + "_q", *q_out.input[1:]], [tag])])
+            node.input[k] = tag
+        for dq in readers[q_out.output[0]]:
+            for reader in readers.get(dq.output[0], []):
+                reader.input[:] = [node.output[0] if i == dq.output[0] else i for i in reader.input]
+            drop.append(dq)
+        drop.append(q_out)
+    for n in drop:
+        graph.node.remove(n)
+    _prune_and_sort(graph)
+
+
+def _prune_and_sort(graph: Any) -> None:
+    """Remove Q/DQ nodes nothing reads, and order the nodes topologically again."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ordered, pending = [], list(graph.node)
+    while pending:
+        rest = [n for n in pending if not all(i in ready for i in n.input)]
+        for n in pending:
+            if n not in rest:
+                ordered.append(n)
+                ready.update(n.output)
+        if len(rest) == len(pending):
+            raise RuntimeError("the rewritten graph has a cycle")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def alternating_rounds(files: list[tuple[str, Path, float]], rounds: int, runtime: str, open_backend: Any,
+                       request: Any, measure: Any, onnx: Any) -> dict[str, float]:
+    """Median model-only fps (batch 1) of each file on ``runtime`` over ``rounds`` rounds of 3 s, the files taken in
+    turn within a round; prints each round and the medians' ratios to the first file."""
+    import statistics
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        backends = {}
+        for name, path, _ in files:
+            m = onnx.load(str(path))
+            props = {p.key: p.value for p in m.metadata_props}
+            del m.metadata_props[:]
+            onnx.helper.set_model_props(m, {**props, "precision": "int8"})  # opens as an int8 artifact
+            tagged = path.with_name(f"{path.stem}.rounds.onnx")
+            onnx.save(m, str(tagged))
+            backends[name] = stack.enter_context(open_backend(runtime, request(artifact=tagged, precision="int8")))
+        fps: dict[str, list[float]] = {name: [] for name in backends}
+        for r in range(rounds):
+            for name, be in backends.items():
+                fps[name].append(float(measure(be, 1, seconds=3.0)["fps"]))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in fps.items()), file=sys.stderr)
+    medians = {name: statistics.median(v) for name, v in fps.items()}
+    first = next(iter(fps))
+    for name, v in fps.items():
+        ratios = [a / b for a, b in zip(v, fps[first], strict=True)]
+        print(f"{name}: median {medians[name]:.1f} fps, {statistics.median(ratios):.3f}x {first} "
+              f"(round by round {min(ratios):.3f}-{max(ratios):.3f}x)", file=sys.stderr)
+    return medians
 
 
 def main() -> int:
@@ -58,9 +179,14 @@ def main() -> int:
     ap.add_argument("--bf16-rest", action="store_true",
                     help="also judge (and with --time, time) each variant on OpenVINO with the bf16 hint, where the "
                          "layers it left unquantized compute in bf16 instead of fp32 (CPUs with bf16 units)")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="time the variants in this many alternating rounds of 3 s (medians, ratios)")
+    ap.add_argument("--rounds-on", default="openvino", choices=("openvino", "ort-cpu"),
+                    help="the runtime --rounds times the variants on")
     args = ap.parse_args()
     import numpy as np
     import onnx
+    from framegen.exporters.quantize import float_output
     from framegen.models.demo import load_demo_generator
     from framegen.models.init import init_audio_encoder
     from framegen.models.io import save_generator
@@ -98,12 +224,18 @@ def main() -> int:
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(self.it, None)
 
-        def quantize(name: str, cal: int, method: Any, exclude: list[str], extra: dict | None = None) -> Path:
+        def quantize(name: str, cal: int, method: Any, exclude: list[str], extra: dict | None = None,
+                     post: Any = None, reduce_range: bool = False) -> Path:
             out = tmp / f"{name}.onnx"
             quantize_static(str(fp32), str(out), Feeds(data_for(cal).calibration), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            reduce_range=reduce_range,
                             calibrate_method=method, nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **(extra or {})})
+            if post is not None:
+                m = onnx.load(str(out))
+                post(m)
+                onnx.save(m, str(out))
             return out
 
         def weights_only() -> Path:
@@ -186,6 +318,19 @@ def main() -> int:
             (f"minmax, audio branch kept ({len(audio)} convs)",
              lambda: quantize("audio", args.calibration, CalibrationMethod.MinMax, audio)),
             ("weights only (int8 per channel)", weights_only),
+            ("percentile, float output", lambda: quantize("pct_float", args.calibration, CalibrationMethod.Percentile,
+                                                          [], {"CalibPercentile": 99.999}, post=float_output)),
+            ("percentile, signed activations", lambda: quantize(
+                "pct_signed", args.calibration, CalibrationMethod.Percentile, [], {"CalibPercentile": 99.999},
+                post=signed_activations)),
+            ("percentile, one concat scale", lambda: quantize(
+                "pct_concat", args.calibration, CalibrationMethod.Percentile, [], {"CalibPercentile": 99.999},
+                post=one_concat_scale)),
+            ("ort target (reduce_range)", lambda: quantize("ort", args.calibration, CalibrationMethod.Percentile, [],
+                                                           {"CalibPercentile": 99.999}, reduce_range=True)),
+            ("ort target, float output", lambda: quantize("ort_float", args.calibration, CalibrationMethod.Percentile,
+                                                          [], {"CalibPercentile": 99.999}, post=float_output,
+                                                          reduce_range=True)),
         ]
         try:
             import nncf
@@ -232,15 +377,17 @@ def main() -> int:
                 speeds[precision] = model_fps(fp32, precision)
                 print(f"fp32 file on openvino {precision}: {speeds[precision]:.1f} fps", file=sys.stderr)
         gate = data_for(args.calibration)
+        built_files: list[tuple[str, Path, float]] = []
         for name, make in variants:
             t0 = time.perf_counter()
             try:
-                path = make()
+                built_files.append((name, make(), time.perf_counter() - t0))
             except Exception as exc:  # one variant that does not build does not stop the others
                 rows.append({"variant": name, "error": str(exc).splitlines()[0][:160]})
-                continue
-            built = time.perf_counter() - t0
-            fps = model_fps(path, "int8") if args.time else None
+        rounds = alternating_rounds(built_files, args.rounds, args.rounds_on, open_backend, OpenRequest, measure,
+                                    onnx) if args.rounds else {}
+        for name, path, built in built_files:
+            fps = rounds[name] if rounds else (model_fps(path, "int8") if args.time else None)
             if fps is not None:
                 print(f"{name} on openvino int8: {fps:.1f} fps", file=sys.stderr)
             runs: list[tuple[str, str, dict[str, Any], float | None]] = [
