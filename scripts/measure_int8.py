@@ -30,6 +30,8 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
   the Sigmoid runs in float: ``exporters/quantize.float_output``); the plain ``percentile`` row is the file before;
 - ``percentile, signed activations``: every uint8 activation with a non-zero zero point turned into symmetric int8
   (zero point 0, the same range), as NNCF's PERFORMANCE preset quantizes them;
+- ``percentile, signed except Concat inputs``: the same, but the tensors a Concat reads stay uint8 (OpenVINO computes
+  a Concat of signed int8 wrongly: scripts/openvino_signed_concat.py);
 - ``percentile, one concat scale``: each Concat's inputs quantized with the Concat output's scale and zero point, and
   the Q/DQ pair after the Concat dropped (NNCF's unified scales).
 
@@ -53,15 +55,25 @@ from pathlib import Path
 from typing import Any
 
 
-def signed_activations(model: Any) -> None:
+def signed_activations(model: Any, spare_concat_inputs: bool = False) -> None:
     """Turn each uint8 activation quantizer with a non-zero zero point into symmetric int8 over the same range, in
-    place (post-ReLU tensors, zero point 0, stay uint8)."""
+    place (post-ReLU tensors, zero point 0, stay uint8). ``spare_concat_inputs``: quantizers whose tensor a Concat
+    reads stay as they are (scripts/openvino_signed_concat.py)."""
     import numpy as np
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    spared = {tuple(q.input[1:3]) for q in model.graph.node if spare_concat_inputs and q.op_type == "QuantizeLinear"
+              and any(r.op_type == "Concat" for dq in readers.get(q.output[0], [])
+                      for r in readers.get(dq.output[0], []))}
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear" or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        if tuple(node.input[1:3]) in spared:
             continue
         zero, scale = numpy_helper.to_array(inits[node.input[2]]), numpy_helper.to_array(inits[node.input[1]])
         if zero.dtype != np.uint8 or zero.ndim or int(zero) == 0:
@@ -323,6 +335,9 @@ def main() -> int:
             ("percentile, signed activations", lambda: quantize(
                 "pct_signed", args.calibration, CalibrationMethod.Percentile, [], {"CalibPercentile": 99.999},
                 post=signed_activations)),
+            ("percentile, signed except Concat inputs", lambda: quantize(
+                "pct_signed_nc", args.calibration, CalibrationMethod.Percentile, [], {"CalibPercentile": 99.999},
+                post=lambda m: signed_activations(m, spare_concat_inputs=True))),
             ("percentile, one concat scale", lambda: quantize(
                 "pct_concat", args.calibration, CalibrationMethod.Percentile, [], {"CalibPercentile": 99.999},
                 post=one_concat_scale)),
