@@ -52,7 +52,7 @@ INT8_TARGETS: dict[str, dict[str, Any]] = {
         "float_output": True,
         "why": "OpenVINO's CPU plugin fuses QDQ convolutions into int8 kernels: U8S8 ran as fast as S8S8 "
                "(2.5x its fp32 on 2 AVX-512 VNNI cores) and kept 7.6 dB more PSNR; on 2 Zen 4 cores S8S8 ran "
-               "1.06x faster and lost 7.1 dB on OpenVINO, 0.4 dB on ONNX Runtime (docs/PARITY.md)",
+               "1.10-1.16x faster and lost 7.5 dB on OpenVINO, 0.3 dB on ONNX Runtime (docs/PARITY.md)",
     },
     "ort": {
         "activations": "uint8 (asymmetric)", "weights": "int8 per channel (symmetric)", "reduce_range": True,
