@@ -26,7 +26,7 @@ the 30 dB / 96-level floor) on ONNX Runtime and OpenVINO:
   bf16 rather than fp32;
 - ``weights only``: no activation quantized (``op_types_to_quantize`` empty for activations is not offered by
   ``quantize_static``, so: weights rounded to int8 per channel and stored back as fp32, the error weights alone add);
-- ``percentile, float output``: the export's ``openvino`` file since 2026-12-08 (the output convolution writes float,
+- ``percentile, float output``: the export's ``openvino`` file since 2026-12-07 (the output convolution writes float,
   the Sigmoid runs in float: ``exporters/quantize.float_output``); the plain ``percentile`` row is the file before;
 - ``percentile, signed activations``: every uint8 activation with a non-zero zero point turned into symmetric int8
   (zero point 0, the same range), as NNCF's PERFORMANCE preset quantizes them;

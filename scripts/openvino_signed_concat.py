@@ -8,7 +8,7 @@ The graph: input -> QuantizeLinear / DequantizeLinear -> Conv 3x3 -> QuantizeLin
 activation: int8 with zero point 0, or uint8 with a zero point, over the same range) -> Concat of that tensor with
 itself -> Conv 1x1 -> output. Each variant runs on ONNX Runtime and on OpenVINO (f32 inference precision); both
 compute the same quantized arithmetic, so their outputs should agree to float rounding. A variant without the Concat
-(the second convolution reads the activation directly) is printed beside them. Measured 2026-12-08 with OpenVINO
+(the second convolution reads the activation directly) is printed beside them. Measured 2026-12-07 with OpenVINO
 2026.4.1 on a 2-core AMD EPYC (Zen 4, AVX-512 VNNI): the signed Concat differed by a mean of 0.37 (max 2.3) on
 outputs up to 12.6, and with ``--seed 3 --channels 48 --size 24`` by 0.46 (max 2.7) on outputs up to 19.0; every
 other variant by at most 0.06, a rounding tie here and there.
