@@ -65,6 +65,10 @@ def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generato
     shutil.copy(generator_ckpt, project / "gen.pth")
     shutil.copytree(bundle_dir, project / "bundle")
     (project / "test_user.py").write_text(USER_TEST)
+    (project / "test_stages.py").write_text(
+        "def test_no_layers_stage(framegen_parity):\n"
+        "    assert framegen_parity.candidates and all(s.stage != 'layers' for c in framegen_parity.candidates\n"
+        "                                              for s in c.stages)\n")
 
     def run(extra: str) -> subprocess.CompletedProcess[str]:
         (project / "pyproject.toml").write_text(textwrap.dedent(f'''
@@ -74,6 +78,7 @@ def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generato
             framegen_backends = "ort-cpu:fp32,ort-cpu:fp16"
             framegen_frames = "1"
             framegen_tolerances = "fixed"
+            framegen_locate = "false"
             {extra}
         '''))
         env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -87,9 +92,10 @@ def test_a_user_project_runs_parity_as_one_test_per_candidate(tmp_path, generato
     assert "test_unrelated PASSED" in mixed.stdout
     assert "ort-cpu:fp16 model_output: max_abs" in mixed.stdout and "> 1.00e-03" in mixed.stdout
     assert "(worst: frame" in mixed.stdout
+    assert "test_stages.py::test_no_layers_stage PASSED" in mixed.stdout  # framegen_locate = "false"
     selected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not framegen_parity", "-p",
                                "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=300)
-    assert "1 passed, 2 deselected" in selected.stdout, selected.stdout
+    assert "1 passed, 3 deselected" in selected.stdout, selected.stdout
 
 
 def test_an_unconfigured_project_skips_with_the_reason(tmp_path):
@@ -99,3 +105,13 @@ def test_an_unconfigured_project_skips_with_the_reason(tmp_path):
     assert result.returncode == 0, result.stdout
     assert "1 passed, 1 skipped" in result.stdout
     assert "set framegen_bundle and framegen_checkpoint" in result.stdout
+
+
+def test_a_malformed_setting_stops_pytest_before_any_test_with_one_line(tmp_path):
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nframegen_locate = "maybe"\n')
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage error
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == ["ERROR: framegen_locate must be true or false, not 'maybe'"]

@@ -10,6 +10,7 @@ check in ``pytest.ini`` / ``[tool.pytest.ini_options]`` (or with the matching ``
     framegen_audio = "data/speech.wav"           # optional: default synthetic speech (needs the bundle's encoder)
     framegen_backends = "ort-cpu,ort-cpu:fp16"   # optional: default every backend available here
     framegen_frames = "4"                        # optional
+    framegen_locate = "false"                    # optional: skip the layers stage (default true)
 
 and write one test::
 
@@ -49,6 +50,7 @@ _SETTINGS = {
     "frames": "speech frames to compare (default 4)",
     "tolerances": "derived (default, from the checkpoint) or fixed",
     "tolerance": "STAGE.METRIC=VALUE overrides, separated by spaces",
+    "locate": "the layers stage, every layer against PyTorch: true (default) or false (a third of the time saved)",
 }
 
 
@@ -61,8 +63,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker."""
+    """Register the marker; refuse a malformed setting before any test runs."""
     config.addinivalue_line("markers", f"{MARKER}: a test that runs framegen parity (framegen's pytest plugin)")
+    _locate(config)
+
+
+def _locate(config: pytest.Config) -> bool:
+    value = (_setting(config, "locate") or "true").strip().lower()
+    if value not in ("true", "false"):
+        raise pytest.UsageError(f"framegen_locate must be true or false, not {value!r}")
+    return value == "true"
 
 
 def _setting(config: pytest.Config, name: str) -> str | None:
@@ -127,9 +137,11 @@ def framegen_parity(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     if features is None and audio is None:
         audio = write_wav(work / "speech.wav", speech_like(2.0, seed=11))
     overrides = (_setting(config, "tolerance") or "").split()
+    locate = _locate(config)
     return framegen.parity(bundle=bundle, checkpoint=checkpoint, template=template, features=features, audio=audio,
                            backends=_setting(config, "backends"), frames=int(_setting(config, "frames") or 4),
-                           tolerances=_setting(config, "tolerances") or "derived", tolerance=overrides)
+                           tolerances=_setting(config, "tolerances") or "derived", tolerance=overrides,
+                           locate=None if locate else False)
 
 
 @dataclass
