@@ -140,6 +140,35 @@ def test_float_output_removes_only_the_pairs_around_the_sigmoid():
     assert [n.op_type for n in shared.graph.node].count("QuantizeLinear") == 1
 
 
+def test_each_int8_target_quantizes_a_conv_sigmoid_tail_its_own_way():
+    """The openvino target's output convolution writes float; the ort target keeps the Q/DQ pairs (no gain there,
+    docs/PARITY.md). Both stay within their quantization error of the float graph."""
+    import numpy as np
+    import onnxruntime as ort
+    from framegen.exporters.quantize import quantize_onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    w = numpy_helper.from_array(rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Sigmoid", ["c"], ["y"])],
+        "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = [{"x": rng.random((1, 4, 8, 8), dtype=np.float32)} for _ in range(4)]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+    for target, float_tail in (("openvino", True), ("ort", False)):
+        q, record = quantize_onnx(model, feeds, target=target)
+        producer = {o: n for n in q.graph.node for o in n.output}
+        sigmoid = next(n for n in q.graph.node if n.op_type == "Sigmoid")
+        assert (producer[sigmoid.input[0]].op_type == "Conv") is float_tail, target
+        assert (sigmoid.output[0] == "y") is float_tail, target  # else a Q/DQ pair writes the output
+        assert record["float_output"] is float_tail and record["reduce_range"] is (target == "ort")
+        assert ("Sigmoid" in record["quantized_ops"]) is not float_tail and "Conv" in record["quantized_ops"]
+        got = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+        assert np.abs(got - want).max() < 0.03, target
+
+
 def test_int8_verdict_is_recorded_with_its_floor(int8_onnx_bundle):
     record = ValidationRecord.from_dict(_entry(int8_onnx_bundle, "onnx", "int8")["validation"])
     assert record.kind == "quality-floor" and record.passed and record.runtime == "openvino"
