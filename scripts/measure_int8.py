@@ -142,6 +142,18 @@ def _prune_and_sort(graph: Any) -> None:
     graph.node.extend(ordered)
 
 
+def tagged_int8(path: Path, onnx: Any) -> Path:
+    """A copy of the ONNX file at ``path`` tagged as the export tags its int8 artifacts, so that a backend opens it
+    as one (``<stem>.tagged.onnx`` beside it)."""
+    m = onnx.load(str(path))
+    props = {p.key: p.value for p in m.metadata_props}
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, {**props, "precision": "int8"})
+    out = path.with_name(f"{path.stem}.tagged.onnx")
+    onnx.save(m, str(out))
+    return out
+
+
 def alternating_rounds(files: list[tuple[str, Path, float]], rounds: int, runtime: str, open_backend: Any,
                        request: Any, measure: Any, onnx: Any) -> dict[str, float]:
     """Median model-only fps (batch 1) of each file on ``runtime`` over ``rounds`` rounds of 3 s, the files taken in
@@ -152,13 +164,8 @@ def alternating_rounds(files: list[tuple[str, Path, float]], rounds: int, runtim
     with ExitStack() as stack:
         backends = {}
         for name, path, _ in files:
-            m = onnx.load(str(path))
-            props = {p.key: p.value for p in m.metadata_props}
-            del m.metadata_props[:]
-            onnx.helper.set_model_props(m, {**props, "precision": "int8"})  # opens as an int8 artifact
-            tagged = path.with_name(f"{path.stem}.rounds.onnx")
-            onnx.save(m, str(tagged))
-            backends[name] = stack.enter_context(open_backend(runtime, request(artifact=tagged, precision="int8")))
+            backends[name] = stack.enter_context(open_backend(runtime, request(artifact=tagged_int8(path, onnx),
+                                                                               precision="int8")))
         fps: dict[str, list[float]] = {name: [] for name in backends}
         for r in range(rounds):
             for name, be in backends.items():
@@ -373,15 +380,8 @@ def main() -> int:
         from framegen.toolkit.bench.core import measure
 
         def model_fps(path: Path, precision: str, options: dict[str, Any] | None = None) -> float:
-            if precision == "int8":  # tag the file as the export tags its int8 artifacts, so it opens as one
-                m = onnx.load(str(path))
-                tags = {prop.key: prop for prop in m.metadata_props}
-                if "precision" in tags:
-                    tags["precision"].value = "int8"
-                else:
-                    onnx.helper.set_model_props(m, {**{k: v.value for k, v in tags.items()}, "precision": "int8"})
-                path = path.with_name(f"{path.stem}.tagged.onnx")
-                onnx.save(m, str(path))
+            if precision == "int8":
+                path = tagged_int8(path, onnx)
             with open_backend("openvino", OpenRequest(artifact=path, precision=precision,
                                                       options=dict(options or {}))) as be:
                 return float(measure(be, 1, seconds=6.0)["fps"])

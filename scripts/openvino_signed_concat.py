@@ -26,6 +26,7 @@ import numpy as np
 def graph(channels: int, size: int, seed: int, signed: bool, concat: bool) -> tuple[Any, np.ndarray]:
     """The QDQ model and an input for it; the activation's range is the float convolution's own."""
     import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -38,21 +39,32 @@ def graph(channels: int, size: int, seed: int, signed: bool, concat: bool) -> tu
 
     wa, sa = weights((channels, channels, 3, 3), 0.1)
     wb, sb = weights((channels, channels * (2 if concat else 1), 1, 1), 0.2)
-    deq_a = (wa.astype(np.float64) * sa[:, None, None, None])
-    # the activation's range: the float convolution of the quantized input (x is quantized with 4 / 127 steps)
-    xq = np.clip(np.round(x / (4 / 127)), -128, 127) * (4 / 127)
-    cols = np.lib.stride_tricks.sliding_window_view(np.pad(xq, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), (2, 3))
-    act = np.einsum("nchwij,ocij->nohw", cols, deq_a)
+    prefix = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+              helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+              helper.make_node("DequantizeLinear", ["wa", "sa", "za"], ["wad"], axis=0),
+              helper.make_node("Conv", ["xd", "wad"], ["a"], pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array(np.array(4 / 127, np.float32), "sx"),
+             numpy_helper.from_array(np.array(0, np.int8), "zx"),
+             numpy_helper.from_array(wa, "wa"), numpy_helper.from_array(sa, "sa"),
+             numpy_helper.from_array(np.zeros(channels, np.int8), "za")]
+
+    def model_of(nodes: list[Any], out: str, shape: list[int], extra: list[Any]) -> Any:
+        g = helper.make_graph(nodes, "signed_concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                      list(x.shape))],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], inits + extra)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        onnx.checker.check_model(model)
+        return model
+
+    # the activation's range: the first convolution's own output, in float (ONNX Runtime)
+    act = ort.InferenceSession(model_of(prefix, "a", list(x.shape), []).SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     lo, hi = float(act.min()), float(act.max())
     if signed:
         act_scale, act_zero = max(-lo, hi) / 127, np.array(0, np.int8)
     else:
         act_scale, act_zero = (hi - lo) / 255, np.array(round(-lo / ((hi - lo) / 255)), np.uint8)
-    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["wa", "sa", "za"], ["wad"], axis=0),
-             helper.make_node("Conv", ["xd", "wad"], ["a"], pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["a", "s_act", "z_act"], ["aq"]),
+    nodes = [*prefix, helper.make_node("QuantizeLinear", ["a", "s_act", "z_act"], ["aq"]),
              helper.make_node("DequantizeLinear", ["aq", "s_act", "z_act"], ["ad"]),
              helper.make_node("DequantizeLinear", ["wb", "sb", "zb"], ["wbd"], axis=0)]
     if concat:
@@ -60,20 +72,11 @@ def graph(channels: int, size: int, seed: int, signed: bool, concat: bool) -> tu
                   helper.make_node("Conv", ["cat", "wbd"], ["y"])]
     else:
         nodes += [helper.make_node("Conv", ["ad", "wbd"], ["y"])]
-    inits = [numpy_helper.from_array(np.array(4 / 127, np.float32), "sx"),
-             numpy_helper.from_array(np.array(0, np.int8), "zx"),
-             numpy_helper.from_array(wa, "wa"), numpy_helper.from_array(sa, "sa"),
-             numpy_helper.from_array(np.zeros(channels, np.int8), "za"),
-             numpy_helper.from_array(np.array(act_scale, np.float32), "s_act"),
-             numpy_helper.from_array(act_zero, "z_act"),
-             numpy_helper.from_array(wb, "wb"), numpy_helper.from_array(sb, "sb"),
-             numpy_helper.from_array(np.zeros(wb.shape[0], np.int8), "zb")]
-    g = helper.make_graph(nodes, "signed_concat",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    return model, x
+    tail = [numpy_helper.from_array(np.array(act_scale, np.float32), "s_act"),
+            numpy_helper.from_array(act_zero, "z_act"),
+            numpy_helper.from_array(wb, "wb"), numpy_helper.from_array(sb, "sb"),
+            numpy_helper.from_array(np.zeros(wb.shape[0], np.int8), "zb")]
+    return model_of(nodes, "y", [1, channels, size, size], tail), x
 
 
 def main() -> int:

@@ -615,8 +615,8 @@ def _choose_live_layout(template: PreparedTemplate, live: Backend, open_wider: C
         if budget_ms is not None:
             note += f"; frames that would leave more than {budget_ms:.0f} ms after their audio lookahead are held"
             if not fits(workers, measured[workers]):
-                note += (f"; one frame takes {frame_ms[workers]:.0f} ms here, over {BUDGET_SHARE:.0%} of the budget "
-                         f"in every layout, so the frames shown come late too (the least late this CPU can)")
+                note += (f"; one frame takes {frame_ms[workers]:.0f} ms here, over {BUDGET_SHARE:.0%} of the budget, "
+                         f"so the frames shown come late too")
         return LiveLayout(workers, {w: round(r, 2) for w, r in measured.items()}, note, frame_ms, budget_ms,
                           [round(1000.0 * t, 2) for t in timed[workers]])
 
@@ -730,9 +730,14 @@ def keep_up_note(what: str, rate: float, fps: int, predicted: dict[str, float],
             f"{predicted['beyond_p99_ms']:.0f} ms beyond the audio lookahead)")
     if rate >= need and share < HELD_SHARE_NOTICED:
         return head + "keeps up" + tail
-    verdict = ("cannot keep up" if rate < fps else "keeps up without headroom for the stream's own work"
-               if rate < need else f"keeps up, but not every frame within the {budget_ms:.0f} ms latency budget"
-               if budget_ms else "keeps up on average, but its slowest renders leave some frames no free worker")
+    if rate < fps:
+        verdict = "cannot keep up"
+    elif rate < need:
+        verdict = "keeps up without headroom for the stream's own work"
+    elif budget_ms:
+        verdict = f"keeps up, but not every frame within the {budget_ms:.0f} ms latency budget"
+    else:
+        verdict = "keeps up on average, but its slowest renders leave some frames no free worker"
     why = (f"whose turn comes while every worker is busy, or that would leave more than {budget_ms:.0f} ms after "
            "their audio lookahead," if budget_ms else "whose turn comes while every worker is busy")
     return (head + f"{verdict}; frames {why} are held (the previous frame shows again, about {share:.0%} of them) so "
