@@ -236,9 +236,11 @@ def test_a_golden_index_pointing_outside_is_refused(tmp_path):
 
 def _start_render(tmp_path: Path, template: Path, ckpt: Path, feats: Path, out: Path, *extra: str
                   ) -> subprocess.Popen[str]:
+    # Started with SIGINT ignored, as a script's background job inherits it: SIGINT must interrupt it all the same.
     return subprocess.Popen([sys.executable, "-m", "framegen.toolkit.cli", "render", "-t", str(template), "-f",
                              str(feats), "-c", str(ckpt), "--backend", "torch-cpu", "-o", str(out), *extra],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
 
 
 def _wait_for_partial(folder: Path, proc: subprocess.Popen[str], limit: float = 240.0) -> None:

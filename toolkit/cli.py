@@ -80,6 +80,10 @@ def main() -> None:
 
     keep_freed_memory()  # PyTorch's CPU activations reused instead of page-faulted anew (models/allocator.py)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # A command started in the background of a script inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: `kill -INT` would be lost and the work run to its end (seen when the test suite
+    # itself ran in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # Not standalone: typer would print its usage errors as a multi-line box; here they become one line.
         code = app(standalone_mode=False, prog_name="framegen")
