@@ -251,6 +251,25 @@ def run_cli(monkeypatch, capsys, *args, stdin: bytes | None = None):
     return code, cap.out, cap.err
 
 
+def test_cli_stream_of_too_little_audio_names_its_source_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                    synth_template_dir, generator_ckpt, encoder_ckpt,
+                                                                    stream_speech):
+    """0.1 s of speech (SyncTalk_2D needs 0.1875 s), from a file and from stdin: exit 2, one line that names the
+    file or says stdin, and no output written."""
+    clip = stream_speech[:1600]
+    src = write_audio(tmp_path / "blip.wav", clip[None], 16000)
+    pcm = np.round(clip * 32767).astype("<i2").tobytes()
+    for audio, stdin, source in ((str(src), None, str(src)), ("-", pcm, "stdin")):
+        out = tmp_path / "out" / "live.mp4"
+        out.parent.mkdir(exist_ok=True)
+        code, _, err = run_cli(monkeypatch, capsys, "stream", "--template", str(synth_template_dir), "--audio",
+                               audio, "--checkpoint", str(generator_ckpt), "--encoder", str(encoder_ckpt),
+                               "--backend", "torch-cpu", "--out", str(out), stdin=stdin)
+        assert code == 2, err
+        assert err.strip().splitlines()[-1].startswith(f"error: {source}: audio too short (0.100 s)"), err
+        assert "Traceback" not in err and list(out.parent.iterdir()) == []
+
+
 def test_cli_stream_stdin_pcm_mp4_in_sync(tmp_path, monkeypatch, capsys, synth_template_dir, generator_ckpt,
                                          encoder_ckpt, stream_speech, stream_torch_encoder, prepared_template,
                                          torch_memo):

@@ -28,6 +28,7 @@ from framegen.toolkit.demo import DEFAULT_SECONDS, DemoContext, quick_context, r
 from framegen.toolkit.frames.plan import render_workers
 from framegen.toolkit.frames.stream import LIVE_OPTIONS, choose_live_layout
 from framegen.toolkit.frames.video import DEFAULT_PRESET
+from framegen.toolkit.inputs.audio import AudioError
 from framegen.toolkit.inputs.encoders import resolve_encoder
 
 
@@ -188,9 +189,15 @@ def stream(template: PathLike | Any, *, audio: PathLike | str, out: PathLike | N
             say = note if s["keeps_up"] else (warn or note)
             if say is not None:
                 say(s["note"])
-        result = stream_to_files(prepared, be, encode, chunks, out=out, frames_dir=frames_dir, realtime=realtime,
-                                 start_frame=start_frame, batch=batch, crf=crf, preset=preset,
-                                 chunk_samples=chunk, on_start=start, latency_budget_ms=budget)
+        try:
+            result = stream_to_files(prepared, be, encode, chunks, out=out, frames_dir=frames_dir,
+                                     realtime=realtime, start_frame=start_frame, batch=batch, crf=crf,
+                                     preset=preset, chunk_samples=chunk, on_start=start, latency_budget_ms=budget)
+        except AudioError as exc:  # the session sees samples, not their source: name it here
+            source = "stdin" if from_stdin else os.fspath(audio)
+            if str(exc).startswith(source):
+                raise
+            raise AudioError(f"{source}: {exc}") from None
     if layout is not None:
         result.layout = asdict(layout)
     if stats is not None:
