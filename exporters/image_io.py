@@ -191,21 +191,31 @@ def _coreml_wrapper(model: Any) -> Any:
     return ImageIOGenerator(model).eval()
 
 
-def coreml_image_model(model: Any, precision: str = "fp16") -> Any:
-    """Convert the image-I/O variant to an in-memory ``coremltools.models.MLModel`` (ML program, not loaded)."""
+def coreml_image_program(model: Any) -> Any:
+    """The ``torch.export`` program (decompositions run) of the generator's Core ML image-I/O wrapper: the input of
+    :func:`coreml_image_model`, shared by both precisions, since exporting is the slow part."""
+    import torch
+
+    example = (torch.zeros(1, 3, INNER_SIZE, INNER_SIZE), torch.zeros(1, *audio_shape(model.mode)))
+    with quiet("coremltools", "torch.export", "torch._dynamo"), torch.no_grad():
+        return torch.export.export(_coreml_wrapper(model), example).run_decompositions({})
+
+
+def coreml_image_model(model: Any, precision: str = "fp16", program: Any = None) -> Any:
+    """Convert the image-I/O variant to an in-memory ``coremltools.models.MLModel`` (ML program, not loaded), from
+    ``program`` (:func:`coreml_image_program` of ``model``) or a fresh export."""
     import torch
 
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"unknown precision {precision!r}; expected fp32 or fp16")
     ct = coremltools()
-    wrapper = _coreml_wrapper(model)
-    example = (torch.zeros(1, 3, INNER_SIZE, INNER_SIZE), torch.zeros(1, *audio_shape(model.mode)))
+    if program is None:
+        program = coreml_image_program(model)
     # Keep the /255 a division: coremltools' default pipeline would turn it into a multiply by 1/255, which is
     # not what the reference computes (see the module docstring).
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(["common::divide_to_multiply"])
     with quiet("coremltools", "torch.export", "torch._dynamo"), torch.no_grad():
-        program = torch.export.export(wrapper, example).run_decompositions({})
         ml = ct.convert(
             program,
             inputs=[ct.ImageType(name=GEN_IMAGE, shape=(1, 3, INNER_SIZE, INNER_SIZE),
@@ -228,10 +238,11 @@ def coreml_image_model(model: Any, precision: str = "fp16") -> Any:
 
 
 def export_generator_coreml_image(model: Any, path: str | os.PathLike[str], precision: str = "fp16", *,
-                                  metadata: dict[str, str] | None = None) -> Path:
+                                  metadata: dict[str, str] | None = None, program: Any = None) -> Path:
     """Export the Core ML image-I/O variant (.mlpackage) of a generator module to ``path`` (temporary sibling,
-    then renamed). ``metadata`` defaults to :func:`image_metadata` without a source sha256."""
-    ml = coreml_image_model(model, precision)
+    then renamed). ``metadata`` defaults to :func:`image_metadata` without a source sha256; ``program``: its
+    :func:`coreml_image_program`, when already made."""
+    ml = coreml_image_model(model, precision, program)
     meta = metadata if metadata is not None else image_metadata("generator", model.mode, precision, "coreml")
     ml.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
     for key in sorted(meta):
@@ -275,8 +286,9 @@ def build_onnx_image_artifact(model: Any, precision: str, path: str | os.PathLik
 
 
 def build_coreml_image_artifact(model: Any, precision: str, path: str | os.PathLike[str],
-                                metadata: dict[str, str]) -> dict[str, Any]:
-    """Write the Core ML image-I/O variant (batch 1); returns the manifest entry's format-specific fields."""
-    export_generator_coreml_image(model, path, precision, metadata=metadata)
+                                metadata: dict[str, str], *, program: Any = None) -> dict[str, Any]:
+    """Write the Core ML image-I/O variant (batch 1); returns the manifest entry's format-specific fields.
+    ``program``: :func:`coreml_image_program` of ``model``, when already made (saves an export)."""
+    export_generator_coreml_image(model, path, precision, metadata=metadata, program=program)
     return {"minimum_deployment_target": COREML_MINIMUM_DEPLOYMENT_TARGET, "compute_precision": precision,
             "batch_range": [1, 1], METADATA_KEY: image_semantics("coreml")}

@@ -4,7 +4,8 @@ apart from validation, which :mod:`framegen.toolkit.export.validate` does).
 ``framegen.toolkit.export.bundle.export_bundle`` asks the registry for each requested format and never branches on a
 format's name. A format exporter traces a module once (:meth:`FormatExporter.trace`, the slow step, shared by every
 precision), builds each precision's artifact from that trace (:meth:`FormatExporter.build`) and the image-I/O
-variants (:meth:`FormatExporter.build_image`), and describes itself for the manifest (:meth:`FormatExporter.tools`).
+variants from one image trace (:meth:`FormatExporter.trace_image`, :meth:`FormatExporter.build_image`), and describes
+itself for the manifest (:meth:`FormatExporter.tools`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from framegen.exporters import coreml_export, onnx_export
 from framegen.exporters.errors import ExportError
-from framegen.exporters.image_io import build_coreml_image_artifact, build_onnx_image_artifact
+from framegen.exporters.image_io import build_coreml_image_artifact, build_onnx_image_artifact, coreml_image_program
 
 
 class FormatExporter(ABC):
@@ -37,9 +38,15 @@ class FormatExporter(ABC):
         format-specific fields of its manifest entry."""
 
     @abstractmethod
+    def trace_image(self, module: Any, base: Any, opset: int | None) -> Any:
+        """The intermediate form every precision's image-I/O variant of the generator ``module`` is built from;
+        ``base``: :meth:`trace` of the module, when already made."""
+
+    @abstractmethod
     def build_image(self, module: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
-                    base: Any, opset: int | None) -> dict[str, Any]:
-        """Write the generator's uint8 image-I/O variant (see :mod:`framegen.exporters.image_io`)."""
+                    image_base: Any, opset: int | None) -> dict[str, Any]:
+        """Write the generator's uint8 image-I/O variant (see :mod:`framegen.exporters.image_io`) of ``precision``
+        from ``image_base`` (:meth:`trace_image`)."""
 
     @abstractmethod
     def tools(self, opset: int | None) -> dict[str, Any]:
@@ -66,10 +73,14 @@ class OnnxExporter(FormatExporter):
         onnx_export.save_onnx(proto, path)
         return {"opset": opset or onnx_export.DEFAULT_OPSET, "exporter": onnx_export.EXPORT_CHOICE["exporter"]}
 
+    def trace_image(self, module: Any, base: Any, opset: int | None) -> Any:
+        """The fp32 tensor graph, which each image-I/O variant wraps (``base`` when given: no second trace)."""
+        return base if base is not None else self.trace(module, "generator", opset)
+
     def build_image(self, module: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
-                    base: Any, opset: int | None) -> dict[str, Any]:
-        """The tensor graph wrapped with the pre- and post-processing (saves a second trace)."""
-        return build_onnx_image_artifact(module, precision, path, metadata, base=base, opset=opset)
+                    image_base: Any, opset: int | None) -> dict[str, Any]:
+        """The tensor graph wrapped with the pre- and post-processing."""
+        return build_onnx_image_artifact(module, precision, path, metadata, base=image_base, opset=opset)
 
     def tools(self, opset: int | None) -> dict[str, Any]:
         """Exporter, opset and the fp16 scheme."""
@@ -96,10 +107,14 @@ class CoreMLExporter(FormatExporter):
         return {"minimum_deployment_target": coreml_export.MINIMUM_DEPLOYMENT_TARGET, "compute_precision": precision,
                 "batch_range": [1, coreml_export.MAX_BATCH]}
 
+    def trace_image(self, module: Any, base: Any, opset: int | None) -> Any:
+        """The ``torch.export`` program of the image-I/O wrapper (a module of its own: ``base`` does not serve)."""
+        return coreml_image_program(module)
+
     def build_image(self, module: Any, precision: str, path: str | os.PathLike[str], metadata: dict[str, str],
-                    base: Any, opset: int | None) -> dict[str, Any]:
+                    image_base: Any, opset: int | None) -> dict[str, Any]:
         """A BGR-image-in, BGR-image-out ML program (batch 1)."""
-        return build_coreml_image_artifact(module, precision, path, metadata)
+        return build_coreml_image_artifact(module, precision, path, metadata, program=image_base)
 
     def tools(self, opset: int | None) -> dict[str, Any]:
         """Route, program type, deployment target and batch range."""

@@ -38,11 +38,12 @@ def image_bundle(tmp_path_factory, calibrated_generator, generator_ckpt):
     tensor = {"fp32": base.SerializeToString(), "fp16": to_float16(base).SerializeToString()}
     entries = []
     for fmt, suffix in (("onnx", ".onnx"), ("coreml", ".mlpackage")):
+        exporter = get_exporter(fmt)
+        image_base = exporter.trace_image(calibrated_generator, base if fmt == "onnx" else None, None)
         for prec in ("fp32", "fp16"):
             path = root / f"generator.{prec}.image{suffix}"
             meta = image_metadata("generator", "ave", prec, fmt, sha)
-            get_exporter(fmt).build_image(calibrated_generator, prec, path, meta, base if fmt == "onnx" else None,
-                                          None)
+            exporter.build_image(calibrated_generator, prec, path, meta, image_base, None)
             entries.append({"model": "generator", "format": fmt, "precision": prec, "io": "image",
                             "path": path.name, "sha256": sha256_path(path), "metadata": meta})
     (root / MANIFEST).write_text(json.dumps({"source": {"mode": "ave", "sha256": sha}, "artifacts": entries}))

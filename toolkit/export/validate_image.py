@@ -289,12 +289,13 @@ def export_image_entries(exporter: Any, model: Any, mode: str, precisions: list[
     ins, outs = manifest_io(fmt, mode)
     cases = validation_cases(model)
     entries = []
+    image_base = exporter.trace_image(model, base, opset) if precisions else None
     for prec in precisions:
         name = f"generator.{prec}.{IO}{exporter.suffix}"
         path = work / name
         meta = image_metadata("generator", mode, prec, fmt, source_sha256)
         t0 = time.perf_counter()
-        extra = exporter.build_image(model, prec, path, meta, base, opset)
+        extra = exporter.build_image(model, prec, path, meta, image_base, opset)
         t1 = time.perf_counter()
         validation = validate_image_artifact(path, model, fmt, prec, meta, ref, label=f"{dest}/{name}",
                                              cases=cases)
