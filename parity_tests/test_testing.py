@@ -109,9 +109,9 @@ def test_an_unconfigured_project_skips_with_the_reason(tmp_path):
 
 def test_a_malformed_setting_stops_pytest_before_any_test_with_one_line(tmp_path):
     (tmp_path / "test_user.py").write_text(USER_TEST)
-    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nframegen_locate = "maybe"\n')
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\nframegen_locate = "Maybe"\n')
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage error
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    assert lines == ["ERROR: framegen_locate must be true or false, not 'maybe'"]
+    assert lines == ["ERROR: framegen_locate must be true or false, not 'Maybe'"]  # as written

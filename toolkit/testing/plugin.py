@@ -69,9 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _locate(config: pytest.Config) -> bool:
-    value = (_setting(config, "locate") or "true").strip().lower()
+    given = _setting(config, "locate") or "true"
+    value = given.strip().lower()
     if value not in ("true", "false"):
-        raise pytest.UsageError(f"framegen_locate must be true or false, not {value!r}")
+        raise pytest.UsageError(f"framegen_locate must be true or false, not {given!r}")
     return value == "true"
 
 
